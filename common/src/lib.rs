@@ -1,0 +1,42 @@
+//! Plumbing shared by the Switchboard edge and router processes.
+//!
+//! - [`config`]: flags + `SWITCHBOARD_*` env vars + an optional TOML file.
+//! - [`auth`]: JWT verification (HS256, RS256, ES256, JWKS) and minting.
+//! - [`admin`]: the `/metrics`, `/healthz`, `/readyz` listener.
+//! - [`telemetry`]: tracing and the Prometheus recorder.
+//! - [`net`]: binding listeners and announcing their addresses.
+//! - [`http`]: small response helpers for hyper services.
+//! - [`ids`], [`clock`]: id rules and timestamps used on the wire.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod ids;
+pub mod net;
+pub mod telemetry;
+
+/// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

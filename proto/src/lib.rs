@@ -1,0 +1,60 @@
+//! Envelopes and the gRPC service between Switchboard edges and routers.
+//!
+//! Generated from `proto/switchboard.proto` at build time (protox, no system
+//! `protoc`). See that file for what each message means.
+#![forbid(unsafe_code)]
+
+#[allow(clippy::all, clippy::pedantic)]
+mod generated {
+    tonic::include_proto!("switchboard.v1");
+}
+
+pub use generated::*;
+
+impl Topic {
+    pub fn group(tenant: &str, group: &str) -> Self {
+        Self::new(tenant, TopicKind::Group, group)
+    }
+
+    pub fn client(tenant: &str, client: &str) -> Self {
+        Self::new(tenant, TopicKind::Client, client)
+    }
+
+    pub fn tenant(tenant: &str) -> Self {
+        Self::new(tenant, TopicKind::Tenant, "")
+    }
+
+    pub fn new(tenant: &str, kind: TopicKind, name: &str) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            kind: kind as i32,
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Payload {
+    pub fn json(bytes: impl Into<prost::bytes::Bytes>) -> Self {
+        Self {
+            body: Some(payload::Body::Json(bytes.into())),
+        }
+    }
+
+    pub fn presence(event: PresenceEvent) -> Self {
+        Self {
+            body: Some(payload::Body::Presence(event)),
+        }
+    }
+}
+
+impl From<edge_frame::Body> for EdgeFrame {
+    fn from(body: edge_frame::Body) -> Self {
+        Self { body: Some(body) }
+    }
+}
+
+impl From<router_frame::Body> for RouterFrame {
+    fn from(body: router_frame::Body) -> Self {
+        Self { body: Some(body) }
+    }
+}
