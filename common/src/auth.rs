@@ -10,7 +10,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::is_valid_tenant;
+use switchboard_proto::ids::is_valid_tenant;
 
 /// Leeway for `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 30;
@@ -166,8 +166,8 @@ impl Verifier {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| AuthError::Malformed(e.to_string()))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
         let (key, algorithm) = match &self.keys {
             Keys::Single { key, algorithm } => (key, *algorithm),
             Keys::Set(keys) => keys
@@ -225,8 +225,7 @@ impl Minter {
 
     pub fn mint(&self, claims: &Claims) -> String {
         // Encoding our own well-formed claims with an HMAC key cannot fail.
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.key)
-            .unwrap_or_default()
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.key).unwrap_or_default()
     }
 }
 
@@ -260,7 +259,10 @@ pub fn token_from_request<B>(request: &http::Request<B>) -> Option<String> {
     if let Some(bearer) = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
     {
         return Some(bearer.trim().to_owned());
     }
@@ -393,5 +395,36 @@ mod tests {
         assert_eq!(parse_ttl("7d"), Ok(604_800));
         assert!(parse_ttl("1y").is_err());
         assert!(parse_ttl("h").is_err());
+    }
+}
+
+/// Token settings shared by the edge and the router.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthSettings {
+    /// HS256 secret. Standalone mode makes a random one when unset.
+    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key (RSA for RS256, EC for ES256) instead of a secret.
+    #[arg(long, env = "SWITCHBOARD_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<std::path::PathBuf>,
+    /// JWKS file instead of a secret; keys are picked by `kid`.
+    #[arg(long, env = "SWITCHBOARD_JWT_JWKS")]
+    pub jwt_jwks: Option<std::path::PathBuf>,
+}
+
+impl AuthSettings {
+    /// The verifier these settings describe: a JWKS file, else a PEM key,
+    /// else the shared secret.
+    pub fn verifier(&self) -> Result<Verifier, KeyError> {
+        if let Some(path) = &self.jwt_jwks {
+            return Verifier::from_jwks_file(path);
+        }
+        if let Some(path) = &self.jwt_public_key {
+            return Verifier::from_pem_file(path);
+        }
+        match &self.jwt_secret {
+            Some(secret) if !secret.is_empty() => Ok(Verifier::hs256(secret.as_bytes())),
+            _ => Err(KeyError::Nothing),
+        }
     }
 }

@@ -132,7 +132,11 @@ mod tests {
     struct Settings {
         #[arg(long)]
         config: Option<PathBuf>,
-        #[arg(long, env = "SWITCHBOARD_TEST_CONFIG_ADDR", default_value = "0.0.0.0:1")]
+        #[arg(
+            long,
+            env = "SWITCHBOARD_TEST_CONFIG_ADDR",
+            default_value = "0.0.0.0:1"
+        )]
         addr: String,
         #[arg(long, default_value_t = 5)]
         limit: u32,

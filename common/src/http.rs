@@ -61,7 +61,10 @@ mod tests {
 
     #[test]
     fn query_values_are_decoded() {
-        assert_eq!(query_param("a=1&token=x%2By", "token").as_deref(), Some("x+y"));
+        assert_eq!(
+            query_param("a=1&token=x%2By", "token").as_deref(),
+            Some("x+y")
+        );
         assert_eq!(query_param("a=1", "token"), None);
         assert_eq!(query_param("", "token"), None);
     }

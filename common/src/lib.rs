@@ -6,7 +6,7 @@
 //! - [`telemetry`]: tracing and the Prometheus recorder.
 //! - [`net`]: binding listeners and announcing their addresses.
 //! - [`http`]: small response helpers for hyper services.
-//! - [`ids`], [`clock`]: id rules and timestamps used on the wire.
+//! - [`clock`]: timestamps used on the wire.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -14,7 +14,6 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod http;
-pub mod ids;
 pub mod net;
 pub mod telemetry;
 

@@ -2,7 +2,17 @@
 //!
 //! Generated from `proto/switchboard.proto` at build time (protox, no system
 //! `protoc`). See that file for what each message means.
+//!
+//! - [`group`]: the group dialect's V3 message schema and validation.
+//! - [`ids`]: id rules shared by every dialect.
+//! - [`ownership`]: which router owns a topic (rendezvous hashing).
 #![forbid(unsafe_code)]
+
+pub mod group;
+pub mod ids;
+pub mod ownership;
+
+pub use ids::is_valid_id;
 
 #[allow(clippy::all, clippy::pedantic)]
 mod generated {

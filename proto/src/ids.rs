@@ -1,4 +1,4 @@
-//! Id rules shared by every dialect.
+//! Id rules shared by every dialect and by tenant names.
 
 /// Group and client ids, tenants: `[A-Za-z0-9_-]{1,64}`, not only digits.
 /// Digit-only ids are refused because they are database integers, which the

@@ -1,0 +1,473 @@
+//! The server API: how backends push into the gateway over HTTP.
+//!
+//! Auth is a `kind=service` token (acting for its tenant) or the configured
+//! API key (acting for `X-Tenant`). Every failure is one JSON error:
+//! `{"error":{"code":…,"message":…,"field"?:…}}`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use switchboard_common::auth::{DEFAULT_TENANT, Verifier};
+use switchboard_common::clock::iso8601_now;
+use switchboard_common::http::{Body, BodyError, bytes_response, json_response, read_body};
+use switchboard_proto::group::{self, GroupError, Sender, Target};
+use switchboard_proto::{Payload, TopicKind, is_valid_id};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::node::{RouterNode, dialect_label};
+use crate::topic::TopicKey;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// The OpenAPI document, kept in the repository beside this crate.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Every route the API serves: (method, path template). The OpenAPI
+/// document is checked against this list in tests.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/openapi.json"),
+    ("POST", "/api/v1/groups/{group_id}/messages"),
+    ("GET", "/api/v1/groups/{group_id}/presence"),
+    ("POST", "/api/v1/broadcast"),
+    ("GET", "/api/v1/stats"),
+];
+
+/// What the API needs besides the node.
+pub struct ApiContext {
+    pub node: Arc<RouterNode>,
+    pub verifier: Option<Arc<Verifier>>,
+    pub api_key: Option<String>,
+    /// Router ids of the cluster, for `/stats`.
+    pub routers: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
+}
+
+/// A refusal: status, code, message and the field at fault.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    fn field(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "validation_error",
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    fn response(&self) -> Response<Body> {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(field) = &self.field {
+            error["field"] = json!(field);
+        }
+        json_response(self.status, &json!({ "error": error }))
+    }
+}
+
+impl From<GroupError> for ApiError {
+    fn from(e: GroupError) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: e.code.as_str(),
+            message: e.message,
+            field: e.field,
+        }
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge(_) => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+            }
+            BodyError::Read(_) => Self::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
+        }
+    }
+}
+
+/// Serves the API until `shutdown`; in-flight requests finish.
+pub async fn serve(listener: TcpListener, context: Arc<ApiContext>, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let context = context.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let service = service_fn(move |request| {
+                let context = context.clone();
+                async move { Ok::<_, Infallible>(handle(&context, request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = &mut connection => {}
+                () = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn handle(context: &ApiContext, request: Request<Incoming>) -> Response<Body> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let (route, response) = match route(context, request).await {
+        Ok((route, response)) => (route, response),
+        Err((route, error)) => (route, error.response()),
+    };
+    metrics::counter!("switchboard_api_requests_total",
+        "route" => route, "status" => response.status().as_u16().to_string())
+    .increment(1);
+    metrics::histogram!("switchboard_api_request_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    tracing::debug!(%method, path, status = response.status().as_u16(), "api request");
+    response
+}
+
+type Routed = Result<(&'static str, Response<Body>), (&'static str, ApiError)>;
+
+async fn route(context: &ApiContext, request: Request<Incoming>) -> Routed {
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = request.method().clone();
+    let (route, allowed): (&'static str, Method) = match segments.as_slice() {
+        ["api", "v1", "openapi.json"] => ("openapi", Method::GET),
+        ["api", "v1", "groups", _, "messages"] => ("group_messages", Method::POST),
+        ["api", "v1", "groups", _, "presence"] => ("group_presence", Method::GET),
+        ["api", "v1", "broadcast"] => ("broadcast", Method::POST),
+        ["api", "v1", "stats"] => ("stats", Method::GET),
+        _ => {
+            return Err((
+                "unknown",
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no route {path}"),
+                ),
+            ));
+        }
+    };
+    let fail = |e: ApiError| (route, e);
+    if method != allowed {
+        return Err(fail(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{path} accepts {allowed} only"),
+        )));
+    }
+    if route == "openapi" {
+        let body = Bytes::from_static(OPENAPI.as_bytes());
+        return Ok((
+            route,
+            bytes_response(StatusCode::OK, "application/json", body),
+        ));
+    }
+    let tenant = authenticate(context, &request).map_err(fail)?;
+    let response = match segments.as_slice() {
+        ["api", "v1", "groups", group_id, "messages"] => {
+            let group_id = path_id("group_id", group_id).map_err(fail)?;
+            let body = json_body(request.into_body()).await.map_err(fail)?;
+            group_message(context, &tenant, &group_id, body).await
+        }
+        ["api", "v1", "groups", group_id, "presence"] => {
+            let group_id = path_id("group_id", group_id).map_err(fail)?;
+            presence(context, &tenant, &group_id).await
+        }
+        ["api", "v1", "broadcast"] => {
+            let body = json_body(request.into_body()).await.map_err(fail)?;
+            broadcast(context, &tenant, body).await
+        }
+        _ => Ok(stats(context)),
+    };
+    response.map(|r| (route, r)).map_err(fail)
+}
+
+/// The tenant a request acts for.
+fn authenticate(context: &ApiContext, request: &Request<Incoming>) -> Result<String, ApiError> {
+    let unauthorized =
+        |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    let bearer = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| unauthorized("missing Authorization: Bearer header"))?;
+    let header_tenant = match request.headers().get("x-tenant") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .filter(|t| switchboard_proto::ids::is_valid_tenant(t))
+                .ok_or_else(|| ApiError::field("X-Tenant", "X-Tenant is not a valid tenant"))?
+                .to_owned(),
+        ),
+    };
+    if let Some(key) = &context.api_key
+        && constant_time_eq(key.as_bytes(), bearer.as_bytes())
+    {
+        return Ok(header_tenant.unwrap_or_else(|| DEFAULT_TENANT.to_owned()));
+    }
+    let verifier = context
+        .verifier
+        .as_ref()
+        .ok_or_else(|| unauthorized("invalid API key"))?;
+    let claims = verifier
+        .verify(bearer)
+        .map_err(|e| unauthorized(&e.to_string()))?;
+    if claims.kind() != "service" {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the server API needs a token of kind service",
+        ));
+    }
+    match header_tenant {
+        Some(other) if other != claims.tenant => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "a service token of tenant {} cannot act for {other}",
+                claims.tenant
+            ),
+        )),
+        _ => Ok(claims.tenant),
+    }
+}
+
+/// Compares secrets without leaking where they differ through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn path_id(field: &str, id: &str) -> Result<String, ApiError> {
+    if is_valid_id(id) {
+        Ok(id.to_owned())
+    } else {
+        Err(ApiError::field(
+            field,
+            format!("{field} must match [A-Za-z0-9_-]{{1,64}} and not be only digits"),
+        ))
+    }
+}
+
+async fn json_body(body: Incoming) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let bytes = read_body(body, MAX_BODY).await?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_error",
+            "the body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("invalid JSON: {e}"),
+        )),
+    }
+}
+
+fn delivered(n: u32) -> Response<Body> {
+    json_response(StatusCode::OK, &json!({ "delivered": n }))
+}
+
+fn unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "router is shutting down",
+    )
+}
+
+async fn group_message(
+    context: &ApiContext,
+    tenant: &str,
+    group_id: &str,
+    body: serde_json::Map<String, Value>,
+) -> Result<Response<Body>, ApiError> {
+    let sender = Sender {
+        client_id: None,
+        group_id,
+    };
+    let message = group::validate(body, sender)?;
+    let topic = match message.target {
+        Target::Group => TopicKey::new(tenant, TopicKind::Group, group_id),
+        Target::Direct => {
+            let to = message.to_id.as_deref().unwrap_or_default();
+            TopicKey::new(tenant, TopicKind::Client, to)
+        }
+        Target::Broadcast | Target::Echo => {
+            return Err(ApiError::field(
+                "target",
+                "target must be group or direct (use /api/v1/broadcast to broadcast)",
+            ));
+        }
+    };
+    let wire = message.complete("server", group_id, &iso8601_now());
+    let n = context
+        .node
+        .publish(topic, Payload::json(wire.to_string()))
+        .await
+        .map_err(|_| unavailable())?;
+    Ok(delivered(n))
+}
+
+async fn broadcast(
+    context: &ApiContext,
+    tenant: &str,
+    mut body: serde_json::Map<String, Value>,
+) -> Result<Response<Body>, ApiError> {
+    body.entry("target").or_insert_with(|| json!("broadcast"));
+    // A broadcast belongs to no group unless the caller names one.
+    let group_id = match body.get("group_id") {
+        Some(Value::String(g)) => path_id("group_id", g)?,
+        Some(Value::Null) | None => String::new(),
+        Some(_) => return Err(ApiError::field("group_id", "group_id must be a string")),
+    };
+    let message = group::validate(
+        body,
+        Sender {
+            client_id: None,
+            group_id: &group_id,
+        },
+    )?;
+    if message.target != Target::Broadcast {
+        return Err(ApiError::field("target", "target must be broadcast"));
+    }
+    let wire = message.complete("server", &group_id, &iso8601_now());
+    let n = context
+        .node
+        .publish(
+            TopicKey::new(tenant, TopicKind::Tenant, ""),
+            Payload::json(wire.to_string()),
+        )
+        .await
+        .map_err(|_| unavailable())?;
+    Ok(delivered(n))
+}
+
+async fn presence(
+    context: &ApiContext,
+    tenant: &str,
+    group_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let response = context
+        .node
+        .presence(TopicKey::new(tenant, TopicKind::Group, group_id))
+        .await
+        .map_err(|_| unavailable())?;
+    if response.error != 0 {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            response.error_message,
+        ));
+    }
+    let count = response.members.len();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "members": response.members, "count": count }),
+    ))
+}
+
+fn stats(context: &ApiContext) -> Response<Body> {
+    use switchboard_proto::Dialect;
+    let dialects = [
+        Dialect::Group,
+        Dialect::GroupV2,
+        Dialect::Jsonrpc,
+        Dialect::Iot,
+        Dialect::Im,
+    ];
+    let mut connections = serde_json::Map::new();
+    let mut total = 0;
+    for dialect in dialects {
+        let n = context.node.stats.connections(dialect);
+        total += n;
+        connections.insert(dialect_label(dialect).to_owned(), json!(n));
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "router_id": context.node.id(),
+            "routers": (context.routers)(),
+            "edges": context.node.edges(),
+            "connections": connections,
+            "total_connections": total,
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_documents_every_route() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        assert!(doc["openapi"].as_str().unwrap_or("").starts_with("3."));
+        let paths = doc["paths"].as_object().expect("paths");
+        for (method, path) in ROUTES {
+            let operation = &paths
+                .get(*path)
+                .unwrap_or_else(|| panic!("{path} is not documented"))[method.to_lowercase()];
+            assert!(operation.is_object(), "{method} {path} is not documented");
+        }
+        assert_eq!(
+            paths.len(),
+            ROUTES
+                .iter()
+                .map(|(_, p)| p)
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
+            "the document lists a route the router does not serve"
+        );
+    }
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,84 @@
+//! The gRPC face of a router: one bidirectional `Attach` stream per edge.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use switchboard_proto::router_server::{Router, RouterServer};
+use switchboard_proto::{EdgeFrame, RouterFrame, edge_frame};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::node::RouterNode;
+
+/// Largest frame accepted from an edge: a 1 MiB API body plus headroom.
+const MAX_FRAME: usize = 4 << 20;
+
+pub struct GrpcRouter {
+    node: Arc<RouterNode>,
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<RouterFrame, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Router for GrpcRouter {
+    type AttachStream = FrameStream;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<EdgeFrame>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let mut inbound = request.into_inner();
+        let edge_id = match inbound.message().await? {
+            Some(EdgeFrame {
+                body: Some(edge_frame::Body::Hello(hello)),
+            }) if !hello.edge_id.is_empty() => hello.edge_id,
+            _ => return Err(Status::invalid_argument("the first frame must be Hello")),
+        };
+        let frames = futures_util::stream::unfold(inbound, |mut inbound| async move {
+            match inbound.message().await {
+                Ok(Some(frame)) => Some((frame, inbound)),
+                Ok(None) => None,
+                Err(status) => {
+                    tracing::debug!(%status, "edge stream failed");
+                    None
+                }
+            }
+        });
+        let rx = self.node.attach(edge_id, Box::pin(frames));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+    }
+}
+
+/// Serves the router's gRPC service until `shutdown`, then gives open
+/// streams `grace` to end before dropping them.
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<RouterNode>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> Result<(), tonic::transport::Error> {
+    let service = RouterServer::new(GrpcRouter { node })
+        .max_decoding_message_size(MAX_FRAME)
+        .max_encoding_message_size(MAX_FRAME);
+    let stopping = shutdown.clone();
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .tcp_nodelay(true)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            stopping.cancelled().await;
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => Ok(()),
+    }
+}

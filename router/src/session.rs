@@ -1,0 +1,227 @@
+//! One attached edge: the single owner of that edge's connection table.
+//! It turns the edge's frames into shard commands, remembers what each
+//! connection subscribed to, and unsubscribes everything when a connection
+//! closes or the edge goes away.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt};
+use switchboard_proto::{
+    Dialect, EdgeFrame, ErrorCode, Response, RouterFrame, edge_frame, request,
+};
+use tokio::sync::mpsc;
+
+use crate::node::RouterNode;
+use crate::reply::Reply;
+use crate::shard::{EdgeIdx, ShardCommand};
+use crate::topic::TopicKey;
+
+struct Connection {
+    dialect: Dialect,
+    subscriptions: Vec<(TopicKey, Option<Arc<str>>)>,
+}
+
+pub async fn run<S>(
+    node: &Arc<RouterNode>,
+    edge: EdgeIdx,
+    edge_id: &str,
+    mut inbound: S,
+    tx: mpsc::Sender<RouterFrame>,
+) where
+    S: Stream<Item = EdgeFrame> + Unpin,
+{
+    let mut connections: HashMap<u64, Connection> = HashMap::new();
+    while let Some(frame) = inbound.next().await {
+        let Some(body) = frame.body else { continue };
+        handle(node, edge, &mut connections, body, &tx).await;
+    }
+    tracing::debug!(
+        edge_id,
+        connections = connections.len(),
+        "edge stream ended"
+    );
+    for (conn, connection) in connections.drain() {
+        close(node, edge, conn, connection).await;
+    }
+}
+
+async fn close(node: &RouterNode, edge: EdgeIdx, conn: u64, connection: Connection) {
+    node.stats.add(connection.dialect, -1);
+    for (topic, member) in connection.subscriptions {
+        node.to_shard(
+            &topic.clone(),
+            ShardCommand::Unsubscribe {
+                edge,
+                conn,
+                topic,
+                member,
+            },
+        )
+        .await;
+    }
+}
+
+fn out_of_order(what: &'static str, conn: u64) {
+    metrics::counter!("switchboard_router_out_of_order_frames_total", "frame" => what).increment(1);
+    tracing::debug!(
+        conn,
+        frame = what,
+        "frame for a connection that is not open"
+    );
+}
+
+async fn handle(
+    node: &Arc<RouterNode>,
+    edge: EdgeIdx,
+    connections: &mut HashMap<u64, Connection>,
+    body: edge_frame::Body,
+    tx: &mpsc::Sender<RouterFrame>,
+) {
+    match body {
+        edge_frame::Body::Hello(_) => {}
+        edge_frame::Body::Opened(opened) => {
+            let dialect = opened.dialect();
+            if connections
+                .insert(
+                    opened.conn_id,
+                    Connection {
+                        dialect,
+                        subscriptions: Vec::new(),
+                    },
+                )
+                .is_none()
+            {
+                node.stats.add(dialect, 1);
+            }
+        }
+        edge_frame::Body::Closed(closed) => {
+            if let Some(connection) = connections.remove(&closed.conn_id) {
+                close(node, edge, closed.conn_id, connection).await;
+            }
+        }
+        edge_frame::Body::Subscribe(subscribe) => {
+            let Some(connection) = connections.get_mut(&subscribe.conn_id) else {
+                return out_of_order("subscribe", subscribe.conn_id);
+            };
+            let Some(topic) = subscribe.topic.map(TopicKey::from) else {
+                return;
+            };
+            if connection.subscriptions.iter().any(|(t, _)| *t == topic) {
+                return;
+            }
+            let member: Option<Arc<str>> = (!subscribe.presence_member.is_empty())
+                .then(|| Arc::from(subscribe.presence_member.as_str()));
+            connection
+                .subscriptions
+                .push((topic.clone(), member.clone()));
+            node.to_shard(
+                &topic.clone(),
+                ShardCommand::Subscribe {
+                    edge,
+                    conn: subscribe.conn_id,
+                    topic,
+                    member,
+                },
+            )
+            .await;
+        }
+        edge_frame::Body::Unsubscribe(unsubscribe) => {
+            let Some(connection) = connections.get_mut(&unsubscribe.conn_id) else {
+                return out_of_order("unsubscribe", unsubscribe.conn_id);
+            };
+            let Some(topic) = unsubscribe.topic.map(TopicKey::from) else {
+                return;
+            };
+            let Some(position) = connection
+                .subscriptions
+                .iter()
+                .position(|(t, _)| *t == topic)
+            else {
+                return;
+            };
+            let (topic, member) = connection.subscriptions.swap_remove(position);
+            node.to_shard(
+                &topic.clone(),
+                ShardCommand::Unsubscribe {
+                    edge,
+                    conn: unsubscribe.conn_id,
+                    topic,
+                    member,
+                },
+            )
+            .await;
+        }
+        edge_frame::Body::Touch(touch) => {
+            let Some(connection) = connections.get(&touch.conn_id) else {
+                return out_of_order("touch", touch.conn_id);
+            };
+            let Some(topic) = touch.topic.map(TopicKey::from) else {
+                return;
+            };
+            let member = connection
+                .subscriptions
+                .iter()
+                .find(|(t, _)| *t == topic)
+                .and_then(|(_, member)| member.clone());
+            if let Some(member) = member {
+                node.to_shard(&topic.clone(), ShardCommand::Touch { topic, member })
+                    .await;
+            }
+        }
+        edge_frame::Body::Publish(publish) => {
+            if let (Some(topic), Some(payload)) = (publish.topic, publish.payload) {
+                let topic = TopicKey::from(topic);
+                node.to_shard(
+                    &topic.clone(),
+                    ShardCommand::Publish {
+                        topic,
+                        payload,
+                        reply: None,
+                    },
+                )
+                .await;
+            }
+        }
+        edge_frame::Body::Request(request) => {
+            let reply = Reply::Edge {
+                tx: tx.clone(),
+                correlation_id: request.correlation_id,
+            };
+            match request.body {
+                Some(request::Body::Publish(publish)) => match (publish.topic, publish.payload) {
+                    (Some(topic), Some(payload)) => {
+                        let topic = TopicKey::from(topic);
+                        node.to_shard(
+                            &topic.clone(),
+                            ShardCommand::Publish {
+                                topic,
+                                payload,
+                                reply: Some(reply),
+                            },
+                        )
+                        .await;
+                    }
+                    _ => reply.send(invalid("publish needs a topic and a payload")),
+                },
+                Some(request::Body::Presence(query)) => match query.topic {
+                    Some(topic) => {
+                        let topic = TopicKey::from(topic);
+                        node.to_shard(&topic.clone(), ShardCommand::PresenceQuery { topic, reply })
+                            .await;
+                    }
+                    None => reply.send(invalid("presence query needs a topic")),
+                },
+                None => reply.send(invalid("empty request")),
+            }
+        }
+    }
+}
+
+fn invalid(message: &str) -> Response {
+    Response {
+        error: ErrorCode::Invalid as i32,
+        error_message: message.to_owned(),
+        ..Response::default()
+    }
+}

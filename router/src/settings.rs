@@ -1,0 +1,114 @@
+//! Router settings: flags, `SWITCHBOARD_*` env vars, optional TOML file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use switchboard_common::auth::{AuthSettings, parse_ttl};
+use switchboard_common::telemetry::LogFormat;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "router",
+    version,
+    about = "Switchboard router: owns topics, presence and fan-out"
+)]
+pub struct RouterSettings {
+    /// TOML file with any of these settings (keys are the flag names).
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// gRPC listener that edges attach to.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ROUTER_GRPC_ADDR",
+        default_value = "0.0.0.0:50051"
+    )]
+    pub grpc_addr: String,
+    /// Server API listener.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ROUTER_API_ADDR",
+        default_value = "0.0.0.0:8081"
+    )]
+    pub api_addr: String,
+    /// `/metrics`, `/healthz`, `/readyz` listener.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ROUTER_ADMIN_ADDR",
+        default_value = "0.0.0.0:9091"
+    )]
+    pub admin_addr: String,
+    /// Redis URL; without it the router keeps presence in memory.
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Static key accepted by the server API besides service tokens.
+    #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// This router's id (default: host name + random suffix).
+    #[arg(long, env = "SWITCHBOARD_ROUTER_ID")]
+    pub router_id: Option<String>,
+    #[command(flatten)]
+    pub auth: AuthSettings,
+    /// A client is present while it sent something within this time.
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_TTL", default_value = "90s", value_parser = duration)]
+    pub presence_ttl: Duration,
+    /// How often expired presence entries are swept.
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_SWEEP", default_value = "5s", value_parser = duration)]
+    pub presence_sweep: Duration,
+    /// State shards (tasks); default: one per core.
+    #[arg(long, env = "SWITCHBOARD_ROUTER_SHARDS")]
+    pub shards: Option<usize>,
+    /// Time open streams and requests get to finish on SIGTERM.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub drain_timeout: Duration,
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Parses `90s`, `15m`, `1h` or plain seconds; `500ms` for sub-second values.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    if let Some(ms) = text.strip_suffix("ms") {
+        return ms
+            .parse()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("`{text}` is not a duration"));
+    }
+    parse_ttl(text).map(Duration::from_secs)
+}
+
+/// `<host>-<random>`: unique enough to tell processes apart in logs and membership.
+pub fn default_id(role: &str) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| role.to_owned());
+    format!("{host}-{role}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("2"), Ok(Duration::from_secs(2)));
+        assert!(duration("soon").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let s = RouterSettings::try_parse_from(["router"]).unwrap();
+        assert_eq!(s.grpc_addr, "0.0.0.0:50051");
+        assert_eq!(s.api_addr, "0.0.0.0:8081");
+        assert_eq!(s.admin_addr, "0.0.0.0:9091");
+        assert_eq!(s.presence_ttl, Duration::from_secs(90));
+    }
+}

@@ -1,0 +1,419 @@
+//! A shard owns the subscriber state of the topics that hash to it. Each
+//! shard is one task fed by a channel, so topic state has exactly one
+//! writer and needs no lock. Fan-out sends one `Delivery` per edge, naming
+//! every local connection on that edge.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchboard_proto::{Delivery, Payload, PresenceEvent, Response, RouterFrame, router_frame};
+use tokio::sync::mpsc;
+
+use crate::presence::PresenceJob;
+use crate::reply::Reply;
+use crate::topic::TopicKey;
+
+/// An attached edge, numbered by this router.
+pub type EdgeIdx = u32;
+
+pub enum ShardCommand {
+    EdgeUp {
+        edge: EdgeIdx,
+        tx: mpsc::Sender<RouterFrame>,
+    },
+    EdgeDown {
+        edge: EdgeIdx,
+    },
+    Subscribe {
+        edge: EdgeIdx,
+        conn: u64,
+        topic: TopicKey,
+        member: Option<Arc<str>>,
+    },
+    Unsubscribe {
+        edge: EdgeIdx,
+        conn: u64,
+        topic: TopicKey,
+        member: Option<Arc<str>>,
+    },
+    Touch {
+        topic: TopicKey,
+        member: Arc<str>,
+    },
+    Publish {
+        topic: TopicKey,
+        payload: Payload,
+        reply: Option<Reply>,
+    },
+    /// A presence change the store confirmed, to tell the group.
+    Announce {
+        topic: TopicKey,
+        member: String,
+        joined: bool,
+        count: u32,
+    },
+    /// Forwarded to the presence worker so it runs after earlier joins.
+    PresenceQuery {
+        topic: TopicKey,
+        reply: Reply,
+    },
+}
+
+/// Connection ids of one edge, with O(1) insert and remove.
+#[derive(Default)]
+struct ConnSet {
+    ids: Vec<u64>,
+    index: HashMap<u64, usize>,
+}
+
+impl ConnSet {
+    fn insert(&mut self, conn: u64) -> bool {
+        if self.index.contains_key(&conn) {
+            return false;
+        }
+        self.index.insert(conn, self.ids.len());
+        self.ids.push(conn);
+        true
+    }
+
+    fn remove(&mut self, conn: u64) -> bool {
+        let Some(position) = self.index.remove(&conn) else {
+            return false;
+        };
+        self.ids.swap_remove(position);
+        if let Some(moved) = self.ids.get(position) {
+            self.index.insert(*moved, position);
+        }
+        true
+    }
+}
+
+struct Member {
+    conns: u32,
+    last_refresh: Instant,
+}
+
+#[derive(Default)]
+struct TopicState {
+    by_edge: HashMap<EdgeIdx, ConnSet>,
+    members: HashMap<Arc<str>, Member>,
+}
+
+impl TopicState {
+    fn is_empty(&self) -> bool {
+        self.by_edge.is_empty()
+    }
+}
+
+/// The worker lives as long as the shard; a send error means shutdown.
+fn queue(presence: &mpsc::UnboundedSender<PresenceJob>, job: PresenceJob) {
+    let _ = presence.send(job);
+}
+
+pub struct Shard {
+    topics: HashMap<TopicKey, TopicState>,
+    edges: HashMap<EdgeIdx, mpsc::Sender<RouterFrame>>,
+    presence: mpsc::UnboundedSender<PresenceJob>,
+    /// How often a member's presence is written to the store at most.
+    touch_interval: Duration,
+}
+
+impl Shard {
+    pub fn new(presence: mpsc::UnboundedSender<PresenceJob>, touch_interval: Duration) -> Self {
+        Self {
+            topics: HashMap::new(),
+            edges: HashMap::new(),
+            presence,
+            touch_interval,
+        }
+    }
+
+    pub async fn run(mut self, mut commands: mpsc::Receiver<ShardCommand>) {
+        while let Some(command) = commands.recv().await {
+            self.handle(command);
+        }
+    }
+
+    fn handle(&mut self, command: ShardCommand) {
+        match command {
+            ShardCommand::EdgeUp { edge, tx } => {
+                self.edges.insert(edge, tx);
+            }
+            ShardCommand::EdgeDown { edge } => {
+                self.edges.remove(&edge);
+            }
+            ShardCommand::Subscribe {
+                edge,
+                conn,
+                topic,
+                member,
+            } => self.subscribe(edge, conn, topic, member),
+            ShardCommand::Unsubscribe {
+                edge,
+                conn,
+                topic,
+                member,
+            } => self.unsubscribe(edge, conn, &topic, member),
+            ShardCommand::Touch { topic, member } => self.touch(topic, member),
+            ShardCommand::Publish {
+                topic,
+                payload,
+                reply,
+            } => {
+                let delivered = self.fan_out(&topic, &payload);
+                metrics::counter!("switchboard_router_publishes_total", "kind" => topic.kind.as_str_name())
+                    .increment(1);
+                if let Some(reply) = reply {
+                    reply.send(Response {
+                        delivered,
+                        ..Response::default()
+                    });
+                }
+            }
+            ShardCommand::Announce {
+                topic,
+                member,
+                joined,
+                count,
+            } => {
+                let event = PresenceEvent {
+                    group: topic.name.clone(),
+                    member,
+                    joined,
+                    count,
+                };
+                self.fan_out(&topic, &Payload::presence(event));
+            }
+            ShardCommand::PresenceQuery { topic, reply } => {
+                self.queue_presence(PresenceJob::Query { topic, reply });
+            }
+        }
+    }
+
+    fn queue_presence(&self, job: PresenceJob) {
+        queue(&self.presence, job);
+    }
+
+    fn subscribe(&mut self, edge: EdgeIdx, conn: u64, topic: TopicKey, member: Option<Arc<str>>) {
+        let state = self.topics.entry(topic.clone()).or_default();
+        if !state.by_edge.entry(edge).or_default().insert(conn) {
+            return;
+        }
+        if let Some(member) = member.filter(|_| topic.has_presence()) {
+            let entry = state.members.entry(member.clone()).or_insert(Member {
+                conns: 0,
+                last_refresh: Instant::now(),
+            });
+            entry.conns += 1;
+            if entry.conns == 1 {
+                entry.last_refresh = Instant::now();
+                queue(
+                    &self.presence,
+                    PresenceJob::Refresh {
+                        topic,
+                        member: member.to_string(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn unsubscribe(
+        &mut self,
+        edge: EdgeIdx,
+        conn: u64,
+        topic: &TopicKey,
+        member: Option<Arc<str>>,
+    ) {
+        let Some(state) = self.topics.get_mut(topic) else {
+            return;
+        };
+        let Some(conns) = state.by_edge.get_mut(&edge) else {
+            return;
+        };
+        if !conns.remove(conn) {
+            return;
+        }
+        if conns.ids.is_empty() {
+            state.by_edge.remove(&edge);
+        }
+        if let Some(member) = member
+            && let Some(entry) = state.members.get_mut(&member)
+        {
+            entry.conns -= 1;
+            if entry.conns == 0 {
+                state.members.remove(&member);
+                queue(
+                    &self.presence,
+                    PresenceJob::Leave {
+                        topic: topic.clone(),
+                        member: member.to_string(),
+                    },
+                );
+            }
+        }
+        if state.is_empty() {
+            self.topics.remove(topic);
+        }
+    }
+
+    fn touch(&mut self, topic: TopicKey, member: Arc<str>) {
+        let Some(entry) = self
+            .topics
+            .get_mut(&topic)
+            .and_then(|state| state.members.get_mut(&member))
+        else {
+            return;
+        };
+        if entry.last_refresh.elapsed() < self.touch_interval {
+            return;
+        }
+        entry.last_refresh = Instant::now();
+        self.queue_presence(PresenceJob::Refresh {
+            topic,
+            member: member.to_string(),
+        });
+    }
+
+    /// Hands `payload` to every edge with subscribers of `topic`, one frame
+    /// per edge; returns the number of sockets it was handed to.
+    fn fan_out(&self, topic: &TopicKey, payload: &Payload) -> u32 {
+        let Some(state) = self.topics.get(topic) else {
+            return 0;
+        };
+        let mut delivered = 0u32;
+        for (edge, conns) in &state.by_edge {
+            let Some(tx) = self.edges.get(edge) else {
+                continue;
+            };
+            let frame: RouterFrame = router_frame::Body::Delivery(Delivery {
+                conn_ids: conns.ids.clone(),
+                payload: Some(payload.clone()),
+            })
+            .into();
+            match tx.try_send(frame) {
+                Ok(()) => {
+                    delivered += conns.ids.len() as u32;
+                    metrics::counter!("switchboard_router_deliveries_total").increment(1);
+                    metrics::histogram!("switchboard_router_fanout_size")
+                        .record(conns.ids.len() as f64);
+                }
+                // One congested edge must not stall the others: drop for it.
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    metrics::counter!("switchboard_router_edge_queue_full_total").increment(1);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        metrics::counter!("switchboard_router_delivered_sockets_total")
+            .increment(u64::from(delivered));
+        delivered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_proto::TopicKind;
+
+    fn shard() -> (Shard, mpsc::UnboundedReceiver<PresenceJob>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Shard::new(tx, Duration::from_secs(10)), rx)
+    }
+
+    fn group() -> TopicKey {
+        TopicKey::new("t", TopicKind::Group, "g")
+    }
+
+    fn deliveries(rx: &mut mpsc::Receiver<RouterFrame>) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            if let Some(router_frame::Body::Delivery(d)) = frame.body {
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn one_delivery_per_edge_with_all_its_connections() {
+        let (mut shard, _jobs) = shard();
+        let (tx1, mut rx1) = mpsc::channel(16);
+        let (tx2, mut rx2) = mpsc::channel(16);
+        shard.handle(ShardCommand::EdgeUp { edge: 1, tx: tx1 });
+        shard.handle(ShardCommand::EdgeUp { edge: 2, tx: tx2 });
+        for conn in 1..=50 {
+            shard.subscribe(1, conn, group(), None);
+        }
+        shard.subscribe(2, 7, group(), None);
+        let delivered = shard.fan_out(&group(), &Payload::json(&b"{}"[..]));
+        assert_eq!(delivered, 51);
+        let d1 = deliveries(&mut rx1);
+        assert_eq!(d1.len(), 1, "one frame for 50 sockets on one edge");
+        let mut ids = d1[0].conn_ids.clone();
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=50).collect::<Vec<_>>());
+        assert_eq!(deliveries(&mut rx2)[0].conn_ids, vec![7]);
+    }
+
+    #[test]
+    fn first_socket_joins_last_socket_leaves() {
+        let (mut shard, mut jobs) = shard();
+        let alice: Arc<str> = Arc::from("alice");
+        shard.subscribe(1, 1, group(), Some(alice.clone()));
+        shard.subscribe(1, 2, group(), Some(alice.clone()));
+        assert!(matches!(jobs.try_recv(), Ok(PresenceJob::Refresh { .. })));
+        assert!(jobs.try_recv().is_err(), "a second tab is no join");
+        shard.unsubscribe(1, 1, &group(), Some(alice.clone()));
+        assert!(jobs.try_recv().is_err(), "one tab left");
+        shard.unsubscribe(1, 2, &group(), Some(alice));
+        assert!(matches!(jobs.try_recv(), Ok(PresenceJob::Leave { .. })));
+        assert!(shard.topics.is_empty(), "empty topics are dropped");
+    }
+
+    #[test]
+    fn duplicate_subscribe_and_unknown_unsubscribe_are_ignored() {
+        let (mut shard, mut jobs) = shard();
+        let m: Arc<str> = Arc::from("m");
+        shard.subscribe(1, 1, group(), Some(m.clone()));
+        shard.subscribe(1, 1, group(), Some(m.clone()));
+        shard.unsubscribe(1, 99, &group(), Some(m.clone()));
+        shard.unsubscribe(9, 1, &group(), Some(m.clone()));
+        assert!(matches!(jobs.try_recv(), Ok(PresenceJob::Refresh { .. })));
+        shard.unsubscribe(1, 1, &group(), Some(m));
+        assert!(matches!(jobs.try_recv(), Ok(PresenceJob::Leave { .. })));
+    }
+
+    #[test]
+    fn touches_are_throttled() {
+        let (mut shard, mut jobs) = shard();
+        let m: Arc<str> = Arc::from("m");
+        shard.subscribe(1, 1, group(), Some(m.clone()));
+        let _join = jobs.try_recv();
+        shard.touch(group(), m.clone());
+        assert!(jobs.try_recv().is_err(), "within the touch interval");
+        shard.touch_interval = Duration::ZERO;
+        shard.touch(group(), m);
+        assert!(matches!(jobs.try_recv(), Ok(PresenceJob::Refresh { .. })));
+    }
+
+    #[test]
+    fn conn_set_remove_keeps_index_consistent() {
+        let mut set = ConnSet::default();
+        for c in 0..10 {
+            assert!(set.insert(c));
+        }
+        assert!(!set.insert(3));
+        for c in [0, 5, 9, 1] {
+            assert!(set.remove(c));
+            assert!(!set.remove(c));
+        }
+        let mut left = set.ids.clone();
+        left.sort_unstable();
+        assert_eq!(left, vec![2, 3, 4, 6, 7, 8]);
+        for (position, id) in set.ids.iter().enumerate() {
+            assert_eq!(set.index[id], position);
+        }
+    }
+}
