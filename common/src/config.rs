@@ -123,6 +123,27 @@ fn file_arguments(
     Ok(out)
 }
 
+/// Parses `90s`, `15m`, `1h` or plain seconds; `500ms` for sub-second values.
+pub fn duration(text: &str) -> Result<std::time::Duration, String> {
+    if let Some(ms) = text.strip_suffix("ms") {
+        return ms
+            .parse()
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| format!("`{text}` is not a duration"));
+    }
+    crate::auth::parse_ttl(text).map(std::time::Duration::from_secs)
+}
+
+/// `<host>-<random>`: unique enough to tell processes apart in logs and membership.
+pub fn default_id(role: &str) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| role.to_owned());
+    format!("{host}-{role}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +195,15 @@ mod tests {
                 let _ = std::fs::remove_file(&self.0);
             }
         }
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("2"), Ok(Duration::from_secs(2)));
+        assert!(duration("soon").is_err());
     }
 
     #[test]

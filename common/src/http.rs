@@ -55,6 +55,17 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
+/// Every parameter of a URL query string, percent-decoded; the first
+/// value of a repeated name wins.
+pub fn query_map(query: &str) -> std::collections::HashMap<String, String> {
+    let mut map = std::collections::HashMap::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        map.entry(key.into_owned())
+            .or_insert_with(|| value.into_owned());
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +78,8 @@ mod tests {
         );
         assert_eq!(query_param("a=1", "token"), None);
         assert_eq!(query_param("", "token"), None);
+        let map = query_map("a=1&a=2&b=x%20y");
+        assert_eq!(map["a"], "1");
+        assert_eq!(map["b"], "x y");
     }
 }

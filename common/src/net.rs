@@ -35,5 +35,5 @@ pub fn announce(name: &str, addr: SocketAddr) {
     // A closed stdout must not stop the process from serving.
     let _ = writeln!(out, "listening {name} {addr}");
     let _ = out.flush();
-    tracing::info!(listener = name, %addr, "listening");
+    tracing::debug!(listener = name, %addr, "listening");
 }

@@ -78,28 +78,70 @@ pub async fn run(settings: RouterSettings, shutdown: CancellationToken) -> anyho
     let node = RouterNode::start(config, store.clone(), stop.clone());
     tracing::info!(router_id = %id, redis = settings.redis_url.is_some(), "router started");
 
-    let ready = readiness(node.clone(), store);
-    let admin = tokio::spawn(admin::serve(
+    let http = RouterHttp::spawn(
+        HttpParts {
+            node: node.clone(),
+            store,
+            verifier,
+            api_key: settings.api_key.clone(),
+        },
+        api_listener,
         admin_listener,
-        telemetry::metrics(),
-        ready,
         stop.clone(),
-    ));
-    let routers_id = id.clone();
-    let api_context = Arc::new(api::ApiContext {
-        node: node.clone(),
-        verifier,
-        api_key: settings.api_key.clone(),
-        routers: Arc::new(move || vec![routers_id.clone()]),
-    });
-    let api = tokio::spawn(api::serve(api_listener, api_context, stop.clone()));
+    );
     let grpc = grpc::serve(grpc_listener, node, stop.clone(), settings.drain_timeout);
     let result = grpc.await;
     stop.cancel();
-    let _ = tokio::time::timeout(settings.drain_timeout, api).await;
-    admin.abort();
+    http.stop(settings.drain_timeout).await;
     tracing::info!(router_id = %id, "router stopped");
     result.context("gRPC server failed")
+}
+
+/// What the router's HTTP listeners need.
+pub struct HttpParts {
+    pub node: Arc<RouterNode>,
+    pub store: Arc<dyn Store>,
+    pub verifier: Option<Arc<switchboard_common::auth::Verifier>>,
+    pub api_key: Option<String>,
+}
+
+/// The server API and admin listeners of a running node.
+pub struct RouterHttp {
+    api: tokio::task::JoinHandle<()>,
+    admin: tokio::task::JoinHandle<()>,
+}
+
+impl RouterHttp {
+    /// Serves the API and admin listeners until `stop`.
+    pub fn spawn(
+        parts: HttpParts,
+        api_listener: tokio::net::TcpListener,
+        admin_listener: tokio::net::TcpListener,
+        stop: CancellationToken,
+    ) -> Self {
+        let ready = readiness(parts.node.clone(), parts.store);
+        let admin = tokio::spawn(admin::serve(
+            admin_listener,
+            telemetry::metrics(),
+            ready,
+            stop.clone(),
+        ));
+        let router_id = parts.node.id().to_owned();
+        let context = Arc::new(api::ApiContext {
+            node: parts.node,
+            verifier: parts.verifier,
+            api_key: parts.api_key,
+            routers: Arc::new(move || vec![router_id.clone()]),
+        });
+        let api = tokio::spawn(api::serve(api_listener, context, stop));
+        Self { api, admin }
+    }
+
+    /// Waits up to `grace` for in-flight API requests, then stops.
+    pub async fn stop(self, grace: std::time::Duration) {
+        let _ = tokio::time::timeout(grace, self.api).await;
+        self.admin.abort();
+    }
 }
 
 /// Ready while not stopping and the store answers; the store check is

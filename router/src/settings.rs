@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use switchboard_common::auth::{AuthSettings, parse_ttl};
+use switchboard_common::auth::AuthSettings;
+pub use switchboard_common::config::{default_id, duration};
 use switchboard_common::telemetry::LogFormat;
 
 #[derive(Debug, Clone, Parser)]
@@ -70,38 +71,9 @@ pub struct RouterSettings {
     pub log_format: LogFormat,
 }
 
-/// Parses `90s`, `15m`, `1h` or plain seconds; `500ms` for sub-second values.
-pub fn duration(text: &str) -> Result<Duration, String> {
-    if let Some(ms) = text.strip_suffix("ms") {
-        return ms
-            .parse()
-            .map(Duration::from_millis)
-            .map_err(|_| format!("`{text}` is not a duration"));
-    }
-    parse_ttl(text).map(Duration::from_secs)
-}
-
-/// `<host>-<random>`: unique enough to tell processes apart in logs and membership.
-pub fn default_id(role: &str) -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| role.to_owned());
-    format!("{host}-{role}-{:06x}", rand::random::<u32>() & 0xff_ffff)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(duration("2"), Ok(Duration::from_secs(2)));
-        assert!(duration("soon").is_err());
-    }
 
     #[test]
     fn defaults_match_the_spec() {

@@ -1,0 +1,378 @@
+//! One socket: a reader (this task) and a single writer task fed by the
+//! socket's bounded queue. The reader enforces the frame limits, reassembles
+//! fragments with a byte cap, applies the rate limit and hands each message
+//! to the socket's dialect; the writer batches frames, pings, watches for
+//! silence, and sends the one close frame.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError, WebSocketRead, WebSocketWrite};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use switchboard_common::clock::now_ms;
+use tokio::io::{AsyncRead, AsyncReadExt, BufWriter, WriteHalf};
+use tokio::sync::mpsc;
+
+use crate::dialect::{Action, Dialect, DialectSession};
+use crate::limits::{Limits, OverLimit, TokenBucket};
+use crate::outbound::{ConnHandle, Outbound, Registry};
+use crate::upstream::Upstream;
+
+type Io = TokioIo<Upgraded>;
+type Writer = WebSocketWrite<BufWriter<WriteHalf<Io>>>;
+
+/// What every socket of an edge shares.
+pub struct SocketEnv {
+    pub limits: Limits,
+    pub upstream: Arc<Upstream>,
+    pub registry: Arc<Registry>,
+    pub draining: tokio_util::sync::CancellationToken,
+}
+
+/// A socket that passed its dialect's checks, ready to run.
+pub struct Accepted {
+    pub conn_id: u64,
+    pub dialect: &'static dyn Dialect,
+    pub session: Box<dyn DialectSession>,
+    pub tenant: String,
+    pub principal: String,
+}
+
+/// Runs an upgraded socket to its end.
+pub async fn run(env: Arc<SocketEnv>, io: Io, accepted: Accepted) {
+    let Accepted {
+        conn_id,
+        dialect,
+        mut session,
+        tenant,
+        principal,
+    } = accepted;
+    let (mut raw_read, raw_write) = tokio::io::split(io);
+    let (mut reader, writer) = fastwebsockets::after_handshake_split(
+        &mut raw_read,
+        BufWriter::with_capacity(4096, raw_write),
+        Role::Server,
+    );
+    // Control frames are answered by the writer, so nothing is sent from
+    // inside `read_frame`.
+    reader.set_auto_close(false);
+    reader.set_auto_pong(false);
+    // fastwebsockets refuses a frame whose length is >= this value.
+    reader.set_max_message_size(env.limits.max_message + 1);
+
+    let (tx, rx) = mpsc::channel(env.limits.outbound_messages);
+    let handle = Arc::new(ConnHandle::new(
+        conn_id,
+        dialect,
+        tenant,
+        principal,
+        tx,
+        env.limits.outbound_bytes,
+    ));
+    env.registry.insert(handle.clone());
+    let label = dialect.label();
+    metrics::gauge!("switchboard_edge_connections", "dialect" => label).increment(1.0);
+    metrics::counter!("switchboard_edge_connections_opened_total", "dialect" => label).increment(1);
+    tracing::debug!(conn_id, dialect = label, tenant = %handle.tenant, principal = %handle.principal, "socket open");
+
+    let last_seen = Arc::new(AtomicU64::new(now_ms()));
+    let writer_task = tokio::spawn(write_loop(
+        writer,
+        rx,
+        handle.clone(),
+        env.limits.clone(),
+        last_seen.clone(),
+    ));
+    if env.draining.is_cancelled() {
+        handle.close(1001, "server shutting down", false);
+    } else {
+        let actions = session.open();
+        execute(&env, &handle, session.as_ref(), actions).await;
+    }
+    read_loop(&env, &handle, session.as_mut(), &mut reader, &last_seen).await;
+    if handle.close_reason().is_none() {
+        // The peer vanished without a close frame: just stop the writer.
+        handle.kill.cancel();
+    }
+    let _ = writer_task.await;
+    drop(reader);
+    drain_input(&mut raw_read).await;
+
+    env.registry.remove(conn_id);
+    env.upstream.closed(&handle).await;
+    let code = handle.close_reason().map_or(1006, |r| r.code);
+    metrics::gauge!("switchboard_edge_connections", "dialect" => label).decrement(1.0);
+    metrics::counter!("switchboard_edge_closes_total", "code" => code.to_string()).increment(1);
+    tracing::debug!(conn_id, code, "socket closed");
+}
+
+/// Reads and discards what the peer still sends after our close frame, so
+/// unread input does not turn the close into a TCP reset that would destroy
+/// the close frame before the peer reads it.
+async fn drain_input<R: AsyncRead + Unpin>(read: &mut R) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut buf = [0u8; 4096];
+    loop {
+        let idle = tokio::time::Instant::now() + Duration::from_millis(200);
+        match tokio::time::timeout_at(idle.min(deadline), read.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => continue,
+            _ => return,
+        }
+    }
+}
+
+async fn execute(
+    env: &SocketEnv,
+    handle: &ConnHandle,
+    session: &dyn DialectSession,
+    actions: Vec<Action>,
+) {
+    for action in actions {
+        let sent = match action {
+            Action::Reply(frame) => {
+                handle.push(frame);
+                Ok(())
+            }
+            Action::Subscribe { topic, member } => {
+                env.upstream.subscribe(handle, topic, member).await
+            }
+            Action::Touch { topic } => env.upstream.touch(handle, topic).await,
+            Action::Publish { topic, payload } => {
+                env.upstream.publish(handle, topic, payload).await
+            }
+            Action::Request {
+                topic,
+                body,
+                on_response,
+            } => {
+                env.upstream.request(handle, topic, body, on_response).await;
+                Ok(())
+            }
+        };
+        if sent.is_err() {
+            handle.push(session.unavailable());
+        }
+    }
+}
+
+/// Why the reader stopped, as a close code for the peer.
+fn close_for(error: &WebSocketError) -> Option<(u16, &'static str)> {
+    match error {
+        WebSocketError::FrameTooLarge => Some((1009, "message too big")),
+        WebSocketError::InvalidUTF8 => Some((1007, "invalid UTF-8")),
+        WebSocketError::UnexpectedEOF
+        | WebSocketError::IoError(_)
+        | WebSocketError::ConnectionClosed => None,
+        _ => Some((1002, "protocol error")),
+    }
+}
+
+async fn read_loop<S: AsyncRead + Unpin>(
+    env: &SocketEnv,
+    handle: &ConnHandle,
+    session: &mut dyn DialectSession,
+    reader: &mut WebSocketRead<S>,
+    last_seen: &AtomicU64,
+) {
+    let limits = &env.limits;
+    let mut fragments: Option<BytesMut> = None;
+    let mut bucket = TokenBucket::new(limits.rate_per_sec, limits.rate_burst);
+    let mut over_limit = OverLimit::default();
+    let mut no_obligations = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
+    loop {
+        // `read_frame` is not cancel-safe, so it is only ever dropped here,
+        // when the socket is closing and this stream is never read again.
+        let frame = tokio::select! {
+            biased;
+            () = handle.kill.cancelled() => return,
+            frame = reader.read_frame(&mut no_obligations) => frame,
+        };
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) => {
+                if let Some((code, reason)) = close_for(&error) {
+                    handle.close(code, reason, false);
+                }
+                return;
+            }
+        };
+        last_seen.store(now_ms(), Ordering::Relaxed);
+        let message = match frame.opcode {
+            OpCode::Text if frame.fin => {
+                if fragments.is_some() {
+                    return handle.close(1002, "new message inside a fragmented one", false);
+                }
+                Bytes::from(frame.payload.to_vec())
+            }
+            OpCode::Text => {
+                if fragments.is_some() {
+                    return handle.close(1002, "new message inside a fragmented one", false);
+                }
+                fragments = Some(BytesMut::from(&frame.payload[..]));
+                continue;
+            }
+            OpCode::Continuation => {
+                let Some(buffer) = fragments.as_mut() else {
+                    return handle.close(1002, "continuation without a message", false);
+                };
+                if buffer.len() + frame.payload.len() > limits.max_message {
+                    return handle.close(1009, "message too big", false);
+                }
+                buffer.extend_from_slice(&frame.payload);
+                if !frame.fin {
+                    continue;
+                }
+                fragments.take().map(BytesMut::freeze).unwrap_or_default()
+            }
+            OpCode::Binary => return handle.close(1003, "binary frames are not supported", false),
+            OpCode::Close => {
+                let code = match frame.payload.get(..2) {
+                    Some(code) => u16::from_be_bytes([code[0], code[1]]),
+                    None => 1000,
+                };
+                // Echo a valid code; answer a forbidden one with 1002.
+                let echo =
+                    if (1000..=4999).contains(&code) && ![1004, 1005, 1006, 1015].contains(&code) {
+                        code
+                    } else {
+                        1002
+                    };
+                return handle.close(echo, "", false);
+            }
+            OpCode::Ping => {
+                handle.pong(Bytes::from(frame.payload.to_vec()));
+                continue;
+            }
+            OpCode::Pong => continue,
+        };
+        let Ok(text) = std::str::from_utf8(&message) else {
+            return handle.close(1007, "invalid UTF-8", false);
+        };
+        metrics::counter!("switchboard_edge_messages_in_total", "dialect" => handle.dialect.label())
+            .increment(1);
+        let now = Instant::now();
+        if !bucket.take(now) {
+            metrics::counter!("switchboard_edge_rate_limited_total").increment(1);
+            if over_limit.refused(now, limits.rate_grace) {
+                return handle.close(1008, "rate limit exceeded", false);
+            }
+            handle.push(session.rate_limited());
+            continue;
+        }
+        over_limit.accepted();
+        let actions = session.on_text(text);
+        execute(env, handle, session, actions).await;
+    }
+}
+
+async fn write_one(
+    writer: &mut Writer,
+    handle: &ConnHandle,
+    message: Outbound,
+) -> Result<(), WebSocketError> {
+    match message {
+        Outbound::Text(bytes) => {
+            let len = bytes.len();
+            let result = writer
+                .write_frame(Frame::text(Payload::Borrowed(&bytes)))
+                .await;
+            handle.written(len);
+            result
+        }
+        Outbound::Pong(bytes) => {
+            writer
+                .write_frame(Frame::pong(Payload::Borrowed(&bytes)))
+                .await
+        }
+    }
+}
+
+/// Frames written before a flush, so a burst costs few syscalls.
+const BATCH: usize = 64;
+
+async fn write_loop(
+    mut writer: Writer,
+    mut rx: mpsc::Receiver<Outbound>,
+    handle: Arc<ConnHandle>,
+    limits: Limits,
+    last_seen: Arc<AtomicU64>,
+) {
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + limits.ping_interval,
+        limits.ping_interval,
+    );
+    loop {
+        tokio::select! {
+            biased;
+            () = handle.kill.cancelled() => break,
+            message = rx.recv() => {
+                let Some(message) = message else { break };
+                let batch = async {
+                    write_one(&mut writer, &handle, message).await?;
+                    for _ in 1..BATCH {
+                        match rx.try_recv() {
+                            Ok(message) => write_one(&mut writer, &handle, message).await?,
+                            Err(_) => break,
+                        }
+                    }
+                    writer.flush().await
+                };
+                tokio::pin!(batch);
+                let written = tokio::select! {
+                    written = &mut batch => written,
+                    // A write stuck on a peer that stopped reading: it gets
+                    // the flush timeout to finish, then the socket is dropped.
+                    () = handle.kill.cancelled() => {
+                        match tokio::time::timeout(limits.flush_timeout, &mut batch).await {
+                            Ok(written) => written,
+                            Err(_) => return,
+                        }
+                    }
+                };
+                if written.is_err() {
+                    handle.kill.cancel();
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                let silent_ms = now_ms().saturating_sub(last_seen.load(Ordering::Relaxed));
+                if silent_ms >= limits.idle_timeout.as_millis() as u64 {
+                    handle.close(1001, "idle timeout", false);
+                    continue;
+                }
+                let ping = Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[]));
+                if writer.write_frame(ping).await.is_err() || writer.flush().await.is_err() {
+                    handle.kill.cancel();
+                    return;
+                }
+            }
+        }
+    }
+    let Some(reason) = handle.close_reason().cloned() else {
+        return;
+    };
+    let closing = async {
+        if reason.flush_first {
+            while let Ok(message) = rx.try_recv() {
+                write_one(&mut writer, &handle, message).await?;
+            }
+        }
+        let mut text = reason.reason.as_str();
+        // A close frame's reason is at most 123 bytes.
+        while text.len() > 123 {
+            let mut end = 123;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text = &text[..end];
+        }
+        writer
+            .write_frame(Frame::close(reason.code, text.as_bytes()))
+            .await?;
+        writer.flush().await
+    };
+    let _ = tokio::time::timeout(limits.flush_timeout, closing).await;
+}

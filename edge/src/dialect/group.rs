@@ -1,0 +1,492 @@
+//! Group messaging: `/v3/ws/group/{group_id}/client/{client_id}` (V3 schema)
+//! and `/ws/group/{group_id}/client/{client_id}` (V2 legacy, whose sockets
+//! send loose JSON and receive V3 messages).
+//!
+//! A socket subscribes to three topics: its group (with presence as its
+//! client id), its client id (direct messages) and its tenant (broadcast).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::Value;
+use switchboard_common::auth::{AuthError, DEFAULT_TENANT};
+use switchboard_common::clock::iso8601_now;
+use switchboard_proto::group::{
+    self, ErrorCode, GroupError, GroupMessage, MsgType, Sender, Target,
+};
+use switchboard_proto::{Payload, Topic, is_valid_id, payload};
+
+use super::{
+    Accept, Action, Dialect, DialectSession, RequestBody, Unavailable, UpgradeRequest, refusal,
+};
+
+/// Presence is written at most this often for ordinary messages;
+/// heartbeats always refresh.
+const TOUCH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Scope a token needs to use target `broadcast`.
+pub const BROADCAST_SCOPE: &str = "broadcast";
+
+pub struct GroupDialect {
+    legacy: bool,
+}
+
+pub static V3: GroupDialect = GroupDialect { legacy: false };
+pub static V2: GroupDialect = GroupDialect { legacy: true };
+
+impl Dialect for GroupDialect {
+    fn index(&self) -> usize {
+        usize::from(self.legacy)
+    }
+
+    fn label(&self) -> &'static str {
+        if self.legacy { "group_v2" } else { "group" }
+    }
+
+    fn proto(&self) -> switchboard_proto::Dialect {
+        if self.legacy {
+            switchboard_proto::Dialect::GroupV2
+        } else {
+            switchboard_proto::Dialect::Group
+        }
+    }
+
+    fn encode(&self, payload: &Payload) -> Option<Bytes> {
+        match payload.body.as_ref()? {
+            payload::Body::Json(bytes) => Some(bytes.clone()),
+            payload::Body::Presence(event) => Some(to_bytes(&group::presence_event(
+                &event.group,
+                &event.member,
+                event.joined,
+                event.count,
+                &iso8601_now(),
+            ))),
+        }
+    }
+}
+
+fn to_bytes(value: &Value) -> Bytes {
+    Bytes::from(value.to_string())
+}
+
+fn error_frame(error: &GroupError) -> Bytes {
+    to_bytes(&group::error_message(error, &iso8601_now()))
+}
+
+/// Accepts the group routes; `None` for any other path.
+pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
+    let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
+    let (legacy, group_id, client_id) = match segments.as_slice() {
+        ["v3", "ws", "group", group, "client", client] => (false, *group, *client),
+        ["ws", "group", group, "client", client] => (true, *group, *client),
+        _ => return None,
+    };
+    for (field, id) in [("group_id", group_id), ("client_id", client_id)] {
+        if !is_valid_id(id) {
+            let message =
+                format!("{field} must match [A-Za-z0-9_-]{{1,64}} and not be only digits");
+            return Some(refusal(
+                StatusCode::BAD_REQUEST,
+                "invalid_id",
+                &message,
+                Some(field),
+            ));
+        }
+    }
+    let (tenant, may_broadcast) = match &request.auth {
+        Ok(claims) if claims.sub == client_id => {
+            (claims.tenant.clone(), claims.has_scope(BROADCAST_SCOPE))
+        }
+        Ok(_) => {
+            return Some(refusal(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "token sub does not match client_id",
+                None,
+            ));
+        }
+        Err(AuthError::Missing) if request.allow_anonymous => (DEFAULT_TENANT.to_owned(), false),
+        Err(e) => {
+            return Some(refusal(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                &e.to_string(),
+                None,
+            ));
+        }
+    };
+    let dialect: &'static GroupDialect = if legacy { &V2 } else { &V3 };
+    Some(Accept::Session {
+        dialect,
+        session: Box::new(GroupSession {
+            legacy,
+            group_topic: Topic::group(&tenant, group_id),
+            tenant: tenant.clone(),
+            group_id: group_id.to_owned(),
+            client_id: client_id.to_owned(),
+            may_broadcast,
+            last_touch: None,
+        }),
+        tenant,
+        principal: client_id.to_owned(),
+    })
+}
+
+pub struct GroupSession {
+    legacy: bool,
+    tenant: String,
+    group_id: String,
+    client_id: String,
+    group_topic: Topic,
+    may_broadcast: bool,
+    last_touch: Option<Instant>,
+}
+
+impl GroupSession {
+    fn touch(&mut self, always: bool, actions: &mut Vec<Action>) {
+        let due = self
+            .last_touch
+            .is_none_or(|at| at.elapsed() >= TOUCH_INTERVAL);
+        if always || due {
+            self.last_touch = Some(Instant::now());
+            actions.push(Action::Touch {
+                topic: self.group_topic.clone(),
+            });
+        }
+    }
+
+    fn completed(&self, message: &GroupMessage) -> Bytes {
+        to_bytes(&message.complete(&self.client_id, &self.group_id, &iso8601_now()))
+    }
+
+    /// V2: any JSON object is a group message whose `msg` is its `msg`
+    /// field and whose `payload` is the whole object.
+    fn legacy_message(text: &str) -> Result<GroupMessage, GroupError> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| GroupError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
+        let Value::Object(object) = value else {
+            return Err(GroupError::new(
+                ErrorCode::ValidationError,
+                "a message must be a JSON object",
+            ));
+        };
+        Ok(GroupMessage {
+            msg_type: MsgType::Msg,
+            target: Target::Group,
+            to_id: None,
+            group_id: None,
+            cmd: None,
+            msg: object.get("msg").and_then(Value::as_str).map(str::to_owned),
+            payload: Some(object),
+        })
+    }
+
+    fn route(&mut self, message: GroupMessage) -> Vec<Action> {
+        let mut actions = Vec::with_capacity(2);
+        self.touch(message.msg_type == MsgType::Heartbeat, &mut actions);
+        let action = match (message.msg_type, message.target) {
+            (MsgType::Presence, _) => {
+                let (group_id, client_id) = (self.group_id.clone(), self.client_id.clone());
+                Action::Request {
+                    topic: self.group_topic.clone(),
+                    body: RequestBody::Presence,
+                    on_response: Box::new(move |response| {
+                        Some(match response {
+                            Ok(r) if r.error == 0 => to_bytes(&group::presence_members(
+                                &group_id,
+                                &client_id,
+                                &r.members,
+                                &iso8601_now(),
+                            )),
+                            _ => internal("presence is unavailable"),
+                        })
+                    }),
+                }
+            }
+            (_, Target::Echo) => Action::Reply(self.completed(&message)),
+            (_, Target::Group) => Action::Publish {
+                topic: self.group_topic.clone(),
+                payload: Payload::json(self.completed(&message)),
+            },
+            (_, Target::Direct) => {
+                let to = message.to_id.clone().unwrap_or_default();
+                let payload = Payload::json(self.completed(&message));
+                Action::Request {
+                    topic: Topic::client(&self.tenant, &to),
+                    body: RequestBody::Publish(payload),
+                    on_response: Box::new(move |response| direct_outcome(&to, response)),
+                }
+            }
+            (_, Target::Broadcast) if !self.may_broadcast => {
+                Action::Reply(error_frame(&GroupError::new(
+                    ErrorCode::Forbidden,
+                    format!("target broadcast needs the `{BROADCAST_SCOPE}` scope"),
+                )))
+            }
+            (_, Target::Broadcast) => Action::Publish {
+                topic: Topic::tenant(&self.tenant),
+                payload: Payload::json(self.completed(&message)),
+            },
+        };
+        actions.push(action);
+        actions
+    }
+}
+
+fn internal(message: &str) -> Bytes {
+    error_frame(&GroupError::new(ErrorCode::Internal, message))
+}
+
+fn direct_outcome(
+    to: &str,
+    response: Result<&switchboard_proto::Response, Unavailable>,
+) -> Option<Bytes> {
+    match response {
+        Ok(r) if r.error != 0 => Some(internal("message not delivered: router error")),
+        Ok(r) if r.delivered == 0 => Some(error_frame(&GroupError::new(
+            ErrorCode::NotFound,
+            format!("client {to} is not connected"),
+        ))),
+        Ok(_) => None,
+        Err(_) => Some(internal("message not delivered: router unavailable")),
+    }
+}
+
+impl DialectSession for GroupSession {
+    fn open(&mut self) -> Vec<Action> {
+        self.last_touch = Some(Instant::now());
+        vec![
+            Action::Subscribe {
+                topic: self.group_topic.clone(),
+                member: Some(self.client_id.clone()),
+            },
+            Action::Subscribe {
+                topic: Topic::client(&self.tenant, &self.client_id),
+                member: None,
+            },
+            Action::Subscribe {
+                topic: Topic::tenant(&self.tenant),
+                member: None,
+            },
+        ]
+    }
+
+    fn on_text(&mut self, text: &str) -> Vec<Action> {
+        let parsed = if self.legacy {
+            Self::legacy_message(text)
+        } else {
+            group::parse(
+                text.as_bytes(),
+                Sender {
+                    client_id: Some(&self.client_id),
+                    group_id: &self.group_id,
+                },
+            )
+        };
+        match parsed {
+            Ok(message) => self.route(message),
+            Err(error) => vec![Action::Reply(error_frame(&error))],
+        }
+    }
+
+    fn rate_limited(&self) -> Bytes {
+        error_frame(&GroupError::new(
+            ErrorCode::RateLimited,
+            "rate limit exceeded: message dropped",
+        ))
+    }
+
+    fn unavailable(&self) -> Bytes {
+        internal("message not delivered: router unavailable")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use switchboard_common::auth::claims;
+
+    fn upgrade(path: &str, sub: &str, scope: Option<&str>) -> Option<Accept> {
+        accept(&UpgradeRequest {
+            path,
+            query: Default::default(),
+            auth: Ok(claims(sub, "client", "acme", scope, 60)),
+            allow_anonymous: false,
+        })
+    }
+
+    fn session(scope: Option<&str>) -> Box<dyn DialectSession> {
+        match upgrade("/v3/ws/group/g_1/client/c_1", "c_1", scope) {
+            Some(Accept::Session { session, .. }) => session,
+            _ => panic!("expected a session"),
+        }
+    }
+
+    fn reply_json(actions: &[Action]) -> Value {
+        match actions.last() {
+            Some(Action::Reply(bytes)) => serde_json::from_slice(bytes).unwrap(),
+            _ => panic!("expected a reply"),
+        }
+    }
+
+    fn refused_status(accept: Option<Accept>) -> (StatusCode, Value) {
+        match accept {
+            Some(Accept::Refuse { status, body }) => (status, body),
+            _ => panic!("expected a refusal"),
+        }
+    }
+
+    #[test]
+    fn routes() {
+        assert!(upgrade("/v3/ws/group/g_1/client/c_1", "c_1", None).is_some());
+        assert!(upgrade("/ws/group/g_1/client/c_1", "c_1", None).is_some());
+        assert!(upgrade("/v3/ws/group/g_1", "c_1", None).is_none());
+        assert!(upgrade("/v3/wss", "c_1", None).is_none());
+    }
+
+    #[test]
+    fn bad_ids_are_400_naming_the_field() {
+        let (status, body) = refused_status(upgrade("/v3/ws/group/123/client/c_1", "c_1", None));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["field"], "group_id");
+        let (_, body) = refused_status(upgrade("/v3/ws/group/g/client/a.b", "a.b", None));
+        assert_eq!(body["error"]["field"], "client_id");
+    }
+
+    #[test]
+    fn token_must_name_the_client() {
+        let (status, _) = refused_status(upgrade("/v3/ws/group/g/client/c_1", "other", None));
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn missing_token_is_401_unless_anonymous_allowed() {
+        let mut request = UpgradeRequest {
+            path: "/v3/ws/group/g/client/c",
+            query: Default::default(),
+            auth: Err(AuthError::Missing),
+            allow_anonymous: false,
+        };
+        assert_eq!(refused_status(accept(&request)).0, StatusCode::UNAUTHORIZED);
+        request.allow_anonymous = true;
+        assert!(matches!(accept(&request), Some(Accept::Session { .. })));
+        request.auth = Err(AuthError::Expired);
+        assert_eq!(refused_status(accept(&request)).0, StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn open_subscribes_group_client_and_tenant() {
+        let actions = session(None).open();
+        let topics: Vec<(i32, String, Option<String>)> = actions
+            .iter()
+            .map(|a| match a {
+                Action::Subscribe { topic, member } => {
+                    (topic.kind, topic.name.clone(), member.clone())
+                }
+                _ => panic!("only subscriptions"),
+            })
+            .collect();
+        assert_eq!(
+            topics,
+            vec![
+                (1, "g_1".to_owned(), Some("c_1".to_owned())),
+                (2, "c_1".to_owned(), None),
+                (3, String::new(), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn echo_and_heartbeat_reply_with_the_completed_message() {
+        let mut s = session(None);
+        let reply = reply_json(&s.on_text(r#"{"msg_type":"msg","target":"echo","msg":"Ping!"}"#));
+        assert_eq!(reply["from_id"], "c_1");
+        assert_eq!(reply["group_id"], "g_1");
+        assert_eq!(reply["version"], "3");
+        assert_eq!(reply["msg"], "Ping!");
+        let actions = s.on_text(r#"{"msg_type":"heartbeat","target":"echo"}"#);
+        assert!(
+            matches!(actions[0], Action::Touch { .. }),
+            "heartbeat refreshes presence"
+        );
+        assert_eq!(reply_json(&actions)["msg_type"], "heartbeat");
+    }
+
+    #[test]
+    fn broadcast_needs_scope() {
+        let mut s = session(None);
+        let reply = reply_json(&s.on_text(r#"{"msg_type":"cmd","target":"broadcast","cmd":"X"}"#));
+        assert_eq!(reply["payload"]["code"], "forbidden");
+        let mut s = session(Some("read broadcast"));
+        let actions = s.on_text(r#"{"msg_type":"cmd","target":"broadcast","cmd":"X"}"#);
+        assert!(matches!(actions.last(), Some(Action::Publish { topic, .. }) if topic.kind == 3));
+    }
+
+    #[test]
+    fn invalid_messages_get_an_error_and_nothing_else() {
+        let mut s = session(None);
+        let actions = s.on_text("not json");
+        assert_eq!(actions.len(), 1);
+        assert_eq!(reply_json(&actions)["payload"]["code"], "invalid_json");
+        let actions = s.on_text(r#"{"msg_type":"msg","target":"direct"}"#);
+        assert_eq!(actions.len(), 1);
+        assert_eq!(
+            reply_json(&actions)["payload"],
+            json!({"code":"validation_error","field":"to_id"})
+        );
+    }
+
+    #[test]
+    fn direct_to_nobody_is_not_found() {
+        let response = switchboard_proto::Response::default();
+        let frame = direct_outcome("ghost", Ok(&response)).unwrap();
+        let value: Value = serde_json::from_slice(&frame).unwrap();
+        assert_eq!(value["payload"]["code"], "not_found");
+        let delivered = switchboard_proto::Response {
+            delivered: 2,
+            ..Default::default()
+        };
+        assert!(direct_outcome("x", Ok(&delivered)).is_none());
+        let value: Value =
+            serde_json::from_slice(&direct_outcome("x", Err(Unavailable)).unwrap()).unwrap();
+        assert_eq!(value["payload"]["code"], "internal");
+    }
+
+    #[test]
+    fn legacy_objects_become_group_messages() {
+        let m = GroupSession::legacy_message(r#"{"msg":"hi","extra":1}"#).unwrap();
+        assert_eq!(m.target, Target::Group);
+        assert_eq!(m.msg.as_deref(), Some("hi"));
+        assert_eq!(m.payload.unwrap()["extra"], 1);
+        assert_eq!(
+            GroupSession::legacy_message("[1]").unwrap_err().code,
+            ErrorCode::ValidationError
+        );
+        assert_eq!(
+            GroupSession::legacy_message("{").unwrap_err().code,
+            ErrorCode::InvalidJson
+        );
+    }
+
+    #[test]
+    fn presence_encodes_as_v3() {
+        let event = switchboard_proto::PresenceEvent {
+            group: "g".into(),
+            member: "c".into(),
+            joined: true,
+            count: 2,
+        };
+        for dialect in [&V3, &V2] {
+            let bytes = dialect.encode(&Payload::presence(event.clone())).unwrap();
+            let v: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(
+                v["payload"],
+                json!({"event":"join","client_id":"c","count":2})
+            );
+            assert_eq!(v["msg_type"], "presence");
+            assert_eq!(v["target"], "group");
+        }
+    }
+}

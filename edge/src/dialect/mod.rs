@@ -1,0 +1,115 @@
+//! Wire dialects. Each module owns its routes, decoding, encoding and error
+//! mapping, and talks to the rest of the edge only through [`Action`]s: a
+//! dialect never touches a socket or a router.
+//!
+//! - [`group`]: group messaging (V3 schema, V2 legacy).
+
+pub mod group;
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use switchboard_common::auth::{AuthError, Claims};
+use switchboard_proto::{Payload, Response, Topic};
+
+/// What a dialect asks the connection layer to do.
+pub enum Action {
+    /// Send this frame to the socket.
+    Reply(Bytes),
+    /// Receive deliveries for `topic`; with `member`, be present on it.
+    Subscribe {
+        topic: Topic,
+        member: Option<String>,
+    },
+    /// Refresh the presence this socket holds on `topic`.
+    Touch { topic: Topic },
+    /// Fire-and-forget publish.
+    Publish { topic: Topic, payload: Payload },
+    /// A request whose answer the dialect turns into an optional reply.
+    Request {
+        topic: Topic,
+        body: RequestBody,
+        on_response: ResponseMapper,
+    },
+}
+
+pub enum RequestBody {
+    Publish(Payload),
+    Presence,
+}
+
+/// The router could not be reached, or did not answer in time.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("router unavailable")]
+pub struct Unavailable;
+
+/// Turns a router's answer into the frame (if any) for the socket.
+pub type ResponseMapper =
+    Box<dyn FnOnce(Result<&Response, Unavailable>) -> Option<Bytes> + Send + 'static>;
+
+/// A dialect: how its deliveries look on the wire. One value per dialect,
+/// shared by every socket that speaks it.
+pub trait Dialect: Send + Sync + 'static {
+    /// Small dense index, for per-delivery encode caches.
+    fn index(&self) -> usize;
+    /// Metrics label.
+    fn label(&self) -> &'static str;
+    fn proto(&self) -> switchboard_proto::Dialect;
+    /// Encodes a delivery; called once per delivery frame, not per socket.
+    fn encode(&self, payload: &Payload) -> Option<Bytes>;
+}
+
+/// Number of dialect indexes in use.
+pub const DIALECTS: usize = 2;
+
+/// One socket's dialect state.
+pub trait DialectSession: Send + Sync + 'static {
+    /// Actions right after the upgrade (subscriptions, presence).
+    fn open(&mut self) -> Vec<Action>;
+    /// One complete text message, already checked to be UTF-8.
+    fn on_text(&mut self, text: &str) -> Vec<Action>;
+    /// The reply to a message refused by the rate limit.
+    fn rate_limited(&self) -> Bytes;
+    /// The reply when the router cannot take a message.
+    fn unavailable(&self) -> Bytes;
+}
+
+/// What an upgrade request looks like to a dialect.
+pub struct UpgradeRequest<'a> {
+    pub path: &'a str,
+    pub query: HashMap<String, String>,
+    pub auth: Result<Claims, AuthError>,
+    pub allow_anonymous: bool,
+}
+
+/// A dialect's answer to an upgrade request on one of its routes.
+pub enum Accept {
+    Session {
+        dialect: &'static dyn Dialect,
+        session: Box<dyn DialectSession>,
+        tenant: String,
+        principal: String,
+    },
+    /// Answer with HTTP `status` and this JSON body; no upgrade.
+    Refuse {
+        status: http::StatusCode,
+        body: serde_json::Value,
+    },
+}
+
+/// HTTP refusal body shared by the dialects that refuse before upgrading.
+pub fn refusal(status: http::StatusCode, code: &str, message: &str, field: Option<&str>) -> Accept {
+    let mut error = serde_json::json!({"code": code, "message": message});
+    if let Some(field) = field {
+        error["field"] = serde_json::json!(field);
+    }
+    Accept::Refuse {
+        status,
+        body: serde_json::json!({ "error": error }),
+    }
+}
+
+/// Routes to each dialect's `accept`; `None` when no dialect owns the path.
+pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
+    group::accept(request)
+}

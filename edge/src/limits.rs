@@ -1,0 +1,133 @@
+//! Per-socket limits (`00-common.md`, "Frames") and the token bucket
+//! behind the inbound rate limit.
+
+use std::time::{Duration, Instant};
+
+/// Limits every socket gets; defaults are the spec's.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest inbound message, after reassembly (close 1009 above it).
+    pub max_message: usize,
+    /// Sustained inbound messages per second.
+    pub rate_per_sec: f64,
+    /// Inbound burst above the sustained rate.
+    pub rate_burst: f64,
+    /// A socket over the rate limit for this long is closed with 1008.
+    pub rate_grace: Duration,
+    /// Outbound queue bound, in messages and in bytes (close 1013 above).
+    pub outbound_messages: usize,
+    pub outbound_bytes: usize,
+    /// Server ping interval, and the silence after which a socket is closed.
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    /// How long a drained socket's queued frames get to flush.
+    pub flush_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message: 64 * 1024,
+            rate_per_sec: 50.0,
+            rate_burst: 100.0,
+            rate_grace: Duration::from_secs(5),
+            outbound_messages: 1024,
+            outbound_bytes: 4 << 20,
+            ping_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
+            flush_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A token bucket: `rate` tokens a second, up to `burst`.
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(rate: f64, burst: f64) -> Self {
+        Self {
+            rate,
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Tracks how long a socket has stayed over its rate limit.
+#[derive(Default)]
+pub struct OverLimit {
+    since: Option<Instant>,
+}
+
+impl OverLimit {
+    /// Records a refused message; true once the socket has been over the
+    /// limit for `grace` without a single accepted message.
+    pub fn refused(&mut self, now: Instant, grace: Duration) -> bool {
+        let since = *self.since.get_or_insert(now);
+        now.saturating_duration_since(since) >= grace
+    }
+
+    pub fn accepted(&mut self) {
+        self.since = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_rate() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(50.0, 100.0);
+        let taken = (0..150).filter(|_| bucket.take(start)).count();
+        assert_eq!(taken, 100, "the burst");
+        assert!(!bucket.take(start));
+        let later = start + Duration::from_millis(100);
+        let taken = (0..10).filter(|_| bucket.take(later)).count();
+        assert_eq!(taken, 5, "50/s for 100 ms");
+    }
+
+    #[test]
+    fn bucket_never_exceeds_burst() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(50.0, 100.0);
+        let later = start + Duration::from_secs(3600);
+        let taken = (0..1000).filter(|_| bucket.take(later)).count();
+        assert_eq!(taken, 100);
+    }
+
+    #[test]
+    fn over_limit_closes_only_after_grace_without_relief() {
+        let start = Instant::now();
+        let grace = Duration::from_secs(5);
+        let mut over = OverLimit::default();
+        assert!(!over.refused(start, grace));
+        assert!(!over.refused(start + Duration::from_secs(4), grace));
+        over.accepted();
+        assert!(
+            !over.refused(start + Duration::from_secs(6), grace),
+            "relief restarts the clock"
+        );
+        assert!(over.refused(start + Duration::from_secs(11), grace));
+    }
+}

@@ -1,0 +1,47 @@
+//! `edge`: loads settings, sets up logs, and runs until SIGTERM;
+//! `edge --standalone` runs a router in the same process;
+//! `edge token …` mints a token.
+
+use anyhow::Context;
+use switchboard_common::auth::{Claims, Minter};
+use switchboard_common::{config, shutdown_signal, telemetry};
+use switchboard_edge::EdgeSettings;
+use switchboard_edge::settings::{Command, TokenArgs};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: EdgeSettings = config::load()?;
+    if let Some(Command::Token(args)) = &settings.command {
+        return mint(&settings, args);
+    }
+    telemetry::init_tracing(settings.log_format, "info");
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("SIGTERM: draining");
+        signal.cancel();
+    });
+    switchboard_edge::run(settings, shutdown).await
+}
+
+fn mint(settings: &EdgeSettings, args: &TokenArgs) -> anyhow::Result<()> {
+    let secret = settings
+        .auth
+        .jwt_secret
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .context("set SWITCHBOARD_JWT_SECRET (or --jwt-secret) to the secret the edge uses")?;
+    let mut claims: Claims = switchboard_common::auth::claims(
+        &args.sub,
+        &args.kind,
+        &args.tenant,
+        args.scope.as_deref(),
+        args.ttl.as_secs(),
+    );
+    claims.owner = args.owner.clone();
+    claims.app = args.app.clone();
+    println!("{}", Minter::hs256(secret.as_bytes()).mint(&claims));
+    Ok(())
+}

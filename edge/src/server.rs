@@ -1,0 +1,176 @@
+//! The edge's HTTP/1.1 listener: routes upgrade requests to the dialect
+//! that owns the path, refuses what its dialect refuses, and serves the
+//! playground page at `/`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use switchboard_common::auth::{AuthError, Verifier, token_from_request};
+use switchboard_common::http::{Body, bytes_response, json_response, query_map};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::connection::{self, Accepted, SocketEnv};
+use crate::dialect::{self, Accept, UpgradeRequest};
+
+const PLAYGROUND: &str = include_str!("playground.html");
+
+/// Everything the listener needs.
+pub struct EdgeServer {
+    pub env: Arc<SocketEnv>,
+    pub verifier: Arc<Verifier>,
+    pub allow_anonymous: bool,
+    /// Socket tasks, awaited by the drain.
+    pub sockets: TaskTracker,
+    next_conn: AtomicU64,
+}
+
+impl EdgeServer {
+    pub fn new(env: Arc<SocketEnv>, verifier: Arc<Verifier>, allow_anonymous: bool) -> Arc<Self> {
+        Arc::new(Self {
+            env,
+            verifier,
+            allow_anonymous,
+            sockets: TaskTracker::new(),
+            next_conn: AtomicU64::new(1),
+        })
+    }
+}
+
+/// Accepts connections until `stop` fires; HTTP requests in flight are
+/// finished gracefully, upgraded sockets are left to the drain.
+pub async fn serve(listener: TcpListener, server: Arc<EdgeServer>, stop: CancellationToken) {
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let server = server.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |request| {
+                let server = server.clone();
+                async move { Ok::<_, Infallible>(handle(&server, request)) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = &mut connection => {}
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+                }
+            }
+        });
+    }
+    connections.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        &json!({"error": {"code": code, "message": message}}),
+    )
+}
+
+fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    if path == "/" && request.method() == Method::GET {
+        return bytes_response(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            Bytes::from_static(PLAYGROUND.as_bytes()),
+        );
+    }
+    let query: HashMap<String, String> = request.uri().query().map(query_map).unwrap_or_default();
+    let auth = match token_from_request(&request) {
+        Some(token) => server.verifier.verify(&token),
+        None => Err(AuthError::Missing),
+    };
+    let upgrade = UpgradeRequest {
+        path: &path,
+        query,
+        auth,
+        allow_anonymous: server.allow_anonymous,
+    };
+    let Some(accept) = dialect::accept(&upgrade) else {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such route");
+    };
+    let (dialect, session, tenant, principal) = match accept {
+        Accept::Refuse { status, body } => {
+            metrics::counter!("switchboard_edge_rejected_upgrades_total", "status" => status.as_u16().to_string())
+                .increment(1);
+            return json_response(status, &body);
+        }
+        Accept::Session {
+            dialect,
+            session,
+            tenant,
+            principal,
+        } => (dialect, session, tenant, principal),
+    };
+    if server.env.draining.is_cancelled() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "server is shutting down",
+        );
+    }
+    if !fastwebsockets::upgrade::is_upgrade_request(&request) {
+        return error(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "this route takes WebSocket upgrades",
+        );
+    }
+    let (response, upgraded) = match fastwebsockets::upgrade::upgrade(&mut request) {
+        Ok(pair) => pair,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string()),
+    };
+    let conn_id = server.next_conn.fetch_add(1, Ordering::Relaxed);
+    let env = server.env.clone();
+    server.sockets.spawn(async move {
+        match upgraded.await {
+            Ok(ws) => {
+                let accepted = Accepted {
+                    conn_id,
+                    dialect,
+                    session,
+                    tenant,
+                    principal,
+                };
+                connection::run(env, ws.into_inner(), accepted).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, Body::new(Bytes::new()))
+}

@@ -1,0 +1,192 @@
+//! Edge settings: flags, `SWITCHBOARD_*` env vars, optional TOML file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use switchboard_common::auth::AuthSettings;
+use switchboard_common::config::duration;
+use switchboard_common::telemetry::LogFormat;
+
+use crate::limits::Limits;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "edge",
+    version,
+    about = "Switchboard edge: WebSockets in, normalized envelopes out"
+)]
+pub struct EdgeSettings {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// TOML file with any of these settings (keys are the flag names).
+    #[arg(long, env = "SWITCHBOARD_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Run an edge and a router in this process: in-memory store,
+    /// in-process transport, no Redis or NATS needed.
+    #[arg(long, env = "SWITCHBOARD_STANDALONE")]
+    pub standalone: bool,
+    /// WebSocket and HTTP listener.
+    #[arg(long, env = "SWITCHBOARD_EDGE_ADDR", default_value = "0.0.0.0:8080")]
+    pub addr: String,
+    /// `/metrics`, `/healthz`, `/readyz` listener.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_EDGE_ADMIN_ADDR",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub admin_addr: String,
+    /// Router gRPC addresses, `host:port,…` (cluster mode).
+    #[arg(long, env = "SWITCHBOARD_ROUTERS", value_delimiter = ',')]
+    pub routers: Vec<String>,
+    /// This edge's id (default: host name + random suffix).
+    #[arg(long, env = "SWITCHBOARD_EDGE_ID")]
+    pub edge_id: Option<String>,
+    #[command(flatten)]
+    pub auth: AuthSettings,
+    /// Let group clients connect without a token (tenant `default`).
+    #[arg(long, env = "SWITCHBOARD_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+    /// Largest inbound message in bytes (close 1009 above).
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", default_value_t = 64 * 1024)]
+    pub max_message_size: usize,
+    /// Inbound messages per second per socket.
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT", default_value_t = 50.0)]
+    pub rate_limit: f64,
+    /// Inbound burst per socket.
+    #[arg(long, env = "SWITCHBOARD_RATE_BURST", default_value_t = 100.0)]
+    pub rate_burst: f64,
+    /// Outbound queue per socket, in messages (close 1013 when full).
+    #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub outbound_queue: usize,
+    /// Outbound queue per socket, in bytes (close 1013 when full).
+    #[arg(long, env = "SWITCHBOARD_OUTBOUND_BYTES", default_value_t = 4 << 20)]
+    pub outbound_bytes: usize,
+    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value = "25s", value_parser = duration)]
+    pub ping_interval: Duration,
+    /// A socket silent for this long is closed.
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub idle_timeout: Duration,
+    /// Time sockets get to flush and close on SIGTERM.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub drain_timeout: Duration,
+    /// How long a socket waits for a router's answer.
+    #[arg(long, env = "SWITCHBOARD_REQUEST_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub request_timeout: Duration,
+    /// Standalone: server API listener.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ROUTER_API_ADDR",
+        default_value = "0.0.0.0:8081"
+    )]
+    pub router_api_addr: String,
+    /// Standalone: router metrics and health listener.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ROUTER_ADMIN_ADDR",
+        default_value = "0.0.0.0:9091"
+    )]
+    pub router_admin_addr: String,
+    /// Standalone: Redis URL for the store (in memory when unset).
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Standalone: static key for the server API.
+    #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Standalone: presence TTL.
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_TTL", default_value = "90s", value_parser = duration)]
+    pub presence_ttl: Duration,
+    /// Standalone: presence sweep interval.
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_SWEEP", default_value = "5s", value_parser = duration)]
+    pub presence_sweep: Duration,
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Mint a token signed with the configured HS256 secret.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// The principal: user id, client id, device id, app id, service name.
+    #[arg(long)]
+    pub sub: String,
+    /// user, app, device, client or service.
+    #[arg(long, default_value = "user")]
+    pub kind: String,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    /// Space-separated scopes, e.g. "broadcast notice".
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Device tokens: the user who owns the device.
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// App tokens: the appId the token may act for.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Lifetime: 90s, 15m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = duration)]
+    pub ttl: Duration,
+}
+
+impl EdgeSettings {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_message: self.max_message_size,
+            rate_per_sec: self.rate_limit,
+            rate_burst: self.rate_burst,
+            outbound_messages: self.outbound_queue.max(1),
+            outbound_bytes: self.outbound_bytes,
+            ping_interval: self.ping_interval,
+            idle_timeout: self.idle_timeout,
+            flush_timeout: self.drain_timeout.min(Duration::from_secs(5)),
+            ..Limits::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let s = EdgeSettings::try_parse_from(["edge"]).unwrap();
+        assert_eq!(s.addr, "0.0.0.0:8080");
+        assert_eq!(s.admin_addr, "0.0.0.0:9090");
+        let limits = s.limits();
+        assert_eq!(limits.max_message, 65_536);
+        assert_eq!(limits.outbound_messages, 1024);
+        assert_eq!(limits.outbound_bytes, 4 << 20);
+        assert_eq!(limits.ping_interval, Duration::from_secs(25));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn routers_are_a_comma_list() {
+        let s = EdgeSettings::try_parse_from(["edge", "--routers", "a:1,b:2"]).unwrap();
+        assert_eq!(s.routers, vec!["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn token_subcommand() {
+        let s = EdgeSettings::try_parse_from([
+            "edge", "token", "--sub", "alice", "--kind", "client", "--ttl", "2h",
+        ])
+        .unwrap();
+        let Some(Command::Token(args)) = s.command else {
+            panic!("token subcommand")
+        };
+        assert_eq!(args.sub, "alice");
+        assert_eq!(args.ttl, Duration::from_secs(7200));
+    }
+}

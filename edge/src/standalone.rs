@@ -1,0 +1,163 @@
+//! Standalone mode: an edge and a router in one process, joined by the
+//! in-process transport, with the in-memory store. What `make run` starts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use switchboard_common::auth::{Minter, claims};
+use switchboard_common::net;
+use switchboard_router::{HttpParts, NodeConfig, RouterHttp, RouterNode};
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::EdgeSettings;
+use crate::transport::inproc::InProcess;
+use crate::upstream::Link;
+
+/// How long sample tokens printed at start stay valid.
+const SAMPLE_TTL_SECS: u64 = 24 * 3600;
+
+pub async fn run(mut settings: EdgeSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let generated = settings.auth.jwt_secret.is_none()
+        && settings.auth.jwt_public_key.is_none()
+        && settings.auth.jwt_jwks.is_none();
+    if generated {
+        settings.auth.jwt_secret = Some(random_secret());
+    }
+    let verifier = Arc::new(settings.auth.verifier().context("token settings")?);
+    let store = switchboard_router::store_for(
+        settings.redis_url.as_deref(),
+        settings.presence_ttl.as_millis() as u64,
+    )?;
+    let router_stop = CancellationToken::new();
+    let node = RouterNode::start(
+        NodeConfig {
+            id: "standalone".to_owned(),
+            presence_ttl: settings.presence_ttl,
+            sweep_interval: settings.presence_sweep,
+            ..NodeConfig::default()
+        },
+        store.clone(),
+        router_stop.clone(),
+    );
+    let api_listener = net::bind("router-api", &settings.router_api_addr).await?;
+    let admin_listener = net::bind("router-admin", &settings.router_admin_addr).await?;
+    let api_addr = api_listener.local_addr()?;
+    let http = RouterHttp::spawn(
+        HttpParts {
+            node: node.clone(),
+            store,
+            verifier: Some(verifier.clone()),
+            api_key: settings.api_key.clone(),
+        },
+        api_listener,
+        admin_listener,
+        router_stop.clone(),
+    );
+    let link = Link::new(node.id(), Arc::new(InProcess::new(node.clone())));
+
+    let welcome = Welcome {
+        api: api_addr,
+        secret: settings.auth.jwt_secret.clone().filter(|_| generated),
+        minter: settings
+            .auth
+            .jwt_secret
+            .as_deref()
+            .map(|s| Minter::hs256(s.as_bytes())),
+    };
+    let result = crate::serve(
+        &settings,
+        vec![link],
+        verifier.clone(),
+        shutdown,
+        Some(welcome),
+    )
+    .await;
+    router_stop.cancel();
+    http.stop(settings.drain_timeout).await;
+    result
+}
+
+fn random_secret() -> String {
+    let bytes: [u8; 24] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What standalone mode prints after its listeners: URLs and sample tokens.
+pub struct Welcome {
+    api: SocketAddr,
+    secret: Option<String>,
+    minter: Option<Minter>,
+}
+
+fn local(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+impl Welcome {
+    pub fn print(&self, edge: SocketAddr, edge_admin: SocketAddr) {
+        let edge = local(edge);
+        let api = local(self.api);
+        let mut out = String::new();
+        out.push_str("\nSwitchboard standalone: edge + router in one process (in-memory store, no Redis or NATS)\n");
+        out.push_str(&format!("  playground   http://{edge}/\n"));
+        out.push_str(&format!(
+            "  group (V3)   ws://{edge}/v3/ws/group/{{group_id}}/client/{{client_id}}?token=…\n"
+        ));
+        out.push_str(&format!(
+            "  server API   http://{api}/api/v1/openapi.json\n"
+        ));
+        out.push_str(&format!(
+            "  metrics      http://{}/metrics\n",
+            local(edge_admin)
+        ));
+        match &self.secret {
+            Some(secret) => out.push_str(&format!(
+                "  dev secret   {secret}   (random each start; set SWITCHBOARD_JWT_SECRET to fix it)\n"
+            )),
+            None => out.push_str("  secret       from SWITCHBOARD_JWT_SECRET / --jwt-secret\n"),
+        }
+        if let Some(minter) = &self.minter {
+            out.push_str("\nSample tokens (tenant `default`, valid 24 h; mint more with `edge token --sub … --kind …`):\n");
+            let samples = [
+                (
+                    "group client demo_client",
+                    "demo_client",
+                    "client",
+                    Some("broadcast"),
+                ),
+                ("jsonrpc user demo_user  ", "demo_user", "user", None),
+                ("jsonrpc app demo_app    ", "demo_app", "app", None),
+                (
+                    "iot/im user demo_user   ",
+                    "demo_user",
+                    "user",
+                    Some("notice"),
+                ),
+                ("server API (service)    ", "demo_backend", "service", None),
+            ];
+            for (label, sub, kind, scope) in samples {
+                let token = minter.mint(&claims(sub, kind, "default", scope, SAMPLE_TTL_SECS));
+                out.push_str(&format!("  {label}  {token}\n"));
+            }
+            let token = minter.mint(&claims(
+                "demo_client",
+                "client",
+                "default",
+                Some("broadcast"),
+                SAMPLE_TTL_SECS,
+            ));
+            out.push_str(&format!(
+                "\nTry it:\n  ws://{edge}/v3/ws/group/demo_group/client/demo_client?token={token}\n"
+            ));
+        }
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{out}");
+        let _ = stdout.flush();
+    }
+}

@@ -1,0 +1,41 @@
+//! The in-process transport: the router lives in this process, frames are
+//! handed over on channels. Standalone mode and tests use it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use switchboard_router::RouterNode;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{Transport, TransportError, TransportSession, UPSTREAM_QUEUE};
+
+pub struct InProcess {
+    node: Arc<RouterNode>,
+}
+
+impl InProcess {
+    pub fn new(node: Arc<RouterNode>) -> Self {
+        Self { node }
+    }
+}
+
+#[async_trait]
+impl Transport for InProcess {
+    async fn open(&self, edge_id: &str) -> Result<TransportSession, TransportError> {
+        if self.node.is_stopping() {
+            return Err(TransportError::Refused {
+                addr: "in-process".to_owned(),
+                reason: "router is stopping".to_owned(),
+            });
+        }
+        let (tx, upstream) = mpsc::channel(UPSTREAM_QUEUE);
+        let downstream = self
+            .node
+            .attach(edge_id.to_owned(), ReceiverStream::new(upstream));
+        Ok(TransportSession {
+            tx,
+            rx: Box::pin(ReceiverStream::new(downstream)),
+        })
+    }
+}
