@@ -101,7 +101,9 @@ impl RouterNode {
         for _ in 0..config.shards.max(1) {
             let (tx, rx) = mpsc::channel(65_536);
             let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
-            let shard = Shard::new(jobs_tx, config.touch_interval);
+            // Refresh well within the TTL, however short it is configured.
+            let touch_interval = config.touch_interval.min(config.presence_ttl / 4);
+            let shard = Shard::new(jobs_tx, touch_interval);
             let worker = PresenceWorker {
                 store: store.clone(),
                 shard: tx.clone(),

@@ -6,11 +6,13 @@
 //! - [`ws`]: a WebSocket client (tokio-tungstenite, an implementation
 //!   independent of the server's) with JSON helpers.
 //! - [`http`]: a minimal HTTP/1.1 client.
+//! - [`switchboard`]: standalone, edge and router processes, tokens, URLs.
 #![forbid(unsafe_code)]
 
 pub mod http;
 pub mod process;
 pub mod redis;
+pub mod switchboard;
 pub mod ws;
 
 pub use process::{Process, binary};

@@ -1,0 +1,432 @@
+//! The group dialect end to end: a standalone edge process, a real
+//! WebSocket client, every target, presence and the V2 path. Each scenario
+//! runs against the in-memory store and against a private redis-server.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard_testkit::switchboard::{self, group_url, group_v2_url, token};
+use switchboard_testkit::{Process, RedisServer, WsClient};
+
+struct Env {
+    process: Process,
+    _redis: Option<RedisServer>,
+}
+
+impl Env {
+    async fn memory(extra: &[&str]) -> Self {
+        let process = switchboard::standalone(extra);
+        switchboard::wait_ready(process.addr("edge-admin")).await;
+        Self {
+            process,
+            _redis: None,
+        }
+    }
+
+    async fn redis(extra: &[&str]) -> Self {
+        let redis = RedisServer::start().await;
+        let url = redis.url();
+        let mut args = vec!["--redis-url", url.as_str()];
+        args.extend_from_slice(extra);
+        let process = switchboard::standalone(&args);
+        switchboard::wait_ready(process.addr("edge-admin")).await;
+        Self {
+            process,
+            _redis: Some(redis),
+        }
+    }
+
+    fn edge(&self) -> SocketAddr {
+        self.process.addr("edge")
+    }
+
+    /// Connects `client` to `group` in `tenant` and waits until the router
+    /// has it: its own presence join, or a presence answer for a second tab.
+    async fn join(&self, tenant: &str, group: &str, client: &str, scope: Option<&str>) -> WsClient {
+        let mut ws = self.connect(tenant, group, client, scope).await;
+        sync(&mut ws).await;
+        ws
+    }
+
+    async fn connect(
+        &self,
+        tenant: &str,
+        group: &str,
+        client: &str,
+        scope: Option<&str>,
+    ) -> WsClient {
+        let token = token(client, "client", tenant, scope);
+        WsClient::open(&group_url(self.edge(), group, client, &token)).await
+    }
+}
+
+/// A barrier: a presence query travels the same path as the subscription.
+async fn sync(ws: &mut WsClient) -> Value {
+    ws.send_json(&json!({"msg_type":"presence","target":"echo"}))
+        .await;
+    ws.recv_json_until(|m| m["msg_type"] == "presence" && m["target"] == "echo")
+        .await
+}
+
+fn is_msg(m: &Value) -> bool {
+    m["msg_type"] == "msg" || m["msg_type"] == "cmd"
+}
+
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Drains whatever is pending (presence events) without asserting.
+async fn settle(ws: &mut WsClient) {
+    while ws.recv(Duration::from_millis(150)).await.is_some() {}
+}
+
+async fn group_target(env: Env) {
+    let mut a = env.join("t1", "room_a", "alice", None).await;
+    let mut b = env.join("t1", "room_a", "bob", None).await;
+    let mut other = env.join("t1", "room_b", "carol", None).await;
+    settle(&mut a).await;
+    settle(&mut b).await;
+    a.send_json(&json!({"msg_type":"msg","target":"group","msg":"Hello team!"}))
+        .await;
+    for ws in [&mut a, &mut b] {
+        let m = ws.recv_json_until(is_msg).await;
+        assert_eq!(m["msg"], "Hello team!");
+        assert_eq!(m["from_id"], "alice");
+        assert_eq!(m["group_id"], "room_a");
+        assert_eq!(m["version"], "3");
+        assert_eq!(m["target"], "group");
+        let sent_at = m["sent_at"].as_str().unwrap();
+        assert_eq!(sent_at.len(), 24, "ISO 8601 with milliseconds: {sent_at}");
+        assert!(sent_at.ends_with('Z'));
+    }
+    settle(&mut other).await;
+    other
+        .send_json(&json!({"msg_type":"msg","target":"echo"}))
+        .await;
+    let next = other.recv_json().await;
+    assert_eq!(next["target"], "echo", "room_b got nothing from room_a");
+}
+
+async fn direct_target(env: Env) {
+    let mut a = env.join("t1", "room_a", "alice", None).await;
+    let mut b1 = env.join("t1", "room_b", "bob", None).await;
+    let mut b2 = env.join("t1", "room_c", "bob", None).await;
+    let mut c = env.join("t1", "room_a", "carol", None).await;
+    for ws in [&mut a, &mut b1, &mut b2, &mut c] {
+        settle(ws).await;
+    }
+    a.send_json(&json!({"msg_type":"msg","target":"direct","to_id":"bob","msg":"psst"}))
+        .await;
+    for ws in [&mut b1, &mut b2] {
+        let m = ws.recv_json().await;
+        assert_eq!(
+            (
+                m["msg"].as_str(),
+                m["from_id"].as_str(),
+                m["to_id"].as_str()
+            ),
+            (Some("psst"), Some("alice"), Some("bob"))
+        );
+    }
+    a.expect_silence(QUIET).await;
+    c.expect_silence(QUIET).await;
+    a.send_json(&json!({"msg_type":"msg","target":"direct","to_id":"nobody_here","msg":"?"}))
+        .await;
+    let e = a.recv_json().await;
+    assert_eq!(e["msg_type"], "error");
+    assert_eq!(e["payload"]["code"], "not_found");
+}
+
+async fn broadcast_target(env: Env) {
+    let mut admin = env.join("t1", "room_a", "admin", Some("broadcast")).await;
+    let mut x = env.join("t1", "room_b", "xavier", None).await;
+    let mut y = env.join("t1", "room_c", "yvonne", None).await;
+    let mut stranger = env.join("t2", "room_a", "zed", None).await;
+    for ws in [&mut admin, &mut x, &mut y, &mut stranger] {
+        settle(ws).await;
+    }
+    admin
+        .send_json(&json!({"msg_type":"cmd","target":"broadcast","cmd":"MAINTENANCE_WARNING"}))
+        .await;
+    for ws in [&mut admin, &mut x, &mut y] {
+        let m = ws.recv_json_until(is_msg).await;
+        assert_eq!(m["cmd"], "MAINTENANCE_WARNING");
+        assert_eq!(m["from_id"], "admin");
+    }
+    stranger.expect_silence(QUIET).await;
+    x.send_json(&json!({"msg_type":"cmd","target":"broadcast","cmd":"NOPE"}))
+        .await;
+    let e = x.recv_json().await;
+    assert_eq!(e["payload"]["code"], "forbidden");
+    y.expect_silence(QUIET).await;
+}
+
+async fn echo_and_heartbeat(env: Env) {
+    let mut a = env.join("t1", "room_a", "alice", None).await;
+    let mut b = env.join("t1", "room_a", "bob", None).await;
+    settle(&mut a).await;
+    settle(&mut b).await;
+    a.send_json(&json!({"msg_type":"msg","target":"echo","msg":"Ping!","payload":{"n":1}}))
+        .await;
+    let m = a.recv_json().await;
+    assert_eq!(m["msg"], "Ping!");
+    assert_eq!(m["payload"], json!({"n":1}));
+    assert_eq!(m["from_id"], "alice");
+    a.send_json(&json!({"msg_type":"heartbeat","target":"echo"}))
+        .await;
+    let h = a.recv_json().await;
+    assert_eq!(h["msg_type"], "heartbeat");
+    assert_eq!(h["target"], "echo");
+    assert_eq!(h["from_id"], "alice");
+    assert_eq!(h["group_id"], "room_a");
+    b.expect_silence(QUIET).await;
+}
+
+async fn presence_join_leave_and_tabs(env: Env) {
+    let mut a = env.connect("t1", "room_p", "alice", None).await;
+    let joined = a
+        .recv_json_until(|m| m["msg_type"] == "presence" && m["target"] == "group")
+        .await;
+    assert_eq!(
+        joined["payload"],
+        json!({"event":"join","client_id":"alice","count":1})
+    );
+    assert_eq!(joined["from_id"], "alice");
+
+    let mut b = env.connect("t1", "room_p", "bob", None).await;
+    let event = a.recv_json_until(|m| m["target"] == "group").await;
+    assert_eq!(
+        event["payload"],
+        json!({"event":"join","client_id":"bob","count":2})
+    );
+    settle(&mut b).await;
+
+    // A second tab of bob: no join; closing it: no leave.
+    let mut b2 = env.join("t1", "room_p", "bob", None).await;
+    a.expect_silence(QUIET).await;
+    let answer = sync(&mut b2).await;
+    assert_eq!(
+        answer["payload"],
+        json!({"members":["alice","bob"],"count":2})
+    );
+    b2.close().await;
+    a.expect_silence(QUIET).await;
+
+    b.close().await;
+    let event = a.recv_json_until(|m| m["target"] == "group").await;
+    assert_eq!(
+        event["payload"],
+        json!({"event":"leave","client_id":"bob","count":1})
+    );
+    let answer = sync(&mut a).await;
+    assert_eq!(answer["payload"], json!({"members":["alice"],"count":1}));
+    assert_eq!(answer["group_id"], "room_p");
+}
+
+async fn presence_expires(env: Env) {
+    let mut quiet = env.join("t1", "room_e", "quiet", None).await;
+    let mut chatty = env.join("t1", "room_e", "chatty", None).await;
+    settle(&mut chatty).await;
+    // chatty heartbeats; quiet sends nothing and expires (TTL 2 s here).
+    let started = std::time::Instant::now();
+    let leave = loop {
+        chatty
+            .send_json(&json!({"msg_type":"heartbeat","target":"echo"}))
+            .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(400);
+        let mut found = None;
+        while let Some(event) = chatty.recv(deadline - tokio::time::Instant::now()).await {
+            if let switchboard_testkit::ws::Event::Text(text) = event {
+                let m: Value = serde_json::from_str(&text).unwrap();
+                if m["payload"]["event"] == "leave" {
+                    found = Some(m);
+                    break;
+                }
+            }
+        }
+        if let Some(m) = found {
+            break m;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "quiet never expired"
+        );
+    };
+    assert_eq!(
+        leave["payload"],
+        json!({"event":"leave","client_id":"quiet","count":1})
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "expired too early"
+    );
+    // Sending again makes quiet present again.
+    quiet
+        .send_json(&json!({"msg_type":"heartbeat","target":"echo"}))
+        .await;
+    let join = chatty
+        .recv_json_until(|m| m["payload"]["event"] == "join")
+        .await;
+    assert_eq!(join["payload"]["client_id"], "quiet");
+}
+
+async fn tenants_are_isolated(env: Env) {
+    let mut a1 = env
+        .join("tenant_a", "shared", "alice", Some("broadcast"))
+        .await;
+    let mut b1 = env
+        .join("tenant_b", "shared", "bob", Some("broadcast"))
+        .await;
+    let mut b_alice = env.join("tenant_b", "shared", "alice", None).await;
+    for ws in [&mut a1, &mut b1, &mut b_alice] {
+        settle(ws).await;
+    }
+    let answer = sync(&mut a1).await;
+    assert_eq!(answer["payload"]["members"], json!(["alice"]));
+    a1.send_json(&json!({"msg_type":"msg","target":"group","msg":"a-only"}))
+        .await;
+    a1.send_json(&json!({"msg_type":"msg","target":"broadcast","msg":"a-all"}))
+        .await;
+    a1.send_json(&json!({"msg_type":"msg","target":"direct","to_id":"bob","msg":"x"}))
+        .await;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(a1.recv_json_until(is_msg).await["msg"].clone());
+    }
+    assert_eq!(got, vec![json!("a-only"), json!("a-all")]);
+    let e = a1.recv_json().await;
+    assert_eq!(
+        e["payload"]["code"], "not_found",
+        "bob lives in another tenant"
+    );
+    b1.expect_silence(QUIET).await;
+    b_alice.expect_silence(QUIET).await;
+}
+
+async fn legacy_v2(env: Env) {
+    let mut v3 = env.join("t1", "room_l", "modern", None).await;
+    let token = token("legacy", "client", "t1", None);
+    let mut v2 = WsClient::open(&group_v2_url(env.edge(), "room_l", "legacy", &token)).await;
+    v3.recv_json_until(|m| m["payload"]["client_id"] == "legacy")
+        .await;
+    settle(&mut v2).await;
+    v2.send_json(&json!({"msg":"hi","x":1})).await;
+    for ws in [&mut v3, &mut v2] {
+        let m = ws.recv_json_until(is_msg).await;
+        assert_eq!(m["msg"], "hi");
+        assert_eq!(m["payload"], json!({"msg":"hi","x":1}));
+        assert_eq!(m["from_id"], "legacy");
+        assert_eq!(m["msg_type"], "msg");
+        assert_eq!(m["target"], "group");
+    }
+    v3.send_json(&json!({"msg_type":"cmd","target":"group","cmd":"RELOAD_UI"}))
+        .await;
+    let m = v2.recv_json_until(is_msg).await;
+    assert_eq!(m["cmd"], "RELOAD_UI", "V2 sockets receive the V3 message");
+    v2.send_text("{oops").await;
+    assert_eq!(v2.recv_json().await["payload"]["code"], "invalid_json");
+}
+
+async fn invalid_messages_keep_the_socket_open(env: Env) {
+    let mut a = env.join("t1", "room_v", "alice", None).await;
+    let mut b = env.join("t1", "room_v", "bob", None).await;
+    settle(&mut a).await;
+    settle(&mut b).await;
+    let cases = [
+        ("{not json", "invalid_json", None),
+        ("[1,2]", "validation_error", None),
+        (r#"{"msg_type":"msg"}"#, "validation_error", Some("target")),
+        (
+            r#"{"msg_type":"yell","target":"group"}"#,
+            "validation_error",
+            Some("msg_type"),
+        ),
+        (
+            r#"{"msg_type":"msg","target":"all"}"#,
+            "validation_error",
+            Some("target"),
+        ),
+        (
+            r#"{"msg_type":"msg","target":"direct"}"#,
+            "validation_error",
+            Some("to_id"),
+        ),
+        (
+            r#"{"msg_type":"msg","target":"group","from_id":"bob"}"#,
+            "validation_error",
+            Some("from_id"),
+        ),
+        (
+            r#"{"msg_type":"msg","target":"group","group_id":"elsewhere"}"#,
+            "validation_error",
+            Some("group_id"),
+        ),
+        (
+            r#"{"msg_type":"msg","target":"group","msg":5}"#,
+            "validation_error",
+            Some("msg"),
+        ),
+        (
+            r#"{"msg_type":"msg","target":"group","payload":[1]}"#,
+            "validation_error",
+            Some("payload"),
+        ),
+        (
+            r#"{"msg_type":"msg","target":"group","extra":1}"#,
+            "validation_error",
+            Some("extra"),
+        ),
+    ];
+    for (text, code, field) in cases {
+        a.send_text(text).await;
+        let e = a.recv_json().await;
+        assert_eq!(e["msg_type"], "error", "{text}");
+        assert_eq!(e["target"], "echo");
+        assert_eq!(e["version"], "3");
+        assert_eq!(e["payload"]["code"], code, "{text}");
+        assert_eq!(e["payload"]["field"].as_str(), field, "{text}");
+        assert!(e["msg"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let e = {
+        a.send_text(r#"{"msg_type":"msg","target":"direct"}"#).await;
+        a.recv_json().await
+    };
+    assert_eq!(e["msg"], "to_id is required when target is direct");
+    b.expect_silence(QUIET).await;
+    a.send_json(&json!({"msg_type":"msg","target":"echo","msg":"still here"}))
+        .await;
+    assert_eq!(a.recv_json().await["msg"], "still here");
+}
+
+macro_rules! against_both_stores {
+    ($($name:ident $(($($arg:expr),*))?;)*) => {
+        mod memory_store {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Env::memory(&[$($($arg),*)?]).await).await;
+                }
+            )*
+        }
+        mod redis_store {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Env::redis(&[$($($arg),*)?]).await).await;
+                }
+            )*
+        }
+    };
+}
+
+against_both_stores! {
+    group_target;
+    direct_target;
+    broadcast_target;
+    echo_and_heartbeat;
+    presence_join_leave_and_tabs;
+    presence_expires("--presence-ttl", "2s", "--presence-sweep", "200ms");
+    tenants_are_isolated;
+    legacy_v2;
+    invalid_messages_keep_the_socket_open;
+}

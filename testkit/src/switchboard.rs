@@ -1,0 +1,107 @@
+//! Switchboard processes for integration tests: standalone, edge, router,
+//! each on ephemeral ports, with a known JWT secret and token minting.
+
+use std::net::SocketAddr;
+
+use switchboard_common::auth::{Minter, claims};
+
+use crate::process::{Process, binary};
+
+/// The secret test processes share.
+pub const SECRET: &str = "switchboard-test-secret";
+/// The API key test routers accept.
+pub const API_KEY: &str = "switchboard-test-api-key";
+
+/// A token for `sub` of `kind` in `tenant`, valid for an hour.
+pub fn token(sub: &str, kind: &str, tenant: &str, scope: Option<&str>) -> String {
+    Minter::hs256(SECRET.as_bytes()).mint(&claims(sub, kind, tenant, scope, 3600))
+}
+
+/// `ws://edge/v3/ws/group/{group}/client/{client}?token=…`
+pub fn group_url(edge: SocketAddr, group: &str, client: &str, token: &str) -> String {
+    format!("ws://{edge}/v3/ws/group/{group}/client/{client}?token={token}")
+}
+
+/// `ws://edge/ws/group/{group}/client/{client}?token=…` (V2 legacy)
+pub fn group_v2_url(edge: SocketAddr, group: &str, client: &str, token: &str) -> String {
+    format!("ws://{edge}/ws/group/{group}/client/{client}?token={token}")
+}
+
+fn common_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("SWITCHBOARD_JWT_SECRET", SECRET.to_owned()),
+        ("SWITCHBOARD_API_KEY", API_KEY.to_owned()),
+        ("SWITCHBOARD_LOG_FORMAT", "text".to_owned()),
+    ]
+}
+
+/// `edge --standalone` on ephemeral ports; `extra` flags are appended.
+pub fn standalone(extra: &[&str]) -> Process {
+    let mut args = vec![
+        "--standalone",
+        "--addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--router-api-addr",
+        "127.0.0.1:0",
+        "--router-admin-addr",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    Process::start(
+        binary("edge"),
+        &args,
+        &common_env(),
+        &["edge", "edge-admin", "router-api", "router-admin"],
+    )
+}
+
+/// A `router` process on ephemeral ports.
+pub fn router(extra: &[&str], env: &[(&str, String)]) -> Process {
+    let mut args = vec![
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--api-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let mut all = common_env();
+    all.extend(env.iter().cloned());
+    Process::start(
+        binary("router"),
+        &args,
+        &all,
+        &["router-grpc", "router-api", "router-admin"],
+    )
+}
+
+/// An `edge` process attached to `routers` (gRPC addresses).
+pub fn edge(routers: &[SocketAddr], extra: &[&str]) -> Process {
+    let list: Vec<String> = routers.iter().map(ToString::to_string).collect();
+    let mut args = vec!["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut env = common_env();
+    env.push(("SWITCHBOARD_ROUTERS", list.join(",")));
+    Process::start(binary("edge"), &args, &env, &["edge", "edge-admin"])
+}
+
+/// Waits until `GET /readyz` on `admin` answers 200.
+pub async fn wait_ready(admin: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Ok(stream) = tokio::net::TcpStream::connect(admin).await {
+            drop(stream);
+            if crate::http::get(admin, "/readyz", &[]).await.status == 200 {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{admin} never became ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
