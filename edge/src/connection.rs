@@ -262,7 +262,6 @@ async fn read_loop<S: AsyncRead + Unpin>(
             handle.push(session.rate_limited());
             continue;
         }
-        over_limit.accepted();
         let actions = session.on_text(text);
         execute(env, handle, session, actions).await;
     }

@@ -72,22 +72,32 @@ impl TokenBucket {
     }
 }
 
-/// Tracks how long a socket has stayed over its rate limit.
+/// Tracks how long a socket has stayed over its rate limit: a streak of
+/// refusals with no gap longer than [`OverLimit::GAP`] between them.
+/// Messages that get through between refusals do not end the streak, so a
+/// client sending at ten times the limit is closed even though a tenth of
+/// its messages pass.
 #[derive(Default)]
 pub struct OverLimit {
     since: Option<Instant>,
+    last: Option<Instant>,
 }
 
 impl OverLimit {
-    /// Records a refused message; true once the socket has been over the
-    /// limit for `grace` without a single accepted message.
-    pub fn refused(&mut self, now: Instant, grace: Duration) -> bool {
-        let since = *self.since.get_or_insert(now);
-        now.saturating_duration_since(since) >= grace
-    }
+    /// A quiet second ends a streak.
+    pub const GAP: Duration = Duration::from_secs(1);
 
-    pub fn accepted(&mut self) {
-        self.since = None;
+    /// Records a refused message; true once the streak has lasted `grace`.
+    pub fn refused(&mut self, now: Instant, grace: Duration) -> bool {
+        let gap = self
+            .last
+            .is_none_or(|last| now.saturating_duration_since(last) > Self::GAP);
+        if gap {
+            self.since = Some(now);
+        }
+        self.last = Some(now);
+        let since = self.since.unwrap_or(now);
+        now.saturating_duration_since(since) >= grace
     }
 }
 
@@ -117,17 +127,32 @@ mod tests {
     }
 
     #[test]
-    fn over_limit_closes_only_after_grace_without_relief() {
+    fn a_streak_of_refusals_lasting_the_grace_closes() {
         let start = Instant::now();
         let grace = Duration::from_secs(5);
         let mut over = OverLimit::default();
-        assert!(!over.refused(start, grace));
-        assert!(!over.refused(start + Duration::from_secs(4), grace));
-        over.accepted();
-        assert!(
-            !over.refused(start + Duration::from_secs(6), grace),
-            "relief restarts the clock"
-        );
-        assert!(over.refused(start + Duration::from_secs(11), grace));
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        for ms in (0..5000).step_by(200) {
+            assert!(!over.refused(at(ms), grace), "{ms} ms into the streak");
+        }
+        assert!(over.refused(at(5000), grace));
+    }
+
+    #[test]
+    fn a_quiet_second_ends_the_streak() {
+        let start = Instant::now();
+        let grace = Duration::from_secs(5);
+        let mut over = OverLimit::default();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        assert!(!over.refused(at(0), grace));
+        assert!(!over.refused(at(900), grace));
+        // 1.1 s without a refusal: the streak restarts at 2 s.
+        assert!(!over.refused(at(2000), grace));
+        assert!(!over.refused(at(2900), grace));
+        assert!(!over.refused(at(3800), grace));
+        assert!(!over.refused(at(4700), grace));
+        assert!(!over.refused(at(5600), grace));
+        assert!(!over.refused(at(6500), grace), "4.5 s into the new streak");
+        assert!(over.refused(at(7000), grace), "5 s into the new streak");
     }
 }
