@@ -15,13 +15,8 @@ async fn start(extra: &[&str]) -> Process {
     process
 }
 
-/// A connected client whose own presence join has been read.
 async fn client(process: &Process, client: &str) -> WsClient {
-    let token = token(client, "client", "t1", None);
-    let mut ws = WsClient::open(&group_url(process.addr("edge"), "room", client, &token)).await;
-    ws.recv_json_until(|m| m["payload"]["event"] == "join" && m["payload"]["client_id"] == client)
-        .await;
-    ws
+    switchboard::join_group(process.addr("edge"), "t1", "room", client, None).await
 }
 
 const CLOSE_WAIT: Duration = Duration::from_secs(5);

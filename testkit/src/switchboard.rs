@@ -105,3 +105,23 @@ pub async fn wait_ready(admin: SocketAddr) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Connects the first socket of `client` to `group` and waits for its own
+/// presence join, which proves the router has the socket's subscriptions.
+pub async fn join_group(
+    edge: SocketAddr,
+    tenant: &str,
+    group: &str,
+    client: &str,
+    scope: Option<&str>,
+) -> crate::WsClient {
+    let token = token(client, "client", tenant, scope);
+    let mut ws = crate::WsClient::open(&group_url(edge, group, client, &token)).await;
+    ws.recv_json_until(|m| {
+        m["msg_type"] == "presence"
+            && m["payload"]["event"] == "join"
+            && m["payload"]["client_id"] == client
+    })
+    .await;
+    ws
+}

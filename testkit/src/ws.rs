@@ -14,7 +14,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long `recv_*` waits by default.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// An HTTP answer instead of an upgrade.
+/// An HTTP answer instead of an upgrade (status 0: connection refused).
 #[derive(Debug)]
 pub struct Refused {
     pub status: u16,
@@ -49,6 +49,11 @@ impl WsClient {
                     .unwrap_or(Value::Null);
                 Err(Refused { status, body })
             }
+            // Nothing listening (status 0): a stopped or draining server.
+            Err(tungstenite::Error::Io(e)) => Err(Refused {
+                status: 0,
+                body: serde_json::json!({ "io": e.to_string() }),
+            }),
             Err(e) => panic!("connect {url}: {e}"),
         }
     }

@@ -1,0 +1,338 @@
+//! The server API over HTTP against a router process, with an edge process
+//! attached over gRPC and real WebSocket clients receiving what it sends.
+
+use std::net::SocketAddr;
+
+use serde_json::{Value, json};
+use switchboard_testkit::http::{self, Reply};
+use switchboard_testkit::switchboard::{self, API_KEY, token};
+use switchboard_testkit::{Process, WsClient};
+
+struct Cluster {
+    router: Process,
+    edge: Process,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let router = switchboard::router(&[], &[]);
+        let edge = switchboard::edge(&[router.addr("router-grpc")], &[]);
+        switchboard::wait_ready(edge.addr("edge-admin")).await;
+        Self { router, edge }
+    }
+
+    fn api(&self) -> SocketAddr {
+        self.router.addr("router-api")
+    }
+
+    async fn join(&self, tenant: &str, group: &str, client: &str) -> WsClient {
+        switchboard::join_group(self.edge.addr("edge"), tenant, group, client, None).await
+    }
+
+    async fn post(&self, path: &str, auth: &str, body: &Value) -> Reply {
+        http::post_json(self.api(), path, &[("authorization", auth)], body).await
+    }
+}
+
+fn service(tenant: &str) -> String {
+    format!("Bearer {}", token("backend", "service", tenant, None))
+}
+
+fn error_code(reply: &Reply) -> (u16, String, Option<String>) {
+    let body = reply.json();
+    (
+        reply.status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        body["error"]["field"].as_str().map(str::to_owned),
+    )
+}
+
+const MSG: fn() -> Value = || json!({"msg_type":"msg","target":"group","msg":"from backend"});
+
+#[tokio::test]
+async fn auth_rules() {
+    let c = Cluster::start().await;
+    let path = "/api/v1/groups/room/messages";
+    let none = http::post_json(c.api(), path, &[], &MSG()).await;
+    assert_eq!(none.status, 401);
+    assert_eq!(none.json()["error"]["code"], "unauthorized");
+    assert_eq!(c.post(path, "Bearer nonsense", &MSG()).await.status, 401);
+    assert_eq!(c.post(path, "Basic abc", &MSG()).await.status, 401);
+    let user = format!("Bearer {}", token("u1", "user", "t1", None));
+    assert_eq!(
+        c.post(path, &user, &MSG()).await.status,
+        403,
+        "not a service token"
+    );
+    assert_eq!(c.post(path, &service("t1"), &MSG()).await.status, 200);
+    let cross = http::post_json(
+        c.api(),
+        path,
+        &[("authorization", &service("t1")), ("x-tenant", "t2")],
+        &MSG(),
+    )
+    .await;
+    assert_eq!(
+        cross.status, 403,
+        "a service token cannot act for another tenant"
+    );
+    let same = http::post_json(
+        c.api(),
+        path,
+        &[("authorization", &service("t1")), ("x-tenant", "t1")],
+        &MSG(),
+    )
+    .await;
+    assert_eq!(same.status, 200);
+    let key = format!("Bearer {API_KEY}");
+    assert_eq!(c.post(path, &key, &MSG()).await.status, 200);
+    assert_eq!(c.post(path, "Bearer wrong-key", &MSG()).await.status, 401);
+}
+
+#[tokio::test]
+async fn api_key_acts_for_x_tenant() {
+    let c = Cluster::start().await;
+    let mut t1 = c.join("t1", "room", "alice").await;
+    let mut t2 = c.join("t2", "room", "alice").await;
+    let mut default = c.join("default", "room", "alice").await;
+    let key = format!("Bearer {API_KEY}");
+    let reply = http::post_json(
+        c.api(),
+        "/api/v1/groups/room/messages",
+        &[("authorization", &key), ("x-tenant", "t2")],
+        &MSG(),
+    )
+    .await;
+    assert_eq!(reply.json(), json!({"delivered": 1}));
+    assert_eq!(
+        t2.recv_json_until(|m| m["msg_type"] == "msg").await["from_id"],
+        "server"
+    );
+    let reply = c.post("/api/v1/groups/room/messages", &key, &MSG()).await;
+    assert_eq!(
+        reply.json(),
+        json!({"delivered": 1}),
+        "no X-Tenant: tenant default"
+    );
+    default.recv_json_until(|m| m["msg_type"] == "msg").await;
+    t1.expect_silence(std::time::Duration::from_millis(300))
+        .await;
+}
+
+#[tokio::test]
+async fn validation_errors_name_the_field() {
+    let c = Cluster::start().await;
+    let auth = service("t1");
+    let path = "/api/v1/groups/room/messages";
+    let raw = http::request(
+        "POST",
+        c.api(),
+        path,
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        "{nope",
+    )
+    .await;
+    assert_eq!(error_code(&raw), (400, "invalid_json".into(), None));
+    let cases = [
+        (json!({"target":"group"}), "msg_type"),
+        (
+            json!({"msg_type":"msg","target":"group","from_id":"x"}),
+            "from_id",
+        ),
+        (json!({"msg_type":"msg","target":"broadcast"}), "target"),
+        (json!({"msg_type":"msg","target":"echo"}), "target"),
+        (json!({"msg_type":"msg","target":"direct"}), "to_id"),
+        (
+            json!({"msg_type":"msg","target":"group","group_id":"other"}),
+            "group_id",
+        ),
+        (
+            json!({"msg_type":"msg","target":"group","payload":3}),
+            "payload",
+        ),
+        (
+            json!({"msg_type":"msg","target":"group","bogus":true}),
+            "bogus",
+        ),
+    ];
+    for (body, field) in cases {
+        let reply = c.post(path, &auth, &body).await;
+        assert_eq!(
+            error_code(&reply),
+            (400, "validation_error".into(), Some(field.into())),
+            "{body}"
+        );
+        assert!(
+            reply.json()["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    let reply = c.post("/api/v1/groups/12345/messages", &auth, &MSG()).await;
+    assert_eq!(
+        error_code(&reply),
+        (400, "validation_error".into(), Some("group_id".into()))
+    );
+    let reply = c
+        .post(
+            "/api/v1/broadcast",
+            &auth,
+            &json!({"msg_type":"msg","target":"group"}),
+        )
+        .await;
+    assert_eq!(error_code(&reply).2.as_deref(), Some("target"));
+    let reply = c.post("/api/v1/broadcast", &auth, &json!([1])).await;
+    assert_eq!(reply.status, 400);
+}
+
+#[tokio::test]
+async fn unknown_routes_methods_and_huge_bodies() {
+    let c = Cluster::start().await;
+    let auth = service("t1");
+    let reply = http::get(c.api(), "/api/v1/nothing", &[("authorization", &auth)]).await;
+    assert_eq!(error_code(&reply).0, 404);
+    let reply = http::get(
+        c.api(),
+        "/api/v1/groups/room/messages",
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(error_code(&reply).0, 405);
+    let huge = json!({"msg_type":"msg","target":"group","msg":"x".repeat(1 << 20)});
+    let reply = c.post("/api/v1/groups/room/messages", &auth, &huge).await;
+    assert_eq!(error_code(&reply).0, 413);
+    // The router still serves after all that.
+    assert_eq!(
+        c.post("/api/v1/groups/room/messages", &auth, &MSG())
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn delivery_counts_and_what_sockets_receive() {
+    let c = Cluster::start().await;
+    let auth = service("t1");
+    let mut a = c.join("t1", "room", "alice").await;
+    let mut b1 = c.join("t1", "room", "bob").await;
+    let mut b2 = c.join("t1", "lobby", "bob").await;
+    let mut other = c.join("t2", "room", "alice").await;
+
+    let reply = c
+        .post(
+            "/api/v1/groups/room/messages",
+            &auth,
+            &json!({"msg_type":"cmd","target":"group","cmd":"RELOAD_UI","payload":{"force":true}}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 2}));
+    for ws in [&mut a, &mut b1] {
+        let m = ws.recv_json_until(|m| m["msg_type"] == "cmd").await;
+        assert_eq!(m["from_id"], "server");
+        assert_eq!(m["group_id"], "room");
+        assert_eq!(m["payload"], json!({"force": true}));
+        assert_eq!(m["version"], "3");
+        assert!(m["sent_at"].is_string());
+    }
+
+    let reply = c
+        .post(
+            "/api/v1/groups/room/messages",
+            &auth,
+            &json!({"msg_type":"msg","target":"direct","to_id":"bob","msg":"hi bob"}),
+        )
+        .await;
+    assert_eq!(
+        reply.json(),
+        json!({"delivered": 2}),
+        "both of bob's sockets"
+    );
+    for ws in [&mut b1, &mut b2] {
+        assert_eq!(
+            ws.recv_json_until(|m| m["msg_type"] == "msg").await["msg"],
+            "hi bob"
+        );
+    }
+    let reply = c
+        .post(
+            "/api/v1/groups/room/messages",
+            &auth,
+            &json!({"msg_type":"msg","target":"direct","to_id":"nobody","msg":"?"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 0}));
+
+    let reply = c
+        .post(
+            "/api/v1/broadcast",
+            &auth,
+            &json!({"msg_type":"cmd","cmd":"MAINTENANCE"}),
+        )
+        .await;
+    assert_eq!(
+        reply.json(),
+        json!({"delivered": 3}),
+        "every group socket of t1"
+    );
+    for ws in [&mut a, &mut b1, &mut b2] {
+        let m = ws.recv_json_until(|m| m["cmd"] == "MAINTENANCE").await;
+        assert_eq!(m["target"], "broadcast");
+        assert_eq!(m["from_id"], "server");
+    }
+    other
+        .expect_silence(std::time::Duration::from_millis(300))
+        .await;
+
+    let reply = http::get(
+        c.api(),
+        "/api/v1/groups/room/presence",
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(reply.json(), json!({"members":["alice","bob"],"count":2}));
+    let reply = http::get(
+        c.api(),
+        "/api/v1/groups/empty_room/presence",
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(reply.json(), json!({"members":[],"count":0}));
+
+    let stats = http::get(c.api(), "/api/v1/stats", &[("authorization", &auth)])
+        .await
+        .json();
+    assert_eq!(stats["connections"]["group"], 4);
+    assert_eq!(stats["total_connections"], 4);
+    assert_eq!(stats["edges"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn openapi_document_is_served() {
+    let c = Cluster::start().await;
+    let reply = http::get(c.api(), "/api/v1/openapi.json", &[]).await;
+    assert_eq!(reply.status, 200);
+    let served = reply.json();
+    let kept: Value = serde_json::from_str(include_str!("../openapi.json")).unwrap();
+    assert_eq!(served, kept);
+    assert!(served["paths"]["/api/v1/groups/{group_id}/messages"]["post"].is_object());
+}
+
+#[tokio::test]
+async fn health_and_metrics() {
+    let c = Cluster::start().await;
+    let admin = c.router.addr("router-admin");
+    assert_eq!(http::get(admin, "/healthz", &[]).await.status, 200);
+    switchboard::wait_ready(admin).await;
+    c.post("/api/v1/groups/room/messages", &service("t1"), &MSG())
+        .await;
+    let text = String::from_utf8_lossy(&http::get(admin, "/metrics", &[]).await.body).into_owned();
+    assert!(text.contains("switchboard_api_requests_total"), "{text}");
+    assert!(text.contains("switchboard_router_edges"));
+}
