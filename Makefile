@@ -1,0 +1,34 @@
+# Switchboard: `make run` starts everything in one process, `make test` runs every test.
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: run
+run: ## Start edge + router in one process (no Redis or NATS needed); prints URLs and tokens
+	$(CARGO) run --release --bin edge -- --standalone --log-format text
+
+.PHONY: build
+build: ## Build release binaries: target/release/{edge,router,loadtest}
+	$(CARGO) build --release --workspace --bins
+
+.PHONY: test
+test: ## Run every test (needs redis-server on PATH; .ci/run installs it)
+	@command -v redis-server >/dev/null || { echo "redis-server not found: install it (apt-get install redis-server) or run .ci/run"; exit 1; }
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace
+
+.PHONY: lint
+lint: ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: clean
+clean: ## Remove build output
+	$(CARGO) clean
