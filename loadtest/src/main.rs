@@ -60,9 +60,8 @@ fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(edge: &str, minter: &Minter, group: &str, client: &str) -> anyhow::Result<Socket> {
     let token = minter.mint(&claims(client, "client", "bench", None, 3600));
@@ -81,7 +80,13 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
-async fn fanout(edge: &str, minter: &Minter, subscribers: usize, messages: usize, rate: u64) -> anyhow::Result<()> {
+async fn fanout(
+    edge: &str,
+    minter: &Minter,
+    subscribers: usize,
+    messages: usize,
+    rate: u64,
+) -> anyhow::Result<()> {
     let received = Arc::new(AtomicU64::new(0));
     let (latency_tx, mut latency_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u64>>();
     let started_connect = Instant::now();
@@ -100,7 +105,9 @@ async fn fanout(edge: &str, minter: &Minter, subscribers: usize, messages: usize
                     }
                     break;
                 };
-                let Ok(value) = serde_json::from_str::<Value>(&text) else { continue };
+                let Ok(value) = serde_json::from_str::<Value>(&text) else {
+                    continue;
+                };
                 if let Some(sent) = value["payload"]["t"].as_u64() {
                     latencies.push(now_micros().saturating_sub(sent));
                     received.fetch_add(1, Ordering::Relaxed);
@@ -159,7 +166,13 @@ async fn idle(edge: &str, minter: &Minter, sockets: usize, hold: u64) -> anyhow:
     let mut open = Vec::with_capacity(sockets);
     for i in 0..sockets {
         // Groups of 50 so presence fan-out stays small.
-        let socket = connect(edge, minter, &format!("idle_{}", i / 50), &format!("idle_{i}")).await?;
+        let socket = connect(
+            edge,
+            minter,
+            &format!("idle_{}", i / 50),
+            &format!("idle_{i}"),
+        )
+        .await?;
         open.push(socket);
     }
     let connect_secs = started.elapsed().as_secs_f64();
@@ -175,7 +188,9 @@ async fn idle(edge: &str, minter: &Minter, sockets: usize, hold: u64) -> anyhow:
                 loop {
                     match tokio::time::timeout_at(deadline, socket.next()).await {
                         Err(_) => return true,
-                        Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return false,
+                        Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
+                            return false;
+                        }
                         Ok(Some(Ok(_))) => {}
                     }
                 }
