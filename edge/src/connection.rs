@@ -205,7 +205,7 @@ async fn read_loop<S: AsyncRead + Unpin>(
                 if fragments.is_some() {
                     return handle.close(1002, "new message inside a fragmented one", false);
                 }
-                Bytes::from(frame.payload.to_vec())
+                into_bytes(frame.payload)
             }
             OpCode::Text => {
                 if fragments.is_some() {
@@ -264,6 +264,14 @@ async fn read_loop<S: AsyncRead + Unpin>(
         }
         let actions = session.on_text(text);
         execute(env, handle, session, actions).await;
+    }
+}
+
+/// The payload as `Bytes`, without a copy when it already owns its buffer.
+fn into_bytes(payload: Payload<'_>) -> Bytes {
+    match payload {
+        Payload::Bytes(bytes) => bytes.freeze(),
+        other => Bytes::copy_from_slice(&other),
     }
 }
 

@@ -52,7 +52,6 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: u64,
         dialect: &'static dyn Dialect,

@@ -81,17 +81,16 @@ async fn handle(
     match body {
         edge_frame::Body::Hello(_) => {}
         edge_frame::Body::Opened(opened) => {
+            // A repeated Opened (replay racing a new subscription) must not
+            // forget what the connection already subscribed to.
             let dialect = opened.dialect();
-            if connections
-                .insert(
-                    opened.conn_id,
-                    Connection {
-                        dialect,
-                        subscriptions: Vec::new(),
-                    },
-                )
-                .is_none()
+            if let std::collections::hash_map::Entry::Vacant(entry) =
+                connections.entry(opened.conn_id)
             {
+                entry.insert(Connection {
+                    dialect,
+                    subscriptions: Vec::new(),
+                });
                 node.stats.add(dialect, 1);
             }
         }
@@ -223,5 +222,99 @@ fn invalid(message: &str) -> Response {
         error: ErrorCode::Invalid as i32,
         error_message: message.to_owned(),
         ..Response::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use switchboard_proto::{ConnectionClosed, ConnectionOpened, Subscribe, Topic};
+    use tokio_stream::wrappers::ReceiverStream;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::node::NodeConfig;
+    use crate::store::MemoryStore;
+
+    fn opened(conn: u64) -> EdgeFrame {
+        edge_frame::Body::Opened(ConnectionOpened {
+            conn_id: conn,
+            tenant: "t".into(),
+            principal: format!("c{conn}"),
+            kind: String::new(),
+            dialect: Dialect::Group as i32,
+        })
+        .into()
+    }
+
+    fn subscribe(conn: u64, member: &str) -> EdgeFrame {
+        edge_frame::Body::Subscribe(Subscribe {
+            conn_id: conn,
+            topic: Some(Topic::group("t", "g")),
+            presence_member: member.into(),
+        })
+        .into()
+    }
+
+    async fn members(node: &RouterNode) -> Vec<String> {
+        let topic = TopicKey::new("t", switchboard_proto::TopicKind::Group, "g");
+        node.presence(topic).await.unwrap().members
+    }
+
+    async fn eventually(node: &RouterNode, expected: &[&str]) {
+        for _ in 0..100 {
+            if members(node).await == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(members(node).await, expected);
+    }
+
+    #[tokio::test]
+    async fn repeated_open_keeps_subscriptions_and_close_cleans_up() {
+        let stop = CancellationToken::new();
+        let node = RouterNode::start(
+            NodeConfig::default(),
+            Arc::new(MemoryStore::new(90_000)),
+            stop.clone(),
+        );
+        let (tx, rx) = mpsc::channel(16);
+        let _downstream = node.attach("edge-1".into(), ReceiverStream::new(rx));
+        tx.send(opened(1)).await.unwrap();
+        tx.send(subscribe(1, "alice")).await.unwrap();
+        tx.send(opened(1)).await.unwrap();
+        eventually(&node, &["alice"]).await;
+        assert_eq!(node.stats.connections(Dialect::Group), 1, "counted once");
+        tx.send(edge_frame::Body::Closed(ConnectionClosed { conn_id: 1 }).into())
+            .await
+            .unwrap();
+        eventually(&node, &[]).await;
+        assert_eq!(node.stats.connections(Dialect::Group), 0);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_lost_edge_takes_its_connections_with_it() {
+        let stop = CancellationToken::new();
+        let node = RouterNode::start(
+            NodeConfig::default(),
+            Arc::new(MemoryStore::new(90_000)),
+            stop.clone(),
+        );
+        let (tx, rx) = mpsc::channel(16);
+        let _downstream = node.attach("edge-1".into(), ReceiverStream::new(rx));
+        for (conn, member) in [(1, "alice"), (2, "bob")] {
+            tx.send(opened(conn)).await.unwrap();
+            tx.send(subscribe(conn, member)).await.unwrap();
+        }
+        // A frame for a connection that was never opened is ignored.
+        tx.send(subscribe(9, "mallory")).await.unwrap();
+        eventually(&node, &["alice", "bob"]).await;
+        drop(tx);
+        eventually(&node, &[]).await;
+        assert!(node.edges().is_empty());
+        stop.cancel();
     }
 }

@@ -37,6 +37,11 @@ fn common_env() -> Vec<(&'static str, String)> {
 
 /// `edge --standalone` on ephemeral ports; `extra` flags are appended.
 pub fn standalone(extra: &[&str]) -> Process {
+    standalone_with_env(extra, &[])
+}
+
+/// [`standalone`] with extra environment variables.
+pub fn standalone_with_env(extra: &[&str], env: &[(&str, String)]) -> Process {
     let mut args = vec![
         "--standalone",
         "--addr",
@@ -49,10 +54,12 @@ pub fn standalone(extra: &[&str]) -> Process {
         "127.0.0.1:0",
     ];
     args.extend_from_slice(extra);
+    let mut all = common_env();
+    all.extend(env.iter().cloned());
     Process::start(
         binary("edge"),
         &args,
-        &common_env(),
+        &all,
         &["edge", "edge-admin", "router-api", "router-admin"],
     )
 }
