@@ -39,3 +39,15 @@ pub async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// A token cancelled when the process is asked to stop (SIGTERM, Ctrl-C).
+pub fn shutdown_token() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let signalled = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("stop requested: draining");
+        signalled.cancel();
+    });
+    token
+}

@@ -4,10 +4,9 @@
 
 use anyhow::Context;
 use switchboard_common::auth::{Claims, Minter};
-use switchboard_common::{config, shutdown_signal, telemetry};
+use switchboard_common::{config, shutdown_token, telemetry};
 use switchboard_edge::EdgeSettings;
 use switchboard_edge::settings::{Command, TokenArgs};
-use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -16,13 +15,7 @@ async fn main() -> anyhow::Result<()> {
         return mint(&settings, args);
     }
     telemetry::init_tracing(settings.log_format, "info");
-    let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("SIGTERM: draining");
-        signal.cancel();
-    });
+    let shutdown = shutdown_token();
     switchboard_edge::run(settings, shutdown).await
 }
 

@@ -93,12 +93,9 @@ pub struct EdgeSettings {
     /// Standalone: static key for the server API.
     #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Standalone: presence TTL.
-    #[arg(long, env = "SWITCHBOARD_PRESENCE_TTL", default_value = "90s", value_parser = duration)]
-    pub presence_ttl: Duration,
-    /// Standalone: presence sweep interval.
-    #[arg(long, env = "SWITCHBOARD_PRESENCE_SWEEP", default_value = "5s", value_parser = duration)]
-    pub presence_sweep: Duration,
+    /// Standalone: presence timing of the in-process router.
+    #[command(flatten)]
+    pub presence: switchboard_router::settings::PresenceSettings,
     #[arg(
         long,
         env = "SWITCHBOARD_LOG_FORMAT",

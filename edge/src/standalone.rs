@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use switchboard_common::auth::{Minter, claims};
 use switchboard_common::net;
-use switchboard_router::{HttpParts, NodeConfig, RouterHttp, RouterNode};
+use switchboard_router::{HttpParts, RouterHttp, RouterNode};
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::EdgeSettings;
@@ -25,18 +25,11 @@ pub async fn run(mut settings: EdgeSettings, shutdown: CancellationToken) -> any
         settings.auth.jwt_secret = Some(random_secret());
     }
     let verifier = Arc::new(settings.auth.verifier().context("token settings")?);
-    let store = switchboard_router::store_for(
-        settings.redis_url.as_deref(),
-        settings.presence_ttl.as_millis() as u64,
-    )?;
+    let store =
+        switchboard_router::store_for(settings.redis_url.as_deref(), settings.presence.ttl_ms())?;
     let router_stop = CancellationToken::new();
     let node = RouterNode::start(
-        NodeConfig {
-            id: "standalone".to_owned(),
-            presence_ttl: settings.presence_ttl,
-            sweep_interval: settings.presence_sweep,
-            ..NodeConfig::default()
-        },
+        settings.presence.node_config("standalone".to_owned()),
         store.clone(),
         router_stop.clone(),
     );

@@ -50,10 +50,7 @@ pub async fn run(settings: RouterSettings, shutdown: CancellationToken) -> anyho
         .router_id
         .clone()
         .unwrap_or_else(|| settings::default_id("router"));
-    let store = store_for(
-        settings.redis_url.as_deref(),
-        settings.presence_ttl.as_millis() as u64,
-    )?;
+    let store = store_for(settings.redis_url.as_deref(), settings.presence.ttl_ms())?;
     let verifier =
         match settings.auth.verifier() {
             Ok(v) => Some(Arc::new(v)),
@@ -62,12 +59,7 @@ pub async fn run(settings: RouterSettings, shutdown: CancellationToken) -> anyho
                 "the server API needs SWITCHBOARD_JWT_SECRET, a public key or SWITCHBOARD_API_KEY",
             ),
         };
-    let mut config = NodeConfig {
-        id: id.clone(),
-        presence_ttl: settings.presence_ttl,
-        sweep_interval: settings.presence_sweep,
-        ..NodeConfig::default()
-    };
+    let mut config = settings.presence.node_config(id.clone());
     if let Some(shards) = settings.shards {
         config.shards = shards;
     }

@@ -50,12 +50,8 @@ pub struct RouterSettings {
     pub router_id: Option<String>,
     #[command(flatten)]
     pub auth: AuthSettings,
-    /// A client is present while it sent something within this time.
-    #[arg(long, env = "SWITCHBOARD_PRESENCE_TTL", default_value = "90s", value_parser = duration)]
-    pub presence_ttl: Duration,
-    /// How often expired presence entries are swept.
-    #[arg(long, env = "SWITCHBOARD_PRESENCE_SWEEP", default_value = "5s", value_parser = duration)]
-    pub presence_sweep: Duration,
+    #[command(flatten)]
+    pub presence: PresenceSettings,
     /// State shards (tasks); default: one per core.
     #[arg(long, env = "SWITCHBOARD_ROUTER_SHARDS")]
     pub shards: Option<usize>,
@@ -71,6 +67,33 @@ pub struct RouterSettings {
     pub log_format: LogFormat,
 }
 
+/// Presence timing, shared by routers and standalone mode.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PresenceSettings {
+    /// A client is present while it sent something within this time.
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_TTL", default_value = "90s", value_parser = duration)]
+    pub presence_ttl: Duration,
+    /// How often expired presence entries are swept.
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_SWEEP", default_value = "5s", value_parser = duration)]
+    pub presence_sweep: Duration,
+}
+
+impl PresenceSettings {
+    pub fn ttl_ms(&self) -> u64 {
+        self.presence_ttl.as_millis() as u64
+    }
+
+    /// A node configuration with these presence settings.
+    pub fn node_config(&self, id: String) -> crate::NodeConfig {
+        crate::NodeConfig {
+            id,
+            presence_ttl: self.presence_ttl,
+            sweep_interval: self.presence_sweep,
+            ..crate::NodeConfig::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +104,6 @@ mod tests {
         assert_eq!(s.grpc_addr, "0.0.0.0:50051");
         assert_eq!(s.api_addr, "0.0.0.0:8081");
         assert_eq!(s.admin_addr, "0.0.0.0:9091");
-        assert_eq!(s.presence_ttl, Duration::from_secs(90));
+        assert_eq!(s.presence.presence_ttl, Duration::from_secs(90));
     }
 }

@@ -87,42 +87,27 @@ pub(crate) mod contract {
         }
     }
 
+    fn change(changed: bool, count: u32) -> PresenceChange {
+        PresenceChange { changed, count }
+    }
+
     pub async fn presence_join_leave_and_count(store: &dyn Store) {
         let g = group("t1");
         let c = store
             .presence_refresh(g.clone(), "alice", 1_000)
             .await
             .unwrap();
-        assert_eq!(
-            c,
-            PresenceChange {
-                changed: true,
-                count: 1
-            }
-        );
+        assert_eq!(c, change(true, 1));
         let c = store
             .presence_refresh(g.clone(), "alice", 2_000)
             .await
             .unwrap();
-        assert_eq!(
-            c,
-            PresenceChange {
-                changed: false,
-                count: 1
-            },
-            "second refresh is no join"
-        );
+        assert_eq!(c, change(false, 1), "second refresh is no join");
         let c = store
             .presence_refresh(g.clone(), "bob", 2_000)
             .await
             .unwrap();
-        assert_eq!(
-            c,
-            PresenceChange {
-                changed: true,
-                count: 2
-            }
-        );
+        assert_eq!(c, change(true, 2));
         assert_eq!(
             store.presence_members(g.clone(), 3_000).await.unwrap(),
             vec!["alice".to_owned(), "bob".to_owned()]
@@ -131,25 +116,12 @@ pub(crate) mod contract {
             .presence_leave(g.clone(), "alice", 3_000)
             .await
             .unwrap();
-        assert_eq!(
-            c,
-            PresenceChange {
-                changed: true,
-                count: 1
-            }
-        );
+        assert_eq!(c, change(true, 1));
         let c = store
             .presence_leave(g.clone(), "alice", 3_000)
             .await
             .unwrap();
-        assert_eq!(
-            c,
-            PresenceChange {
-                changed: false,
-                count: 1
-            },
-            "leaving twice"
-        );
+        assert_eq!(c, change(false, 1), "leaving twice");
         assert_eq!(
             store.presence_members(g, 3_000).await.unwrap(),
             vec!["bob".to_owned()]
@@ -173,14 +145,7 @@ pub(crate) mod contract {
         let (expired, _) = store.presence_expire(g.clone(), now).await.unwrap();
         assert!(expired.is_empty(), "expiry reports a member once");
         let c = store.presence_refresh(g, "old", now).await.unwrap();
-        assert_eq!(
-            c,
-            PresenceChange {
-                changed: true,
-                count: 2
-            },
-            "rejoin after expiry"
-        );
+        assert_eq!(c, change(true, 2), "rejoin after expiry");
     }
 
     pub async fn tenants_are_isolated(store: &dyn Store) {
@@ -199,13 +164,7 @@ pub(crate) mod contract {
             .presence_refresh(group("tb"), "alice", 1_000)
             .await
             .unwrap();
-        assert_eq!(
-            c,
-            PresenceChange {
-                changed: true,
-                count: 1
-            }
-        );
+        assert_eq!(c, change(true, 1));
     }
 
     pub const TTL_MS: u64 = TTL;

@@ -98,12 +98,19 @@ fn parse_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Protocol(e.to_string())
 }
 
-fn observe<T>(op: &'static str, started: std::time::Instant, result: &Result<T, StoreError>) {
+/// Runs one store operation, recording its latency and any error.
+async fn observed<T>(
+    op: &'static str,
+    operation: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let started = std::time::Instant::now();
+    let result = operation.await;
     metrics::histogram!("switchboard_store_op_seconds", "op" => op)
         .record(started.elapsed().as_secs_f64());
     if result.is_err() {
         metrics::counter!("switchboard_store_errors_total", "op" => op).increment(1);
     }
+    result
 }
 
 #[async_trait]
@@ -114,9 +121,8 @@ impl Store for RedisStore {
         member: &str,
         now_ms: u64,
     ) -> Result<PresenceChange, StoreError> {
-        let started = std::time::Instant::now();
         let mut connection = self.connection.clone();
-        let result = async {
+        observed("presence_refresh", async {
             let reply: Vec<u64> = self
                 .refresh
                 .key(Self::presence_key(&group))
@@ -127,10 +133,8 @@ impl Store for RedisStore {
                 .invoke_async(&mut connection)
                 .await?;
             change(reply)
-        }
-        .await;
-        observe("presence_refresh", started, &result);
-        result
+        })
+        .await
     }
 
     async fn presence_leave(
@@ -139,9 +143,8 @@ impl Store for RedisStore {
         member: &str,
         now_ms: u64,
     ) -> Result<PresenceChange, StoreError> {
-        let started = std::time::Instant::now();
         let mut connection = self.connection.clone();
-        let result = async {
+        observed("presence_leave", async {
             let reply: Vec<u64> = self
                 .leave
                 .key(Self::presence_key(&group))
@@ -150,10 +153,8 @@ impl Store for RedisStore {
                 .invoke_async(&mut connection)
                 .await?;
             change(reply)
-        }
-        .await;
-        observe("presence_leave", started, &result);
-        result
+        })
+        .await
     }
 
     async fn presence_expire(
@@ -161,9 +162,8 @@ impl Store for RedisStore {
         group: GroupRef<'_>,
         now_ms: u64,
     ) -> Result<(Vec<String>, u32), StoreError> {
-        let started = std::time::Instant::now();
         let mut connection = self.connection.clone();
-        let result = async {
+        observed("presence_expire", async {
             let reply: Vec<redis::Value> = self
                 .expire
                 .key(Self::presence_key(&group))
@@ -181,10 +181,8 @@ impl Store for RedisStore {
                 .map_err(parse_error)?;
             expired.sort();
             Ok((expired, u32::try_from(left).unwrap_or(u32::MAX)))
-        }
-        .await;
-        observe("presence_expire", started, &result);
-        result
+        })
+        .await
     }
 
     async fn presence_members(
@@ -192,9 +190,8 @@ impl Store for RedisStore {
         group: GroupRef<'_>,
         now_ms: u64,
     ) -> Result<Vec<String>, StoreError> {
-        let started = std::time::Instant::now();
         let mut connection = self.connection.clone();
-        let result = async {
+        observed("presence_members", async {
             let mut members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
                 .arg(Self::presence_key(&group))
                 .arg(format!("({}", self.cutoff(now_ms)))
@@ -203,10 +200,8 @@ impl Store for RedisStore {
                 .await?;
             members.sort();
             Ok(members)
-        }
-        .await;
-        observe("presence_members", started, &result);
-        result
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
