@@ -136,11 +136,25 @@ pub fn duration(text: &str) -> Result<std::time::Duration, String> {
 
 /// `<host>-<random>`: unique enough to tell processes apart in logs and membership.
 pub fn default_id(role: &str) -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| role.to_owned());
+    let host: String = std::fs::read_to_string("/etc/hostname")
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        // Ids appear in NATS subjects: keep them to [A-Za-z0-9_-].
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    let host = if host.is_empty() {
+        role.to_owned()
+    } else {
+        host
+    };
     format!("{host}-{role}-{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 

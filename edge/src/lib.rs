@@ -35,42 +35,99 @@ pub use settings::EdgeSettings;
 use crate::connection::SocketEnv;
 use crate::outbound::Registry;
 use crate::server::EdgeServer;
-use crate::upstream::{Link, Upstream};
+use crate::upstream::{Connector, Upstream};
+use switchboard_router::cluster::{RouterInfo, TenantPools, TransportKind, View, membership};
+use tokio::sync::watch;
 
 /// Runs the process the settings describe until `shutdown` fires.
 pub async fn run(settings: EdgeSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     if settings.standalone {
         return standalone::run(settings, shutdown).await;
     }
-    if settings.routers.is_empty() {
-        anyhow::bail!(
-            "no routers: set SWITCHBOARD_ROUTERS=host:port,… (or run `edge --standalone`)"
-        );
-    }
     let verifier = settings.auth.verifier().context(
         "an edge needs SWITCHBOARD_JWT_SECRET, SWITCHBOARD_JWT_PUBLIC_KEY or SWITCHBOARD_JWT_JWKS",
     )?;
-    let mut links = Vec::new();
-    for addr in &settings.routers {
-        let transport = transport::grpc::Grpc::new(addr)?;
-        links.push(Link::new(addr, Arc::new(transport)));
-    }
-    serve(&settings, links, Arc::new(verifier), shutdown, None).await
+    let edge_id = edge_id(&settings)?;
+    let cluster = &settings.cluster;
+    let (view, connector): (watch::Receiver<View>, Connector) = if let Some(url) = &cluster.nats_url
+    {
+        let client = switchboard_router::cluster::nats::connect(url, &edge_id).await?;
+        let stop = shutdown.child_token();
+        let view = membership::watch(client.clone(), cluster.subject_prefix.clone(), stop).await?;
+        let connector: Connector = match cluster.transport {
+            TransportKind::Grpc => grpc_connector(),
+            TransportKind::Nats => {
+                let prefix = cluster.subject_prefix.clone();
+                Arc::new(move |info: &RouterInfo| {
+                    Ok(Arc::new(transport::nats::Nats {
+                        client: client.clone(),
+                        prefix: prefix.clone(),
+                        router_id: info.id.clone(),
+                    }) as Arc<dyn transport::Transport>)
+                })
+            }
+        };
+        (view, connector)
+    } else if !cluster.routers.is_empty() {
+        if cluster.transport == TransportKind::Nats {
+            anyhow::bail!("SWITCHBOARD_TRANSPORT=nats needs SWITCHBOARD_NATS_URL");
+        }
+        (
+            membership::fixed(View::from_addrs(&cluster.routers)),
+            grpc_connector(),
+        )
+    } else {
+        anyhow::bail!(
+            "no routers: set SWITCHBOARD_NATS_URL or SWITCHBOARD_ROUTERS=host:port,… (or run `edge --standalone`)"
+        );
+    };
+    let pools = TenantPools::parse(&cluster.tenant_pools)?;
+    let routers = Routers {
+        edge_id,
+        view,
+        pools,
+        connector,
+    };
+    serve(&settings, routers, Arc::new(verifier), shutdown, None).await
 }
 
-/// Serves sockets with the given router links until `shutdown`, then
-/// drains: not ready, close every socket with 1001, wait for flushes.
+fn grpc_connector() -> Connector {
+    Arc::new(|info: &RouterInfo| {
+        Ok(Arc::new(transport::grpc::Grpc::new(&info.grpc_addr)?) as Arc<dyn transport::Transport>)
+    })
+}
+
+/// The configured edge id, or host name + random suffix. Ids appear in
+/// NATS subjects, so they are limited to `[A-Za-z0-9_-]`.
+fn edge_id(settings: &EdgeSettings) -> anyhow::Result<String> {
+    let id = settings
+        .edge_id
+        .clone()
+        .unwrap_or_else(|| switchboard_common::config::default_id("edge"));
+    if !switchboard_proto::ids::is_valid_process_id(&id) {
+        anyhow::bail!("edge id `{id}` must match [A-Za-z0-9_-]{{1,128}}");
+    }
+    Ok(id)
+}
+
+/// How this edge finds and reaches its routers.
+pub struct Routers {
+    pub edge_id: String,
+    pub view: watch::Receiver<View>,
+    pub pools: TenantPools,
+    pub connector: Connector,
+}
+
+/// Serves sockets with the given routers until `shutdown`, then drains:
+/// not ready, close every socket with 1001, wait for flushes.
 pub async fn serve(
     settings: &EdgeSettings,
-    links: Vec<Arc<Link>>,
+    routers: Routers,
     verifier: Arc<Verifier>,
     shutdown: CancellationToken,
     welcome: Option<standalone::Welcome>,
 ) -> anyhow::Result<()> {
-    let edge_id = settings
-        .edge_id
-        .clone()
-        .unwrap_or_else(|| switchboard_common::config::default_id("edge"));
+    let edge_id = routers.edge_id.clone();
     let listener = net::bind("edge", &settings.addr).await?;
     let admin_listener = net::bind("edge-admin", &settings.admin_addr).await?;
     if let Some(welcome) = welcome {
@@ -78,14 +135,14 @@ pub async fn serve(
     }
 
     let registry = Arc::new(Registry::default());
-    let links_stop = CancellationToken::new();
     let upstream = Upstream::new(
         edge_id.clone(),
-        links,
+        routers.pools,
+        routers.connector,
         registry.clone(),
         settings.request_timeout,
     );
-    upstream.start(links_stop.clone());
+    upstream.start(routers.view);
     let draining = CancellationToken::new();
     let env = Arc::new(SocketEnv {
         limits: settings.limits(),
@@ -122,7 +179,7 @@ pub async fn serve(
     if drained.is_err() {
         tracing::warn!(edge_id = %edge_id, left = registry.len(), "drain timed out");
     }
-    links_stop.cancel();
+    upstream.stop();
     admin_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(1), admin).await;
     tracing::info!(edge_id = %edge_id, "edge stopped");

@@ -27,13 +27,22 @@ pub struct CloseReason {
     pub flush_first: bool,
 }
 
-/// What a socket told the routers, so it can be closed and replayed.
+/// One subscription of a socket and the router that holds it.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub topic: Topic,
+    /// Presence member, for group topics.
+    pub member: Option<String>,
+    /// The router it was sent to; `None` while no router owns the topic.
+    pub at: Option<Arc<str>>,
+}
+
+/// What a socket told the routers, so it can be moved, replayed and closed.
 #[derive(Default)]
 pub struct Routing {
     /// Routers (by id) that were sent `ConnectionOpened` for this socket.
     pub opened_on: Vec<Arc<str>>,
-    /// Subscriptions, with the presence member if any.
-    pub topics: Vec<(Topic, Option<String>)>,
+    pub topics: Vec<Subscription>,
 }
 
 pub struct ConnHandle {

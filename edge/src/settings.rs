@@ -36,9 +36,9 @@ pub struct EdgeSettings {
         default_value = "0.0.0.0:9090"
     )]
     pub admin_addr: String,
-    /// Router gRPC addresses, `host:port,…` (cluster mode).
-    #[arg(long, env = "SWITCHBOARD_ROUTERS", value_delimiter = ',')]
-    pub routers: Vec<String>,
+    /// How to find routers: NATS membership or a static list.
+    #[command(flatten)]
+    pub cluster: switchboard_router::cluster::ClusterSettings,
     /// This edge's id (default: host name + random suffix).
     #[arg(long, env = "SWITCHBOARD_EDGE_ID")]
     pub edge_id: Option<String>,
@@ -171,7 +171,7 @@ mod tests {
     #[test]
     fn routers_are_a_comma_list() {
         let s = EdgeSettings::try_parse_from(["edge", "--routers", "a:1,b:2"]).unwrap();
-        assert_eq!(s.routers, vec!["a:1", "b:2"]);
+        assert_eq!(s.cluster.routers, vec!["a:1", "b:2"]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::settings::EdgeSettings;
 use crate::transport::inproc::InProcess;
-use crate::upstream::Link;
+use switchboard_router::cluster::{DEFAULT_POOL, RouterInfo, TenantPools, View, membership};
 
 /// How long sample tokens printed at start stay valid.
 const SAMPLE_TTL_SECS: u64 = 24 * 3600;
@@ -47,7 +47,26 @@ pub async fn run(mut settings: EdgeSettings, shutdown: CancellationToken) -> any
         admin_listener,
         router_stop.clone(),
     );
-    let link = Link::new(node.id(), Arc::new(InProcess::new(node.clone())));
+    let info = RouterInfo {
+        id: node.id().to_owned(),
+        grpc_addr: String::new(),
+        api_addr: api_addr.to_string(),
+        pool: DEFAULT_POOL.to_owned(),
+        epoch: 0,
+    };
+    let in_process = node.clone();
+    let routers = crate::Routers {
+        edge_id: settings
+            .edge_id
+            .clone()
+            .unwrap_or_else(|| "standalone".to_owned()),
+        view: membership::fixed(View::new(vec![info])),
+        pools: TenantPools::default(),
+        connector: Arc::new(move |_: &RouterInfo| {
+            Ok(Arc::new(InProcess::new(in_process.clone()))
+                as Arc<dyn crate::transport::Transport>)
+        }),
+    };
 
     let welcome = Welcome {
         api: api_addr,
@@ -60,7 +79,7 @@ pub async fn run(mut settings: EdgeSettings, shutdown: CancellationToken) -> any
     };
     let result = crate::serve(
         &settings,
-        vec![link],
+        routers,
         verifier.clone(),
         shutdown,
         Some(welcome),

@@ -1,6 +1,7 @@
-//! The edge's side of the routers: which router owns a topic, one link per
-//! router kept open (and replayed after it reopens), requests awaiting
-//! answers, and the dispatch of deliveries to local sockets.
+//! The edge's side of the routers: which router owns a topic (from the
+//! membership view), one link per live router kept open and replayed when
+//! it reopens, subscriptions moved when ownership changes, requests
+//! awaiting answers, and the dispatch of deliveries to local sockets.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,35 +10,33 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use switchboard_proto::ownership::owner_index;
 use switchboard_proto::{
     ConnectionClosed, ConnectionOpened, Delivery, EdgeFrame, Publish, Request, RouterFrame,
-    Subscribe, Topic, edge_frame, request, router_frame,
+    Subscribe, Topic, Unsubscribe, edge_frame, request, router_frame,
 };
-use tokio::sync::mpsc;
+use switchboard_router::cluster::{DEFAULT_POOL, RouterInfo, TenantPools, View};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::dialect::{DIALECTS, RequestBody, ResponseMapper, Unavailable};
-use crate::outbound::{ConnHandle, Registry};
-use crate::transport::Transport;
+use crate::outbound::{ConnHandle, Registry, Subscription};
+use crate::transport::{Transport, TransportError};
 
-/// One router as seen from this edge.
+/// Makes the transport that reaches one router.
+pub type Connector =
+    Arc<dyn Fn(&RouterInfo) -> Result<Arc<dyn Transport>, TransportError> + Send + Sync>;
+
+/// One live router as seen from this edge.
 pub struct Link {
-    pub router_id: Arc<str>,
+    pub info: RouterInfo,
+    pub id: Arc<str>,
     transport: Arc<dyn Transport>,
     /// The open session's sender; `None` while disconnected.
     tx: RwLock<Option<mpsc::Sender<EdgeFrame>>>,
+    stop: CancellationToken,
 }
 
 impl Link {
-    pub fn new(router_id: &str, transport: Arc<dyn Transport>) -> Arc<Self> {
-        Arc::new(Self {
-            router_id: Arc::from(router_id),
-            transport,
-            tx: RwLock::new(None),
-        })
-    }
-
     fn sender(&self) -> Option<mpsc::Sender<EdgeFrame>> {
         self.tx.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -64,32 +63,36 @@ struct Pending {
 
 pub struct Upstream {
     edge_id: String,
-    /// Sorted by router id; ownership is computed over these ids.
-    links: Vec<Arc<Link>>,
-    router_ids: Vec<Arc<str>>,
+    pools: TenantPools,
+    connector: Connector,
+    view: RwLock<View>,
+    links: RwLock<HashMap<String, Arc<Link>>>,
     registry: Arc<Registry>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_correlation: AtomicU64,
     request_timeout: Duration,
+    stop: CancellationToken,
 }
 
 impl Upstream {
     pub fn new(
         edge_id: String,
-        mut links: Vec<Arc<Link>>,
+        pools: TenantPools,
+        connector: Connector,
         registry: Arc<Registry>,
         request_timeout: Duration,
     ) -> Arc<Self> {
-        links.sort_by(|a, b| a.router_id.cmp(&b.router_id));
-        let router_ids = links.iter().map(|l| l.router_id.clone()).collect();
         Arc::new(Self {
             edge_id,
-            links,
-            router_ids,
+            pools,
+            connector,
+            view: RwLock::default(),
+            links: RwLock::default(),
             registry,
             pending: Mutex::default(),
             next_correlation: AtomicU64::new(1),
             request_timeout,
+            stop: CancellationToken::new(),
         })
     }
 
@@ -97,25 +100,160 @@ impl Upstream {
         &self.edge_id
     }
 
-    /// Keeps every link open until `shutdown`, and times out requests.
-    pub fn start(self: &Arc<Self>, shutdown: CancellationToken) {
-        for link in &self.links {
-            tokio::spawn(self.clone().maintain(link.clone(), shutdown.clone()));
-        }
-        tokio::spawn(self.clone().expire_requests(shutdown));
+    /// Follows the membership view until [`Upstream::stop`].
+    pub fn start(self: &Arc<Self>, mut view: watch::Receiver<View>) {
+        let upstream = self.clone();
+        tokio::spawn(async move {
+            let first = view.borrow_and_update().clone();
+            upstream.apply(first).await;
+            loop {
+                tokio::select! {
+                    changed = view.changed() => {
+                        if changed.is_err() {
+                            // A fixed view: nothing will change any more.
+                            upstream.stop.cancelled().await;
+                            return;
+                        }
+                        let next = view.borrow_and_update().clone();
+                        upstream.apply(next).await;
+                    }
+                    () = upstream.stop.cancelled() => return,
+                }
+            }
+        });
+        tokio::spawn(self.clone().expire_requests());
     }
 
-    /// Ready when at least one router is reachable.
+    /// Closes every link.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Ready when a router of the default pool is reachable.
     pub fn ready(&self) -> bool {
-        self.links.iter().any(|l| l.is_up())
+        self.read_links()
+            .values()
+            .any(|l| l.info.pool == DEFAULT_POOL && l.is_up())
     }
 
-    pub fn routers_up(&self) -> usize {
-        self.links.iter().filter(|l| l.is_up()).count()
+    fn read_links(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Link>>> {
+        self.links.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn owner(&self, topic: &Topic) -> Option<&Arc<Link>> {
-        owner_index(&self.router_ids, topic.stable_hash()).map(|i| &self.links[i])
+    fn link(&self, id: &str) -> Option<Arc<Link>> {
+        self.read_links().get(id).cloned()
+    }
+
+    /// The link to the owner of `topic` in the current view.
+    fn owner(&self, topic: &Topic) -> Option<Arc<Link>> {
+        let id = {
+            let view = self.view.read().unwrap_or_else(|e| e.into_inner());
+            view.owner(&self.pools, &topic.tenant, topic.stable_hash())?
+                .id
+                .clone()
+        };
+        self.link(&id)
+    }
+
+    /// Takes a new view: links follow the live routers, and subscriptions
+    /// whose owner changed move to the new owner.
+    async fn apply(self: &Arc<Self>, view: View) {
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = view.clone();
+        let mut started = Vec::new();
+        {
+            let mut links = self.links.write().unwrap_or_else(|e| e.into_inner());
+            links.retain(|id, link| {
+                // A restarted router (new epoch or address) gets a new link.
+                let keep = view.get(id).is_some_and(|info| *info == link.info);
+                if !keep {
+                    link.stop.cancel();
+                    link.set(None);
+                }
+                keep
+            });
+            for info in &view.routers {
+                if links.contains_key(&info.id) {
+                    continue;
+                }
+                match (self.connector)(info) {
+                    Ok(transport) => {
+                        let link = Arc::new(Link {
+                            info: info.clone(),
+                            id: Arc::from(info.id.as_str()),
+                            transport,
+                            tx: RwLock::new(None),
+                            stop: self.stop.child_token(),
+                        });
+                        links.insert(info.id.clone(), link.clone());
+                        started.push(link);
+                    }
+                    Err(e) => {
+                        tracing::warn!(router_id = %info.id, error = %e, "no transport for router")
+                    }
+                }
+            }
+        }
+        for link in started {
+            tokio::spawn(self.clone().maintain(link));
+        }
+        self.rebalance().await;
+    }
+
+    /// Moves every subscription whose owner changed.
+    async fn rebalance(&self) {
+        let mut moved = 0u64;
+        for conn in self.registry.all() {
+            let moves: Vec<(Subscription, Option<Arc<str>>)> = {
+                let mut routing = conn.routing();
+                let mut moves = Vec::new();
+                for sub in &mut routing.topics {
+                    let owner = self.owner(&sub.topic).map(|l| l.id.clone());
+                    if owner != sub.at {
+                        let old = std::mem::replace(&mut sub.at, owner);
+                        moves.push((sub.clone(), old));
+                    }
+                }
+                moves
+            };
+            for (sub, old) in moves {
+                moved += 1;
+                if let Some(old) = old.and_then(|id| self.link(&id)) {
+                    let frame = edge_frame::Body::Unsubscribe(Unsubscribe {
+                        conn_id: conn.id,
+                        topic: Some(sub.topic.clone()),
+                    });
+                    let _ = old.send(frame.into()).await;
+                }
+                if let Some(new) = sub.at.as_deref().and_then(|id| self.link(id)) {
+                    let _ = self.subscribe_at(&conn, &new, &sub).await;
+                }
+            }
+            self.close_unused(&conn).await;
+        }
+        if moved > 0 {
+            metrics::counter!("switchboard_edge_ownership_moves_total").increment(moved);
+            tracing::info!(edge_id = %self.edge_id, moved, "subscriptions moved to new owners");
+        }
+    }
+
+    /// Tells routers that no longer hold any of `conn`'s topics that it is
+    /// gone from them.
+    async fn close_unused(&self, conn: &ConnHandle) {
+        let unused: Vec<Arc<str>> = {
+            let mut routing = conn.routing();
+            let opened = std::mem::take(&mut routing.opened_on);
+            let (keep, unused): (Vec<_>, Vec<_>) = opened
+                .into_iter()
+                .partition(|id| routing_uses(&routing.topics, id));
+            routing.opened_on = keep;
+            unused
+        };
+        for id in unused {
+            if let Some(link) = self.link(&id) {
+                let frame = edge_frame::Body::Closed(ConnectionClosed { conn_id: conn.id });
+                let _ = link.send(frame.into()).await;
+            }
+        }
     }
 
     fn opened_frame(conn: &ConnHandle) -> EdgeFrame {
@@ -129,27 +267,42 @@ impl Upstream {
         .into()
     }
 
-    /// Sends `body` for `conn` to the owner of `topic`, telling that router
-    /// about the connection first if it does not know it yet.
-    async fn send_for(
-        &self,
-        conn: &ConnHandle,
-        topic: &Topic,
-        body: edge_frame::Body,
-    ) -> Result<(), Unavailable> {
-        let link = self.owner(topic).ok_or(Unavailable)?;
+    /// Sends `Opened` to `link` unless it already has it for `conn`.
+    async fn ensure_opened(&self, conn: &ConnHandle, link: &Link) -> Result<(), Unavailable> {
         let first = {
             let mut routing = conn.routing();
-            if routing.opened_on.contains(&link.router_id) {
+            if routing.opened_on.contains(&link.id) {
                 false
             } else {
-                routing.opened_on.push(link.router_id.clone());
+                routing.opened_on.push(link.id.clone());
                 true
             }
         };
         if first {
             link.send(Self::opened_frame(conn)).await?;
         }
+        Ok(())
+    }
+
+    async fn subscribe_at(
+        &self,
+        conn: &ConnHandle,
+        link: &Link,
+        sub: &Subscription,
+    ) -> Result<(), Unavailable> {
+        self.ensure_opened(conn, link).await?;
+        let frame = edge_frame::Body::Subscribe(Subscribe {
+            conn_id: conn.id,
+            topic: Some(sub.topic.clone()),
+            presence_member: sub.member.clone().unwrap_or_default(),
+        });
+        link.send(frame.into()).await
+    }
+
+    /// Sends `body` to the owner of `topic`. Publishes and requests need
+    /// no open connection at the router; touches follow a subscription.
+    async fn send_for(&self, topic: &Topic, body: edge_frame::Body) -> Result<(), Unavailable> {
+        let link = self.owner(topic).ok_or(Unavailable)?;
         link.send(body.into()).await
     }
 
@@ -159,13 +312,16 @@ impl Upstream {
         topic: Topic,
         member: Option<String>,
     ) -> Result<(), Unavailable> {
-        conn.routing().topics.push((topic.clone(), member.clone()));
-        let body = edge_frame::Body::Subscribe(Subscribe {
-            conn_id: conn.id,
-            topic: Some(topic.clone()),
-            presence_member: member.unwrap_or_default(),
-        });
-        self.send_for(conn, &topic, body).await
+        let link = self.owner(&topic);
+        let sub = Subscription {
+            topic,
+            member,
+            at: link.as_ref().map(|l| l.id.clone()),
+        };
+        conn.routing().topics.push(sub.clone());
+        // Without an owner now, the subscription is made when one appears.
+        let link = link.ok_or(Unavailable)?;
+        self.subscribe_at(conn, &link, &sub).await
     }
 
     pub async fn touch(&self, conn: &ConnHandle, topic: Topic) -> Result<(), Unavailable> {
@@ -173,7 +329,7 @@ impl Upstream {
             conn_id: conn.id,
             topic: Some(topic.clone()),
         });
-        self.send_for(conn, &topic, body).await
+        self.send_for(&topic, body).await
     }
 
     pub async fn publish(
@@ -187,7 +343,7 @@ impl Upstream {
             payload: Some(payload),
             from_conn: conn.id,
         });
-        self.send_for(conn, &topic, body).await
+        self.send_for(&topic, body).await
     }
 
     /// Sends a request; its answer (or a timeout) reaches `on_response`,
@@ -222,7 +378,7 @@ impl Upstream {
             correlation_id,
             body: Some(body),
         });
-        if self.send_for(conn, &topic, frame).await.is_err() {
+        if self.send_for(&topic, frame).await.is_err() {
             let pending = self.lock_pending().remove(&correlation_id);
             if let Some(pending) = pending
                 && let Some(reply) = (pending.on_response)(Err(Unavailable))
@@ -235,8 +391,8 @@ impl Upstream {
     /// Tells every router that knew the connection that it closed.
     pub async fn closed(&self, conn: &ConnHandle) {
         let routers = std::mem::take(&mut conn.routing().opened_on);
-        for router_id in routers {
-            if let Some(link) = self.links.iter().find(|l| l.router_id == router_id) {
+        for id in routers {
+            if let Some(link) = self.link(&id) {
                 let frame = edge_frame::Body::Closed(ConnectionClosed { conn_id: conn.id });
                 let _ = link.send(frame.into()).await;
             }
@@ -247,93 +403,104 @@ impl Upstream {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn maintain(self: Arc<Self>, link: Arc<Link>, shutdown: CancellationToken) {
+    async fn maintain(self: Arc<Self>, link: Arc<Link>) {
         let mut backoff = Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
+        while !link.stop.is_cancelled() {
             let opened = tokio::select! {
                 opened = link.transport.open(&self.edge_id) => opened,
-                () = shutdown.cancelled() => return,
+                () = link.stop.cancelled() => break,
             };
             match opened {
                 Ok(session) => {
                     backoff = Duration::from_millis(100);
                     link.set(Some(session.tx));
                     metrics::gauge!("switchboard_edge_router_links_up").increment(1.0);
-                    tracing::info!(edge_id = %self.edge_id, router_id = %link.router_id, "router link up");
+                    tracing::info!(edge_id = %self.edge_id, router_id = %link.id, "router link up");
                     self.replay(&link).await;
                     let mut rx = session.rx;
                     loop {
                         tokio::select! {
                             frame = rx.next() => match frame {
-                                Some(frame) => self.dispatch(frame),
+                                Some(frame) => {
+                                    if !self.dispatch(frame) {
+                                        tracing::info!(router_id = %link.id, "router reset the session");
+                                        break;
+                                    }
+                                }
                                 None => break,
                             },
-                            () = shutdown.cancelled() => break,
+                            () = link.stop.cancelled() => break,
                         }
                     }
                     link.set(None);
                     metrics::gauge!("switchboard_edge_router_links_up").decrement(1.0);
-                    if shutdown.is_cancelled() {
-                        return;
+                    if link.stop.is_cancelled() {
+                        break;
                     }
-                    tracing::warn!(edge_id = %self.edge_id, router_id = %link.router_id, "router link lost");
+                    tracing::warn!(edge_id = %self.edge_id, router_id = %link.id, "router link lost");
                 }
                 Err(e) => {
-                    metrics::counter!("switchboard_edge_transport_errors_total").increment(1);
-                    tracing::warn!(edge_id = %self.edge_id, router_id = %link.router_id, error = %e, "router unreachable");
+                    metrics::counter!("switchboard_transport_errors_total", "transport" => "edge")
+                        .increment(1);
+                    tracing::warn!(edge_id = %self.edge_id, router_id = %link.id, error = %e, "router unreachable");
                 }
             }
             let jitter = Duration::from_millis(rand::random::<u64>() % 100);
             tokio::select! {
                 () = tokio::time::sleep(backoff + jitter) => {}
-                () = shutdown.cancelled() => return,
+                () = link.stop.cancelled() => break,
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
+        tracing::info!(edge_id = %self.edge_id, router_id = %link.id, "router link closed");
     }
 
-    /// Re-announces every local socket's state owned by `link`'s router: a
-    /// router that restarted (or a new session) knows nothing of it.
+    /// Re-announces every local socket's state held at `link`'s router: a
+    /// new session starts with nothing.
     async fn replay(&self, link: &Link) {
         let mut replayed = 0u64;
         for conn in self.registry.all() {
-            let topics: Vec<(Topic, Option<String>)> = {
+            let subs: Vec<Subscription> = {
                 let mut routing = conn.routing();
-                let owned: Vec<_> = routing
-                    .topics
-                    .iter()
-                    .filter(|(topic, _)| {
-                        self.owner(topic)
-                            .is_some_and(|o| o.router_id == link.router_id)
-                    })
-                    .cloned()
-                    .collect();
-                if !owned.is_empty() && !routing.opened_on.contains(&link.router_id) {
-                    routing.opened_on.push(link.router_id.clone());
+                routing.opened_on.retain(|id| *id != link.id);
+                let owned = self.owner_ids(&routing.topics);
+                let mut subs = Vec::new();
+                for (sub, owner) in routing.topics.iter_mut().zip(owned) {
+                    // Also pick up subscriptions that found no owner before.
+                    if sub.at.is_none() && owner.as_deref() == Some(&*link.id) {
+                        sub.at = owner;
+                    }
+                    if sub.at.as_deref() == Some(&*link.id) {
+                        subs.push(sub.clone());
+                    }
                 }
-                owned
+                subs
             };
-            if topics.is_empty() {
-                continue;
-            }
-            let _ = link.send(Self::opened_frame(&conn)).await;
-            for (topic, member) in topics {
-                let frame = edge_frame::Body::Subscribe(Subscribe {
-                    conn_id: conn.id,
-                    topic: Some(topic),
-                    presence_member: member.unwrap_or_default(),
-                });
-                let _ = link.send(frame.into()).await;
-                replayed += 1;
+            for sub in subs {
+                if self.subscribe_at(&conn, link, &sub).await.is_ok() {
+                    replayed += 1;
+                }
             }
         }
         if replayed > 0 {
             metrics::counter!("switchboard_edge_replayed_subscriptions_total").increment(replayed);
-            tracing::info!(router_id = %link.router_id, replayed, "state replayed to router");
+            tracing::info!(router_id = %link.id, replayed, "state replayed to router");
         }
     }
 
-    fn dispatch(&self, frame: RouterFrame) {
+    fn owner_ids(&self, subs: &[Subscription]) -> Vec<Option<Arc<str>>> {
+        let view = self.view.read().unwrap_or_else(|e| e.into_inner());
+        subs.iter()
+            .map(|sub| {
+                view.owner(&self.pools, &sub.topic.tenant, sub.topic.stable_hash())
+                    .map(|r| Arc::from(r.id.as_str()))
+            })
+            .collect()
+    }
+
+    /// Handles one frame from a router; false when the router reset the
+    /// session.
+    fn dispatch(&self, frame: RouterFrame) -> bool {
         match frame.body {
             Some(router_frame::Body::Delivery(delivery)) => self.deliver(delivery),
             Some(router_frame::Body::Response(response)) => {
@@ -345,8 +512,10 @@ impl Upstream {
                     conn.push(reply);
                 }
             }
+            Some(router_frame::Body::Reset(_)) => return false,
             None => {}
         }
+        true
     }
 
     /// Hands one delivery to its local sockets, encoding it once per dialect.
@@ -373,12 +542,12 @@ impl Upstream {
         metrics::counter!("switchboard_edge_messages_out_total").increment(sent);
     }
 
-    async fn expire_requests(self: Arc<Self>, shutdown: CancellationToken) {
+    async fn expire_requests(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                () = shutdown.cancelled() => return,
+                () = self.stop.cancelled() => return,
             }
             let now = Instant::now();
             let expired: Vec<Pending> = {
@@ -400,4 +569,8 @@ impl Upstream {
             }
         }
     }
+}
+
+fn routing_uses(topics: &[Subscription], router: &Arc<str>) -> bool {
+    topics.iter().any(|sub| sub.at.as_ref() == Some(router))
 }

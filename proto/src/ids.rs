@@ -22,6 +22,16 @@ pub fn is_valid_tenant(tenant: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
+/// Edge and router ids: they appear in NATS subjects, so no dots,
+/// wildcards or spaces.
+pub fn is_valid_process_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,6 +48,15 @@ mod tests {
         assert!(!is_valid_id("has space"));
         assert!(!is_valid_id("dot.ted"));
         assert!(!is_valid_id("é"));
+    }
+
+    #[test]
+    fn process_ids() {
+        assert!(is_valid_process_id("vm-edge-1a2b3c"));
+        assert!(is_valid_process_id("123"));
+        assert!(!is_valid_process_id("host.example.com"));
+        assert!(!is_valid_process_id("a*"));
+        assert!(!is_valid_process_id(""));
     }
 
     #[test]

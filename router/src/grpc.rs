@@ -51,6 +51,15 @@ impl Router for GrpcRouter {
         let rx = self.node.attach(edge_id, Box::pin(frames));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
     }
+
+    async fn forward(
+        &self,
+        request: Request<switchboard_proto::Request>,
+    ) -> Result<Response<switchboard_proto::Response>, Status> {
+        Ok(Response::new(
+            self.node.request_here(request.into_inner()).await,
+        ))
+    }
 }
 
 /// Serves the router's gRPC service until `shutdown`, then gives open

@@ -13,7 +13,10 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cluster;
+pub mod forward;
 pub mod grpc;
+pub mod nats_edges;
 pub mod node;
 pub mod presence;
 mod reply;
@@ -44,7 +47,8 @@ pub fn store_for(redis_url: Option<&str>, presence_ttl_ms: u64) -> anyhow::Resul
     })
 }
 
-/// Runs a router until `shutdown` fires: gRPC, server API and admin listeners.
+/// Runs a router until `shutdown` fires: gRPC, server API and admin
+/// listeners, and, with NATS, membership and the NATS transport.
 pub async fn run(settings: RouterSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let id = settings
         .router_id
@@ -59,16 +63,37 @@ pub async fn run(settings: RouterSettings, shutdown: CancellationToken) -> anyho
                 "the server API needs SWITCHBOARD_JWT_SECRET, a public key or SWITCHBOARD_API_KEY",
             ),
         };
+    let grpc_listener = net::bind("router-grpc", &settings.grpc_addr).await?;
+    let api_listener = net::bind("router-api", &settings.api_addr).await?;
+    let admin_listener = net::bind("router-admin", &settings.admin_addr).await?;
+    let advertise = settings
+        .advertise_addr
+        .clone()
+        .unwrap_or_else(|| reachable(grpc_listener.local_addr().ok()));
+    let stop = shutdown.child_token();
     let mut config = settings.presence.node_config(id.clone());
     if let Some(shards) = settings.shards {
         config.shards = shards;
     }
-    let grpc_listener = net::bind("router-grpc", &settings.grpc_addr).await?;
-    let api_listener = net::bind("router-api", &settings.api_addr).await?;
-    let admin_listener = net::bind("router-admin", &settings.admin_addr).await?;
-    let stop = shutdown.child_token();
-    let node = RouterNode::start(config, store.clone(), stop.clone());
-    tracing::info!(router_id = %id, redis = settings.redis_url.is_some(), "router started");
+    let joined = join_cluster(&settings, &id, &advertise, &api_listener, &stop).await?;
+    let node = RouterNode::start_in_cluster(config, store.clone(), stop.clone(), joined.cluster);
+    if let Some(client) = joined.nats_transport {
+        let prefix = settings.cluster.subject_prefix.clone();
+        tokio::spawn(nats_edges::serve(
+            client.clone(),
+            prefix.clone(),
+            node.clone(),
+            stop.clone(),
+        ));
+        tokio::spawn(nats_edges::serve_forwards(
+            client,
+            prefix,
+            node.clone(),
+            stop.clone(),
+        ));
+    }
+    tracing::info!(router_id = %id, pool = %settings.pool, advertise = %advertise,
+        redis = settings.redis_url.is_some(), nats = settings.cluster.nats_url.is_some(), "router started");
 
     let http = RouterHttp::spawn(
         HttpParts {
@@ -85,8 +110,98 @@ pub async fn run(settings: RouterSettings, shutdown: CancellationToken) -> anyho
     let result = grpc.await;
     stop.cancel();
     http.stop(settings.drain_timeout).await;
+    // Let the membership goodbye reach NATS.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     tracing::info!(router_id = %id, "router stopped");
     result.context("gRPC server failed")
+}
+
+/// `addr` as others can dial it: an unspecified IP becomes loopback.
+fn reachable(addr: Option<std::net::SocketAddr>) -> String {
+    match addr {
+        Some(addr) if addr.ip().is_unspecified() => format!("127.0.0.1:{}", addr.port()),
+        Some(addr) => addr.to_string(),
+        None => "127.0.0.1:50051".to_owned(),
+    }
+}
+
+struct Joined {
+    cluster: Option<node::Cluster>,
+    /// The NATS client, when edges reach this router over NATS.
+    nats_transport: Option<async_nats::Client>,
+}
+
+/// Membership from NATS, or the static list, or none (a lone router).
+async fn join_cluster(
+    settings: &RouterSettings,
+    id: &str,
+    advertise: &str,
+    api_listener: &tokio::net::TcpListener,
+    stop: &CancellationToken,
+) -> anyhow::Result<Joined> {
+    use cluster::{ClusterSettings, TenantPools, TransportKind, View, membership};
+    let ClusterSettings {
+        nats_url,
+        routers,
+        transport,
+        tenant_pools,
+        subject_prefix,
+    } = &settings.cluster;
+    let pools = TenantPools::parse(tenant_pools)?;
+    if let Some(url) = nats_url {
+        let client = cluster::nats::connect(url, id).await?;
+        let me = cluster::RouterInfo {
+            id: id.to_owned(),
+            grpc_addr: advertise.to_owned(),
+            api_addr: reachable(api_listener.local_addr().ok()),
+            pool: settings.pool.clone(),
+            epoch: switchboard_common::clock::now_ms(),
+        };
+        tokio::spawn(membership::announce(
+            client.clone(),
+            subject_prefix.clone(),
+            me,
+            stop.clone(),
+        ));
+        let view = membership::watch(client.clone(), subject_prefix.clone(), stop.clone()).await?;
+        let nats = *transport == TransportKind::Nats;
+        let forwarder: Arc<dyn forward::Forwarder> = if nats {
+            Arc::new(forward::NatsForwarder {
+                client: client.clone(),
+                prefix: subject_prefix.clone(),
+            })
+        } else {
+            Arc::new(forward::GrpcForwarder::default())
+        };
+        return Ok(Joined {
+            cluster: Some(node::Cluster {
+                self_id: id.to_owned(),
+                view,
+                pools,
+                forwarder,
+            }),
+            nats_transport: nats.then_some(client),
+        });
+    }
+    if !routers.is_empty() {
+        // With a static list, a router is known by the address it advertises.
+        if !routers.iter().any(|r| r == advertise) {
+            anyhow::bail!("SWITCHBOARD_ROUTERS does not list this router's address {advertise}");
+        }
+        return Ok(Joined {
+            cluster: Some(node::Cluster {
+                self_id: advertise.to_owned(),
+                view: membership::fixed(View::from_addrs(routers)),
+                pools,
+                forwarder: Arc::new(forward::GrpcForwarder::default()),
+            }),
+            nats_transport: None,
+        });
+    }
+    Ok(Joined {
+        cluster: None,
+        nats_transport: None,
+    })
 }
 
 /// What the router's HTTP listeners need.
@@ -118,12 +233,15 @@ impl RouterHttp {
             ready,
             stop.clone(),
         ));
-        let router_id = parts.node.id().to_owned();
+        let node = parts.node.clone();
         let context = Arc::new(api::ApiContext {
             node: parts.node,
             verifier: parts.verifier,
             api_key: parts.api_key,
-            routers: Arc::new(move || vec![router_id.clone()]),
+            routers: Arc::new(move || match node.view() {
+                Some(view) => view.ids(),
+                None => vec![node.id().to_owned()],
+            }),
         });
         let api = tokio::spawn(api::serve(api_listener, context, stop));
         Self { api, admin }

@@ -8,10 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::Stream;
-use switchboard_proto::{Dialect, EdgeFrame, Payload, Response, RouterFrame};
-use tokio::sync::{mpsc, oneshot};
+use switchboard_proto::{
+    Dialect, EdgeFrame, ErrorCode, Payload, PresenceQuery, Publish, Request, Response, RouterFrame,
+    request,
+};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{RouterInfo, TenantPools, View};
+use crate::forward::Forwarder;
 use crate::presence::PresenceWorker;
 use crate::reply::Reply;
 use crate::shard::{EdgeIdx, Shard, ShardCommand};
@@ -43,6 +48,9 @@ impl Default for NodeConfig {
         }
     }
 }
+
+/// Frames buffered from one edge before its reader waits.
+pub const EDGE_UPSTREAM_QUEUE: usize = 16_384;
 
 /// Live counts for `/stats`.
 #[derive(Default)]
@@ -78,8 +86,27 @@ pub fn dialect_label(dialect: Dialect) -> &'static str {
     }
 }
 
+/// What a router knows of its cluster. A node without one owns every topic
+/// (standalone mode, a single router).
+pub struct Cluster {
+    /// This router's id as it appears in the view.
+    pub self_id: String,
+    pub view: watch::Receiver<View>,
+    pub pools: TenantPools,
+    pub forwarder: Arc<dyn Forwarder>,
+}
+
+/// Who owns a topic, from this router's point of view.
+pub enum Owner {
+    Local,
+    Remote(RouterInfo),
+    /// No live router serves the topic's pool.
+    Nobody,
+}
+
 pub struct RouterNode {
     config: NodeConfig,
+    cluster: Option<Cluster>,
     shards: Vec<mpsc::Sender<ShardCommand>>,
     store: Arc<dyn Store>,
     next_edge: AtomicU32,
@@ -90,13 +117,39 @@ pub struct RouterNode {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("router is shutting down")]
-    Stopped,
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+pub fn error_response(code: ErrorCode, message: &str) -> Response {
+    Response {
+        error: code as i32,
+        error_message: message.to_owned(),
+        ..Response::default()
+    }
+}
+
+pub(crate) fn request_topic(request: &Request) -> Option<TopicKey> {
+    let topic = match request.body.as_ref()? {
+        request::Body::Publish(publish) => publish.topic.clone()?,
+        request::Body::Presence(query) => query.topic.clone()?,
+    };
+    Some(TopicKey::from(topic))
 }
 
 impl RouterNode {
     /// Starts the shards and presence workers; they stop with `stop`.
     pub fn start(config: NodeConfig, store: Arc<dyn Store>, stop: CancellationToken) -> Arc<Self> {
+        Self::start_in_cluster(config, store, stop, None)
+    }
+
+    /// [`RouterNode::start`] for a member of a cluster.
+    pub fn start_in_cluster(
+        config: NodeConfig,
+        store: Arc<dyn Store>,
+        stop: CancellationToken,
+        cluster: Option<Cluster>,
+    ) -> Arc<Self> {
         let mut shards = Vec::with_capacity(config.shards.max(1));
         for _ in 0..config.shards.max(1) {
             let (tx, rx) = mpsc::channel(65_536);
@@ -116,6 +169,7 @@ impl RouterNode {
         }
         Arc::new(Self {
             config,
+            cluster,
             shards,
             store,
             next_edge: AtomicU32::new(1),
@@ -191,36 +245,120 @@ impl RouterNode {
         rx
     }
 
+    /// Who owns `topic` in the current view.
+    pub fn owner(&self, topic: &TopicKey) -> Owner {
+        let Some(cluster) = &self.cluster else {
+            return Owner::Local;
+        };
+        let view = cluster.view.borrow();
+        match view.owner(&cluster.pools, &topic.tenant, topic.stable_hash()) {
+            Some(owner) if owner.id == cluster.self_id => Owner::Local,
+            Some(owner) => Owner::Remote(owner.clone()),
+            None => Owner::Nobody,
+        }
+    }
+
+    /// Answers `request` for its topic: here when this router owns the
+    /// topic, else by the owner.
+    pub async fn request(&self, request: Request) -> Response {
+        let Some(topic) = request_topic(&request) else {
+            return error_response(ErrorCode::Invalid, "request without a topic");
+        };
+        match self.owner(&topic) {
+            Owner::Local => self.request_here(request).await,
+            Owner::Remote(owner) => self.forward(&owner, request).await,
+            Owner::Nobody => error_response(
+                ErrorCode::Internal,
+                "no live router serves this tenant's pool",
+            ),
+        }
+    }
+
+    async fn forward(&self, owner: &RouterInfo, request: Request) -> Response {
+        let Some(cluster) = &self.cluster else {
+            return error_response(ErrorCode::Internal, "not in a cluster");
+        };
+        metrics::counter!("switchboard_router_forwarded_total").increment(1);
+        match cluster.forwarder.forward(owner, request).await {
+            Ok(response) => response,
+            Err(e) => {
+                metrics::counter!("switchboard_router_forward_errors_total").increment(1);
+                tracing::warn!(router_id = %self.id(), owner = %owner.id, error = %e, "forward failed");
+                error_response(ErrorCode::Internal, &e.to_string())
+            }
+        }
+    }
+
+    /// Answers `request` with this router's own state, never forwarding:
+    /// what a forwarded request gets.
+    pub async fn request_here(&self, request: Request) -> Response {
+        let (tx, rx) = oneshot::channel();
+        let reply = Reply::Local(tx);
+        match request.body {
+            Some(request::Body::Publish(Publish {
+                topic: Some(topic),
+                payload: Some(payload),
+                ..
+            })) => {
+                let topic = TopicKey::from(topic);
+                self.to_shard(
+                    &topic.clone(),
+                    ShardCommand::Publish {
+                        topic,
+                        payload,
+                        reply: Some(reply),
+                    },
+                )
+                .await;
+            }
+            Some(request::Body::Presence(PresenceQuery { topic: Some(topic) })) => {
+                let topic = TopicKey::from(topic);
+                self.to_shard(&topic.clone(), ShardCommand::PresenceQuery { topic, reply })
+                    .await;
+            }
+            _ => return error_response(ErrorCode::Invalid, "malformed request"),
+        }
+        rx.await
+            .unwrap_or_else(|_| error_response(ErrorCode::Internal, "router is shutting down"))
+    }
+
     /// Publishes from inside the router (server API); returns sockets reached.
     pub async fn publish(&self, topic: TopicKey, payload: Payload) -> Result<u32, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        let reply = Some(Reply::Local(tx));
-        self.to_shard(
-            &topic.clone(),
-            ShardCommand::Publish {
-                topic,
-                payload,
-                reply,
-            },
-        )
-        .await;
-        rx.await
-            .map(|r| r.delivered)
-            .map_err(|_| NodeError::Stopped)
+        let response = self
+            .request(Request {
+                correlation_id: 0,
+                body: Some(request::Body::Publish(Publish {
+                    topic: Some(topic.to_proto()),
+                    payload: Some(payload),
+                    from_conn: 0,
+                })),
+            })
+            .await;
+        if response.error != 0 {
+            return Err(NodeError::Unavailable(response.error_message));
+        }
+        Ok(response.delivered)
     }
 
     /// Members present in a group topic.
     pub async fn presence(&self, topic: TopicKey) -> Result<Response, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        self.to_shard(
-            &topic.clone(),
-            ShardCommand::PresenceQuery {
-                topic,
-                reply: Reply::Local(tx),
-            },
-        )
-        .await;
-        rx.await.map_err(|_| NodeError::Stopped)
+        let response = self
+            .request(Request {
+                correlation_id: 0,
+                body: Some(request::Body::Presence(PresenceQuery {
+                    topic: Some(topic.to_proto()),
+                })),
+            })
+            .await;
+        if response.error != 0 {
+            return Err(NodeError::Unavailable(response.error_message));
+        }
+        Ok(response)
+    }
+
+    /// The cluster view, if this node is in a cluster.
+    pub fn view(&self) -> Option<View> {
+        self.cluster.as_ref().map(|c| c.view.borrow().clone())
     }
 
     pub fn is_stopping(&self) -> bool {

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
 use switchboard_proto::{
-    Dialect, EdgeFrame, ErrorCode, Response, RouterFrame, edge_frame, request,
+    Dialect, EdgeFrame, ErrorCode, Publish, Request, Response, RouterFrame, edge_frame, request,
 };
 use tokio::sync::mpsc;
 
-use crate::node::RouterNode;
+use crate::node::{Owner, RouterNode, request_topic};
 use crate::reply::Reply;
 use crate::shard::{EdgeIdx, ShardCommand};
 use crate::topic::TopicKey;
@@ -168,18 +168,32 @@ async fn handle(
                     .await;
             }
         }
+        edge_frame::Body::Heartbeat(_) => {}
         edge_frame::Body::Publish(publish) => {
-            if let (Some(topic), Some(payload)) = (publish.topic, publish.payload) {
-                let topic = TopicKey::from(topic);
-                node.to_shard(
-                    &topic.clone(),
-                    ShardCommand::Publish {
-                        topic,
-                        payload,
-                        reply: None,
-                    },
-                )
-                .await;
+            let Some(topic) = publish.topic.clone().map(TopicKey::from) else {
+                return;
+            };
+            match (node.owner(&topic), publish.payload) {
+                (Owner::Local, Some(payload)) => {
+                    node.to_shard(
+                        &topic.clone(),
+                        ShardCommand::Publish {
+                            topic,
+                            payload,
+                            reply: None,
+                        },
+                    )
+                    .await;
+                }
+                (_, payload) => {
+                    // Not ours (views differ for a moment): the owner delivers.
+                    let node = node.clone();
+                    let request = Request {
+                        correlation_id: 0,
+                        body: Some(request::Body::Publish(Publish { payload, ..publish })),
+                    };
+                    tokio::spawn(async move { node.request(request).await });
+                }
             }
         }
         edge_frame::Body::Request(request) => {
@@ -187,33 +201,40 @@ async fn handle(
                 tx: tx.clone(),
                 correlation_id: request.correlation_id,
             };
-            match request.body {
-                Some(request::Body::Publish(publish)) => match (publish.topic, publish.payload) {
-                    (Some(topic), Some(payload)) => {
-                        let topic = TopicKey::from(topic);
-                        node.to_shard(
-                            &topic.clone(),
-                            ShardCommand::Publish {
-                                topic,
-                                payload,
-                                reply: Some(reply),
-                            },
-                        )
-                        .await;
-                    }
-                    _ => reply.send(invalid("publish needs a topic and a payload")),
-                },
-                Some(request::Body::Presence(query)) => match query.topic {
-                    Some(topic) => {
-                        let topic = TopicKey::from(topic);
-                        node.to_shard(&topic.clone(), ShardCommand::PresenceQuery { topic, reply })
-                            .await;
-                    }
-                    None => reply.send(invalid("presence query needs a topic")),
-                },
-                None => reply.send(invalid("empty request")),
+            let Some(topic) = request_topic(&request) else {
+                return reply.send(invalid("request without a topic"));
+            };
+            if let Owner::Local = node.owner(&topic) {
+                local_request(node, topic, request, reply).await;
+            } else {
+                let node = node.clone();
+                tokio::spawn(async move { reply.send(node.request(request).await) });
             }
         }
+    }
+}
+
+async fn local_request(node: &RouterNode, topic: TopicKey, request: Request, reply: Reply) {
+    match request.body {
+        Some(request::Body::Publish(Publish {
+            payload: Some(payload),
+            ..
+        })) => {
+            node.to_shard(
+                &topic.clone(),
+                ShardCommand::Publish {
+                    topic,
+                    payload,
+                    reply: Some(reply),
+                },
+            )
+            .await;
+        }
+        Some(request::Body::Presence(_)) => {
+            node.to_shard(&topic.clone(), ShardCommand::PresenceQuery { topic, reply })
+                .await;
+        }
+        _ => reply.send(invalid("publish needs a topic and a payload")),
     }
 }
 

@@ -51,6 +51,14 @@ pub struct RouterSettings {
     #[command(flatten)]
     pub auth: AuthSettings,
     #[command(flatten)]
+    pub cluster: crate::cluster::ClusterSettings,
+    /// The pool this router serves.
+    #[arg(long, env = "SWITCHBOARD_POOL", default_value = crate::cluster::DEFAULT_POOL)]
+    pub pool: String,
+    /// Address edges and other routers dial (default: the bound gRPC address).
+    #[arg(long, env = "SWITCHBOARD_ROUTER_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+    #[command(flatten)]
     pub presence: PresenceSettings,
     /// State shards (tasks); default: one per core.
     #[arg(long, env = "SWITCHBOARD_ROUTER_SHARDS")]

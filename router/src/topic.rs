@@ -25,6 +25,10 @@ impl TopicKey {
         switchboard_proto::ownership::topic_hash(&self.tenant, self.kind, &self.name)
     }
 
+    pub fn to_proto(&self) -> Topic {
+        Topic::new(&self.tenant, self.kind, &self.name)
+    }
+
     /// Presence is kept for group topics only.
     pub fn has_presence(&self) -> bool {
         self.kind == TopicKind::Group

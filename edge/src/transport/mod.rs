@@ -4,9 +4,11 @@
 //!
 //! - [`inproc`]: a router in this process (standalone mode, tests).
 //! - [`grpc`]: a tonic bidirectional stream over TCP.
+//! - [`nats`]: NATS subjects, for deployments that route everything through NATS.
 
 pub mod grpc;
 pub mod inproc;
+pub mod nats;
 
 use std::pin::Pin;
 

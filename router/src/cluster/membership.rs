@@ -1,0 +1,133 @@
+//! Router membership over plain NATS subjects (no JetStream: Debian's
+//! nats-server 2.9 lacks per-key TTLs). Each router announces itself every
+//! [`HEARTBEAT`]; watchers drop a router not heard from for [`EXPIRY`], or
+//! at once when it says goodbye. A new watcher sends a probe so it learns
+//! the whole set without waiting for the next heartbeat.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{RouterInfo, View};
+
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+pub const EXPIRY: Duration = Duration::from_millis(2_000);
+
+fn announce_subject(prefix: &str) -> String {
+    format!("{prefix}.cluster.routers")
+}
+
+fn leave_subject(prefix: &str) -> String {
+    format!("{prefix}.cluster.leave")
+}
+
+fn probe_subject(prefix: &str) -> String {
+    format!("{prefix}.cluster.probe")
+}
+
+/// Announces `me` until `stop`, then says goodbye.
+pub async fn announce(
+    client: async_nats::Client,
+    prefix: String,
+    me: RouterInfo,
+    stop: CancellationToken,
+) {
+    let payload = match serde_json::to_vec(&me) {
+        Ok(bytes) => bytes::Bytes::from(bytes),
+        Err(_) => return,
+    };
+    let mut probes = match client.subscribe(probe_subject(&prefix)).await {
+        Ok(probes) => Some(probes),
+        Err(e) => {
+            tracing::warn!(error = %e, "membership probe subscription failed");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some(_) = async { match probes.as_mut() { Some(p) => p.next().await, None => None } } => {}
+            () = stop.cancelled() => break,
+        }
+        if client
+            .publish(announce_subject(&prefix), payload.clone())
+            .await
+            .is_err()
+        {
+            metrics::counter!("switchboard_membership_errors_total").increment(1);
+        }
+    }
+    let _ = client
+        .publish(leave_subject(&prefix), me.id.clone().into())
+        .await;
+    let _ = client.flush().await;
+}
+
+/// Watches the announcements and keeps the live view.
+pub async fn watch(
+    client: async_nats::Client,
+    prefix: String,
+    stop: CancellationToken,
+) -> Result<watch::Receiver<View>, async_nats::SubscribeError> {
+    let mut announcements = client.subscribe(announce_subject(&prefix)).await?;
+    let mut leaves = client.subscribe(leave_subject(&prefix)).await?;
+    let (tx, rx) = watch::channel(View::default());
+    let _ = client
+        .publish(probe_subject(&prefix), bytes::Bytes::new())
+        .await;
+    tokio::spawn(async move {
+        let mut live: HashMap<String, (RouterInfo, Instant)> = HashMap::new();
+        let mut tick = tokio::time::interval(HEARTBEAT / 2);
+        loop {
+            tokio::select! {
+                Some(message) = announcements.next() => {
+                    match serde_json::from_slice::<RouterInfo>(&message.payload) {
+                        Ok(info) => { live.insert(info.id.clone(), (info, Instant::now())); }
+                        Err(_) => metrics::counter!("switchboard_membership_errors_total").increment(1),
+                    }
+                }
+                Some(message) = leaves.next() => {
+                    let id = String::from_utf8_lossy(&message.payload).into_owned();
+                    live.remove(&id);
+                }
+                _ = tick.tick() => {
+                    live.retain(|_, (_, seen)| seen.elapsed() < EXPIRY);
+                }
+                () = stop.cancelled() => return,
+            }
+            let view = View::new(live.values().map(|(info, _)| info.clone()).collect());
+            tx.send_if_modified(|current| {
+                if *current == view {
+                    return false;
+                }
+                let joined = view
+                    .routers
+                    .iter()
+                    .filter(|r| !current.routers.contains(r))
+                    .count();
+                let left = current
+                    .routers
+                    .iter()
+                    .filter(|r| !view.routers.contains(r))
+                    .count();
+                tracing::info!(routers = ?view.ids(), joined, left, "router membership changed");
+                metrics::counter!("switchboard_membership_changes_total").increment(1);
+                metrics::gauge!("switchboard_live_routers").set(view.routers.len() as f64);
+                *current = view;
+                true
+            });
+        }
+    });
+    Ok(rx)
+}
+
+/// A view that never changes (`SWITCHBOARD_ROUTERS`): its sender is gone,
+/// so watchers see the view and then the end of changes.
+pub fn fixed(view: View) -> watch::Receiver<View> {
+    metrics::gauge!("switchboard_live_routers").set(view.routers.len() as f64);
+    watch::channel(view).1
+}
