@@ -41,8 +41,11 @@ use tokio::sync::watch;
 
 /// Runs the process the settings describe until `shutdown` fires.
 pub async fn run(settings: EdgeSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Install the recorder before anything records: samples recorded
+    // earlier would be lost.
+    let metrics = telemetry::metrics();
     if settings.standalone {
-        return standalone::run(settings, shutdown).await;
+        return standalone::run(settings, shutdown, metrics).await;
     }
     let verifier = settings.auth.verifier().context(
         "an edge needs SWITCHBOARD_JWT_SECRET, SWITCHBOARD_JWT_PUBLIC_KEY or SWITCHBOARD_JWT_JWKS",
@@ -88,7 +91,15 @@ pub async fn run(settings: EdgeSettings, shutdown: CancellationToken) -> anyhow:
         pools,
         connector,
     };
-    serve(&settings, routers, Arc::new(verifier), shutdown, None).await
+    serve(
+        &settings,
+        routers,
+        Arc::new(verifier),
+        shutdown,
+        None,
+        metrics,
+    )
+    .await
 }
 
 fn grpc_connector() -> Connector {
@@ -126,6 +137,7 @@ pub async fn serve(
     verifier: Arc<Verifier>,
     shutdown: CancellationToken,
     welcome: Option<standalone::Welcome>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
     let edge_id = routers.edge_id.clone();
     let listener = net::bind("edge", &settings.addr).await?;
@@ -159,7 +171,7 @@ pub async fn serve(
     let admin_stop = CancellationToken::new();
     let admin = tokio::spawn(admin::serve(
         admin_listener,
-        telemetry::metrics(),
+        metrics,
         readiness,
         admin_stop.clone(),
     ));

@@ -17,7 +17,11 @@ use switchboard_router::cluster::{DEFAULT_POOL, RouterInfo, TenantPools, View, m
 /// How long sample tokens printed at start stay valid.
 const SAMPLE_TTL_SECS: u64 = 24 * 3600;
 
-pub async fn run(mut settings: EdgeSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    mut settings: EdgeSettings,
+    shutdown: CancellationToken,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<()> {
     let generated = settings.auth.jwt_secret.is_none()
         && settings.auth.jwt_public_key.is_none()
         && settings.auth.jwt_jwks.is_none();
@@ -83,6 +87,7 @@ pub async fn run(mut settings: EdgeSettings, shutdown: CancellationToken) -> any
         verifier.clone(),
         shutdown,
         Some(welcome),
+        metrics,
     )
     .await;
     router_stop.cancel();

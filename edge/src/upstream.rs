@@ -221,6 +221,7 @@ impl Upstream {
                     let frame = edge_frame::Body::Unsubscribe(Unsubscribe {
                         conn_id: conn.id,
                         topic: Some(sub.topic.clone()),
+                        moved: true,
                     });
                     let _ = old.send(frame.into()).await;
                 }

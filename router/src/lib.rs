@@ -50,6 +50,9 @@ pub fn store_for(redis_url: Option<&str>, presence_ttl_ms: u64) -> anyhow::Resul
 /// Runs a router until `shutdown` fires: gRPC, server API and admin
 /// listeners, and, with NATS, membership and the NATS transport.
 pub async fn run(settings: RouterSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Install the recorder before anything records: samples recorded
+    // earlier would be lost.
+    let _metrics = telemetry::metrics();
     let id = settings
         .router_id
         .clone()

@@ -56,6 +56,7 @@ async fn close(node: &RouterNode, edge: EdgeIdx, conn: u64, connection: Connecti
                 conn,
                 topic,
                 member,
+                moved: false,
             },
         )
         .await;
@@ -147,6 +148,7 @@ async fn handle(
                     conn: unsubscribe.conn_id,
                     topic,
                     member,
+                    moved: unsubscribe.moved,
                 },
             )
             .await;

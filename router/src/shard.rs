@@ -36,6 +36,8 @@ pub enum ShardCommand {
         conn: u64,
         topic: TopicKey,
         member: Option<Arc<str>>,
+        /// Moved to another router: no presence leave.
+        moved: bool,
     },
     Touch {
         topic: TopicKey,
@@ -154,7 +156,8 @@ impl Shard {
                 conn,
                 topic,
                 member,
-            } => self.unsubscribe(edge, conn, &topic, member),
+                moved,
+            } => self.unsubscribe(edge, conn, &topic, member, moved),
             ShardCommand::Touch { topic, member } => self.touch(topic, member),
             ShardCommand::Publish {
                 topic,
@@ -225,6 +228,7 @@ impl Shard {
         conn: u64,
         topic: &TopicKey,
         member: Option<Arc<str>>,
+        moved: bool,
     ) {
         let Some(state) = self.topics.get_mut(topic) else {
             return;
@@ -244,13 +248,15 @@ impl Shard {
             entry.conns -= 1;
             if entry.conns == 0 {
                 state.members.remove(&member);
-                queue(
-                    &self.presence,
-                    PresenceJob::Leave {
-                        topic: topic.clone(),
-                        member: member.to_string(),
-                    },
-                );
+                if !moved {
+                    queue(
+                        &self.presence,
+                        PresenceJob::Leave {
+                            topic: topic.clone(),
+                            member: member.to_string(),
+                        },
+                    );
+                }
             }
         }
         if state.is_empty() {
@@ -365,11 +371,25 @@ mod tests {
         shard.subscribe(1, 2, group(), Some(alice.clone()));
         assert!(matches!(jobs.try_recv(), Ok(PresenceJob::Refresh { .. })));
         assert!(jobs.try_recv().is_err(), "a second tab is no join");
-        shard.unsubscribe(1, 1, &group(), Some(alice.clone()));
+        shard.unsubscribe(1, 1, &group(), Some(alice.clone()), false);
         assert!(jobs.try_recv().is_err(), "one tab left");
-        shard.unsubscribe(1, 2, &group(), Some(alice));
+        shard.unsubscribe(1, 2, &group(), Some(alice), false);
         assert!(matches!(jobs.try_recv(), Ok(PresenceJob::Leave { .. })));
         assert!(shard.topics.is_empty(), "empty topics are dropped");
+    }
+
+    #[test]
+    fn a_moved_subscription_leaves_without_a_presence_leave() {
+        let (mut shard, mut jobs) = shard();
+        let m: Arc<str> = Arc::from("m");
+        shard.subscribe(1, 1, group(), Some(m.clone()));
+        let _join = jobs.try_recv();
+        shard.unsubscribe(1, 1, &group(), Some(m), true);
+        assert!(
+            jobs.try_recv().is_err(),
+            "the member is present at the new owner"
+        );
+        assert!(shard.topics.is_empty());
     }
 
     #[test]
@@ -378,10 +398,10 @@ mod tests {
         let m: Arc<str> = Arc::from("m");
         shard.subscribe(1, 1, group(), Some(m.clone()));
         shard.subscribe(1, 1, group(), Some(m.clone()));
-        shard.unsubscribe(1, 99, &group(), Some(m.clone()));
-        shard.unsubscribe(9, 1, &group(), Some(m.clone()));
+        shard.unsubscribe(1, 99, &group(), Some(m.clone()), false);
+        shard.unsubscribe(9, 1, &group(), Some(m.clone()), false);
         assert!(matches!(jobs.try_recv(), Ok(PresenceJob::Refresh { .. })));
-        shard.unsubscribe(1, 1, &group(), Some(m));
+        shard.unsubscribe(1, 1, &group(), Some(m), false);
         assert!(matches!(jobs.try_recv(), Ok(PresenceJob::Leave { .. })));
     }
 

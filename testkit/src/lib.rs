@@ -1,6 +1,8 @@
 //! Test helpers shared by every crate's integration tests.
 //!
-//! - [`redis`]: a private `redis-server` on an ephemeral port.
+//! - [`redis`], [`nats`]: private `redis-server` and `nats-server` instances
+//!   on ephemeral ports.
+//! - [`cluster`]: routers and edges as processes over gRPC or NATS.
 //! - [`process`]: Switchboard binaries started as child processes, with the
 //!   addresses they print (`listening <name> <addr>`).
 //! - [`ws`]: a WebSocket client (tokio-tungstenite, an implementation
@@ -9,12 +11,15 @@
 //! - [`switchboard`]: standalone, edge and router processes, tokens, URLs.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod http;
+pub mod nats;
 pub mod process;
 pub mod redis;
 pub mod switchboard;
 pub mod ws;
 
+pub use nats::NatsServer;
 pub use process::{Process, binary};
 pub use redis::RedisServer;
 pub use ws::WsClient;

@@ -47,7 +47,7 @@ impl Process {
             .args(args)
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "error".to_owned()),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

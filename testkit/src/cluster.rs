@@ -1,0 +1,141 @@
+//! A cluster for tests: private redis-server and nats-server, routers and
+//! edges as separate processes on ephemeral ports, over gRPC or NATS.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::http::{self, metric};
+use crate::nats::NatsServer;
+use crate::process::{Process, binary};
+use crate::redis::RedisServer;
+use crate::switchboard::{API_KEY, SECRET};
+
+pub struct Cluster {
+    pub redis: RedisServer,
+    pub nats: NatsServer,
+    pub routers: Vec<Process>,
+    pub edges: Vec<Process>,
+    transport: String,
+    tenant_pools: String,
+    next_router: usize,
+}
+
+impl Cluster {
+    /// Starts Redis, NATS, `routers` routers and `edges` edges, and waits
+    /// until every edge has a link to every router.
+    pub async fn start(transport: &str, routers: usize, edges: usize) -> Self {
+        Self::with_pools(transport, &vec!["default"; routers], "", edges).await
+    }
+
+    /// Like [`Cluster::start`], with one router per entry of `pools` and
+    /// `tenant_pools` (`tenant=pool,…`) on every process.
+    pub async fn with_pools(
+        transport: &str,
+        pools: &[&str],
+        tenant_pools: &str,
+        edges: usize,
+    ) -> Self {
+        let mut cluster = Self {
+            redis: RedisServer::start().await,
+            nats: NatsServer::start().await,
+            routers: Vec::new(),
+            edges: Vec::new(),
+            transport: transport.to_owned(),
+            tenant_pools: tenant_pools.to_owned(),
+            next_router: 0,
+        };
+        for pool in pools {
+            cluster.add_router(pool);
+        }
+        for i in 0..edges {
+            cluster.add_edge(i);
+        }
+        cluster.wait_links(pools.len()).await;
+        cluster
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("SWITCHBOARD_JWT_SECRET", SECRET.to_owned()),
+            ("SWITCHBOARD_API_KEY", API_KEY.to_owned()),
+            ("SWITCHBOARD_LOG_FORMAT", "text".to_owned()),
+            ("SWITCHBOARD_NATS_URL", self.nats.url()),
+            ("SWITCHBOARD_TRANSPORT", self.transport.clone()),
+            ("SWITCHBOARD_TENANT_POOLS", self.tenant_pools.clone()),
+        ]
+    }
+
+    /// Starts one more router in `pool`; its id is `router-<n>`.
+    pub fn add_router(&mut self, pool: &str) -> &Process {
+        let mut env = self.env();
+        env.push(("SWITCHBOARD_REDIS_URL", self.redis.url()));
+        env.push((
+            "SWITCHBOARD_ROUTER_ID",
+            format!("router-{}", self.next_router),
+        ));
+        env.push(("SWITCHBOARD_POOL", pool.to_owned()));
+        self.next_router += 1;
+        let process = Process::start(
+            binary("router"),
+            &[
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--api-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+            ],
+            &env,
+            &["router-grpc", "router-api", "router-admin"],
+        );
+        self.routers.push(process);
+        self.routers.last().expect("just pushed")
+    }
+
+    fn add_edge(&mut self, i: usize) {
+        let mut env = self.env();
+        env.push(("SWITCHBOARD_EDGE_ID", format!("edge-{i}")));
+        let process = Process::start(
+            binary("edge"),
+            &["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"],
+            &env,
+            &["edge", "edge-admin"],
+        );
+        self.edges.push(process);
+    }
+
+    pub fn edge(&self, i: usize) -> SocketAddr {
+        self.edges[i].addr("edge")
+    }
+
+    pub fn router_api(&self, i: usize) -> SocketAddr {
+        self.routers[i].addr("router-api")
+    }
+
+    /// Waits until every live edge has `routers` router links up.
+    pub async fn wait_links(&self, routers: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        for edge in &self.edges {
+            loop {
+                let text = scrape(edge.addr("edge-admin")).await;
+                let up = metric(&text, "switchboard_edge_router_links_up");
+                if up as usize == routers {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "edge never linked to {routers} routers ({up} up)"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The Prometheus text of an admin listener ("" when it does not answer).
+pub async fn scrape(admin: SocketAddr) -> String {
+    if tokio::net::TcpStream::connect(admin).await.is_err() {
+        return String::new();
+    }
+    String::from_utf8_lossy(&http::get(admin, "/metrics", &[]).await.body).into_owned()
+}
