@@ -255,7 +255,7 @@ async fn router_joins(transport: &str) {
 }
 
 async fn edge_killed(transport: &str) {
-    let mut cluster = Cluster::start(transport, 3, 2).await;
+    let cluster = Cluster::start(transport, 3, 2).await;
     let mut pairs = pairs(&cluster, "t1").await;
     let killed = Instant::now();
     cluster.edges[1].signal("KILL");
