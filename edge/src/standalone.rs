@@ -30,7 +30,8 @@ pub async fn run(
     }
     let verifier = Arc::new(settings.auth.verifier().context("token settings")?);
     let store =
-        switchboard_router::store_for(settings.redis_url.as_deref(), settings.presence.ttl_ms())?;
+        switchboard_router::store_for(settings.redis_url.as_deref(), settings.presence.ttl_ms())
+            .await?;
     let router_stop = CancellationToken::new();
     let node = RouterNode::start(
         settings.presence.node_config("standalone".to_owned()),

@@ -37,11 +37,15 @@ pub use settings::RouterSettings;
 pub use store::{MemoryStore, RedisStore, Store};
 
 /// The store the settings ask for: Redis when a URL is set, else memory.
-pub fn store_for(redis_url: Option<&str>, presence_ttl_ms: u64) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn store_for(
+    redis_url: Option<&str>,
+    presence_ttl_ms: u64,
+) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match redis_url {
         Some(url) => Arc::new(
             RedisStore::connect(url, presence_ttl_ms)
-                .with_context(|| format!("invalid Redis URL {url}"))?,
+                .await
+                .with_context(|| format!("cannot use Redis at {url}"))?,
         ),
         None => Arc::new(MemoryStore::new(presence_ttl_ms)),
     })
@@ -57,7 +61,7 @@ pub async fn run(settings: RouterSettings, shutdown: CancellationToken) -> anyho
         .router_id
         .clone()
         .unwrap_or_else(|| settings::default_id("router"));
-    let store = store_for(settings.redis_url.as_deref(), settings.presence.ttl_ms())?;
+    let store = store_for(settings.redis_url.as_deref(), settings.presence.ttl_ms()).await?;
     let verifier =
         match settings.auth.verifier() {
             Ok(v) => Some(Arc::new(v)),

@@ -21,7 +21,7 @@ pub mod ws;
 
 pub use nats::NatsServer;
 pub use process::{Process, binary};
-pub use redis::RedisServer;
+pub use redis::{RedisCluster, RedisServer};
 pub use ws::WsClient;
 
 /// A port that was free a moment ago, for servers that cannot bind port 0

@@ -9,8 +9,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::{GroupRef, PresenceChange, Store, StoreError};
 
@@ -45,8 +47,47 @@ return out
 ";
 }
 
+/// A single server (reconnecting manager) or a Redis Cluster (slot-aware,
+/// reconnecting); both are cheap to clone per operation.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// URL scheme for a Redis Cluster: `redis+cluster://host:port,host:port`.
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: Connection,
     ttl_ms: u64,
     refresh: Script,
     leave: Script,
@@ -54,18 +95,35 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// Connects lazily: the router starts while Redis is down and reports
-    /// not-ready until it answers. Timeouts are explicit because the
-    /// client's defaults (500 ms response, 1 s connect) are too tight for
-    /// a loaded server and would surface as spurious errors.
-    pub fn connect(url: &str, presence_ttl_ms: u64) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(3)))
-            .set_response_timeout(Some(Duration::from_secs(3)))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(2));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+    /// Connects to `url`: `redis://…` for one server, connected lazily so
+    /// the router starts while Redis is down and reports not-ready until it
+    /// answers; `redis+cluster://h1:p1,h2:p2` for a Redis Cluster, whose
+    /// nodes must answer at start. Timeouts are explicit because the
+    /// client's defaults (500 ms response, 1 s connect) are too tight for a
+    /// loaded server and would surface as spurious errors.
+    pub async fn connect(url: &str, presence_ttl_ms: u64) -> Result<Self, StoreError> {
+        const TIMEOUT: Duration = Duration::from_secs(3);
+        let connection = if let Some(nodes) = url.strip_prefix(CLUSTER_SCHEME) {
+            let nodes: Vec<String> = nodes
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| format!("redis://{n}"))
+                .collect();
+            let client = ClusterClient::builder(nodes)
+                .connection_timeout(TIMEOUT)
+                .response_timeout(TIMEOUT)
+                .build()?;
+            Connection::Cluster(client.get_async_connection().await?)
+        } else {
+            let client = redis::Client::open(url)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(TIMEOUT))
+                .set_response_timeout(Some(TIMEOUT))
+                .set_number_of_retries(3)
+                .set_max_delay(Duration::from_secs(2));
+            Connection::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+        };
         Ok(Self {
             connection,
             ttl_ms: presence_ttl_ms,
@@ -216,11 +274,28 @@ mod tests {
     use super::super::contract;
     use super::*;
     use switchboard_testkit::RedisServer;
+    use switchboard_testkit::redis::RedisCluster;
 
     async fn store() -> (RedisServer, RedisStore) {
         let server = RedisServer::start().await;
-        let store = RedisStore::connect(&server.url(), contract::TTL_MS).unwrap();
+        let store = RedisStore::connect(&server.url(), contract::TTL_MS)
+            .await
+            .unwrap();
         (server, store)
+    }
+
+    /// The same contract against a three-node Redis Cluster: every script
+    /// touches one slot, thanks to the tenant hash tag.
+    #[tokio::test]
+    async fn the_contract_holds_on_a_redis_cluster() {
+        let cluster = RedisCluster::start(3).await;
+        let store = RedisStore::connect(&cluster.url(), contract::TTL_MS)
+            .await
+            .unwrap();
+        store.ping().await.unwrap();
+        contract::presence_join_leave_and_count(&store).await;
+        contract::presence_expires_after_ttl(&store).await;
+        contract::tenants_are_isolated(&store).await;
     }
 
     #[tokio::test]
