@@ -98,8 +98,12 @@ pub async fn serve(
                 // This router does not know the edge (it restarted, or the
                 // session expired): ask it to start over and replay.
                 let reset: RouterFrame = router_frame::Body::Reset(Reset {}).into();
-                let subject = edge_subject(&prefix, &edge_id, &router_id);
-                let _ = client.publish(subject, reset.encode_to_vec().into()).await;
+                publish(
+                    &client,
+                    &edge_subject(&prefix, &edge_id, &router_id),
+                    &reset,
+                )
+                .await;
             }
         }
     }
@@ -112,14 +116,18 @@ async fn pump(
     mut frames: mpsc::Receiver<RouterFrame>,
 ) {
     while let Some(frame) = frames.recv().await {
-        if client
-            .publish(subject.clone(), frame.encode_to_vec().into())
-            .await
-            .is_err()
-        {
-            metrics::counter!("switchboard_transport_errors_total", "transport" => "nats")
-                .increment(1);
-        }
+        publish(&client, &subject, &frame).await;
+    }
+}
+
+/// Publishes one envelope, counting failures (core NATS is at-most-once).
+pub async fn publish(client: &async_nats::Client, subject: &str, frame: &impl Message) {
+    if client
+        .publish(subject.to_owned(), frame.encode_to_vec().into())
+        .await
+        .is_err()
+    {
+        metrics::counter!("switchboard_transport_errors_total", "transport" => "nats").increment(1);
     }
 }
 

@@ -293,7 +293,13 @@ impl RouterNode {
     /// what a forwarded request gets.
     pub async fn request_here(&self, request: Request) -> Response {
         let (tx, rx) = oneshot::channel();
-        let reply = Reply::Local(tx);
+        self.request_here_to(request, Reply::Local(tx)).await;
+        rx.await
+            .unwrap_or_else(|_| error_response(ErrorCode::Internal, "router is shutting down"))
+    }
+
+    /// [`RouterNode::request_here`], answering to `reply`.
+    pub(crate) async fn request_here_to(&self, request: Request, reply: Reply) {
         match request.body {
             Some(request::Body::Publish(Publish {
                 topic: Some(topic),
@@ -316,10 +322,11 @@ impl RouterNode {
                 self.to_shard(&topic.clone(), ShardCommand::PresenceQuery { topic, reply })
                     .await;
             }
-            _ => return error_response(ErrorCode::Invalid, "malformed request"),
+            _ => reply.send(error_response(
+                ErrorCode::Invalid,
+                "a request needs a topic (and a payload to publish)",
+            )),
         }
-        rx.await
-            .unwrap_or_else(|_| error_response(ErrorCode::Internal, "router is shutting down"))
     }
 
     /// Publishes from inside the router (server API); returns sockets reached.

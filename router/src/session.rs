@@ -207,7 +207,7 @@ async fn handle(
                 return reply.send(invalid("request without a topic"));
             };
             if let Owner::Local = node.owner(&topic) {
-                local_request(node, topic, request, reply).await;
+                node.request_here_to(request, reply).await;
             } else {
                 let node = node.clone();
                 tokio::spawn(async move { reply.send(node.request(request).await) });
@@ -216,36 +216,8 @@ async fn handle(
     }
 }
 
-async fn local_request(node: &RouterNode, topic: TopicKey, request: Request, reply: Reply) {
-    match request.body {
-        Some(request::Body::Publish(Publish {
-            payload: Some(payload),
-            ..
-        })) => {
-            node.to_shard(
-                &topic.clone(),
-                ShardCommand::Publish {
-                    topic,
-                    payload,
-                    reply: Some(reply),
-                },
-            )
-            .await;
-        }
-        Some(request::Body::Presence(_)) => {
-            node.to_shard(&topic.clone(), ShardCommand::PresenceQuery { topic, reply })
-                .await;
-        }
-        _ => reply.send(invalid("publish needs a topic and a payload")),
-    }
-}
-
 fn invalid(message: &str) -> Response {
-    Response {
-        error: ErrorCode::Invalid as i32,
-        error_message: message.to_owned(),
-        ..Response::default()
-    }
+    crate::node::error_response(ErrorCode::Invalid, message)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use prost::Message;
 use switchboard_proto::{EdgeFrame, Heartbeat, Hello, RouterFrame, edge_frame, router_frame};
-use switchboard_router::nats_edges::{edge_subject, router_subject};
+use switchboard_router::nats_edges::{edge_subject, publish, router_subject};
 use tokio::sync::mpsc;
 
 use super::{Transport, TransportError, TransportSession, UPSTREAM_QUEUE};
@@ -54,14 +54,7 @@ impl Transport for Nats {
                     Ok(None) => return,
                     Err(_) => heartbeat.clone(),
                 };
-                if client
-                    .publish(subject.clone(), frame.encode_to_vec().into())
-                    .await
-                    .is_err()
-                {
-                    metrics::counter!("switchboard_transport_errors_total", "transport" => "nats")
-                        .increment(1);
-                }
+                publish(&client, &subject, &frame).await;
             }
         });
         let rx = inbound
