@@ -20,8 +20,9 @@ pub const DEFAULT_TENANT: &str = "default";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
-    #[serde(default = "default_tenant")]
-    pub tenant: String,
+    /// Absent means the default tenant; see [`Claims::tenant`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -37,11 +38,12 @@ pub struct Claims {
     pub iat: Option<u64>,
 }
 
-fn default_tenant() -> String {
-    DEFAULT_TENANT.to_owned()
-}
-
 impl Claims {
+    /// The tenant the token acts for: its `tenant` claim, else `default`.
+    pub fn tenant(&self) -> &str {
+        self.tenant.as_deref().unwrap_or(DEFAULT_TENANT)
+    }
+
     pub fn has_scope(&self, wanted: &str) -> bool {
         self.scope
             .as_deref()
@@ -202,7 +204,7 @@ impl Verifier {
         if claims.sub.is_empty() {
             return Err(AuthError::InvalidClaims("sub is empty".to_owned()));
         }
-        if !is_valid_tenant(&claims.tenant) {
+        if !is_valid_tenant(claims.tenant()) {
             return Err(AuthError::InvalidClaims(
                 "tenant must match [A-Za-z0-9_.-]{1,64}".to_owned(),
             ));
@@ -234,7 +236,7 @@ pub fn claims(sub: &str, kind: &str, tenant: &str, scope: Option<&str>, ttl_secs
     let now = crate::clock::now_secs();
     Claims {
         sub: sub.to_owned(),
-        tenant: tenant.to_owned(),
+        tenant: Some(tenant.to_owned()),
         kind: Some(kind.to_owned()),
         scope: scope.map(str::to_owned),
         owner: None,

@@ -36,7 +36,7 @@ fn rs256_with_a_pem_public_key() {
         None,
     );
     let got = verifier.verify(&token).unwrap();
-    assert_eq!((got.sub.as_str(), got.tenant.as_str()), ("alice", "acme"));
+    assert_eq!((got.sub.as_str(), got.tenant()), ("alice", "acme"));
     // A token signed with the other family, or an HMAC secret, is refused.
     let ec = sign(
         &key("ec_private.pem", Algorithm::ES256),

@@ -10,6 +10,7 @@
 
 pub mod group;
 pub mod ids;
+pub mod iot;
 pub mod ownership;
 
 pub use ids::is_valid_id;

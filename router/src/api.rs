@@ -40,6 +40,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/groups/{group_id}/presence"),
     ("POST", "/api/v1/broadcast"),
     ("GET", "/api/v1/stats"),
+    ("POST", "/api/v1/iot/events"),
 ];
 
 /// What the API needs besides the node.
@@ -96,6 +97,12 @@ impl From<GroupError> for ApiError {
             message: e.message,
             field: e.field,
         }
+    }
+}
+
+impl From<switchboard_proto::iot::IotError> for ApiError {
+    fn from(e: switchboard_proto::iot::IotError) -> Self {
+        Self::field(&e.field, e.message)
     }
 }
 
@@ -171,6 +178,7 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Routed {
         ["api", "v1", "groups", _, "presence"] => ("group_presence", Method::GET),
         ["api", "v1", "broadcast"] => ("broadcast", Method::POST),
         ["api", "v1", "stats"] => ("stats", Method::GET),
+        ["api", "v1", "iot", "events"] => ("iot_events", Method::POST),
         _ => {
             return Err((
                 "unknown",
@@ -211,6 +219,12 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Routed {
         ["api", "v1", "broadcast"] => {
             let body = json_body(request.into_body()).await.map_err(fail)?;
             broadcast(context, &tenant, body).await
+        }
+        ["api", "v1", "iot", "events"] => {
+            let body = json_body(request.into_body()).await.map_err(fail)?;
+            iot_event(&context.node, &tenant, body)
+                .await
+                .map(|n| delivered(n))
         }
         _ => Ok(stats(context)),
     };
@@ -262,15 +276,15 @@ fn authenticate(context: &ApiContext, request: &Request<Incoming>) -> Result<Str
         ));
     }
     match header_tenant {
-        Some(other) if other != claims.tenant => Err(ApiError::new(
+        Some(other) if other != claims.tenant() => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!(
                 "a service token of tenant {} cannot act for {other}",
-                claims.tenant
+                claims.tenant()
             ),
         )),
-        _ => Ok(claims.tenant),
+        _ => Ok(claims.tenant().to_owned()),
     }
 }
 
@@ -384,6 +398,29 @@ async fn broadcast(
         .await
         .map_err(|_| unavailable())?;
     Ok(delivered(n))
+}
+
+/// Pushes an IoT event to every socket with a matching subscription, once
+/// per socket. Shared by HTTP and the NATS consumer.
+pub async fn iot_event(
+    node: &RouterNode,
+    tenant: &str,
+    body: serde_json::Map<String, Value>,
+) -> Result<u32, ApiError> {
+    let event = switchboard_proto::iot::parse_event(body)?;
+    let topics = event
+        .topic_names()
+        .iter()
+        .map(|name| TopicKey::new(tenant, TopicKind::Iot, name))
+        .collect();
+    let payload = Payload::json(event.push().to_string());
+    node.publish_once(topics, payload).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )
+    })
 }
 
 async fn presence(

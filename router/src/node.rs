@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use switchboard_proto::{
-    Dialect, EdgeFrame, ErrorCode, Payload, PresenceQuery, Publish, Request, Response, RouterFrame,
-    request,
+    Collect, Delivery, Dialect, EdgeFrame, EdgeTargets, ErrorCode, Payload, PresenceQuery, Publish,
+    Request, Response, RouterFrame, Topic, request, router_frame,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -110,7 +110,8 @@ pub struct RouterNode {
     shards: Vec<mpsc::Sender<ShardCommand>>,
     store: Arc<dyn Store>,
     next_edge: AtomicU32,
-    edges: Mutex<HashMap<EdgeIdx, String>>,
+    /// Attached edges: id and the sender of their session.
+    edges: Mutex<HashMap<EdgeIdx, (String, mpsc::Sender<RouterFrame>)>>,
     pub stats: Stats,
     stop: CancellationToken,
 }
@@ -133,6 +134,7 @@ pub(crate) fn request_topic(request: &Request) -> Option<TopicKey> {
     let topic = match request.body.as_ref()? {
         request::Body::Publish(publish) => publish.topic.clone()?,
         request::Body::Presence(query) => query.topic.clone()?,
+        request::Body::Collect(_) => return None,
     };
     Some(TopicKey::from(topic))
 }
@@ -190,14 +192,18 @@ impl RouterNode {
     /// Ids of the edges attached now.
     pub fn edges(&self) -> Vec<String> {
         let edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
-        let mut ids: Vec<String> = edges.values().cloned().collect();
+        let mut ids: Vec<String> = edges.values().map(|(id, _)| id.clone()).collect();
+        ids.dedup();
         ids.sort();
         ids
     }
 
+    fn shard_index(&self, topic: &TopicKey) -> usize {
+        (topic.stable_hash() % self.shards.len() as u64) as usize
+    }
+
     fn shard(&self, topic: &TopicKey) -> &mpsc::Sender<ShardCommand> {
-        let index = (topic.stable_hash() % self.shards.len() as u64) as usize;
-        &self.shards[index]
+        &self.shards[self.shard_index(topic)]
     }
 
     pub(crate) async fn to_shard(&self, topic: &TopicKey, command: ShardCommand) {
@@ -225,7 +231,7 @@ impl RouterNode {
             node.edges
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(edge, edge_id.clone());
+                .insert(edge, (edge_id.clone(), tx.clone()));
             metrics::gauge!("switchboard_router_edges").increment(1.0);
             tracing::info!(edge_id = %edge_id, router_id = %node.id(), "edge attached");
             node.to_all_shards(|| ShardCommand::EdgeUp {
@@ -322,11 +328,149 @@ impl RouterNode {
                 self.to_shard(&topic.clone(), ShardCommand::PresenceQuery { topic, reply })
                     .await;
             }
+            Some(request::Body::Collect(Collect { topics })) => {
+                let topics = topics.into_iter().map(TopicKey::from).collect();
+                let targets = self.collect_here(topics).await;
+                reply.send(Response {
+                    targets,
+                    ..Response::default()
+                });
+            }
             _ => reply.send(error_response(
                 ErrorCode::Invalid,
                 "a request needs a topic (and a payload to publish)",
             )),
         }
+    }
+
+    /// The connections of this router's shards subscribed to any of `topics`.
+    async fn collect_here(&self, topics: Vec<TopicKey>) -> Vec<EdgeTargets> {
+        let mut by_shard: HashMap<usize, Vec<TopicKey>> = HashMap::new();
+        for topic in topics {
+            by_shard
+                .entry(self.shard_index(&topic))
+                .or_default()
+                .push(topic);
+        }
+        let mut answers = Vec::with_capacity(by_shard.len());
+        for (index, topics) in by_shard {
+            let (tx, rx) = oneshot::channel();
+            if self.shards[index]
+                .send(ShardCommand::Collect { topics, reply: tx })
+                .await
+                .is_ok()
+            {
+                answers.push(rx);
+            }
+        }
+        let mut merged: HashMap<EdgeIdx, Vec<u64>> = HashMap::new();
+        for answer in answers {
+            for (edge, conns) in answer.await.unwrap_or_default() {
+                merged.entry(edge).or_default().extend(conns);
+            }
+        }
+        let edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
+        merged
+            .into_iter()
+            .filter_map(|(edge, conn_ids)| {
+                let (edge_id, _) = edges.get(&edge)?;
+                Some(EdgeTargets {
+                    edge_id: edge_id.clone(),
+                    conn_ids,
+                })
+            })
+            .collect()
+    }
+
+    /// Publishes one payload to every connection subscribed to any of
+    /// `topics`, once per connection, wherever the topics are owned: the
+    /// owners say who subscribes, this router unions and delivers. Returns
+    /// the number of sockets reached.
+    pub async fn publish_once(
+        &self,
+        topics: Vec<TopicKey>,
+        payload: Payload,
+    ) -> Result<u32, NodeError> {
+        let mut local = Vec::new();
+        let mut remote: HashMap<String, (RouterInfo, Vec<Topic>)> = HashMap::new();
+        for topic in topics {
+            match self.owner(&topic) {
+                Owner::Local => local.push(topic),
+                Owner::Remote(owner) => remote
+                    .entry(owner.id.clone())
+                    .or_insert_with(|| (owner, Vec::new()))
+                    .1
+                    .push(topic.to_proto()),
+                Owner::Nobody => {
+                    return Err(NodeError::Unavailable(
+                        "no live router serves this tenant's pool".to_owned(),
+                    ));
+                }
+            }
+        }
+        let mut targets = self.collect_here(local).await;
+        for (_, (owner, topics)) in remote {
+            let response = self
+                .forward(
+                    &owner,
+                    Request {
+                        correlation_id: 0,
+                        body: Some(request::Body::Collect(Collect { topics })),
+                    },
+                )
+                .await;
+            if response.error != 0 {
+                return Err(NodeError::Unavailable(response.error_message));
+            }
+            targets.extend(response.targets);
+        }
+        let mut union: HashMap<String, std::collections::BTreeSet<u64>> = HashMap::new();
+        for target in targets {
+            union
+                .entry(target.edge_id)
+                .or_default()
+                .extend(target.conn_ids);
+        }
+        Ok(self.deliver_to_edges(union, &payload))
+    }
+
+    /// Sends one delivery per edge; returns the sockets it was handed to.
+    fn deliver_to_edges(
+        &self,
+        targets: HashMap<String, std::collections::BTreeSet<u64>>,
+        payload: &Payload,
+    ) -> u32 {
+        let senders: HashMap<String, mpsc::Sender<RouterFrame>> = {
+            let edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
+            // The newest session of an edge wins (an old one may linger).
+            let mut newest: Vec<_> = edges.iter().collect();
+            newest.sort_by_key(|(idx, _)| **idx);
+            newest
+                .into_iter()
+                .map(|(_, (id, tx))| (id.clone(), tx.clone()))
+                .collect()
+        };
+        let mut delivered = 0u32;
+        for (edge_id, conns) in targets {
+            let Some(tx) = senders.get(&edge_id) else {
+                continue;
+            };
+            let count = conns.len() as u32;
+            let frame: RouterFrame = router_frame::Body::Delivery(Delivery {
+                conn_ids: conns.into_iter().collect(),
+                payload: Some(payload.clone()),
+            })
+            .into();
+            if tx.try_send(frame).is_ok() {
+                delivered += count;
+                metrics::counter!("switchboard_router_deliveries_total").increment(1);
+            } else {
+                metrics::counter!("switchboard_router_edge_queue_full_total").increment(1);
+            }
+        }
+        metrics::counter!("switchboard_router_delivered_sockets_total")
+            .increment(u64::from(delivered));
+        delivered
     }
 
     /// Publishes from inside the router (server API); returns sockets reached.

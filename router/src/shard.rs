@@ -55,6 +55,11 @@ pub enum ShardCommand {
         joined: bool,
         count: u32,
     },
+    /// The connections subscribed to any of `topics`, per edge.
+    Collect {
+        topics: Vec<TopicKey>,
+        reply: tokio::sync::oneshot::Sender<Vec<(EdgeIdx, Vec<u64>)>>,
+    },
     /// Forwarded to the presence worker so it runs after earlier joins.
     PresenceQuery {
         topic: TopicKey,
@@ -187,6 +192,17 @@ impl Shard {
                     count,
                 };
                 self.fan_out(&topic, &Payload::presence(event));
+            }
+            ShardCommand::Collect { topics, reply } => {
+                let mut found = Vec::new();
+                for topic in &topics {
+                    if let Some(state) = self.topics.get(topic) {
+                        for (edge, conns) in &state.by_edge {
+                            found.push((*edge, conns.ids.clone()));
+                        }
+                    }
+                }
+                let _ = reply.send(found);
             }
             ShardCommand::PresenceQuery { topic, reply } => {
                 self.queue_presence(PresenceJob::Query { topic, reply });

@@ -95,9 +95,10 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
         }
     }
     let (tenant, may_broadcast) = match &request.auth {
-        Ok(claims) if claims.sub == client_id => {
-            (claims.tenant.clone(), claims.has_scope(BROADCAST_SCOPE))
-        }
+        Ok(claims) if claims.sub == client_id => (
+            claims.tenant().to_owned(),
+            claims.has_scope(BROADCAST_SCOPE),
+        ),
         Ok(_) => {
             return Some(refusal(
                 StatusCode::UNAUTHORIZED,
