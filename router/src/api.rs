@@ -222,9 +222,7 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Routed {
         }
         ["api", "v1", "iot", "events"] => {
             let body = json_body(request.into_body()).await.map_err(fail)?;
-            iot_event(&context.node, &tenant, body)
-                .await
-                .map(|n| delivered(n))
+            iot_event(&context.node, &tenant, body).await.map(delivered)
         }
         _ => Ok(stats(context)),
     };
