@@ -139,6 +139,7 @@ async fn execute(
             Action::Subscribe { topic, member } => {
                 env.upstream.subscribe(handle, topic, member).await
             }
+            Action::Unsubscribe { topic } => env.upstream.unsubscribe(handle, &topic).await,
             Action::Touch { topic } => env.upstream.touch(handle, topic).await,
             Action::Publish { topic, payload } => {
                 env.upstream.publish(handle, topic, payload).await
@@ -153,7 +154,9 @@ async fn execute(
             }
         };
         if sent.is_err() {
+            // The rest of this batch (a success reply, say) must not follow.
             handle.push(session.unavailable());
+            return;
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long a drained socket's queued frames get to flush.
     pub flush_timeout: Duration,
+    /// Subscriptions one socket may hold.
+    pub max_subscriptions: usize,
 }
 
 impl Default for Limits {
@@ -36,6 +38,7 @@ impl Default for Limits {
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
             flush_timeout: Duration::from_secs(5),
+            max_subscriptions: 1024,
         }
     }
 }

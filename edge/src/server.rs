@@ -114,16 +114,21 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
         Some(token) => server.verifier.verify(&token),
         None => Err(AuthError::Missing),
     };
+    let conn_id = server.next_conn.fetch_add(1, Ordering::Relaxed);
+    let connect_id = format!("{}-{conn_id}", server.env.upstream.edge_id());
     let upgrade = UpgradeRequest {
         path: &path,
         query,
+        headers: request.headers(),
         auth,
         allow_anonymous: server.allow_anonymous,
+        connect_id: connect_id.clone(),
+        max_subscriptions: server.env.limits.max_subscriptions,
     };
     let Some(accept) = dialect::accept(&upgrade) else {
         return error(StatusCode::NOT_FOUND, "not_found", "no such route");
     };
-    let (dialect, session, tenant, principal) = match accept {
+    let (dialect, session, tenant, principal, trace_id) = match accept {
         Accept::Refuse { status, body } => {
             metrics::counter!("switchboard_edge_rejected_upgrades_total", "status" => status.as_u16().to_string())
                 .increment(1);
@@ -134,7 +139,8 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
             session,
             tenant,
             principal,
-        } => (dialect, session, tenant, principal),
+            trace_id,
+        } => (dialect, session, tenant, principal, trace_id),
     };
     if server.env.draining.is_cancelled() {
         return error(
@@ -154,23 +160,32 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
         Ok(pair) => pair,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string()),
     };
-    let conn_id = server.next_conn.fetch_add(1, Ordering::Relaxed);
     let env = server.env.clone();
-    server.sockets.spawn(async move {
-        match upgraded.await {
-            Ok(ws) => {
-                let accepted = Accepted {
-                    conn_id,
-                    dialect,
-                    session,
-                    tenant,
-                    principal,
-                };
-                connection::run(env, ws.into_inner(), accepted).await;
+    // Every log line about this connection names it (and its trace).
+    let span = tracing::info_span!(
+        "socket",
+        connect_id = %connect_id,
+        trace_id = trace_id.as_deref().unwrap_or(""),
+        dialect = dialect.label(),
+    );
+    server.sockets.spawn(tracing::Instrument::instrument(
+        async move {
+            match upgraded.await {
+                Ok(ws) => {
+                    let accepted = Accepted {
+                        conn_id,
+                        dialect,
+                        session,
+                        tenant,
+                        principal,
+                    };
+                    connection::run(env, ws.into_inner(), accepted).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-        }
-    });
+        },
+        span,
+    ));
     let (parts, _) = response.into_parts();
     Response::from_parts(parts, Body::new(Bytes::new()))
 }

@@ -62,6 +62,9 @@ pub struct EdgeSettings {
     /// Outbound queue per socket, in bytes (close 1013 when full).
     #[arg(long, env = "SWITCHBOARD_OUTBOUND_BYTES", default_value_t = 4 << 20)]
     pub outbound_bytes: usize,
+    /// Subscriptions one socket may hold.
+    #[arg(long, env = "SWITCHBOARD_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
+    pub max_subscriptions: usize,
     #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value = "25s", value_parser = duration)]
     pub ping_interval: Duration,
     /// A socket silent for this long is closed.
@@ -146,6 +149,7 @@ impl EdgeSettings {
             ping_interval: self.ping_interval,
             idle_timeout: self.idle_timeout,
             flush_timeout: self.drain_timeout.min(Duration::from_secs(5)),
+            max_subscriptions: self.max_subscriptions,
             ..Limits::default()
         }
     }

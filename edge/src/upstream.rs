@@ -325,6 +325,25 @@ impl Upstream {
         self.subscribe_at(conn, &link, &sub).await
     }
 
+    /// Drops `conn`'s subscription to `topic` at the router that holds it.
+    pub async fn unsubscribe(&self, conn: &ConnHandle, topic: &Topic) -> Result<(), Unavailable> {
+        let removed = {
+            let mut routing = conn.routing();
+            let position = routing.topics.iter().position(|s| s.topic == *topic);
+            position.map(|p| routing.topics.swap_remove(p))
+        };
+        let Some(at) = removed.and_then(|sub| sub.at) else {
+            return Ok(());
+        };
+        let link = self.link(&at).ok_or(Unavailable)?;
+        let frame = edge_frame::Body::Unsubscribe(Unsubscribe {
+            conn_id: conn.id,
+            topic: Some(topic.clone()),
+            moved: false,
+        });
+        link.send(frame.into()).await
+    }
+
     pub async fn touch(&self, conn: &ConnHandle, topic: Topic) -> Result<(), Unavailable> {
         let body = edge_frame::Body::Touch(switchboard_proto::Touch {
             conn_id: conn.id,

@@ -71,7 +71,19 @@ impl ApiError {
         }
     }
 
-    fn field(field: &str, message: impl Into<String>) -> Self {
+    pub fn invalid(message: &str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "validation_error", message)
+    }
+
+    pub fn invalid_json(e: &serde_json::Error) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("invalid JSON: {e}"),
+        )
+    }
+
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             code: "validation_error",
@@ -80,12 +92,17 @@ impl ApiError {
         }
     }
 
-    fn response(&self) -> Response<Body> {
+    /// `{"error":{"code","message","field"?}}`, as HTTP and NATS answer.
+    pub fn body(&self) -> Value {
         let mut error = json!({"code": self.code, "message": self.message});
         if let Some(field) = &self.field {
             error["field"] = json!(field);
         }
-        json_response(self.status, &json!({ "error": error }))
+        json!({ "error": error })
+    }
+
+    fn response(&self) -> Response<Body> {
+        json_response(self.status, &self.body())
     }
 }
 
@@ -306,16 +323,8 @@ async fn json_body(body: Incoming) -> Result<serde_json::Map<String, Value>, Api
     let bytes = read_body(body, MAX_BODY).await?;
     match serde_json::from_slice(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_error",
-            "the body must be a JSON object",
-        )),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("invalid JSON: {e}"),
-        )),
+        Ok(_) => Err(ApiError::invalid("the body must be a JSON object")),
+        Err(e) => Err(ApiError::invalid_json(&e)),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod api;
 pub mod cluster;
 pub mod forward;
 pub mod grpc;
+pub mod nats_api;
 pub mod nats_edges;
 pub mod node;
 pub mod presence;
@@ -84,20 +85,28 @@ pub async fn run(settings: RouterSettings, shutdown: CancellationToken) -> anyho
     }
     let joined = join_cluster(&settings, &id, &advertise, &api_listener, &stop).await?;
     let node = RouterNode::start_in_cluster(config, store.clone(), stop.clone(), joined.cluster);
-    if let Some(client) = joined.nats_transport {
+    if let Some(client) = joined.nats {
         let prefix = settings.cluster.subject_prefix.clone();
-        tokio::spawn(nats_edges::serve(
+        tokio::spawn(nats_api::serve(
             client.clone(),
             prefix.clone(),
             node.clone(),
             stop.clone(),
         ));
-        tokio::spawn(nats_edges::serve_forwards(
-            client,
-            prefix,
-            node.clone(),
-            stop.clone(),
-        ));
+        if joined.nats_transport {
+            tokio::spawn(nats_edges::serve(
+                client.clone(),
+                prefix.clone(),
+                node.clone(),
+                stop.clone(),
+            ));
+            tokio::spawn(nats_edges::serve_forwards(
+                client,
+                prefix,
+                node.clone(),
+                stop.clone(),
+            ));
+        }
     }
     tracing::info!(router_id = %id, pool = %settings.pool, advertise = %advertise,
         redis = settings.redis_url.is_some(), nats = settings.cluster.nats_url.is_some(), "router started");
@@ -134,8 +143,9 @@ fn reachable(addr: Option<std::net::SocketAddr>) -> String {
 
 struct Joined {
     cluster: Option<node::Cluster>,
-    /// The NATS client, when edges reach this router over NATS.
-    nats_transport: Option<async_nats::Client>,
+    nats: Option<async_nats::Client>,
+    /// Edges reach this router over NATS.
+    nats_transport: bool,
 }
 
 /// Membership from NATS, or the static list, or none (a lone router).
@@ -187,7 +197,8 @@ async fn join_cluster(
                 pools,
                 forwarder,
             }),
-            nats_transport: nats.then_some(client),
+            nats: Some(client),
+            nats_transport: nats,
         });
     }
     if !routers.is_empty() {
@@ -202,12 +213,14 @@ async fn join_cluster(
                 pools,
                 forwarder: Arc::new(forward::GrpcForwarder::default()),
             }),
-            nats_transport: None,
+            nats: None,
+            nats_transport: false,
         });
     }
     Ok(Joined {
         cluster: None,
-        nats_transport: None,
+        nats: None,
+        nats_transport: false,
     })
 }
 

@@ -38,7 +38,23 @@ pub struct WsClient {
 impl WsClient {
     /// Connects; an HTTP refusal comes back as `Err` with its JSON body.
     pub async fn connect(url: &str) -> Result<Self, Refused> {
-        match tokio_tungstenite::connect_async(url).await {
+        Self::connect_with_headers(url, &[]).await
+    }
+
+    /// [`WsClient::connect`] with extra request headers.
+    pub async fn connect_with_headers(
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, Refused> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().expect("a ws:// URL");
+        for (name, value) in headers {
+            let name = http::HeaderName::from_bytes(name.as_bytes()).expect("header name");
+            request
+                .headers_mut()
+                .insert(name, value.parse().expect("header value"));
+        }
+        match tokio_tungstenite::connect_async(request).await {
             Ok((stream, _)) => Ok(Self { stream }),
             Err(tungstenite::Error::Http(response)) => {
                 let status = response.status().as_u16();

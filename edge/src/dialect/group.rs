@@ -131,6 +131,7 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
         }),
         tenant,
         principal: client_id.to_owned(),
+        trace_id: None,
     })
 }
 
@@ -313,8 +314,11 @@ mod tests {
         accept(&UpgradeRequest {
             path,
             query: Default::default(),
+            headers: &http::HeaderMap::new(),
             auth: Ok(claims(sub, "client", "acme", scope, 60)),
             allow_anonymous: false,
+            connect_id: "e-1".into(),
+            max_subscriptions: 1024,
         })
     }
 
@@ -364,11 +368,15 @@ mod tests {
 
     #[test]
     fn missing_token_is_401_unless_anonymous_allowed() {
+        let headers = http::HeaderMap::new();
         let mut request = UpgradeRequest {
             path: "/v3/ws/group/g/client/c",
             query: Default::default(),
+            headers: &headers,
             auth: Err(AuthError::Missing),
             allow_anonymous: false,
+            connect_id: "e-1".into(),
+            max_subscriptions: 1024,
         };
         assert_eq!(refused_status(accept(&request)).0, StatusCode::UNAUTHORIZED);
         request.allow_anonymous = true;

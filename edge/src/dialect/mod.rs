@@ -3,8 +3,10 @@
 //! dialect never touches a socket or a router.
 //!
 //! - [`group`]: group messaging (V3 schema, V2 legacy).
+//! - [`iot`]: IoT device-event subscriptions.
 
 pub mod group;
+pub mod iot;
 
 use std::collections::HashMap;
 
@@ -21,6 +23,8 @@ pub enum Action {
         topic: Topic,
         member: Option<String>,
     },
+    /// Stop receiving deliveries for `topic`.
+    Unsubscribe { topic: Topic },
     /// Refresh the presence this socket holds on `topic`.
     Touch { topic: Topic },
     /// Fire-and-forget publish.
@@ -60,7 +64,7 @@ pub trait Dialect: Send + Sync + 'static {
 }
 
 /// Number of dialect indexes in use.
-pub const DIALECTS: usize = 2;
+pub const DIALECTS: usize = 3;
 
 /// One socket's dialect state.
 pub trait DialectSession: Send + Sync + 'static {
@@ -78,8 +82,12 @@ pub trait DialectSession: Send + Sync + 'static {
 pub struct UpgradeRequest<'a> {
     pub path: &'a str,
     pub query: HashMap<String, String>,
+    pub headers: &'a http::HeaderMap,
     pub auth: Result<Claims, AuthError>,
     pub allow_anonymous: bool,
+    /// Cluster-unique id of the connection this request would open.
+    pub connect_id: String,
+    pub max_subscriptions: usize,
 }
 
 /// A dialect's answer to an upgrade request on one of its routes.
@@ -89,6 +97,8 @@ pub enum Accept {
         session: Box<dyn DialectSession>,
         tenant: String,
         principal: String,
+        /// The W3C trace id the connection's logs carry, if the dialect has one.
+        trace_id: Option<String>,
     },
     /// Answer with HTTP `status` and this JSON body; no upgrade.
     Refuse {
@@ -111,5 +121,5 @@ pub fn refusal(status: http::StatusCode, code: &str, message: &str, field: Optio
 
 /// Routes to each dialect's `accept`; `None` when no dialect owns the path.
 pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
-    group::accept(request)
+    group::accept(request).or_else(|| iot::accept(request))
 }
