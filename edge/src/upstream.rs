@@ -385,6 +385,9 @@ impl Upstream {
             RequestBody::Presence => request::Body::Presence(switchboard_proto::PresenceQuery {
                 topic: Some(topic.clone()),
             }),
+            RequestBody::Sync => request::Body::Collect(switchboard_proto::Collect {
+                topics: vec![topic.clone()],
+            }),
         };
         self.lock_pending().insert(
             correlation_id,

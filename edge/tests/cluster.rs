@@ -348,3 +348,189 @@ over_both_transports! {
     edge_killed;
     tenant_pool;
 }
+
+/// The IoT topics of one event, and the routers owning them.
+fn iot_owners(tenant: &str, code: &str, device: &str) -> Vec<String> {
+    use switchboard_proto::iot::Shape;
+    use switchboard_router::cluster::{RouterInfo, TenantPools, View};
+    let view = View::new(
+        (0..3)
+            .map(|i| RouterInfo {
+                id: format!("router-{i}"),
+                grpc_addr: String::new(),
+                api_addr: String::new(),
+                pool: "default".into(),
+                epoch: 0,
+            })
+            .collect(),
+    );
+    let shapes = [
+        Shape::Device {
+            product: "prod".into(),
+            device: device.into(),
+        },
+        Shape::Property {
+            product: "prod".into(),
+            device: device.into(),
+            identifier: "power".into(),
+        },
+        Shape::Project {
+            project: "proj".into(),
+        },
+        Shape::Area {
+            project: "proj".into(),
+            area: "area".into(),
+        },
+    ];
+    shapes
+        .iter()
+        .map(|shape| {
+            let hash = switchboard_proto::ownership::topic_hash(
+                tenant,
+                switchboard_proto::TopicKind::Iot,
+                &shape.topic_name(code),
+            );
+            view.owner(&TenantPools::default(), tenant, hash)
+                .unwrap()
+                .id
+                .clone()
+        })
+        .collect()
+}
+
+async fn iot_connect(cluster: &Cluster, edge: usize) -> WsClient {
+    let token = token("viewer", "user", "t1", None);
+    let url = format!(
+        "ws://{}/api/v1/system/common/websocket/connect?app-code=console&token={token}",
+        cluster.edge(edge)
+    );
+    let mut ws = WsClient::open(&url).await;
+    assert_eq!(ws.recv_json().await["code"], 200);
+    ws
+}
+
+async fn iot_subscribe(ws: &mut WsClient, code: &str, params: Value) {
+    ws.send_json(&json!({"type":"up.sub","body":{"code":code,"params":params}}))
+        .await;
+    assert_eq!(ws.recv_json().await["code"], 200);
+}
+
+async fn iot_one_copy_across_owners(transport: &str) {
+    let cluster = Cluster::start(transport, 3, 2).await;
+    let code = "devicePropertyReport";
+    // A device whose four matching topics live on at least two routers.
+    let device = (0..100)
+        .map(|i| format!("dev_{i}"))
+        .find(|d| {
+            let mut owners = iot_owners("t1", code, d);
+            owners.sort();
+            owners.dedup();
+            owners.len() >= 2
+        })
+        .expect("some device spreads over routers");
+    let mut sockets = Vec::new();
+    for edge in 0..2 {
+        let mut ws = iot_connect(&cluster, edge).await;
+        iot_subscribe(
+            &mut ws,
+            code,
+            json!({"productID":"prod","deviceName":device}),
+        )
+        .await;
+        iot_subscribe(
+            &mut ws,
+            code,
+            json!({"productID":"prod","deviceName":device,"identifier":"power"}),
+        )
+        .await;
+        iot_subscribe(&mut ws, code, json!({"projectID":"proj"})).await;
+        iot_subscribe(&mut ws, code, json!({"projectID":"proj","areaID":"area"})).await;
+        sockets.push(ws);
+    }
+    let service = format!("Bearer {}", token("backend", "service", "t1", None));
+    for router in 0..3 {
+        let event = json!({"code":code,"projectID":"proj","areaID":"area",
+            "body":{"device":{"productID":"prod","deviceName":device},"identifier":"power","param":{"power":router}}});
+        let reply = http::post_json(
+            cluster.router_api(router),
+            "/api/v1/iot/events",
+            &[("authorization", &service)],
+            &event,
+        )
+        .await;
+        assert_eq!(reply.json(), json!({"delivered": 2}), "via router {router}");
+        for ws in &mut sockets {
+            let push = ws.recv_json().await;
+            assert_eq!(push["body"]["param"]["power"], router);
+            ws.expect_silence(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+async fn iot_events_over_nats(transport: &str) {
+    let cluster = Cluster::start(transport, 3, 2).await;
+    let mut ws = iot_connect(&cluster, 1).await;
+    iot_subscribe(
+        &mut ws,
+        "deviceConn",
+        json!({"productID":"prod","deviceName":"d1"}),
+    )
+    .await;
+    let client = async_nats::connect(cluster.nats.url()).await.unwrap();
+    // A bad message is answered and does not stop the consumer.
+    let bad = client
+        .request(
+            "switchboard.api.iot.events",
+            r#"{"tenant":"t1","code":"deviceConn"}"#.into(),
+        )
+        .await
+        .unwrap();
+    let bad: Value = serde_json::from_slice(&bad.payload).unwrap();
+    assert_eq!(bad["error"]["field"], "body");
+    let garbage = client
+        .request("switchboard.api.iot.events", "not json".into())
+        .await
+        .unwrap();
+    let garbage: Value = serde_json::from_slice(&garbage.payload).unwrap();
+    assert_eq!(garbage["error"]["code"], "invalid_json");
+    let event = json!({"tenant":"t1","code":"deviceConn","body":{"device":{"productID":"prod","deviceName":"d1"},"online":true}});
+    let reply = client
+        .request("switchboard.api.iot.events", event.to_string().into())
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply, json!({"delivered": 1}));
+    let push = ws.recv_json().await;
+    assert_eq!(push["body"]["online"], true);
+    // Fire-and-forget publishing works too.
+    client
+        .publish("switchboard.api.iot.events", event.to_string().into())
+        .await
+        .unwrap();
+    assert_eq!(ws.recv_json().await["path"], "deviceConn");
+    ws.expect_silence(Duration::from_millis(300)).await;
+}
+
+mod iot_grpc {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_copy_across_owners() {
+        super::iot_one_copy_across_owners("grpc").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_over_nats() {
+        super::iot_events_over_nats("grpc").await;
+    }
+}
+
+mod iot_nats {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_copy_across_owners() {
+        super::iot_one_copy_across_owners("nats").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_over_nats() {
+        super::iot_events_over_nats("nats").await;
+    }
+}

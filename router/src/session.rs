@@ -203,6 +203,12 @@ async fn handle(
                 tx: tx.clone(),
                 correlation_id: request.correlation_id,
             };
+            if let Some(request::Body::Collect(_)) = request.body {
+                // Asked of this router on purpose (a sync after subscribing,
+                // or a peer collecting): answer from here, after the frames
+                // this edge sent before it.
+                return node.request_here_to(request, reply).await;
+            }
             let Some(topic) = request_topic(&request) else {
                 return reply.send(invalid("request without a topic"));
             };

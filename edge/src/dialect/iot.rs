@@ -15,7 +15,7 @@ use switchboard_common::auth::AuthError;
 use switchboard_proto::iot::{self, Shape};
 use switchboard_proto::{Payload, Topic, TopicKind, ids::is_valid_tenant, payload};
 
-use super::{Accept, Action, Dialect, DialectSession, UpgradeRequest};
+use super::{Accept, Action, Dialect, DialectSession, RequestBody, UpgradeRequest};
 
 pub const ROUTE: &str = "/api/v1/system/common/websocket/connect";
 const OK: &str = "成功";
@@ -187,6 +187,22 @@ impl IotSession {
         let name = shape.topic_name(code);
         let topic = Topic::new(&self.tenant, TopicKind::Iot, &name);
         let done = Action::Reply(reply(200, OK, Some(kind), handler));
+        // The reply waits for the owner to confirm, so events pushed after
+        // a subRet reach the socket.
+        let confirmed = |topic: Topic| {
+            let handler = handler.cloned();
+            Action::Request {
+                topic,
+                body: RequestBody::Sync,
+                on_response: Box::new(move |response| {
+                    let (code, msg) = match response {
+                        Ok(r) if r.error == 0 => (200, OK),
+                        _ => (500, "router unavailable"),
+                    };
+                    Some(reply(code, msg, Some(kind), handler.as_ref()))
+                }),
+            }
+        };
         if subscribe {
             if self.subscriptions.contains(&name) {
                 return vec![done];
@@ -196,15 +212,18 @@ impl IotSession {
                 return vec![Action::Reply(reply(429, &message, Some(kind), handler))];
             }
             self.subscriptions.insert(name);
-            vec![
-                Action::Subscribe {
-                    topic,
-                    member: None,
-                },
-                done,
-            ]
+            let subscribe = Action::Subscribe {
+                topic: topic.clone(),
+                member: None,
+            };
+            vec![subscribe, confirmed(topic)]
         } else if self.subscriptions.remove(&name) {
-            vec![Action::Unsubscribe { topic }, done]
+            vec![
+                Action::Unsubscribe {
+                    topic: topic.clone(),
+                },
+                confirmed(topic),
+            ]
         } else {
             vec![done]
         }
@@ -323,11 +342,16 @@ mod tests {
         }
     }
 
-    fn replies(actions: &[Action]) -> Vec<Value> {
+    /// Replies, with requests answered by a healthy router.
+    fn replies(actions: Vec<Action>) -> Vec<Value> {
+        let ok = switchboard_proto::Response::default();
         actions
-            .iter()
+            .into_iter()
             .filter_map(|a| match a {
-                Action::Reply(bytes) => Some(serde_json::from_slice(bytes).unwrap()),
+                Action::Reply(bytes) => Some(serde_json::from_slice(&bytes).unwrap()),
+                Action::Request { on_response, .. } => {
+                    on_response(Ok(&ok)).map(|b| serde_json::from_slice(&b).unwrap())
+                }
                 _ => None,
             })
             .collect()
@@ -397,7 +421,7 @@ mod tests {
     #[test]
     fn handshake_names_trace_and_connect_id() {
         let mut s = session(None);
-        let hello = &replies(&s.open())[0];
+        let hello = &replies(s.open())[0];
         assert_eq!(hello["code"], 200);
         assert_eq!(hello["handler"]["connectID"], "edge-1-7");
         let trace = hello["handler"]["Traceparent"].as_str().unwrap();
@@ -430,12 +454,12 @@ mod tests {
     #[test]
     fn ping_and_handler_echo() {
         let mut s = session(None);
-        let r = replies(&s.on_text(r#"{"type":"up.ping","handler":{"id":42}}"#));
+        let r = replies(s.on_text(r#"{"type":"up.ping","handler":{"id":42}}"#));
         assert_eq!(
             r,
             vec![json!({"code":200,"msg":"成功","type":"down.pong","handler":{"id":42}})]
         );
-        let r = replies(&s.on_text(r#"{"type":"up.ping"}"#));
+        let r = replies(s.on_text(r#"{"type":"up.ping"}"#));
         assert_eq!(r, vec![json!({"code":200,"msg":"成功","type":"down.pong"})]);
     }
 
@@ -443,7 +467,7 @@ mod tests {
     fn malformed_frames() {
         let mut s = session(None);
         for text in ["nope", "[]", "{}", r#"{"type":"up.fly"}"#, r#"{"type":5}"#] {
-            let r = replies(&s.on_text(text));
+            let r = replies(s.on_text(text));
             assert_eq!(r[0]["code"], 400, "{text}");
             assert!(r[0].get("type").is_none(), "{text}");
         }
@@ -453,16 +477,16 @@ mod tests {
     fn subscribe_errors_and_limits() {
         let mut s = session(Some("proj_1"));
         let sub = |body: Value| json!({"type":"up.sub","body":body}).to_string();
-        let r = replies(&s.on_text(&sub(json!({"code":"nope","params":{"projectID":"proj_1"}}))));
+        let r = replies(s.on_text(&sub(json!({"code":"nope","params":{"projectID":"proj_1"}}))));
         assert_eq!(
             (r[0]["code"].as_u64(), r[0]["type"].as_str()),
             (Some(400), Some("down.subRet"))
         );
-        let r = replies(&s.on_text(&sub(json!({"code":"deviceConn","params":{"x":1}}))));
+        let r = replies(s.on_text(&sub(json!({"code":"deviceConn","params":{"x":1}}))));
         assert_eq!(r[0]["code"], 400);
-        let r = replies(&s.on_text(&sub(json!("text"))));
+        let r = replies(s.on_text(&sub(json!("text"))));
         assert_eq!(r[0]["code"], 400);
-        let r = replies(&s.on_text(&sub(
+        let r = replies(s.on_text(&sub(
             json!({"code":"deviceConn","params":{"projectID":"other"}}),
         )));
         assert_eq!(r[0]["code"], 403);
@@ -471,21 +495,21 @@ mod tests {
             let actions = s.on_text(&sub(
                 json!({"code":"deviceConn","params":{"projectID":"proj_1"}}),
             ));
-            assert_eq!(replies(&actions)[0]["code"], 200);
+            assert_eq!(replies(actions)[0]["code"], 200);
         }
         for device in ["d1", "d2"] {
             let actions = s.on_text(&sub(
                 json!({"code":"deviceConn","params":{"productID":"p","deviceName":device}}),
             ));
-            assert_eq!(replies(&actions)[0]["code"], 200);
+            assert_eq!(replies(actions)[0]["code"], 200);
         }
         let actions = s.on_text(&sub(
             json!({"code":"deviceConn","params":{"productID":"p","deviceName":"d3"}}),
         ));
-        assert_eq!(replies(&actions)[0]["code"], 429, "limit of 3 in this test");
+        assert_eq!(replies(actions)[0]["code"], 429, "limit of 3 in this test");
         let actions = s.on_text(&json!({"type":"up.unSub","body":{"code":"deviceConn","params":{"productID":"p","deviceName":"d1"}}}).to_string());
         assert!(matches!(actions[0], Action::Unsubscribe { .. }));
-        assert_eq!(replies(&actions)[0]["type"], "down.unSubRet");
+        assert_eq!(replies(actions)[0]["type"], "down.unSubRet");
     }
 
     #[test]

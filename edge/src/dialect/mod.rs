@@ -40,6 +40,9 @@ pub enum Action {
 pub enum RequestBody {
     Publish(Payload),
     Presence,
+    /// Answered once the owner has applied this socket's earlier frames
+    /// for the topic: an acknowledgement for a subscription.
+    Sync,
 }
 
 /// The router could not be reached, or did not answer in time.
