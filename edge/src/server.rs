@@ -34,6 +34,9 @@ pub struct EdgeServer {
     /// Socket tasks, awaited by the drain.
     pub sockets: TaskTracker,
     next_conn: AtomicU64,
+    /// This process's start (ms, base 36): with the edge id and the
+    /// connection number it makes connect ids unique across restarts.
+    epoch: String,
 }
 
 impl EdgeServer {
@@ -44,6 +47,7 @@ impl EdgeServer {
             allow_anonymous,
             sockets: TaskTracker::new(),
             next_conn: AtomicU64::new(1),
+            epoch: base36(switchboard_common::clock::now_ms()),
         })
     }
 }
@@ -115,7 +119,11 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
         None => Err(AuthError::Missing),
     };
     let conn_id = server.next_conn.fetch_add(1, Ordering::Relaxed);
-    let connect_id = format!("{}-{conn_id}", server.env.upstream.edge_id());
+    let connect_id = format!(
+        "{}-{}-{conn_id}",
+        server.env.upstream.edge_id(),
+        server.epoch
+    );
     let upgrade = UpgradeRequest {
         path: &path,
         query,
@@ -188,4 +196,29 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
     ));
     let (parts, _) = response.into_parts();
     Response::from_parts(parts, Body::new(Bytes::new()))
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base36() {
+        assert_eq!(super::base36(0), "0");
+        assert_eq!(super::base36(35), "z");
+        assert_eq!(super::base36(36), "10");
+        assert_eq!(super::base36(1_795_248_930_123), "mwq4uzwr");
+    }
 }

@@ -104,9 +104,22 @@ async fn handshake_and_connect_refusals() {
     let trace = hello["handler"]["Traceparent"].as_str().unwrap();
     assert_eq!(trace.len(), 32);
     let connect_id = hello["handler"]["connectID"].as_str().unwrap().to_owned();
-    let again = connect(edge, "t1", None).await;
-    drop(again);
-    assert!(!connect_id.is_empty());
+    let token_again = token("user_1", "user", "t1", None);
+    let mut again = WsClient::open(&format!(
+        "ws://{edge}{ROUTE}?app-code=c&token={token_again}"
+    ))
+    .await;
+    let second = again.recv_json().await;
+    assert!(connect_id.starts_with("standalone-"), "{connect_id}");
+    assert_ne!(
+        second["handler"]["connectID"].as_str(),
+        Some(connect_id.as_str()),
+        "ids are unique"
+    );
+    assert_ne!(
+        second["handler"]["Traceparent"],
+        hello["handler"]["Traceparent"]
+    );
 
     let cases = [
         (format!("ws://{edge}{ROUTE}?token={good}"), 400),
