@@ -15,6 +15,7 @@
 pub mod connection;
 pub mod dialect;
 pub mod limits;
+pub mod metrics;
 pub mod outbound;
 pub mod server;
 pub mod settings;
@@ -44,6 +45,10 @@ pub async fn run(settings: EdgeSettings, shutdown: CancellationToken) -> anyhow:
     // Install the recorder before anything records: samples recorded
     // earlier would be lost.
     let metrics = telemetry::metrics();
+    crate::metrics::register();
+    if settings.standalone {
+        switchboard_router::metrics::register();
+    }
     if settings.standalone {
         return standalone::run(settings, shutdown, metrics).await;
     }

@@ -16,6 +16,7 @@ pub mod api;
 pub mod cluster;
 pub mod forward;
 pub mod grpc;
+pub mod metrics;
 pub mod nats_api;
 pub mod nats_edges;
 pub mod node;
@@ -58,6 +59,7 @@ pub async fn run(settings: RouterSettings, shutdown: CancellationToken) -> anyho
     // Install the recorder before anything records: samples recorded
     // earlier would be lost.
     let _metrics = telemetry::metrics();
+    metrics::register();
     let id = settings
         .router_id
         .clone()

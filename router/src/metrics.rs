@@ -1,0 +1,145 @@
+//! Every metric a router exports, described and created at start, so
+//! dashboards and alerts see zeros instead of missing series before the
+//! first event.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Label values that exist from the start.
+const DIALECTS: [&str; 5] = ["group", "group_v2", "jsonrpc", "iot", "im"];
+const TOPIC_KINDS: [&str; 4] = [
+    "TOPIC_KIND_GROUP",
+    "TOPIC_KIND_CLIENT",
+    "TOPIC_KIND_TENANT",
+    "TOPIC_KIND_IOT",
+];
+const STORE_OPS: [&str; 4] = [
+    "presence_refresh",
+    "presence_leave",
+    "presence_expire",
+    "presence_members",
+];
+
+/// Metrics of the cluster machinery, shared by edges and routers.
+pub fn register_cluster() {
+    describe_gauge!(
+        "switchboard_live_routers",
+        "Routers in this process's membership view"
+    );
+    describe_counter!(
+        "switchboard_membership_changes_total",
+        "Changes of the membership view"
+    );
+    describe_counter!(
+        "switchboard_membership_errors_total",
+        "Undecodable or unsendable membership messages"
+    );
+    describe_counter!(
+        "switchboard_transport_errors_total",
+        "Edge-router transport failures"
+    );
+    describe_counter!(
+        "switchboard_nats_events_total",
+        "NATS client events (disconnects, slow consumers, ...)"
+    );
+    metrics::gauge!("switchboard_live_routers").increment(0.0);
+    metrics::counter!("switchboard_membership_changes_total").absolute(0);
+    metrics::counter!("switchboard_membership_errors_total").absolute(0);
+    for transport in ["edge", "nats"] {
+        metrics::counter!("switchboard_transport_errors_total", "transport" => transport)
+            .absolute(0);
+    }
+    for event in ["disconnected", "slow_consumer"] {
+        metrics::counter!("switchboard_nats_events_total", "event" => event).absolute(0);
+    }
+}
+
+/// Describes and creates the router's metrics.
+pub fn register() {
+    register_cluster();
+    describe_gauge!("switchboard_router_edges", "Edges attached to this router");
+    describe_gauge!(
+        "switchboard_router_connections",
+        "Connections known to this router, by dialect"
+    );
+    describe_counter!(
+        "switchboard_router_publishes_total",
+        "Publishes fanned out, by topic kind"
+    );
+    describe_counter!(
+        "switchboard_router_deliveries_total",
+        "Delivery frames sent to edges (one per edge per message)"
+    );
+    describe_counter!(
+        "switchboard_router_delivered_sockets_total",
+        "Sockets deliveries were handed to"
+    );
+    describe_histogram!(
+        "switchboard_router_fanout_size",
+        Unit::Count,
+        "Sockets per delivery frame"
+    );
+    describe_counter!(
+        "switchboard_router_edge_queue_full_total",
+        "Deliveries dropped because an edge's queue was full"
+    );
+    describe_counter!(
+        "switchboard_router_forwarded_total",
+        "Requests forwarded to the owning router"
+    );
+    describe_counter!(
+        "switchboard_router_forward_errors_total",
+        "Forwarded requests that failed"
+    );
+    describe_counter!(
+        "switchboard_router_presence_expired_total",
+        "Presence entries expired by the sweep"
+    );
+    describe_counter!(
+        "switchboard_router_out_of_order_frames_total",
+        "Frames for connections the router does not know"
+    );
+    describe_histogram!(
+        "switchboard_store_op_seconds",
+        Unit::Seconds,
+        "Store operation latency"
+    );
+    describe_counter!(
+        "switchboard_store_errors_total",
+        "Store operations that failed"
+    );
+    describe_counter!(
+        "switchboard_api_requests_total",
+        "Server API requests, by route and status"
+    );
+    describe_histogram!(
+        "switchboard_api_request_seconds",
+        Unit::Seconds,
+        "Server API latency"
+    );
+    describe_counter!(
+        "switchboard_api_nats_rejected_total",
+        "NATS API messages refused"
+    );
+
+    metrics::gauge!("switchboard_router_edges").increment(0.0);
+    for dialect in DIALECTS {
+        metrics::gauge!("switchboard_router_connections", "dialect" => dialect).increment(0.0);
+    }
+    for kind in TOPIC_KINDS {
+        metrics::counter!("switchboard_router_publishes_total", "kind" => kind).absolute(0);
+    }
+    for name in [
+        "switchboard_router_deliveries_total",
+        "switchboard_router_delivered_sockets_total",
+        "switchboard_router_edge_queue_full_total",
+        "switchboard_router_forwarded_total",
+        "switchboard_router_forward_errors_total",
+        "switchboard_router_presence_expired_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for op in STORE_OPS {
+        metrics::counter!("switchboard_store_errors_total", "op" => op).absolute(0);
+    }
+    metrics::counter!("switchboard_api_nats_rejected_total", "subject" => "iot.events").absolute(0);
+}
