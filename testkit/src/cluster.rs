@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use crate::http::{self, metric};
 use crate::nats::NatsServer;
-use crate::process::{Process, binary};
+use crate::process::Process;
 use crate::redis::RedisServer;
-use crate::switchboard::{API_KEY, SECRET};
 
 pub struct Cluster {
     pub redis: RedisServer,
@@ -54,11 +53,10 @@ impl Cluster {
         cluster
     }
 
+    /// What every process of the cluster shares (the secret and API key
+    /// come from the process helpers).
     fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("SWITCHBOARD_JWT_SECRET", SECRET.to_owned()),
-            ("SWITCHBOARD_API_KEY", API_KEY.to_owned()),
-            ("SWITCHBOARD_LOG_FORMAT", "text".to_owned()),
             ("SWITCHBOARD_NATS_URL", self.nats.url()),
             ("SWITCHBOARD_TRANSPORT", self.transport.clone()),
             ("SWITCHBOARD_TENANT_POOLS", self.tenant_pools.clone()),
@@ -75,19 +73,7 @@ impl Cluster {
         ));
         env.push(("SWITCHBOARD_POOL", pool.to_owned()));
         self.next_router += 1;
-        let process = Process::start(
-            binary("router"),
-            &[
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--api-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-            ],
-            &env,
-            &["router-grpc", "router-api", "router-admin"],
-        );
+        let process = crate::switchboard::router(&[], &env);
         self.routers.push(process);
         self.routers.last().expect("just pushed")
     }
@@ -95,12 +81,7 @@ impl Cluster {
     fn add_edge(&mut self, i: usize) {
         let mut env = self.env();
         env.push(("SWITCHBOARD_EDGE_ID", format!("edge-{i}")));
-        let process = Process::start(
-            binary("edge"),
-            &["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"],
-            &env,
-            &["edge", "edge-admin"],
-        );
+        let process = crate::switchboard::edge_with_env(&[], &env);
         self.edges.push(process);
     }
 

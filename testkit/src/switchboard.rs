@@ -88,11 +88,16 @@ pub fn router(extra: &[&str], env: &[(&str, String)]) -> Process {
 /// An `edge` process attached to `routers` (gRPC addresses).
 pub fn edge(routers: &[SocketAddr], extra: &[&str]) -> Process {
     let list: Vec<String> = routers.iter().map(ToString::to_string).collect();
+    edge_with_env(extra, &[("SWITCHBOARD_ROUTERS", list.join(","))])
+}
+
+/// An `edge` process on ephemeral ports, told where routers are by `env`.
+pub fn edge_with_env(extra: &[&str], env: &[(&str, String)]) -> Process {
     let mut args = vec!["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"];
     args.extend_from_slice(extra);
-    let mut env = common_env();
-    env.push(("SWITCHBOARD_ROUTERS", list.join(",")));
-    Process::start(binary("edge"), &args, &env, &["edge", "edge-admin"])
+    let mut all = common_env();
+    all.extend(env.iter().cloned());
+    Process::start(binary("edge"), &args, &all, &["edge", "edge-admin"])
 }
 
 /// Waits until `GET /readyz` on `admin` answers 200.
