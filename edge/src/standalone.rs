@@ -127,6 +127,9 @@ impl Welcome {
             "  group (V3)   ws://{edge}/v3/ws/group/{{group_id}}/client/{{client_id}}?token=…\n"
         ));
         out.push_str(&format!(
+            "  iot          ws://{edge}/api/v1/system/common/websocket/connect?app-code=…&token=…\n"
+        ));
+        out.push_str(&format!(
             "  server API   http://{api}/api/v1/openapi.json\n"
         ));
         out.push_str(&format!(
