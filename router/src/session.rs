@@ -273,8 +273,13 @@ mod tests {
         assert_eq!(members(node).await, expected);
     }
 
-    #[tokio::test]
-    async fn repeated_open_keeps_subscriptions_and_close_cleans_up() {
+    /// A node with one edge attached through a channel.
+    fn attached_edge() -> (
+        Arc<RouterNode>,
+        mpsc::Sender<EdgeFrame>,
+        mpsc::Receiver<RouterFrame>,
+        CancellationToken,
+    ) {
         let stop = CancellationToken::new();
         let node = RouterNode::start(
             NodeConfig::default(),
@@ -282,7 +287,13 @@ mod tests {
             stop.clone(),
         );
         let (tx, rx) = mpsc::channel(16);
-        let _downstream = node.attach("edge-1".into(), ReceiverStream::new(rx));
+        let downstream = node.attach("edge-1".into(), ReceiverStream::new(rx));
+        (node, tx, downstream, stop)
+    }
+
+    #[tokio::test]
+    async fn repeated_open_keeps_subscriptions_and_close_cleans_up() {
+        let (node, tx, _downstream, stop) = attached_edge();
         tx.send(opened(1)).await.unwrap();
         tx.send(subscribe(1, "alice")).await.unwrap();
         tx.send(opened(1)).await.unwrap();
@@ -298,14 +309,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lost_edge_takes_its_connections_with_it() {
-        let stop = CancellationToken::new();
-        let node = RouterNode::start(
-            NodeConfig::default(),
-            Arc::new(MemoryStore::new(90_000)),
-            stop.clone(),
-        );
-        let (tx, rx) = mpsc::channel(16);
-        let _downstream = node.attach("edge-1".into(), ReceiverStream::new(rx));
+        let (node, tx, _downstream, stop) = attached_edge();
         for (conn, member) in [(1, "alice"), (2, "bob")] {
             tx.send(opened(conn)).await.unwrap();
             tx.send(subscribe(conn, member)).await.unwrap();
