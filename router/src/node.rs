@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use switchboard_proto::{
-    Collect, Delivery, Dialect, EdgeFrame, EdgeTargets, ErrorCode, Payload, PresenceQuery, Publish,
-    Request, Response, RouterFrame, Topic, request, router_frame,
+    Collect, Dialect, EdgeFrame, EdgeTargets, ErrorCode, Payload, PresenceQuery, Publish, Request,
+    Response, RouterFrame, Topic, request,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,7 @@ use crate::cluster::{RouterInfo, TenantPools, View};
 use crate::forward::Forwarder;
 use crate::presence::PresenceWorker;
 use crate::reply::Reply;
-use crate::shard::{EdgeIdx, Shard, ShardCommand};
+use crate::shard::{EdgeIdx, Shard, ShardCommand, send_delivery};
 use crate::store::Store;
 use crate::topic::TopicKey;
 
@@ -452,20 +452,8 @@ impl RouterNode {
         };
         let mut delivered = 0u32;
         for (edge_id, conns) in targets {
-            let Some(tx) = senders.get(&edge_id) else {
-                continue;
-            };
-            let count = conns.len() as u32;
-            let frame: RouterFrame = router_frame::Body::Delivery(Delivery {
-                conn_ids: conns.into_iter().collect(),
-                payload: Some(payload.clone()),
-            })
-            .into();
-            if tx.try_send(frame).is_ok() {
-                delivered += count;
-                metrics::counter!("switchboard_router_deliveries_total").increment(1);
-            } else {
-                metrics::counter!("switchboard_router_edge_queue_full_total").increment(1);
+            if let Some(tx) = senders.get(&edge_id) {
+                delivered += send_delivery(tx, conns.into_iter().collect(), payload);
             }
         }
         metrics::counter!("switchboard_router_delivered_sockets_total")

@@ -306,31 +306,41 @@ impl Shard {
         };
         let mut delivered = 0u32;
         for (edge, conns) in &state.by_edge {
-            let Some(tx) = self.edges.get(edge) else {
-                continue;
-            };
-            let frame: RouterFrame = router_frame::Body::Delivery(Delivery {
-                conn_ids: conns.ids.clone(),
-                payload: Some(payload.clone()),
-            })
-            .into();
-            match tx.try_send(frame) {
-                Ok(()) => {
-                    delivered += conns.ids.len() as u32;
-                    metrics::counter!("switchboard_router_deliveries_total").increment(1);
-                    metrics::histogram!("switchboard_router_fanout_size")
-                        .record(conns.ids.len() as f64);
-                }
-                // One congested edge must not stall the others: drop for it.
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    metrics::counter!("switchboard_router_edge_queue_full_total").increment(1);
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            if let Some(tx) = self.edges.get(edge) {
+                delivered += send_delivery(tx, conns.ids.clone(), payload);
             }
         }
         metrics::counter!("switchboard_router_delivered_sockets_total")
             .increment(u64::from(delivered));
         delivered
+    }
+}
+
+/// Hands one delivery frame to an edge without waiting; returns the
+/// number of sockets it names, or 0 when the edge's queue is full or gone.
+/// One congested edge must not stall the others, so its frame is dropped.
+pub(crate) fn send_delivery(
+    tx: &mpsc::Sender<RouterFrame>,
+    conn_ids: Vec<u64>,
+    payload: &Payload,
+) -> u32 {
+    let count = conn_ids.len();
+    let frame: RouterFrame = router_frame::Body::Delivery(Delivery {
+        conn_ids,
+        payload: Some(payload.clone()),
+    })
+    .into();
+    match tx.try_send(frame) {
+        Ok(()) => {
+            metrics::counter!("switchboard_router_deliveries_total").increment(1);
+            metrics::histogram!("switchboard_router_fanout_size").record(count as f64);
+            count as u32
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            metrics::counter!("switchboard_router_edge_queue_full_total").increment(1);
+            0
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => 0,
     }
 }
 
