@@ -50,16 +50,28 @@ fn weight(router: &str, topic_hash: u64) -> u64 {
 /// `None` when there are no routers. Ties (astronomically unlikely) go to
 /// the smaller id, so the answer never depends on the order of `routers`.
 pub fn owner_index<S: AsRef<str>>(routers: &[S], topic_hash: u64) -> Option<usize> {
-    routers
-        .iter()
-        .enumerate()
-        .max_by(|(_, a), (_, b)| {
-            let (a, b) = (a.as_ref(), b.as_ref());
-            weight(a, topic_hash)
-                .cmp(&weight(b, topic_hash))
-                .then_with(|| b.cmp(a))
-        })
-        .map(|(index, _)| index)
+    pick(
+        routers.iter().enumerate(),
+        |(_, id)| id.as_ref(),
+        topic_hash,
+    )
+    .map(|(index, _)| index)
+}
+
+/// The owner among `candidates`, each named by `id`; like [`owner_index`]
+/// but over any iterator, so callers filtering a router set (by pool) need
+/// not collect it first.
+pub fn pick<T>(
+    candidates: impl IntoIterator<Item = T>,
+    id: impl Fn(&T) -> &str,
+    topic_hash: u64,
+) -> Option<T> {
+    candidates.into_iter().max_by(|a, b| {
+        let (a, b) = (id(a), id(b));
+        weight(a, topic_hash)
+            .cmp(&weight(b, topic_hash))
+            .then_with(|| b.cmp(a))
+    })
 }
 
 #[cfg(test)]

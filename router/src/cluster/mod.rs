@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use switchboard_proto::ownership::owner_index;
+use switchboard_proto::ownership::pick;
 
 /// The pool routers serve, and tenants use, unless told otherwise.
 pub const DEFAULT_POOL: &str = "default";
@@ -73,9 +73,8 @@ impl View {
     /// hashing over the live routers of the tenant's pool.
     pub fn owner(&self, pools: &TenantPools, tenant: &str, topic_hash: u64) -> Option<&RouterInfo> {
         let pool = pools.pool_of(tenant);
-        let candidates: Vec<&RouterInfo> = self.routers.iter().filter(|r| r.pool == pool).collect();
-        let ids: Vec<&str> = candidates.iter().map(|r| r.id.as_str()).collect();
-        owner_index(&ids, topic_hash).map(|i| candidates[i])
+        let candidates = self.routers.iter().filter(|r| r.pool == pool);
+        pick(candidates, |r| r.id.as_str(), topic_hash)
     }
 
     pub fn ids(&self) -> Vec<String> {
