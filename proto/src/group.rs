@@ -219,7 +219,7 @@ pub fn validate(
             Some(to) if !crate::is_valid_id(to) => {
                 return Err(GroupError::field(
                     "to_id",
-                    "to_id must match [A-Za-z0-9_-]{1,64} and not be only digits",
+                    crate::ids::invalid_id_message("to_id"),
                 ));
             }
             Some(_) => {}

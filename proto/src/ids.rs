@@ -12,6 +12,11 @@ pub fn is_valid_id(id: &str) -> bool {
         && !id.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// What a refused id is told, naming the field.
+pub fn invalid_id_message(field: &str) -> String {
+    format!("{field} must match [A-Za-z0-9_-]{{1,64}} and not be only digits")
+}
+
 /// Tenants also allow `.` (domain-like names) and may be digits, but never
 /// characters that could break a Redis key or hash tag.
 pub fn is_valid_tenant(tenant: &str) -> bool {

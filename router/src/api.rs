@@ -314,7 +314,7 @@ fn path_id(field: &str, id: &str) -> Result<String, ApiError> {
     } else {
         Err(ApiError::field(
             field,
-            format!("{field} must match [A-Za-z0-9_-]{{1,64}} and not be only digits"),
+            switchboard_proto::ids::invalid_id_message(field),
         ))
     }
 }

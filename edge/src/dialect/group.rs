@@ -84,8 +84,7 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
     };
     for (field, id) in [("group_id", group_id), ("client_id", client_id)] {
         if !is_valid_id(id) {
-            let message =
-                format!("{field} must match [A-Za-z0-9_-]{{1,64}} and not be only digits");
+            let message = switchboard_proto::ids::invalid_id_message(field);
             return Some(refusal(
                 StatusCode::BAD_REQUEST,
                 "invalid_id",
