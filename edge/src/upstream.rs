@@ -249,12 +249,7 @@ impl Upstream {
             routing.opened_on = keep;
             unused
         };
-        for id in unused {
-            if let Some(link) = self.link(&id) {
-                let frame = edge_frame::Body::Closed(ConnectionClosed { conn_id: conn.id });
-                let _ = link.send(frame.into()).await;
-            }
-        }
+        self.send_closed(conn.id, unused).await;
     }
 
     fn opened_frame(conn: &ConnHandle) -> EdgeFrame {
@@ -414,9 +409,14 @@ impl Upstream {
     /// Tells every router that knew the connection that it closed.
     pub async fn closed(&self, conn: &ConnHandle) {
         let routers = std::mem::take(&mut conn.routing().opened_on);
+        self.send_closed(conn.id, routers).await;
+    }
+
+    /// Sends `ConnectionClosed` for `conn_id` to each of `routers` still linked.
+    async fn send_closed(&self, conn_id: u64, routers: Vec<Arc<str>>) {
         for id in routers {
             if let Some(link) = self.link(&id) {
-                let frame = edge_frame::Body::Closed(ConnectionClosed { conn_id: conn.id });
+                let frame = edge_frame::Body::Closed(ConnectionClosed { conn_id });
                 let _ = link.send(frame.into()).await;
             }
         }
