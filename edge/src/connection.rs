@@ -16,7 +16,7 @@ use switchboard_common::clock::now_ms;
 use tokio::io::{AsyncRead, AsyncReadExt, BufWriter, WriteHalf};
 use tokio::sync::mpsc;
 
-use crate::dialect::{Action, Dialect, DialectSession};
+use crate::dialect::{Action, Dialect, DialectSession, ResponseMapper, Unavailable};
 use crate::limits::{Limits, OverLimit, TokenBucket};
 use crate::outbound::{ConnHandle, Outbound, Registry};
 use crate::upstream::Upstream;
@@ -90,7 +90,7 @@ pub async fn run(env: Arc<SocketEnv>, io: Io, accepted: Accepted) {
         handle.close(1001, "server shutting down", false);
     } else {
         let actions = session.open();
-        execute(&env, &handle, session.as_ref(), actions).await;
+        execute(&env, &handle, session.as_mut(), actions).await;
     }
     read_loop(&env, &handle, session.as_mut(), &mut reader, &last_seen).await;
     if handle.close_reason().is_none() {
@@ -127,10 +127,11 @@ async fn drain_input<R: AsyncRead + Unpin>(read: &mut R) {
 async fn execute(
     env: &SocketEnv,
     handle: &ConnHandle,
-    session: &dyn DialectSession,
+    session: &mut dyn DialectSession,
     actions: Vec<Action>,
 ) {
-    for action in actions {
+    let mut queue = std::collections::VecDeque::from(actions);
+    while let Some(action) = queue.pop_front() {
         let sent = match action {
             Action::Reply(frame) => {
                 handle.push(frame);
@@ -151,6 +152,25 @@ async fn execute(
             } => {
                 env.upstream.request(handle, topic, body, on_response).await;
                 Ok(())
+            }
+            Action::Await { topic, body, token } => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let on_response: ResponseMapper = Box::new(move |response| {
+                    let _ = tx.send(response.cloned());
+                    None
+                });
+                env.upstream.request(handle, topic, body, on_response).await;
+                let response = rx.await.unwrap_or(Err(Unavailable));
+                let next = session.on_response(token, response);
+                // What the answer leads to runs before the rest of this batch.
+                for action in next.into_iter().rev() {
+                    queue.push_front(action);
+                }
+                Ok(())
+            }
+            Action::Close { code, reason } => {
+                handle.close(code, &reason, true);
+                return;
             }
         };
         if sent.is_err() {

@@ -383,6 +383,7 @@ impl Upstream {
             RequestBody::Sync => request::Body::Collect(switchboard_proto::Collect {
                 topics: vec![topic.clone()],
             }),
+            RequestBody::Envelope(body) => body,
         };
         self.lock_pending().insert(
             correlation_id,

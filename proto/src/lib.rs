@@ -5,12 +5,14 @@
 //!
 //! - [`group`]: the group dialect's V3 message schema and validation.
 //! - [`ids`]: id rules shared by every dialect.
+//! - [`jsonrpc`]: frames, topic names and ids of the JSON-RPC dialect.
 //! - [`ownership`]: which router owns a topic (rendezvous hashing).
 #![forbid(unsafe_code)]
 
 pub mod group;
 pub mod ids;
 pub mod iot;
+pub mod jsonrpc;
 pub mod ownership;
 
 pub use ids::is_valid_id;

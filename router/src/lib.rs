@@ -8,6 +8,7 @@
 //! - [`session`]: one attached edge's connection table.
 //! - [`store`]: the `Store` trait, in memory and on Redis.
 //! - [`grpc`]: the `Attach` stream service.
+//! - [`rpc`]: the JSON-RPC dialect's keys, bindings, pushes and tool calls.
 //! - [`api`]: the server API (HTTP).
 //! - [`settings`]: flags, env vars, config file.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod nats_edges;
 pub mod node;
 pub mod presence;
 mod reply;
+pub mod rpc;
 pub mod session;
 pub mod settings;
 pub mod shard;

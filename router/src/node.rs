@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -114,6 +114,10 @@ pub struct RouterNode {
     edges: Mutex<HashMap<EdgeIdx, (String, mpsc::Sender<RouterFrame>)>>,
     pub stats: Stats,
     stop: CancellationToken,
+    /// Itself, for tasks that outlive a request (stream sequencers).
+    me: Weak<RouterNode>,
+    tools: crate::rpc::tools::Tools,
+    streams: crate::rpc::streams::Streams,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +139,13 @@ pub(crate) fn request_topic(request: &Request) -> Option<TopicKey> {
         request::Body::Publish(publish) => publish.topic.clone()?,
         request::Body::Presence(query) => query.topic.clone()?,
         request::Body::Collect(_) => return None,
+        request::Body::Kv(op) => op.topic.clone()?,
+        request::Body::Bind(bind) => bind.topic.clone()?,
+        request::Body::DeviceAttach(attach) => attach.topic.clone()?,
+        request::Body::DeviceStatus(status) => status.topic.clone()?,
+        request::Body::ToolCall(call) => call.topic.clone()?,
+        request::Body::ToolEvent(event) => event.topic.clone()?,
+        request::Body::Notify(notify) => notify.topic.clone()?,
     };
     Some(TopicKey::from(topic))
 }
@@ -169,7 +180,7 @@ impl RouterNode {
             tokio::spawn(worker.run(jobs_rx, stop.clone()));
             shards.push(tx);
         }
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
             config,
             cluster,
             shards,
@@ -178,6 +189,9 @@ impl RouterNode {
             edges: Mutex::default(),
             stats: Stats::default(),
             stop,
+            me: me.clone(),
+            tools: Default::default(),
+            streams: Default::default(),
         })
     }
 
@@ -187,6 +201,28 @@ impl RouterNode {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// This router's id as the cluster view names it (its own id alone).
+    pub fn view_id(&self) -> &str {
+        self.cluster
+            .as_ref()
+            .map_or(self.config.id.as_str(), |c| c.self_id.as_str())
+    }
+
+    /// A live router of the view, by id.
+    pub fn router_info(&self, id: &str) -> Option<RouterInfo> {
+        let cluster = self.cluster.as_ref()?;
+        let view = cluster.view.borrow();
+        view.get(id).cloned()
+    }
+
+    pub(crate) fn tools(&self) -> &crate::rpc::tools::Tools {
+        &self.tools
+    }
+
+    pub(crate) fn streams(&self) -> &crate::rpc::streams::Streams {
+        &self.streams
     }
 
     /// Ids of the edges attached now.
@@ -280,6 +316,11 @@ impl RouterNode {
         }
     }
 
+    /// Sends `request` to the router `to`, whatever it owns.
+    pub(crate) async fn forward_to(&self, to: &RouterInfo, request: Request) -> Response {
+        self.forward(to, request).await
+    }
+
     async fn forward(&self, owner: &RouterInfo, request: Request) -> Response {
         let Some(cluster) = &self.cluster else {
             return error_response(ErrorCode::Internal, "not in a cluster");
@@ -336,6 +377,21 @@ impl RouterNode {
                     ..Response::default()
                 });
             }
+            Some(
+                body @ (request::Body::Kv(_)
+                | request::Body::Bind(_)
+                | request::Body::DeviceAttach(_)
+                | request::Body::DeviceStatus(_)
+                | request::Body::ToolCall(_)
+                | request::Body::ToolEvent(_)
+                | request::Body::Notify(_)),
+            ) => match self.me.upgrade() {
+                Some(node) => crate::rpc::handle(&node, body, reply).await,
+                None => reply.send(error_response(
+                    ErrorCode::Internal,
+                    "router is shutting down",
+                )),
+            },
             _ => reply.send(error_response(
                 ErrorCode::Invalid,
                 "a request needs a topic (and a payload to publish)",

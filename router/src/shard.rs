@@ -60,6 +60,13 @@ pub enum ShardCommand {
         topics: Vec<TopicKey>,
         reply: tokio::sync::oneshot::Sender<Vec<(EdgeIdx, Vec<u64>)>>,
     },
+    /// Hands `payload` to one subscriber of `topic` (tool calls), taking
+    /// turns; answers whether there was one.
+    Dispatch {
+        topic: TopicKey,
+        payload: Payload,
+        reply: tokio::sync::oneshot::Sender<bool>,
+    },
     /// Forwarded to the presence worker so it runs after earlier joins.
     PresenceQuery {
         topic: TopicKey,
@@ -124,6 +131,8 @@ pub struct Shard {
     presence: mpsc::UnboundedSender<PresenceJob>,
     /// How often a member's presence is written to the store at most.
     touch_interval: Duration,
+    /// Turn counter for [`ShardCommand::Dispatch`].
+    turns: usize,
 }
 
 impl Shard {
@@ -133,6 +142,7 @@ impl Shard {
             edges: HashMap::new(),
             presence,
             touch_interval,
+            turns: 0,
         }
     }
 
@@ -203,6 +213,13 @@ impl Shard {
                     }
                 }
                 let _ = reply.send(found);
+            }
+            ShardCommand::Dispatch {
+                topic,
+                payload,
+                reply,
+            } => {
+                let _ = reply.send(self.dispatch(&topic, &payload));
             }
             ShardCommand::PresenceQuery { topic, reply } => {
                 self.queue_presence(PresenceJob::Query { topic, reply });
@@ -296,6 +313,28 @@ impl Shard {
             topic,
             member: member.to_string(),
         });
+    }
+
+    /// Hands `payload` to one subscriber of `topic`, a different one each
+    /// time; false when none can take it.
+    fn dispatch(&mut self, topic: &TopicKey, payload: &Payload) -> bool {
+        let Some(state) = self.topics.get(topic) else {
+            return false;
+        };
+        let candidates: Vec<(EdgeIdx, u64)> = state
+            .by_edge
+            .iter()
+            .filter(|(edge, _)| self.edges.contains_key(edge))
+            .flat_map(|(edge, conns)| conns.ids.iter().map(move |conn| (*edge, *conn)))
+            .collect();
+        if candidates.is_empty() {
+            return false;
+        }
+        self.turns = self.turns.wrapping_add(1);
+        let (edge, conn) = candidates[self.turns % candidates.len()];
+        self.edges
+            .get(&edge)
+            .is_some_and(|tx| send_delivery(tx, vec![conn], payload) == 1)
     }
 
     /// Hands `payload` to every edge with subscribers of `topic`, one frame

@@ -4,9 +4,11 @@
 //!
 //! - [`group`]: group messaging (V3 schema, V2 legacy).
 //! - [`iot`]: IoT device-event subscriptions.
+//! - [`jsonrpc`]: JSON-RPC 2.0 user, app and hardware sockets.
 
 pub mod group;
 pub mod iot;
+pub mod jsonrpc;
 
 use std::collections::HashMap;
 
@@ -35,6 +37,16 @@ pub enum Action {
         body: RequestBody,
         on_response: ResponseMapper,
     },
+    /// A request the socket waits for: nothing more is read from it until
+    /// the answer (or a timeout) reaches [`DialectSession::on_response`]
+    /// with `token`. For steps that decide what happens next.
+    Await {
+        topic: Topic,
+        body: RequestBody,
+        token: u64,
+    },
+    /// Close the socket with this code once queued frames are written.
+    Close { code: u16, reason: String },
 }
 
 pub enum RequestBody {
@@ -43,6 +55,8 @@ pub enum RequestBody {
     /// Answered once the owner has applied this socket's earlier frames
     /// for the topic: an acknowledgement for a subscription.
     Sync,
+    /// A request body built by the dialect, naming its own topic.
+    Envelope(switchboard_proto::request::Body),
 }
 
 /// The router could not be reached, or did not answer in time.
@@ -67,7 +81,7 @@ pub trait Dialect: Send + Sync + 'static {
 }
 
 /// Number of dialect indexes in use.
-pub const DIALECTS: usize = 3;
+pub const DIALECTS: usize = 4;
 
 /// One socket's dialect state.
 pub trait DialectSession: Send + Sync + 'static {
@@ -79,6 +93,14 @@ pub trait DialectSession: Send + Sync + 'static {
     fn rate_limited(&self) -> Bytes;
     /// The reply when the router cannot take a message.
     fn unavailable(&self) -> Bytes;
+    /// The answer to an [`Action::Await`].
+    fn on_response(
+        &mut self,
+        _token: u64,
+        _response: Result<Response, Unavailable>,
+    ) -> Vec<Action> {
+        Vec::new()
+    }
 }
 
 /// What an upgrade request looks like to a dialect.
@@ -124,5 +146,7 @@ pub fn refusal(status: http::StatusCode, code: &str, message: &str, field: Optio
 
 /// Routes to each dialect's `accept`; `None` when no dialect owns the path.
 pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
-    group::accept(request).or_else(|| iot::accept(request))
+    group::accept(request)
+        .or_else(|| iot::accept(request))
+        .or_else(|| jsonrpc::accept(request))
 }

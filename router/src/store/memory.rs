@@ -12,6 +12,7 @@ use super::{GroupRef, PresenceChange, Store, StoreError};
 pub struct MemoryStore {
     ttl_ms: u64,
     presence: Mutex<HashMap<(String, String), HashMap<String, u64>>>,
+    pub(super) kv: Mutex<super::memory_kv::KvState>,
 }
 
 impl MemoryStore {
@@ -19,6 +20,7 @@ impl MemoryStore {
         Self {
             ttl_ms: presence_ttl_ms,
             presence: Mutex::default(),
+            kv: Mutex::default(),
         }
     }
 

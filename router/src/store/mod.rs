@@ -2,11 +2,15 @@
 //! dialects. Two implementations behave the same and run the same tests:
 //! [`MemoryStore`] (standalone mode, unit tests) and [`RedisStore`].
 
+pub mod kv;
 mod memory;
+mod memory_kv;
 mod redis;
+mod redis_kv;
 
 use async_trait::async_trait;
 
+pub use kv::KvStore;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
@@ -38,7 +42,7 @@ pub enum StoreError {
 /// Times are milliseconds since the Unix epoch, passed in so tests and
 /// every router agree on "now".
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: KvStore + Send + Sync + 'static {
     /// Marks `member` present at `now_ms`; `changed` when it was absent or expired.
     async fn presence_refresh(
         &self,

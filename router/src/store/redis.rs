@@ -133,6 +133,11 @@ impl RedisStore {
         })
     }
 
+    /// A connection handle for one operation (cheap to clone).
+    pub(super) fn connection(&self) -> impl ConnectionLike + Send + use<> {
+        self.connection.clone()
+    }
+
     fn presence_key(group: &GroupRef<'_>) -> String {
         format!("sb:{{{}}}:presence:{}", group.tenant, group.group)
     }
@@ -157,7 +162,7 @@ fn parse_error(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// Runs one store operation, recording its latency and any error.
-async fn observed<T>(
+pub(super) async fn observed<T>(
     op: &'static str,
     operation: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {

@@ -1,0 +1,411 @@
+//! JSON-RPC 2.0 sockets: `/v3/wss` (user), `/v3/wss/{appId}/{toolId}`
+//! (app) and `/v3/wss/{hdId}` (hardware).
+//!
+//! A refused token still gets its upgrade, then close code 4401 naming the
+//! problem (browsers cannot read an HTTP 401 body). Calls that need shared
+//! state wait for the router ([`Action::Await`]) one at a time, so answers
+//! keep the order of the calls and a batch is answered as one array.
+//! Pushes arrive complete from the router and go out unchanged.
+
+mod calls;
+pub mod wire;
+
+use std::collections::{HashSet, VecDeque};
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::json;
+use switchboard_common::auth::AuthError;
+use switchboard_proto::jsonrpc::{is_valid_ref, tool_topic_name};
+use switchboard_proto::{Payload, Response, Topic, TopicKind, payload};
+
+use self::calls::{Pending, Plan};
+use self::wire::{Element, Id, Message, RpcError};
+use super::{Accept, Action, Dialect, DialectSession, Unavailable, UpgradeRequest, refusal};
+
+pub const ROUTE: &str = "/v3/wss";
+
+pub struct JsonRpcDialect;
+
+pub static JSONRPC: JsonRpcDialect = JsonRpcDialect;
+
+impl Dialect for JsonRpcDialect {
+    fn index(&self) -> usize {
+        3
+    }
+
+    fn label(&self) -> &'static str {
+        "jsonrpc"
+    }
+
+    fn proto(&self) -> switchboard_proto::Dialect {
+        switchboard_proto::Dialect::Jsonrpc
+    }
+
+    fn encode(&self, payload: &Payload) -> Option<Bytes> {
+        match payload.body.as_ref()? {
+            payload::Body::Json(bytes) => Some(bytes.clone()),
+            payload::Body::Presence(_) => None,
+        }
+    }
+}
+
+/// Which of the three sockets this is, with its identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketKind {
+    User { user: String },
+    App { app: String, tool: String },
+    Hardware { hd: String, owner: Option<String> },
+}
+
+impl SocketKind {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::User { .. } => "user",
+            Self::App { .. } => "app",
+            Self::Hardware { .. } => "hardware",
+        }
+    }
+}
+
+/// The socket kind a path names, or why the path is refused.
+fn route(path: &str) -> Option<Result<Vec<&str>, &'static str>> {
+    let rest = path.strip_prefix(ROUTE)?;
+    if rest.is_empty() || rest == "/" {
+        return Some(Ok(Vec::new()));
+    }
+    let segments: Vec<&str> = rest.strip_prefix('/')?.split('/').collect();
+    if segments.len() > 2 {
+        return None;
+    }
+    if segments.iter().all(|s| is_valid_ref(s)) {
+        Some(Ok(segments))
+    } else {
+        Some(Err("ids in the path must match [A-Za-z0-9_.:@-]{1,128}"))
+    }
+}
+
+/// The session that closes a socket at once: a refused token.
+fn refused(reason: String) -> Accept {
+    Accept::Session {
+        dialect: &JSONRPC,
+        session: Box::new(Refused { reason }),
+        tenant: String::new(),
+        principal: String::new(),
+        trace_id: None,
+    }
+}
+
+pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
+    let segments = match route(request.path)? {
+        Ok(segments) => segments,
+        Err(message) => {
+            return Some(refusal(StatusCode::BAD_REQUEST, "bad_path", message, None));
+        }
+    };
+    let claims = match &request.auth {
+        Ok(claims) => claims,
+        Err(AuthError::Missing) => return Some(refused("token is required".to_owned())),
+        Err(e) => return Some(refused(e.to_string())),
+    };
+    let kind = claims.kind.as_deref();
+    let socket = match segments.as_slice() {
+        [] => {
+            if !matches!(kind, None | Some("user")) {
+                return Some(refused("a user socket needs a user token".to_owned()));
+            }
+            SocketKind::User {
+                user: claims.sub.clone(),
+            }
+        }
+        [app, tool] => {
+            if claims.app.as_deref() != Some(app) && claims.sub != *app {
+                return Some(refused(format!("the token does not act for app {app}")));
+            }
+            SocketKind::App {
+                app: (*app).to_owned(),
+                tool: (*tool).to_owned(),
+            }
+        }
+        [hd] => {
+            if kind != Some("device") || claims.sub != *hd {
+                return Some(refused(format!("the token is not device {hd}'s")));
+            }
+            SocketKind::Hardware {
+                hd: (*hd).to_owned(),
+                owner: claims.owner.clone().filter(|o| is_valid_ref(o)),
+            }
+        }
+        _ => return None,
+    };
+    if let SocketKind::User { user } = &socket
+        && !is_valid_ref(user)
+    {
+        return Some(refused("the token's sub is not a valid user id".to_owned()));
+    }
+    // `convId` means something on user sockets only.
+    let conv = match request.query.get("convId").filter(|c| !c.is_empty()) {
+        Some(conv) if matches!(socket, SocketKind::User { .. }) => {
+            if !is_valid_ref(conv) {
+                return Some(refusal(
+                    StatusCode::BAD_REQUEST,
+                    "bad_conv_id",
+                    "convId must match [A-Za-z0-9_.:@-]{1,128}",
+                    Some("convId"),
+                ));
+            }
+            Some(conv.clone())
+        }
+        _ => None,
+    };
+    let tenant = claims.tenant().to_owned();
+    Some(Accept::Session {
+        dialect: &JSONRPC,
+        session: Box::new(RpcSession {
+            tenant: tenant.clone(),
+            socket,
+            conv: None,
+            open_conv: conv,
+            channels: HashSet::new(),
+            max_subscriptions: request.max_subscriptions,
+            work: None,
+            next_token: 1,
+        }),
+        tenant,
+        principal: claims.sub.clone(),
+        trace_id: None,
+    })
+}
+
+/// A socket whose token was refused: closed with 4401 right after the
+/// upgrade, before anything reaches a router.
+struct Refused {
+    reason: String,
+}
+
+impl DialectSession for Refused {
+    fn open(&mut self) -> Vec<Action> {
+        vec![Action::Close {
+            code: 4401,
+            reason: self.reason.clone(),
+        }]
+    }
+
+    fn on_text(&mut self, _text: &str) -> Vec<Action> {
+        Vec::new()
+    }
+
+    fn rate_limited(&self) -> Bytes {
+        Bytes::new()
+    }
+
+    fn unavailable(&self) -> Bytes {
+        Bytes::new()
+    }
+}
+
+/// The calls of one message still to answer.
+struct Work {
+    batch: bool,
+    answers: Vec<Bytes>,
+    rest: VecDeque<Element>,
+    /// The call waiting for the router, with the token of its request.
+    waiting: Option<(u64, Option<Id>, Pending)>,
+}
+
+pub struct RpcSession {
+    tenant: String,
+    socket: SocketKind,
+    /// The conversation this (user) socket is bound to.
+    conv: Option<String>,
+    /// `convId` from the connect query, bound at open.
+    open_conv: Option<String>,
+    /// App channels this socket subscribes to.
+    channels: HashSet<String>,
+    max_subscriptions: usize,
+    work: Option<Work>,
+    next_token: u64,
+}
+
+/// Tokens of requests made at open, whose answers nobody is told.
+const OPEN_TOKEN: u64 = 0;
+
+impl RpcSession {
+    fn topic(&self, kind: TopicKind, name: &str) -> Topic {
+        Topic::new(&self.tenant, kind, name)
+    }
+
+    /// Answers what it can of the current message and returns the actions
+    /// up to the next call that waits for the router.
+    fn advance(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        loop {
+            let Some(work) = self.work.as_mut() else {
+                return out;
+            };
+            let Some(element) = work.rest.pop_front() else {
+                out.extend(self.finish());
+                return out;
+            };
+            match self.plan(element) {
+                Plan::Answer(id, result, actions) => {
+                    out.extend(actions);
+                    self.answer(id.as_ref(), result);
+                }
+                Plan::Wait {
+                    id,
+                    pending,
+                    actions,
+                    request,
+                } => {
+                    let token = self.next_token;
+                    self.next_token += 1;
+                    let (topic, body) = request;
+                    out.extend(actions);
+                    out.push(Action::Await { topic, body, token });
+                    if let Some(work) = self.work.as_mut() {
+                        work.waiting = Some((token, id, pending));
+                    }
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// Records the answer to one call (none for a notification).
+    fn answer(&mut self, id: Option<&Id>, result: Result<serde_json::Value, RpcError>) {
+        let (Some(id), Some(work)) = (id, self.work.as_mut()) else {
+            return;
+        };
+        work.answers.push(match result {
+            Ok(data) => wire::success(id, &data),
+            Err(error) => wire::failure(id, &error),
+        });
+    }
+
+    fn finish(&mut self) -> Vec<Action> {
+        let Some(work) = self.work.take() else {
+            return Vec::new();
+        };
+        if work.answers.is_empty() {
+            return Vec::new();
+        }
+        let frame = if work.batch {
+            wire::batch(&work.answers)
+        } else {
+            work.answers.into_iter().next().unwrap_or_default()
+        };
+        vec![Action::Reply(frame)]
+    }
+
+    fn start(&mut self, batch: bool, elements: Vec<Element>) -> Vec<Action> {
+        self.work = Some(Work {
+            batch,
+            answers: Vec::new(),
+            rest: elements.into(),
+            waiting: None,
+        });
+        self.advance()
+    }
+
+    /// The id of the call being answered, for a reply the connection sends.
+    fn current_id(&self) -> Id {
+        self.work
+            .as_ref()
+            .and_then(|w| w.waiting.as_ref())
+            .and_then(|(_, id, _)| id.clone())
+            .unwrap_or_else(Id::null)
+    }
+}
+
+impl DialectSession for RpcSession {
+    fn open(&mut self) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match &self.socket {
+            SocketKind::User { user } => {
+                actions.push(Action::Subscribe {
+                    topic: self.topic(TopicKind::User, user),
+                    member: None,
+                });
+                if let Some(conv) = self.open_conv.take() {
+                    actions.push(Action::Subscribe {
+                        topic: self.topic(TopicKind::Conv, &conv),
+                        member: None,
+                    });
+                    actions.push(Action::Await {
+                        topic: self.topic(TopicKind::User, user),
+                        body: calls::bind(&self.tenant, user, &conv, None, true),
+                        token: OPEN_TOKEN,
+                    });
+                    self.conv = Some(conv);
+                }
+            }
+            SocketKind::App { app, tool } => actions.push(Action::Subscribe {
+                topic: self.topic(TopicKind::Tool, &tool_topic_name(app, tool)),
+                member: None,
+            }),
+            SocketKind::Hardware { hd, owner } => {
+                actions.push(Action::Subscribe {
+                    topic: self.topic(TopicKind::Device, hd),
+                    member: None,
+                });
+                actions.push(Action::Await {
+                    topic: self.topic(TopicKind::Device, hd),
+                    body: calls::attach(&self.tenant, hd, owner.as_deref()),
+                    token: OPEN_TOKEN,
+                });
+            }
+        }
+        actions
+    }
+
+    fn on_text(&mut self, text: &str) -> Vec<Action> {
+        if text == "ping" {
+            return vec![Action::Reply(Bytes::from_static(b"pong"))];
+        }
+        match wire::decode(text) {
+            Message::Refused(error) => vec![Action::Reply(wire::failure(&Id::null(), &error))],
+            Message::Single(element) => self.start(false, vec![element]),
+            Message::Batch(elements) => self.start(true, elements),
+        }
+    }
+
+    fn on_response(&mut self, token: u64, response: Result<Response, Unavailable>) -> Vec<Action> {
+        if token == OPEN_TOKEN {
+            if let Err(Unavailable) | Ok(Response { error: 1.., .. }) = &response {
+                tracing::warn!(socket = self.socket.label(), "binding at open failed");
+            }
+            return Vec::new();
+        }
+        let Some((waiting_token, id, pending)) = self.work.as_mut().and_then(|w| w.waiting.take())
+        else {
+            return Vec::new();
+        };
+        if waiting_token != token {
+            return Vec::new();
+        }
+        let (result, mut actions) = self.complete(pending, response);
+        self.answer(id.as_ref(), result);
+        actions.extend(self.advance());
+        actions
+    }
+
+    fn rate_limited(&self) -> Bytes {
+        wire::failure(
+            &Id::null(),
+            &RpcError::Other("rate limit exceeded".to_owned()),
+        )
+    }
+
+    fn unavailable(&self) -> Bytes {
+        wire::failure(
+            &self.current_id(),
+            &RpcError::Internal("router unavailable".to_owned()),
+        )
+    }
+}
+
+/// The `{"convId","hdId"}` data of a switch.
+fn switched(conv: &str, hd: Option<&str>) -> serde_json::Value {
+    json!({"convId": conv, "hdId": hd})
+}
