@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use hyper::body::Incoming;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -23,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api_rpc;
 use crate::node::{RouterNode, dialect_label};
 use crate::topic::TopicKey;
 
@@ -41,7 +44,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/broadcast"),
     ("GET", "/api/v1/stats"),
     ("POST", "/api/v1/iot/events"),
+    ("POST", "/api/v1/notify"),
+    ("POST", "/api/v1/stream"),
+    ("POST", "/api/v1/apps/{appId}/publish"),
+    ("POST", "/api/v1/apps/{appId}/tools/{toolId}/call"),
+    ("GET", "/api/v1/devices/{hdId}/status"),
 ];
+
+/// Response bodies: whole, or streamed (tool calls relaying progress).
+pub type ApiBody = UnsyncBoxBody<Bytes, Infallible>;
+
+fn boxed(response: Response<Body>) -> Response<ApiBody> {
+    response.map(BodyExt::boxed_unsync)
+}
 
 /// What the API needs besides the node.
 pub struct ApiContext {
@@ -62,7 +77,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -166,13 +181,13 @@ pub async fn serve(listener: TcpListener, context: Arc<ApiContext>, shutdown: Ca
     tracker.wait().await;
 }
 
-async fn handle(context: &ApiContext, request: Request<Incoming>) -> Response<Body> {
+async fn handle(context: &ApiContext, request: Request<Incoming>) -> Response<ApiBody> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let started = std::time::Instant::now();
     let (route, response) = match route(context, request).await {
         Ok((route, response)) => (route, response),
-        Err((route, error)) => (route, error.response()),
+        Err((route, error)) => (route, boxed(error.response())),
     };
     metrics::counter!("switchboard_api_requests_total",
         "route" => route, "status" => response.status().as_u16().to_string())
@@ -183,7 +198,7 @@ async fn handle(context: &ApiContext, request: Request<Incoming>) -> Response<Bo
     response
 }
 
-type Routed = Result<(&'static str, Response<Body>), (&'static str, ApiError)>;
+type Routed = Result<(&'static str, Response<ApiBody>), (&'static str, ApiError)>;
 
 async fn route(context: &ApiContext, request: Request<Incoming>) -> Routed {
     let path = request.uri().path().to_owned();
@@ -196,6 +211,11 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Routed {
         ["api", "v1", "broadcast"] => ("broadcast", Method::POST),
         ["api", "v1", "stats"] => ("stats", Method::GET),
         ["api", "v1", "iot", "events"] => ("iot_events", Method::POST),
+        ["api", "v1", "notify"] => ("notify", Method::POST),
+        ["api", "v1", "stream"] => ("stream", Method::POST),
+        ["api", "v1", "apps", _, "publish"] => ("app_publish", Method::POST),
+        ["api", "v1", "apps", _, "tools", _, "call"] => ("tool_call", Method::POST),
+        ["api", "v1", "devices", _, "status"] => ("device_status", Method::GET),
         _ => {
             return Err((
                 "unknown",
@@ -219,11 +239,42 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Routed {
         let body = Bytes::from_static(OPENAPI.as_bytes());
         return Ok((
             route,
-            bytes_response(StatusCode::OK, "application/json", body),
+            boxed(bytes_response(StatusCode::OK, "application/json", body)),
         ));
     }
     let tenant = authenticate(context, &request).map_err(fail)?;
+    let node = &context.node;
+    let ok = |value: Value| json_response(StatusCode::OK, &value);
     let response = match segments.as_slice() {
+        ["api", "v1", "notify"] => {
+            let body = json_body(request.into_body()).await.map_err(fail)?;
+            api_rpc::notify(node, &tenant, body).await.map(ok)
+        }
+        ["api", "v1", "stream"] => {
+            let body = json_body(request.into_body()).await.map_err(fail)?;
+            api_rpc::stream(node, &tenant, body).await.map(ok)
+        }
+        ["api", "v1", "apps", app, "publish"] => {
+            let app = api_rpc::ref_id("appId", app).map_err(fail)?;
+            let body = json_body(request.into_body()).await.map_err(fail)?;
+            api_rpc::app_publish(node, &tenant, &app, body)
+                .await
+                .map(ok)
+        }
+        ["api", "v1", "apps", app, "tools", tool, "call"] => {
+            let app = api_rpc::ref_id("appId", app).map_err(fail)?;
+            let tool = api_rpc::ref_id("toolId", tool).map_err(fail)?;
+            let body = json_body(request.into_body()).await.map_err(fail)?;
+            let call = api_rpc::tool_request(&tenant, app, tool, &body).map_err(fail)?;
+            return tool_call(node.clone(), call)
+                .await
+                .map(|response| (route, response))
+                .map_err(fail);
+        }
+        ["api", "v1", "devices", hd, "status"] => {
+            let hd = api_rpc::ref_id("hdId", hd).map_err(fail)?;
+            api_rpc::device_status(node, &tenant, &hd).await.map(ok)
+        }
         ["api", "v1", "groups", group_id, "messages"] => {
             let group_id = path_id("group_id", group_id).map_err(fail)?;
             let body = json_body(request.into_body()).await.map_err(fail)?;
@@ -243,7 +294,57 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Routed {
         }
         _ => Ok(stats(context)),
     };
-    response.map(|r| (route, r)).map_err(fail)
+    response.map(|r| (route, boxed(r))).map_err(fail)
+}
+
+/// Runs a tool call. Its answer is one JSON body; when the tool reports
+/// progress first, the body is streamed as JSON lines: each progress note
+/// as it comes, then the answer (or `{"error":…}` on timeout).
+async fn tool_call(
+    node: Arc<RouterNode>,
+    call: crate::rpc::tools::ToolRequest,
+) -> Result<Response<ApiBody>, ApiError> {
+    let (progress_tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    let mut running =
+        Box::pin(async move { crate::rpc::tools::call(&node, &call, progress_tx).await });
+    let first_note = tokio::select! {
+        outcome = &mut running => {
+            let answer = outcome?;
+            return Ok(boxed(json_response(StatusCode::OK, &api_rpc::tool_answer(&answer))));
+        }
+        Some(note) = progress.recv() => note,
+    };
+    let (lines, body) = tokio::sync::mpsc::unbounded_channel::<Result<Frame<Bytes>, Infallible>>();
+    let line = |value: &Value| Ok(Frame::data(Bytes::from(format!("{value}\n"))));
+    let _ = lines.send(line(&first_note));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                outcome = &mut running => {
+                    while let Ok(note) = progress.try_recv() {
+                        let _ = lines.send(line(&note));
+                    }
+                    let last = match outcome {
+                        Ok(answer) => api_rpc::tool_answer(&answer),
+                        Err(e) => ApiError::from(e).body(),
+                    };
+                    let _ = lines.send(line(&last));
+                    return;
+                }
+                Some(note) = progress.recv() => {
+                    if lines.send(line(&note)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let stream = StreamBody::new(tokio_stream::wrappers::UnboundedReceiverStream::new(body));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/x-ndjson")
+        .body(stream.boxed_unsync())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
 /// The tenant a request acts for.

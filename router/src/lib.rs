@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod api_rpc;
 pub mod cluster;
 pub mod forward;
 pub mod grpc;

@@ -1,5 +1,7 @@
-//! The server API over NATS: the same JSON bodies as HTTP plus a `tenant`
-//! field, consumed in a queue group so each message is handled by one
+//! The server API over NATS (`{prefix}.api.iot.events`, `.notify`,
+//! `.stream`, `.apps.publish` with `appId`, `.tools.call` as
+//! request/reply with `appId` and `toolId`): the same JSON bodies as HTTP
+//! plus a `tenant` field, consumed in a queue group so each message is handled by one
 //! router. Publishing on NATS is trusted (NATS' own accounts guard it). A
 //! message that fails validation is answered with the HTTP error JSON when
 //! it has a reply subject, counted, and never stops the consumer.
@@ -7,18 +9,50 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use switchboard_common::auth::DEFAULT_TENANT;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiError};
+use crate::api_rpc;
 use crate::node::RouterNode;
+use crate::rpc::tools;
 
 /// Queue group shared by every router.
 pub const QUEUE: &str = "switchboard-routers";
 
 pub fn iot_subject(prefix: &str) -> String {
     format!("{prefix}.api.iot.events")
+}
+
+/// The API subjects this module consumes, and what each is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subject {
+    IotEvents,
+    Notify,
+    Stream,
+    AppsPublish,
+    ToolsCall,
+}
+
+impl Subject {
+    const ALL: [Subject; 5] = [
+        Self::IotEvents,
+        Self::Notify,
+        Self::Stream,
+        Self::AppsPublish,
+        Self::ToolsCall,
+    ];
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::IotEvents => "iot.events",
+            Self::Notify => "notify",
+            Self::Stream => "stream",
+            Self::AppsPublish => "apps.publish",
+            Self::ToolsCall => "tools.call",
+        }
+    }
 }
 
 /// Consumes the API subjects until `stop`.
@@ -28,35 +62,44 @@ pub async fn serve(
     node: Arc<RouterNode>,
     stop: CancellationToken,
 ) -> Result<(), async_nats::SubscribeError> {
-    let mut iot = client
-        .queue_subscribe(iot_subject(&prefix), QUEUE.to_owned())
-        .await?;
+    let mut subscriptions = Vec::new();
+    for subject in Subject::ALL {
+        let subscriber = client
+            .queue_subscribe(
+                format!("{prefix}.api.{}", subject.suffix()),
+                QUEUE.to_owned(),
+            )
+            .await?;
+        subscriptions.push(subscriber.map(move |message| (subject, message)));
+    }
+    let mut messages = futures_util::stream::select_all(subscriptions);
     loop {
-        let message = tokio::select! {
-            Some(message) = iot.next() => message,
+        let (subject, message) = tokio::select! {
+            Some(next) = messages.next() => next,
             () = stop.cancelled() => return Ok(()),
         };
         let node = node.clone();
         let client = client.clone();
         tokio::spawn(async move {
-            let outcome = handle_iot(&node, &message.payload).await;
+            let reply = message.reply.clone();
+            let outcome = handle(&node, &client, subject, reply.clone(), &message.payload).await;
             let answer = match outcome {
-                Ok(delivered) => json!({ "delivered": delivered }),
+                Ok(answer) => answer,
                 Err(error) => {
-                    metrics::counter!("switchboard_api_nats_rejected_total", "subject" => "iot.events")
+                    metrics::counter!("switchboard_api_nats_rejected_total", "subject" => subject.suffix())
                         .increment(1);
-                    tracing::debug!(error = ?error, "NATS API message refused");
+                    tracing::debug!(error = ?error, subject = subject.suffix(), "NATS API message refused");
                     error.body()
                 }
             };
-            if let Some(reply) = message.reply {
+            if let Some(reply) = reply {
                 let _ = client.publish(reply, answer.to_string().into()).await;
             }
         });
     }
 }
 
-async fn handle_iot(node: &RouterNode, payload: &[u8]) -> Result<u32, ApiError> {
+fn parse(payload: &[u8]) -> Result<(String, Map<String, Value>), ApiError> {
     let mut body = match serde_json::from_slice(payload) {
         Ok(Value::Object(map)) => map,
         Ok(_) => return Err(ApiError::invalid("the message must be a JSON object")),
@@ -72,5 +115,48 @@ async fn handle_iot(node: &RouterNode, payload: &[u8]) -> Result<u32, ApiError> 
             ));
         }
     };
-    api::iot_event(node, &tenant, body).await
+    Ok((tenant, body))
+}
+
+/// One message: its answer, or the error the requester gets.
+async fn handle(
+    node: &RouterNode,
+    client: &async_nats::Client,
+    subject: Subject,
+    reply: Option<async_nats::Subject>,
+    payload: &[u8],
+) -> Result<Value, ApiError> {
+    let (tenant, mut body) = parse(payload)?;
+    match subject {
+        Subject::IotEvents => api::iot_event(node, &tenant, body)
+            .await
+            .map(|delivered| json!({ "delivered": delivered })),
+        Subject::Notify => api_rpc::notify(node, &tenant, body).await,
+        Subject::Stream => api_rpc::stream(node, &tenant, body).await,
+        Subject::AppsPublish => {
+            let app = api_rpc::ref_field(&mut body, "appId")?;
+            api_rpc::app_publish(node, &tenant, &app, body).await
+        }
+        Subject::ToolsCall => {
+            let app = api_rpc::ref_field(&mut body, "appId")?;
+            let tool = api_rpc::ref_field(&mut body, "toolId")?;
+            let call = api_rpc::tool_request(&tenant, app, tool, &body)?;
+            // Progress notes go to the reply subject as they come.
+            let (progress_tx, mut progress) = tokio::sync::mpsc::unbounded_channel::<Value>();
+            let relay = reply.map(|reply| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    while let Some(note) = progress.recv().await {
+                        let _ = client.publish(reply.clone(), note.to_string().into()).await;
+                    }
+                })
+            });
+            let outcome = tools::call(node, &call, progress_tx).await;
+            // Every note is out before the answer.
+            if let Some(relay) = relay {
+                let _ = relay.await;
+            }
+            Ok(api_rpc::tool_answer(&outcome?))
+        }
+    }
 }

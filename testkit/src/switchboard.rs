@@ -17,6 +17,20 @@ pub fn token(sub: &str, kind: &str, tenant: &str, scope: Option<&str>) -> String
     Minter::hs256(SECRET.as_bytes()).mint(&claims(sub, kind, tenant, scope, 3600))
 }
 
+/// A device token for `hd`, owned by `owner` when given.
+pub fn device_token(hd: &str, owner: Option<&str>, tenant: &str) -> String {
+    let mut claims = claims(hd, "device", tenant, None, 3600);
+    claims.owner = owner.map(str::to_owned);
+    Minter::hs256(SECRET.as_bytes()).mint(&claims)
+}
+
+/// An app token for `app` (its `app` claim; `sub` is a service account).
+pub fn app_token(app: &str, tenant: &str) -> String {
+    let mut claims = claims(&format!("{app}-svc"), "app", tenant, None, 3600);
+    claims.app = Some(app.to_owned());
+    Minter::hs256(SECRET.as_bytes()).mint(&claims)
+}
+
 /// `ws://edge/v3/ws/group/{group}/client/{client}?token=…`
 pub fn group_url(edge: SocketAddr, group: &str, client: &str, token: &str) -> String {
     format!("ws://{edge}/v3/ws/group/{group}/client/{client}?token={token}")

@@ -1,0 +1,881 @@
+//! The JSON-RPC dialect end to end with a real WebSocket client: user, app
+//! and hardware sockets, every error code, conversations, pushes, streams
+//! and tool calls. The behaviour tests run against the memory store and
+//! against a private `redis-server`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard_testkit::http::{self, Reply};
+use switchboard_testkit::switchboard::{self, API_KEY, app_token, device_token, token};
+use switchboard_testkit::{Process, RedisServer, WsClient};
+
+const QUIET: Duration = Duration::from_millis(300);
+
+struct Env {
+    process: Process,
+    _redis: Option<RedisServer>,
+}
+
+impl Env {
+    async fn memory() -> Self {
+        let process = switchboard::standalone(&[]);
+        switchboard::wait_ready(process.addr("edge-admin")).await;
+        Self {
+            process,
+            _redis: None,
+        }
+    }
+
+    async fn redis() -> Self {
+        let redis = RedisServer::start().await;
+        let process =
+            switchboard::standalone_with_env(&[], &[("SWITCHBOARD_REDIS_URL", redis.url())]);
+        switchboard::wait_ready(process.addr("edge-admin")).await;
+        Self {
+            process,
+            _redis: Some(redis),
+        }
+    }
+
+    fn edge(&self) -> SocketAddr {
+        self.process.addr("edge")
+    }
+
+    fn api(&self) -> SocketAddr {
+        self.process.addr("router-api")
+    }
+
+    async fn user(&self, user: &str, conv: Option<&str>) -> WsClient {
+        user_socket(self.edge(), user, "default", conv).await
+    }
+
+    async fn app(&self, app: &str, tool: &str) -> WsClient {
+        app_socket(self.edge(), app, tool, "default").await
+    }
+
+    async fn device(&self, hd: &str, owner: Option<&str>) -> WsClient {
+        device_socket(self.edge(), hd, owner, "default").await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Reply {
+        api_post(self.api(), path, "default", body).await
+    }
+}
+
+async fn user_socket(edge: SocketAddr, user: &str, tenant: &str, conv: Option<&str>) -> WsClient {
+    let token = token(user, "user", tenant, None);
+    let mut url = format!("ws://{edge}/v3/wss?token={token}");
+    if let Some(conv) = conv {
+        url.push_str(&format!("&convId={conv}"));
+    }
+    ready(WsClient::open(&url).await).await
+}
+
+async fn app_socket(edge: SocketAddr, app: &str, tool: &str, tenant: &str) -> WsClient {
+    let url = format!(
+        "ws://{edge}/v3/wss/{app}/{tool}?token={}",
+        app_token(app, tenant)
+    );
+    ready(WsClient::open(&url).await).await
+}
+
+async fn device_socket(edge: SocketAddr, hd: &str, owner: Option<&str>, tenant: &str) -> WsClient {
+    let url = format!(
+        "ws://{edge}/v3/wss/{hd}?token={}",
+        device_token(hd, owner, tenant)
+    );
+    ready(WsClient::open(&url).await).await
+}
+
+/// A ping round trip: the socket's open work (subscriptions, bindings) is
+/// done once the pong arrives.
+async fn ready(mut ws: WsClient) -> WsClient {
+    ws.send_text("ping").await;
+    assert_eq!(ws.recv_text().await, "pong");
+    ws
+}
+
+async fn api_post(api: SocketAddr, path: &str, tenant: &str, body: &Value) -> Reply {
+    let auth = format!("Bearer {API_KEY}");
+    http::post_json(
+        api,
+        path,
+        &[("authorization", &auth), ("x-tenant", tenant)],
+        body,
+    )
+    .await
+}
+
+async fn call(ws: &mut WsClient, method: &str, params: Value, id: Value) -> Value {
+    ws.send_json(&json!({"jsonrpc": "2.0", "method": method, "params": params, "id": id}))
+        .await;
+    ws.recv_json().await
+}
+
+fn assert_ok(reply: &Value, id: &Value) -> Value {
+    assert_eq!(reply["jsonrpc"], "2.0", "{reply}");
+    assert_eq!(reply["id"], *id, "{reply}");
+    assert_eq!(reply["result"]["code"], 200, "{reply}");
+    assert_eq!(reply["result"]["message"], "成功", "{reply}");
+    reply["result"]["data"].clone()
+}
+
+fn assert_error(reply: &Value, code: i64, id: &Value) {
+    assert_eq!(reply["jsonrpc"], "2.0", "{reply}");
+    assert_eq!(reply["error"]["code"], code, "{reply}");
+    assert!(reply["error"]["message"].is_string(), "{reply}");
+    assert!(reply["error"]["data"].is_string(), "{reply}");
+    assert_eq!(reply["id"], *id, "{reply}");
+}
+
+/// Reads the next `_notify`, checking its shape.
+async fn notified(ws: &mut WsClient) -> (String, Value) {
+    let frame = ws.recv_json().await;
+    assert_eq!(frame["jsonrpc"], "2.0", "{frame}");
+    assert_eq!(frame["method"], "_notify", "{frame}");
+    assert!(frame.get("id").is_none(), "{frame}");
+    let kind = frame["params"]["type"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (kind, frame["params"]["data"].clone())
+}
+
+/// Runs a behaviour test against the memory store and against Redis.
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test] async fn $name() { super::$name(super::Env::memory().await).await; })*
+        }
+        mod redis {
+            $(#[tokio::test] async fn $name() { super::$name(super::Env::redis().await).await; })*
+        }
+    };
+}
+
+both_stores!(
+    app_keys,
+    app_keys_expire,
+    app_keys_are_private_to_app_and_tenant,
+    app_channels,
+    conversations_and_pushes,
+    hardware_binds_to_its_owners_conversation,
+    switching_another_users_device_is_refused,
+    device_status_is_stored_and_pushed,
+);
+
+async fn app_keys(env: Env) {
+    let mut app = env.app("app1", "tool1").await;
+    let data = call(&mut app, "redis.get", json!({"key": "k"}), json!("g1")).await;
+    assert_eq!(
+        assert_ok(&data, &json!("g1")),
+        json!({"key": "k", "value": null})
+    );
+    let set = call(
+        &mut app,
+        "redis.set",
+        json!({"key": "k", "value": "v"}),
+        json!(2),
+    )
+    .await;
+    assert_eq!(assert_ok(&set, &json!(2)), json!({"key": "k"}));
+    let get = call(&mut app, "redis.get", json!({"key": "k"}), json!("g2")).await;
+    assert_eq!(
+        assert_ok(&get, &json!("g2")),
+        json!({"key": "k", "value": "v"})
+    );
+    let del = call(&mut app, "redis.del", json!({"key": "k"}), json!("d1")).await;
+    assert_eq!(
+        assert_ok(&del, &json!("d1")),
+        json!({"key": "k", "deleted": 1})
+    );
+    let del = call(&mut app, "redis.del", json!({"key": "k"}), json!("d2")).await;
+    assert_eq!(
+        assert_ok(&del, &json!("d2")),
+        json!({"key": "k", "deleted": 0})
+    );
+    // Another socket of the same app sees the same keys.
+    call(
+        &mut app,
+        "redis.set",
+        json!({"key": "shared", "value": "x"}),
+        json!(3),
+    )
+    .await;
+    let mut other = env.app("app1", "tool2").await;
+    let get = call(&mut other, "redis.get", json!({"key": "shared"}), json!(4)).await;
+    assert_eq!(assert_ok(&get, &json!(4))["value"], "x");
+}
+
+async fn app_keys_expire(env: Env) {
+    let mut app = env.app("app1", "tool1").await;
+    let set = call(
+        &mut app,
+        "redis.set",
+        json!({"key": "t", "value": "v", "ttl": 1}),
+        json!(1),
+    )
+    .await;
+    assert_ok(&set, &json!(1));
+    let get = call(&mut app, "redis.get", json!({"key": "t"}), json!(2)).await;
+    assert_eq!(assert_ok(&get, &json!(2))["value"], "v");
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let get = call(&mut app, "redis.get", json!({"key": "t"}), json!(3)).await;
+    assert_eq!(assert_ok(&get, &json!(3))["value"], Value::Null, "expired");
+    for ttl in [json!(0), json!(-1), json!("5"), json!(1e12)] {
+        let bad = call(
+            &mut app,
+            "redis.set",
+            json!({"key": "t", "value": "v", "ttl": ttl}),
+            json!(4),
+        )
+        .await;
+        assert_error(&bad, -32602, &json!(4));
+    }
+}
+
+async fn app_keys_are_private_to_app_and_tenant(env: Env) {
+    let mut a = env.app("appA", "t").await;
+    call(
+        &mut a,
+        "redis.set",
+        json!({"key": "k", "value": "a"}),
+        json!(1),
+    )
+    .await;
+    let mut b = env.app("appB", "t").await;
+    let get = call(&mut b, "redis.get", json!({"key": "k"}), json!(2)).await;
+    assert_eq!(
+        assert_ok(&get, &json!(2))["value"],
+        Value::Null,
+        "other app"
+    );
+    let mut other_tenant = app_socket(env.edge(), "appA", "t", "tenant2").await;
+    let get = call(
+        &mut other_tenant,
+        "redis.get",
+        json!({"key": "k"}),
+        json!(3),
+    )
+    .await;
+    assert_eq!(
+        assert_ok(&get, &json!(3))["value"],
+        Value::Null,
+        "other tenant"
+    );
+}
+
+async fn app_channels(env: Env) {
+    let mut sub = env.app("app1", "tool1").await;
+    let mut publisher = env.app("app1", "tool2").await;
+    let mut other_app = env.app("app2", "tool1").await;
+    let mut other_tenant = app_socket(env.edge(), "app1", "tool1", "tenant2").await;
+    for ws in [&mut sub, &mut other_app, &mut other_tenant] {
+        let done = call(ws, "subscribe", json!({"channel": "news"}), json!("s")).await;
+        assert_eq!(assert_ok(&done, &json!("s")), json!({"channel": "news"}));
+    }
+    let published = call(
+        &mut publisher,
+        "redis.publish",
+        json!({"channel": "news", "message": {"n": 1}}),
+        json!("p"),
+    )
+    .await;
+    assert_eq!(
+        assert_ok(&published, &json!("p")),
+        json!({"channel": "news", "receivers": 1})
+    );
+    let (kind, data) = notified(&mut sub).await;
+    assert_eq!(
+        (kind.as_str(), data),
+        ("message", json!({"channel": "news", "message": {"n": 1}}))
+    );
+    other_app.expect_silence(QUIET).await;
+    other_tenant.expect_silence(QUIET).await;
+
+    // The server API publishes like an app socket.
+    let reply = env
+        .post(
+            "/api/v1/apps/app1/publish",
+            &json!({"channel": "news", "message": "hi"}),
+        )
+        .await;
+    assert_eq!((reply.status, reply.json()), (200, json!({"receivers": 1})));
+    let (_, data) = notified(&mut sub).await;
+    assert_eq!(data["message"], "hi");
+
+    let done = call(
+        &mut sub,
+        "unsubscribe",
+        json!({"channel": "news"}),
+        json!("u"),
+    )
+    .await;
+    assert_eq!(assert_ok(&done, &json!("u")), json!({"channel": "news"}));
+    let reply = env
+        .post(
+            "/api/v1/apps/app1/publish",
+            &json!({"channel": "news", "message": 2}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"receivers": 0}));
+    sub.expect_silence(QUIET).await;
+}
+
+async fn conversations_and_pushes(env: Env) {
+    let mut alice_conv = env.user("alice", Some("c1")).await;
+    let mut alice_plain = env.user("alice", None).await;
+    let mut bob = env.user("bob", Some("c1")).await;
+
+    // To a user: every socket of that user.
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"user": "alice"}, "type": "hello", "data": {"x": 1}}),
+        )
+        .await;
+    assert_eq!((reply.status, reply.json()), (200, json!({"delivered": 2})));
+    for ws in [&mut alice_conv, &mut alice_plain] {
+        assert_eq!(notified(ws).await, ("hello".to_owned(), json!({"x": 1})));
+    }
+    bob.expect_silence(QUIET).await;
+
+    // To a conversation: the sockets bound to it.
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"conv": "c1"}, "type": "t"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 2}));
+    assert_eq!(notified(&mut alice_conv).await.0, "t");
+    assert_eq!(notified(&mut bob).await.0, "t");
+    alice_plain.expect_silence(QUIET).await;
+
+    // Switching moves this socket only.
+    let switched = call(
+        &mut alice_plain,
+        "hardwares.switchConvId",
+        json!({"convId": "c2"}),
+        json!(1),
+    )
+    .await;
+    assert_eq!(
+        assert_ok(&switched, &json!(1)),
+        json!({"convId": "c2", "hdId": null})
+    );
+    let switched = call(
+        &mut bob,
+        "hardwares.switchConvId",
+        json!({"convId": "c2"}),
+        json!(2),
+    )
+    .await;
+    assert_ok(&switched, &json!(2));
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"conv": "c2"}, "type": "t2"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 2}));
+    assert_eq!(notified(&mut alice_plain).await.0, "t2");
+    assert_eq!(notified(&mut bob).await.0, "t2");
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"conv": "c1"}, "type": "t3"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 1}), "bob left c1");
+
+    // A stream arrives in seq order, even when the chunks are posted out of order.
+    let chunk = |seq: u64, done: bool| json!({"to": {"conv": "c2"}, "streamId": "s1", "seq": seq, "delta": format!("d{seq}"), "done": done});
+    for seq in [0, 2, 1, 3] {
+        let api = env.api();
+        let body = chunk(seq, seq == 3);
+        tokio::spawn(async move { api_post(api, "/api/v1/stream", "default", &body).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for ws in [&mut alice_plain, &mut bob] {
+        for seq in 0..4u64 {
+            let (kind, data) = notified(ws).await;
+            assert_eq!(kind, "stream");
+            assert_eq!(
+                data,
+                json!({"streamId": "s1", "seq": seq, "delta": format!("d{seq}"), "done": seq == 3})
+            );
+        }
+    }
+    let _ = alice_conv.recv_json().await; // t3
+    alice_conv.expect_silence(QUIET).await;
+}
+
+async fn hardware_binds_to_its_owners_conversation(env: Env) {
+    let mut alice = env.user("alice", Some("c9")).await;
+    let mut device = env.device("hd1", Some("alice")).await;
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"conv": "c9"}, "type": "t"}),
+        )
+        .await;
+    assert_eq!(
+        reply.json(),
+        json!({"delivered": 2}),
+        "the device follows alice's conversation"
+    );
+    assert_eq!(notified(&mut alice).await.0, "t");
+    assert_eq!(notified(&mut device).await.0, "t");
+
+    // The device switches itself; the binding outlives its socket.
+    let switched = call(
+        &mut device,
+        "hardwares.switchConvId",
+        json!({"convId": "c10"}),
+        json!("x"),
+    )
+    .await;
+    assert_eq!(
+        assert_ok(&switched, &json!("x")),
+        json!({"convId": "c10", "hdId": "hd1"})
+    );
+    drop(device);
+    let mut device = env.device("hd1", Some("alice")).await;
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"conv": "c10"}, "type": "t2"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 1}));
+    assert_eq!(notified(&mut device).await.0, "t2");
+
+    // The owner moves the device to another conversation.
+    let switched = call(
+        &mut alice,
+        "hardwares.switchConvId",
+        json!({"convId": "c11", "hdId": "hd1"}),
+        json!(5),
+    )
+    .await;
+    assert_eq!(
+        assert_ok(&switched, &json!(5)),
+        json!({"convId": "c11", "hdId": "hd1"})
+    );
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"conv": "c11"}, "type": "t3"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 2}));
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"device": "hd1"}, "type": "t4"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 1}));
+    assert_eq!(notified(&mut device).await.0, "t3");
+    assert_eq!(notified(&mut device).await.0, "t4");
+}
+
+async fn switching_another_users_device_is_refused(env: Env) {
+    let _device = env.device("hd2", Some("alice")).await;
+    let mut mallory = env.user("mallory", None).await;
+    let refused = call(
+        &mut mallory,
+        "hardwares.switchConvId",
+        json!({"convId": "evil", "hdId": "hd2"}),
+        json!(7),
+    )
+    .await;
+    assert_error(&refused, 4401, &json!(7));
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"conv": "evil"}, "type": "t"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 0}), "nothing was bound");
+}
+
+async fn device_status_is_stored_and_pushed(env: Env) {
+    let mut alice = env.user("alice", None).await;
+    let mut watcher = env.user("carol", Some("c20")).await;
+    let mut device = env.device("hd3", Some("alice")).await;
+    let switched = call(
+        &mut device,
+        "hardwares.switchConvId",
+        json!({"convId": "c20"}),
+        json!(0),
+    )
+    .await;
+    assert_ok(&switched, &json!(0));
+    let status = json!({"status": "online", "battery": 80});
+    device
+        .send_json(
+            &json!({"jsonrpc": "2.0", "method": "device.status", "params": status, "id": "st"}),
+        )
+        .await;
+    // The device is bound to the conversation too, so it hears its own report.
+    let expected = (
+        "device.status".to_owned(),
+        json!({"hdId": "hd3", "status": status}),
+    );
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        let frame = device.recv_json().await;
+        if frame.get("id").is_some() {
+            assert_eq!(assert_ok(&frame, &json!("st")), json!({"hdId": "hd3"}));
+        } else {
+            heard.push(frame);
+        }
+    }
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert_eq!(notified(&mut alice).await, expected, "the owner");
+    assert_eq!(notified(&mut watcher).await, expected, "the conversation");
+
+    let auth = format!("Bearer {API_KEY}");
+    let stored = http::get(
+        env.api(),
+        "/api/v1/devices/hd3/status",
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(stored.status, 200);
+    let stored = stored.json();
+    assert_eq!(stored["hdId"], "hd3");
+    assert_eq!(stored["status"], status);
+    assert!(stored["updated_at"].is_string(), "{stored}");
+    let missing = http::get(
+        env.api(),
+        "/api/v1/devices/nope/status",
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+
+    let not_object = call(&mut device, "device.status", json!([1]), json!(9)).await;
+    assert_error(&not_object, -32602, &json!(9));
+}
+
+#[tokio::test]
+async fn tokens_are_checked_with_close_code_4401() {
+    let env = Env::memory().await;
+    let edge = env.edge();
+    let cases = [
+        format!("ws://{edge}/v3/wss"),
+        format!("ws://{edge}/v3/wss?token=garbage"),
+        format!(
+            "ws://{edge}/v3/wss?token={}",
+            token("a", "device", "default", None)
+        ),
+        format!(
+            "ws://{edge}/v3/wss/app1/tool1?token={}",
+            app_token("app2", "default")
+        ),
+        format!(
+            "ws://{edge}/v3/wss/hd1?token={}",
+            device_token("hd2", None, "default")
+        ),
+        format!(
+            "ws://{edge}/v3/wss/hd1?token={}",
+            token("hd1", "user", "default", None)
+        ),
+    ];
+    for url in cases {
+        let mut ws = WsClient::open(&url).await;
+        let (code, reason) = ws.recv_close(Duration::from_secs(5)).await;
+        assert_eq!(code, 4401, "{url}");
+        assert!(!reason.is_empty(), "the reason names the problem: {url}");
+    }
+    // An app token whose sub is the app id is accepted too.
+    let by_sub = token("app1", "app", "default", None);
+    let mut ws = WsClient::open(&format!("ws://{edge}/v3/wss/app1/tool1?token={by_sub}")).await;
+    ws.send_text("ping").await;
+    assert_eq!(ws.recv_text().await, "pong");
+    let bad_path = http::get(edge, "/v3/wss/a%20b", &[]).await;
+    assert_eq!(bad_path.status, 400);
+}
+
+#[tokio::test]
+async fn every_error_code_and_malformed_input() {
+    let env = Env::memory().await;
+    let mut user = env.user("alice", None).await;
+    let null = Value::Null;
+
+    user.send_text("not json").await;
+    assert_error(&user.recv_json().await, -32700, &null);
+    user.send_text("{\"jsonrpc\":").await;
+    assert_error(&user.recv_json().await, -32700, &null);
+
+    for (text, id) in [
+        (r#"{"method":"x","id":1}"#, json!(1)),
+        (r#"{"jsonrpc":"2.0","method":7,"id":"a"}"#, json!("a")),
+        (
+            r#"{"jsonrpc":"2.0","method":"x","id":{"no":1}}"#,
+            null.clone(),
+        ),
+        (r#"{"jsonrpc":"2.0","method":"x","id":true}"#, null.clone()),
+        ("[1]", null.clone()),
+        ("17", null.clone()),
+    ] {
+        user.send_text(text).await;
+        let reply = user.recv_json().await;
+        let reply = if text.starts_with('[') {
+            reply[0].clone()
+        } else {
+            reply
+        };
+        assert_error(&reply, -32600, &id);
+    }
+    user.send_text("[]").await;
+    assert_error(&user.recv_json().await, -32600, &null);
+
+    let unknown = call(&mut user, "no.such", json!({}), json!(1)).await;
+    assert_error(&unknown, -32601, &json!(1));
+    let wrong_kind = call(&mut user, "redis.get", json!({"key": "k"}), json!(2)).await;
+    assert_error(&wrong_kind, -32601, &json!(2));
+    assert!(
+        wrong_kind["error"]["data"]
+            .as_str()
+            .unwrap()
+            .contains("user socket"),
+        "{wrong_kind}"
+    );
+    for params in [
+        json!({}),
+        json!({"convId": 5}),
+        json!({"convId": "a/b"}),
+        json!(["c1"]),
+    ] {
+        let bad = call(&mut user, "hardwares.switchConvId", params, json!(3)).await;
+        assert_error(&bad, -32602, &json!(3));
+    }
+
+    // Ids come back exactly as sent, however big.
+    let huge = "9".repeat(400);
+    user.send_text(&format!(
+        r#"{{"jsonrpc":"2.0","method":"no.such","id":{huge}}}"#
+    ))
+    .await;
+    let text = user.recv_text().await;
+    assert!(text.ends_with(&format!(r#""id":{huge}}}"#)), "{text}");
+    let long = "x".repeat(30_000);
+    let reply = call(&mut user, "no.such", json!({}), json!(long)).await;
+    assert_eq!(reply["id"], json!(long));
+
+    // Deep nesting is refused, not a crash.
+    user.send_text(&format!("{}{}", "[".repeat(20_000), "]".repeat(20_000)))
+        .await;
+    assert_error(&user.recv_json().await[0], -32600, &null);
+    let deep = format!(
+        r#"{{"jsonrpc":"2.0","method":"hardwares.switchConvId","params":{{"a":{}{}}},"id":4}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    user.send_text(&deep).await;
+    assert_error(&user.recv_json().await, -32602, &json!(4));
+
+    // Notifications are carried out and never answered, errors included.
+    user.send_text(r#"{"jsonrpc":"2.0","method":"no.such"}"#)
+        .await;
+    user.send_text(
+        r#"{"jsonrpc":"2.0","method":"hardwares.switchConvId","params":{"convId":"cn"}}"#,
+    )
+    .await;
+    user.expect_silence(QUIET).await;
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"conv": "cn"}, "type": "t"}),
+        )
+        .await;
+    assert_eq!(
+        reply.json(),
+        json!({"delivered": 1}),
+        "the notification was carried out"
+    );
+    assert_eq!(notified(&mut user).await.0, "t");
+
+    // A batch: answers in order, notifications left out.
+    user.send_text(
+        r#"[{"jsonrpc":"2.0","method":"hardwares.switchConvId","params":{"convId":"b1"},"id":"a"},
+            {"jsonrpc":"2.0","method":"hardwares.switchConvId","params":{"convId":"b2"}},
+            {"jsonrpc":"2.0","method":"nope","id":"b"},
+            {"bad":true}]"#,
+    )
+    .await;
+    let batch = user.recv_json().await;
+    let items = batch.as_array().expect("a batch answer is an array");
+    assert_eq!(items.len(), 3, "{batch}");
+    assert_eq!(
+        assert_ok(&items[0], &json!("a")),
+        json!({"convId": "b1", "hdId": null})
+    );
+    assert_error(&items[1], -32601, &json!("b"));
+    assert_error(&items[2], -32600, &null);
+    user.send_text(r#"[{"jsonrpc":"2.0","method":"nope"}]"#)
+        .await;
+    user.expect_silence(QUIET).await;
+
+    // The socket is still fine, and so is the edge.
+    user.send_text("ping").await;
+    assert_eq!(user.recv_text().await, "pong");
+    user.send_binary(b"\x00\x01").await;
+    assert_eq!(user.recv_close(Duration::from_secs(5)).await.0, 1003);
+    let mut again = env.user("alice", None).await;
+    again.send_text("ping").await;
+    assert_eq!(again.recv_text().await, "pong");
+}
+
+#[tokio::test]
+async fn tool_calls() {
+    let env = Env::memory().await;
+    let path = "/api/v1/apps/app1/tools/search/call";
+    let missing = env
+        .post(path, &json!({"method": "run", "params": {}}))
+        .await;
+    assert_eq!(missing.status, 404, "no tool socket: at once");
+
+    let mut tool = env.app("app1", "search").await;
+    let api = env.api();
+    let caller = tokio::spawn(async move {
+        api_post(
+            api,
+            path,
+            "default",
+            &json!({"method": "run", "params": {"q": "x"}, "timeout_ms": 5000}),
+        )
+        .await
+    });
+    let request = tool.recv_json().await;
+    assert_eq!(request["jsonrpc"], "2.0");
+    assert_eq!(request["method"], "run");
+    assert_eq!(request["params"], json!({"q": "x"}));
+    let id = request["id"].clone();
+    assert!(id.is_string(), "{request}");
+    tool.send_json(&json!({"jsonrpc": "2.0", "result": {"hits": 3}, "id": id}))
+        .await;
+    let reply = caller.await.unwrap();
+    assert_eq!(
+        (reply.status, reply.json()),
+        (200, json!({"result": {"hits": 3}}))
+    );
+
+    // Progress notes first, streamed as JSON lines, then the error answer.
+    let caller = tokio::spawn(async move {
+        api_post(
+            api,
+            path,
+            "default",
+            &json!({"method": "slow", "timeout_ms": 5000}),
+        )
+        .await
+    });
+    let request = tool.recv_json().await;
+    assert!(request.get("params").is_none(), "{request}");
+    let id = request["id"].clone();
+    for step in 1..=2 {
+        tool.send_json(&json!({"jsonrpc": "2.0", "method": "_notify",
+            "params": {"type": "tool.progress", "data": {"id": id, "step": step}}}))
+            .await;
+    }
+    tool.send_json(&json!({"jsonrpc": "2.0", "error": {"code": 1, "message": "boom"}, "id": id}))
+        .await;
+    let reply = caller.await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.headers["content-type"], "application/x-ndjson");
+    let lines: Vec<Value> = String::from_utf8_lossy(&reply.body)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            json!({"type": "tool.progress", "data": {"id": id, "step": 1}}),
+            json!({"type": "tool.progress", "data": {"id": id, "step": 2}}),
+            json!({"error": {"code": 1, "message": "boom"}}),
+        ]
+    );
+
+    // No answer in time: 504.
+    let slow = env
+        .post(path, &json!({"method": "never", "timeout_ms": 300}))
+        .await;
+    assert_eq!(slow.status, 504, "{:?}", slow.body);
+    let _ = tool.recv_json().await;
+
+    let bad = env
+        .post(path, &json!({"method": "", "timeout_ms": 5}))
+        .await;
+    assert_eq!(bad.status, 400);
+    let bad = env
+        .post(path, &json!({"method": "m", "timeout_ms": 0}))
+        .await;
+    assert_eq!(bad.json()["error"]["field"], "timeout_ms");
+}
+
+#[tokio::test]
+async fn server_api_refuses_bad_bodies() {
+    let env = Env::memory().await;
+    for (path, body, field) in [
+        ("/api/v1/notify", json!({"type": "t"}), "to"),
+        (
+            "/api/v1/notify",
+            json!({"to": {"user": "a", "conv": "b"}, "type": "t"}),
+            "to",
+        ),
+        (
+            "/api/v1/notify",
+            json!({"to": {"room": "a"}, "type": "t"}),
+            "to.room",
+        ),
+        (
+            "/api/v1/notify",
+            json!({"to": {"user": "a/b"}, "type": "t"}),
+            "to.user",
+        ),
+        ("/api/v1/notify", json!({"to": {"user": "a"}}), "type"),
+        (
+            "/api/v1/stream",
+            json!({"to": {"user": "a"}, "seq": 1}),
+            "streamId",
+        ),
+        (
+            "/api/v1/stream",
+            json!({"to": {"user": "a"}, "streamId": "s", "seq": -1}),
+            "seq",
+        ),
+        (
+            "/api/v1/stream",
+            json!({"to": {"user": "a"}, "streamId": "s", "seq": 1, "done": 1}),
+            "done",
+        ),
+        (
+            "/api/v1/apps/app1/publish",
+            json!({"message": 1}),
+            "channel",
+        ),
+        (
+            "/api/v1/apps/app1/publish",
+            json!({"channel": "c"}),
+            "message",
+        ),
+        (
+            "/api/v1/apps/a%7Bb/publish",
+            json!({"channel": "c", "message": 1}),
+            "appId",
+        ),
+    ] {
+        let reply = env.post(path, &body).await;
+        assert_eq!(reply.status, 400, "{path} {body}");
+        assert_eq!(reply.json()["error"]["field"], field, "{path} {body}");
+    }
+    let unauthorized = http::post_json(env.api(), "/api/v1/notify", &[], &json!({})).await;
+    assert_eq!(unauthorized.status, 401);
+}
