@@ -8,11 +8,13 @@
 //! - [`ws`]: a WebSocket client (tokio-tungstenite, an implementation
 //!   independent of the server's) with JSON helpers.
 //! - [`http`]: a minimal HTTP/1.1 client.
+//! - [`jsonrpc`]: JSON-RPC dialect sockets, calls and pushes.
 //! - [`switchboard`]: standalone, edge and router processes, tokens, URLs.
 #![forbid(unsafe_code)]
 
 pub mod cluster;
 pub mod http;
+pub mod jsonrpc;
 pub mod nats;
 pub mod process;
 pub mod redis;

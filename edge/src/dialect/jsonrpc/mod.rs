@@ -21,7 +21,9 @@ use switchboard_proto::{Payload, Response, Topic, TopicKind, payload};
 
 use self::calls::{Pending, Plan};
 use self::wire::{Element, Id, Message, RpcError};
-use super::{Accept, Action, Dialect, DialectSession, Unavailable, UpgradeRequest, refusal};
+use super::{
+    Accept, Action, Dialect, DialectSession, RequestBody, Unavailable, UpgradeRequest, refusal,
+};
 
 pub const ROUTE: &str = "/v3/wss";
 
@@ -321,17 +323,24 @@ impl RpcSession {
 impl DialectSession for RpcSession {
     fn open(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
+        // Each subscription is confirmed by its owner before the socket
+        // reads on, so a client that got its first answer gets every push.
+        let mut subscribe = |topic: Topic| {
+            actions.push(Action::Subscribe {
+                topic: topic.clone(),
+                member: None,
+            });
+            actions.push(Action::Await {
+                topic,
+                body: RequestBody::Sync,
+                token: OPEN_TOKEN,
+            });
+        };
         match &self.socket {
             SocketKind::User { user } => {
-                actions.push(Action::Subscribe {
-                    topic: self.topic(TopicKind::User, user),
-                    member: None,
-                });
+                subscribe(self.topic(TopicKind::User, user));
                 if let Some(conv) = self.open_conv.take() {
-                    actions.push(Action::Subscribe {
-                        topic: self.topic(TopicKind::Conv, &conv),
-                        member: None,
-                    });
+                    subscribe(self.topic(TopicKind::Conv, &conv));
                     actions.push(Action::Await {
                         topic: self.topic(TopicKind::User, user),
                         body: calls::bind(&self.tenant, user, &conv, None, true),
@@ -340,15 +349,11 @@ impl DialectSession for RpcSession {
                     self.conv = Some(conv);
                 }
             }
-            SocketKind::App { app, tool } => actions.push(Action::Subscribe {
-                topic: self.topic(TopicKind::Tool, &tool_topic_name(app, tool)),
-                member: None,
-            }),
+            SocketKind::App { app, tool } => {
+                subscribe(self.topic(TopicKind::Tool, &tool_topic_name(app, tool)));
+            }
             SocketKind::Hardware { hd, owner } => {
-                actions.push(Action::Subscribe {
-                    topic: self.topic(TopicKind::Device, hd),
-                    member: None,
-                });
+                subscribe(self.topic(TopicKind::Device, hd));
                 actions.push(Action::Await {
                     topic: self.topic(TopicKind::Device, hd),
                     body: calls::attach(&self.tenant, hd, owner.as_deref()),

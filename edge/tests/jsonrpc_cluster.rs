@@ -1,0 +1,175 @@
+//! The JSON-RPC dialect across a cluster (3 routers, 2 edges, private
+//! Redis and NATS): pushes to sockets on both edges, tool calls whose tool
+//! socket is on another edge than the router taking the call, and
+//! bindings that outlive the router that wrote them.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use switchboard_testkit::WsClient;
+use switchboard_testkit::cluster::Cluster;
+use switchboard_testkit::jsonrpc::{api_post, app_socket, device_socket, notified, user_socket};
+use switchboard_testkit::switchboard::device_token;
+
+async fn notify_reaches_a_user_on_both_edges(transport: &str) {
+    let cluster = Cluster::start(transport, 3, 2).await;
+    let mut left = user_socket(cluster.edge(0), "alice", "t1", None).await;
+    let mut right = user_socket(cluster.edge(1), "alice", "t1", None).await;
+    let mut other_tenant = user_socket(cluster.edge(1), "alice", "t2", None).await;
+    for router in 0..3 {
+        let reply = api_post(
+            cluster.router_api(router),
+            "/api/v1/notify",
+            "t1",
+            &json!({"to": {"user": "alice"}, "type": "n", "data": router}),
+        )
+        .await;
+        assert_eq!(reply.json(), json!({"delivered": 2}), "via router {router}");
+        for ws in [&mut left, &mut right] {
+            assert_eq!(notified(ws).await, ("n".to_owned(), json!(router)));
+        }
+    }
+    other_tenant
+        .expect_silence(Duration::from_millis(300))
+        .await;
+}
+
+#[tokio::test]
+async fn notify_reaches_a_user_on_both_edges_grpc() {
+    notify_reaches_a_user_on_both_edges("grpc").await;
+}
+
+#[tokio::test]
+async fn notify_reaches_a_user_on_both_edges_nats() {
+    notify_reaches_a_user_on_both_edges("nats").await;
+}
+
+/// The tool socket is on edge 1; every router takes a call in turn, so the
+/// answer is relayed from the tool topic's owner to the caller's router.
+async fn tool_calls_across_edges(transport: &str) {
+    let cluster = Cluster::start(transport, 3, 2).await;
+    let mut tool = app_socket(cluster.edge(1), "app1", "calc", "t1").await;
+    for router in 0..3 {
+        let api = cluster.router_api(router);
+        let caller = tokio::spawn(async move {
+            api_post(
+                api,
+                "/api/v1/apps/app1/tools/calc/call",
+                "t1",
+                &json!({"method": "add", "params": [1, router], "timeout_ms": 5000}),
+            )
+            .await
+        });
+        let request = tool.recv_json().await;
+        assert_eq!(request["params"], json!([1, router]));
+        let id = request["id"].clone();
+        tool.send_json(&json!({"jsonrpc": "2.0", "method": "_notify",
+            "params": {"type": "tool.progress", "data": {"id": id}}}))
+            .await;
+        tool.send_json(&json!({"jsonrpc": "2.0", "result": 1 + router, "id": id}))
+            .await;
+        let reply = caller.await.unwrap();
+        assert_eq!(reply.status, 200, "via router {router}");
+        let lines: Vec<Value> = String::from_utf8_lossy(&reply.body)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                json!({"type": "tool.progress", "data": {"id": id}}),
+                json!({"result": 1 + router}),
+            ],
+            "via router {router}"
+        );
+    }
+    let missing = api_post(
+        cluster.router_api(0),
+        "/api/v1/apps/app1/tools/other/call",
+        "t1",
+        &json!({"method": "m"}),
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+}
+
+#[tokio::test]
+async fn tool_calls_across_edges_grpc() {
+    tool_calls_across_edges("grpc").await;
+}
+
+#[tokio::test]
+async fn tool_calls_across_edges_nats() {
+    tool_calls_across_edges("nats").await;
+}
+
+/// Devices spread over the routers; enough that the killed router owned
+/// some of them.
+const DEVICES: usize = 8;
+
+/// A device socket on edge 0 whose open went through: until the cluster
+/// drops the killed router from its view, its topics answer `-32603`.
+async fn device_after_failover(cluster: &Cluster, hd: &str, killed: Instant) -> WsClient {
+    let token = device_token(hd, Some("alice"), "t1");
+    let url = format!("ws://{}/v3/wss/{hd}?token={token}", cluster.edge(0));
+    loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "{hd} never opened"
+        );
+        let mut ws = WsClient::open(&url).await;
+        ws.send_text("ping").await;
+        if ws.recv_text().await == "pong" {
+            return ws;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn bindings_survive_the_router_that_wrote_them() {
+    let mut cluster = Cluster::start("grpc", 3, 2).await;
+    let _alice = user_socket(cluster.edge(0), "alice", "t1", Some("conv_a")).await;
+    let mut devices = Vec::new();
+    for i in 0..DEVICES {
+        let hd = format!("hd{i}");
+        // Each device follows its owner's last conversation.
+        let mut device = device_socket(cluster.edge(1), &hd, Some("alice"), "t1").await;
+        device
+            .send_json(
+                &json!({"jsonrpc": "2.0", "method": "hardwares.switchConvId",
+                "params": {"convId": format!("conv_{i}")}, "id": i}),
+            )
+            .await;
+        assert_eq!(device.recv_json().await["result"]["code"], 200);
+        devices.push(device);
+    }
+    cluster.routers[0].signal("KILL");
+    // Reconnect every device: the binding comes from Redis, not a router.
+    drop(devices);
+    let killed = Instant::now();
+    for i in 0..DEVICES {
+        let hd = format!("hd{i}");
+        let mut device = device_after_failover(&cluster, &hd, killed).await;
+        // Routers see the dead one go at slightly different moments.
+        loop {
+            assert!(
+                killed.elapsed() < Duration::from_secs(10),
+                "conv_{i} never reached {hd} again"
+            );
+            let reply = api_post(
+                cluster.router_api(1),
+                "/api/v1/notify",
+                "t1",
+                &json!({"to": {"conv": format!("conv_{i}")}, "type": "after"}),
+            )
+            .await;
+            if reply.status == 200 && reply.json()["delivered"] == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(notified(&mut device).await.0, "after");
+    }
+    let _ = cluster.routers[0].wait_exit(Duration::from_secs(1));
+}
