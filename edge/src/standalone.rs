@@ -130,6 +130,9 @@ impl Welcome {
             "  iot          ws://{edge}/api/v1/system/common/websocket/connect?app-code=…&token=…\n"
         ));
         out.push_str(&format!(
+            "  jsonrpc      ws://{edge}/v3/wss?token=…  ws://{edge}/v3/wss/demo_app/{{toolId}}?token=…  ws://{edge}/v3/wss/demo_device?token=…\n"
+        ));
+        out.push_str(&format!(
             "  server API   http://{api}/api/v1/openapi.json\n"
         ));
         out.push_str(&format!(
@@ -165,6 +168,12 @@ impl Welcome {
                 let token = minter.mint(&claims(sub, kind, "default", scope, SAMPLE_TTL_SECS));
                 out.push_str(&format!("  {label}  {token}\n"));
             }
+            let mut device = claims("demo_device", "device", "default", None, SAMPLE_TTL_SECS);
+            device.owner = Some("demo_user".to_owned());
+            out.push_str(&format!(
+                "  jsonrpc device (owner demo_user)  {}\n",
+                minter.mint(&device)
+            ));
             let token = minter.mint(&claims(
                 "demo_client",
                 "client",
