@@ -803,3 +803,87 @@ async fn server_api_refuses_bad_bodies() {
     let unauthorized = http::post_json(env.api(), "/api/v1/notify", &[], &json!({})).await;
     assert_eq!(unauthorized.status, 401);
 }
+
+/// Each socket kind has its own methods; the others are -32601 naming the
+/// socket kind, and the 4000 limits answer on every kind.
+#[tokio::test]
+async fn methods_per_socket_kind_and_limits() {
+    let process = switchboard::standalone(&[
+        "--max-subscriptions",
+        "2",
+        "--rate-limit",
+        "1",
+        "--rate-burst",
+        "40",
+    ]);
+    switchboard::wait_ready(process.addr("edge-admin")).await;
+    let edge = process.addr("edge");
+    let mut app = app_socket(edge, "app1", "tool1", "default").await;
+    let mut device = device_socket(edge, "hd1", None, "default").await;
+    for (on_app, method, kind) in [
+        (true, "device.status", "app"),
+        (true, "hardwares.switchConvId", "app"),
+        (false, "redis.set", "hardware"),
+        (false, "subscribe", "hardware"),
+    ] {
+        let ws = if on_app { &mut app } else { &mut device };
+        let reply = call(ws, method, json!({}), json!(method)).await;
+        assert_error(&reply, -32601, &json!(method));
+        let data = reply["error"]["data"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(data.contains(&format!("{kind} socket")), "{reply}");
+    }
+    for bad in [
+        json!({}),
+        json!({"key": ""}),
+        json!({"key": "k".repeat(300)}),
+        json!({"key": 5}),
+    ] {
+        let reply = call(&mut app, "redis.get", bad, json!(1)).await;
+        assert_error(&reply, -32602, &json!(1));
+    }
+    let reply = call(&mut app, "redis.set", json!({"key": "k"}), json!(2)).await;
+    assert_error(&reply, -32602, &json!(2));
+    let reply = call(&mut app, "redis.publish", json!({"channel": "c"}), json!(3)).await;
+    assert_error(&reply, -32602, &json!(3));
+
+    // The subscription limit.
+    for channel in ["a", "b"] {
+        let ok = call(
+            &mut app,
+            "subscribe",
+            json!({"channel": channel}),
+            json!(channel),
+        )
+        .await;
+        assert_ok(&ok, &json!(channel));
+    }
+    let again = call(
+        &mut app,
+        "subscribe",
+        json!({"channel": "a"}),
+        json!("again"),
+    )
+    .await;
+    assert_ok(&again, &json!("again"));
+    let over = call(&mut app, "subscribe", json!({"channel": "c"}), json!("c")).await;
+    assert_error(&over, 4000, &json!("c"));
+
+    // The rate limit: past the burst, 4000 with a null id.
+    let mut user = user_socket(edge, "alice", "default", None).await;
+    let mut limited = None;
+    for i in 0..60 {
+        user.send_json(&json!({"jsonrpc": "2.0", "method": "no.such", "id": i}))
+            .await;
+        let reply = user.recv_json().await;
+        if reply["error"]["code"] == 4000 {
+            limited = Some(reply);
+            break;
+        }
+        assert_error(&reply, -32601, &json!(i));
+    }
+    let limited = limited.expect("the rate limit answers 4000");
+    assert_eq!(limited["id"], Value::Null, "{limited}");
+}

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use switchboard_testkit::WsClient;
 use switchboard_testkit::cluster::Cluster;
@@ -172,4 +173,105 @@ async fn bindings_survive_the_router_that_wrote_them() {
         assert_eq!(notified(&mut device).await.0, "after");
     }
     let _ = cluster.routers[0].wait_exit(Duration::from_secs(1));
+}
+
+/// The NATS subjects of the server API: notify, ordered stream chunks
+/// spread over every router by the queue group, app publish, tool calls
+/// as request/reply with progress on the reply subject.
+#[tokio::test]
+async fn server_api_over_nats() {
+    let cluster = Cluster::start("grpc", 3, 2).await;
+    let mut user = user_socket(cluster.edge(0), "alice", "t1", None).await;
+    let mut sub = app_socket(cluster.edge(1), "app1", "t", "t1").await;
+    sub.send_json(
+        &json!({"jsonrpc": "2.0", "method": "subscribe", "params": {"channel": "c"}, "id": 1}),
+    )
+    .await;
+    assert_eq!(sub.recv_json().await["result"]["code"], 200);
+    let client = async_nats::connect(cluster.nats.url()).await.unwrap();
+    let request = |subject: &'static str, body: Value| {
+        let client = client.clone();
+        async move {
+            let reply = client
+                .request(subject, body.to_string().into())
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&reply.payload).unwrap()
+        }
+    };
+
+    let reply = request(
+        "switchboard.api.notify",
+        json!({"tenant": "t1", "to": {"user": "alice"}, "type": "n", "data": 1}),
+    )
+    .await;
+    assert_eq!(reply, json!({"delivered": 1}));
+    assert_eq!(notified(&mut user).await, ("n".to_owned(), json!(1)));
+    let bad = request(
+        "switchboard.api.notify",
+        json!({"tenant": "t1", "type": "n"}),
+    )
+    .await;
+    assert_eq!(bad["error"]["field"], "to");
+
+    // Published back to back, taken by different routers, delivered in order.
+    const CHUNKS: u64 = 30;
+    for seq in 0..CHUNKS {
+        let chunk = json!({"tenant": "t1", "to": {"user": "alice"}, "streamId": "s",
+            "seq": seq, "delta": seq, "done": seq == CHUNKS - 1});
+        client
+            .publish("switchboard.api.stream", chunk.to_string().into())
+            .await
+            .unwrap();
+    }
+    for seq in 0..CHUNKS {
+        let (kind, data) = notified(&mut user).await;
+        assert_eq!(kind, "stream");
+        assert_eq!(data["seq"], seq, "{data}");
+    }
+
+    let reply = request(
+        "switchboard.api.apps.publish",
+        json!({"tenant": "t1", "appId": "app1", "channel": "c", "message": "m"}),
+    )
+    .await;
+    assert_eq!(reply, json!({"receivers": 1}));
+    assert_eq!(notified(&mut sub).await.1["message"], "m");
+
+    let mut tool = app_socket(cluster.edge(1), "app1", "calc", "t1").await;
+    let inbox = client.new_inbox();
+    let mut answers = client.subscribe(inbox.clone()).await.unwrap();
+    let call = json!({"tenant": "t1", "appId": "app1", "toolId": "calc", "method": "sum", "params": [1, 2]});
+    client
+        .publish_with_reply("switchboard.api.tools.call", inbox, call.to_string().into())
+        .await
+        .unwrap();
+    let asked = tool.recv_json().await;
+    let id = asked["id"].clone();
+    tool.send_json(&json!({"jsonrpc": "2.0", "method": "_notify",
+        "params": {"type": "tool.progress", "data": {"id": id, "pct": 50}}}))
+        .await;
+    tool.send_json(&json!({"jsonrpc": "2.0", "result": 3, "id": id}))
+        .await;
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        let message = tokio::time::timeout(Duration::from_secs(5), answers.next())
+            .await
+            .unwrap()
+            .unwrap();
+        heard.push(serde_json::from_slice::<Value>(&message.payload).unwrap());
+    }
+    assert_eq!(
+        heard,
+        [
+            json!({"type": "tool.progress", "data": {"id": id, "pct": 50}}),
+            json!({"result": 3}),
+        ]
+    );
+    let missing = request(
+        "switchboard.api.tools.call",
+        json!({"tenant": "t1", "appId": "app1", "toolId": "none", "method": "m"}),
+    )
+    .await;
+    assert_eq!(missing["error"]["code"], "not_found");
 }

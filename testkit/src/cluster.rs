@@ -50,7 +50,28 @@ impl Cluster {
             cluster.add_edge(i);
         }
         cluster.wait_links(pools.len()).await;
+        cluster.wait_views(pools.len()).await;
         cluster
+    }
+
+    /// Waits until every router that answers counts `routers` live routers,
+    /// so all of them agree on who owns what.
+    pub async fn wait_views(&self, routers: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        for router in &self.routers {
+            loop {
+                let text = scrape(router.addr("router-admin")).await;
+                let live = metric(&text, "switchboard_live_routers");
+                if text.is_empty() || live as usize == routers {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "a router never saw {routers} routers ({live} live)"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 
     /// What every process of the cluster shares (the secret and API key

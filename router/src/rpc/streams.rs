@@ -2,7 +2,8 @@
 //! goes to the owner of its target, where one task per stream delivers
 //! chunks one at a time and holds back a chunk that arrives before its
 //! predecessor (two API calls racing, two NATS consumers) until the gap
-//! fills or a short wait passes. Only out-of-order chunks are held; the
+//! fills or a short wait passes (a stream numbered from 1 waits briefly
+//! for a chunk 0 before its first chunk goes out). Only out-of-order chunks are held; the
 //! rest go out as they come, so a stream is never buffered whole.
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +19,10 @@ use crate::topic::TopicKey;
 
 /// How long a chunk waits for a missing predecessor before the gap is skipped.
 const GAP_WAIT: Duration = Duration::from_secs(1);
+/// How long a stream whose first chunk is not `seq` 0 waits for lower ones.
+/// Streams number from 0; one numbered from 1 pays this once, on its
+/// first chunk. It covers a first forward between routers (a new channel).
+const FIRST_WAIT: Duration = Duration::from_millis(250);
 /// A stream with no chunk for this long is forgotten (and after `done`).
 const IDLE: Duration = Duration::from_secs(30);
 /// Chunks held back per stream at most; past it the gap is skipped.
@@ -104,8 +109,8 @@ impl Order {
             chunk.reply.send(Response::default());
             return Vec::new();
         }
-        if self.next.is_none() && chunk.seq <= 1 {
-            self.next = Some(chunk.seq);
+        if self.next.is_none() && chunk.seq == 0 {
+            self.next = Some(0);
         }
         self.held.insert(chunk.seq, chunk);
         if self.held.len() > MAX_HELD {
@@ -139,10 +144,10 @@ impl Order {
 async fn sequence(node: Weak<RouterNode>, key: StreamKey, mut rx: mpsc::UnboundedReceiver<Chunk>) {
     let mut order = Order::default();
     loop {
-        let wait = if order.held.is_empty() {
-            IDLE
-        } else {
-            GAP_WAIT
+        let wait = match (order.held.is_empty(), order.next) {
+            (true, _) => IDLE,
+            (false, None) => FIRST_WAIT,
+            (false, Some(_)) => GAP_WAIT,
         };
         let ready = match tokio::time::timeout(wait, rx.recv()).await {
             Ok(Some(chunk)) => order.arrive(chunk),
@@ -205,6 +210,7 @@ mod tests {
     #[test]
     fn an_early_chunk_waits_for_its_predecessor() {
         let mut order = Order::default();
+        assert_eq!(seqs(&order.arrive(chunk(0, false).0)), [0]);
         assert_eq!(seqs(&order.arrive(chunk(1, false).0)), [1]);
         assert!(order.arrive(chunk(3, false).0).is_empty());
         assert!(order.arrive(chunk(4, false).0).is_empty());
@@ -212,10 +218,22 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_whose_first_chunk_is_late_starts_at_it() {
+    fn a_stream_numbered_from_one_starts_after_the_first_wait() {
         let mut order = Order::default();
         assert!(order.arrive(chunk(2, false).0).is_empty());
-        assert_eq!(seqs(&order.arrive(chunk(1, false).0)), [1, 2]);
+        assert!(
+            order.arrive(chunk(1, false).0).is_empty(),
+            "0 may still come"
+        );
+        assert_eq!(seqs(&order.skip_gap()), [1, 2]);
+        assert_eq!(seqs(&order.arrive(chunk(3, false).0)), [3]);
+    }
+
+    #[test]
+    fn a_first_chunk_overtaken_by_the_second_still_goes_first() {
+        let mut order = Order::default();
+        assert!(order.arrive(chunk(1, false).0).is_empty());
+        assert_eq!(seqs(&order.arrive(chunk(0, false).0)), [0, 1]);
     }
 
     #[test]

@@ -363,7 +363,9 @@ impl RpcSession {
         };
         switchboard_proto::jsonrpc::call_router(&call_id)?;
         let topic = Topic::new(&self.tenant, TopicKind::Tool, &tool_topic_name(app, tool));
-        Some(Action::Request {
+        // Waited for, so a call's progress notes and its answer reach the
+        // caller in the order the app sent them.
+        Some(Action::Await {
             topic: topic.clone(),
             body: RequestBody::Envelope(request::Body::ToolEvent(ToolEvent {
                 topic: Some(topic),
@@ -371,7 +373,7 @@ impl RpcSession {
                 json: json.into(),
                 progress,
             })),
-            on_response: Box::new(|_| None),
+            token: super::OPEN_TOKEN,
         })
     }
 

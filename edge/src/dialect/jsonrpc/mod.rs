@@ -229,7 +229,8 @@ pub struct RpcSession {
     next_token: u64,
 }
 
-/// Tokens of requests made at open, whose answers nobody is told.
+/// The token of requests whose answers nobody is told (opening work,
+/// relays of tool answers).
 const OPEN_TOKEN: u64 = 0;
 
 impl RpcSession {
@@ -378,7 +379,11 @@ impl DialectSession for RpcSession {
     fn on_response(&mut self, token: u64, response: Result<Response, Unavailable>) -> Vec<Action> {
         if token == OPEN_TOKEN {
             if let Err(Unavailable) | Ok(Response { error: 1.., .. }) = &response {
-                tracing::warn!(socket = self.socket.label(), "binding at open failed");
+                tracing::debug!(
+                    socket = self.socket.label(),
+                    ?response,
+                    "background request failed"
+                );
             }
             return Vec::new();
         }
