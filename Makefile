@@ -26,6 +26,25 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+HELM ?= helm
+CHART := helm/switchboard
+
+.PHONY: helm-lint
+helm-lint: ## helm lint and helm template the chart with each ci/*-values.yaml (skipped without helm)
+	@if ! command -v $(HELM) >/dev/null 2>&1; then \
+	  echo "helm is not installed: skipping the chart lint."; \
+	  echo "Install Helm 3.8+ (https://helm.sh/docs/intro/install/) and run make helm-lint again."; \
+	  exit 0; \
+	fi; \
+	set -e; \
+	$(HELM) lint $(CHART); \
+	for values in $(CHART)/ci/*-values.yaml; do \
+	  echo "== $$values"; \
+	  $(HELM) lint --strict $(CHART) --values $$values; \
+	  $(HELM) template switchboard $(CHART) --values $$values >/dev/null; \
+	done; \
+	echo "chart OK"
+
 .PHONY: fmt
 fmt: ## Format the code
 	$(CARGO) fmt --all

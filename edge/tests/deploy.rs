@@ -1,6 +1,9 @@
 //! The deployment files speak of metrics that exist: every `switchboard_*`
-//! name in the Grafana dashboards and the Prometheus alert rules is
-//! exported by a running edge and router, after some traffic.
+//! name in the Grafana dashboards and the Prometheus alert rules (and the
+//! Helm chart's copy of them) is exported by a running edge and router,
+//! after some traffic, and every label they group or filter by is one
+//! those metrics carry or the scrape adds. The compose file parses and
+//! names files that exist.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -8,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use switchboard_testkit::RedisServer;
 use switchboard_testkit::http;
+use switchboard_testkit::manifests;
 use switchboard_testkit::switchboard::{self, join_group, token};
 
 fn deploy() -> PathBuf {
@@ -53,6 +57,99 @@ fn exported(text: &str) -> BTreeSet<String> {
         .filter_map(|l| l.split(['{', ' ']).next())
         .map(|name| base_name(name).to_owned())
         .collect()
+}
+
+/// Label names of the series in a Prometheus text exposition. Values are
+/// quoted and may hold `,` or `}` (routes do), so they are skipped as strings.
+fn exported_labels(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((_, mut rest)) = line.split_once('{') else {
+            continue;
+        };
+        while let Some((name, after)) = rest.split_once("=\"") {
+            names.insert(name.trim_start_matches(',').trim().to_owned());
+            let mut escaped = false;
+            let close = after.char_indices().find(|&(_, c)| {
+                let found = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                found
+            });
+            let Some((at, _)) = close else { break };
+            rest = &after[at + 1..];
+            if rest.starts_with('}') {
+                break;
+            }
+        }
+    }
+    names
+}
+
+/// Labels a PromQL expression groups by (`by (…)`) or selects on (`{…}`).
+fn used_labels(expr: &str) -> BTreeSet<String> {
+    let mut labels = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find(" by (") {
+        let inner = &rest[at + " by (".len()..];
+        let end = inner.find(')').unwrap_or(inner.len());
+        labels.extend(inner[..end].split(',').map(|l| l.trim().to_owned()));
+        rest = &inner[end..];
+    }
+    let mut rest = expr;
+    while let Some(at) = rest.find('{') {
+        let inner = &rest[at + 1..];
+        let end = inner.find('}').unwrap_or(inner.len());
+        for matcher in inner[..end].split(',') {
+            let name = matcher.split(['=', '!']).next().unwrap_or_default().trim();
+            labels.insert(name.to_owned());
+        }
+        rest = &inner[end..];
+    }
+    if let Some(args) = expr.strip_prefix("label_values(") {
+        let label = args
+            .trim_end_matches(')')
+            .rsplit(',')
+            .next()
+            .unwrap_or_default();
+        labels.insert(label.trim().to_owned());
+    }
+    labels.retain(|l| !l.is_empty());
+    labels
+}
+
+/// Every PromQL expression and variable query in a dashboard.
+fn dashboard_queries(dashboard: &Value, out: &mut Vec<String>) {
+    match dashboard {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("expr" | "definition", Value::String(q)) => out.push(q.clone()),
+                    _ => dashboard_queries(value, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| dashboard_queries(v, out)),
+        _ => {}
+    }
+}
+
+/// The alert rule files: the one Prometheus loads and the chart's copy.
+const ALERT_FILES: [&str; 2] = [
+    "deploy/prometheus/alerts.yml",
+    "helm/switchboard/files/alerts.yml",
+];
+
+fn alert_queries() -> Vec<String> {
+    let mut out = Vec::new();
+    for file in ALERT_FILES {
+        let rules = manifests::yaml(file);
+        for group in rules["groups"].as_array().expect("groups") {
+            for rule in group["rules"].as_array().expect("rules") {
+                out.push(rule["expr"].as_str().expect("expr").to_owned());
+            }
+        }
+    }
+    out
 }
 
 fn dashboards() -> Vec<(PathBuf, String)> {
@@ -113,20 +210,95 @@ async fn every_metric_in_dashboards_and_alerts_is_exported() {
     ws.recv_json_until(|m| m["msg"] == "hi").await;
 
     let mut available = BTreeSet::new();
+    // Labels the scrape adds: instance and job always, pool from the
+    // chart's ServiceMonitor (the router pod's pool) or the compose scrape config.
+    let mut labels = BTreeSet::from(["instance", "job", "pool"].map(str::to_owned));
     for admin in ["edge-admin", "router-admin"] {
         let text =
             String::from_utf8_lossy(&http::get(edge.addr(admin), "/metrics", &[]).await.body)
                 .into_owned();
         available.extend(exported(&text));
+        labels.extend(exported_labels(&text));
     }
-    let mut wanted =
-        referenced(&std::fs::read_to_string(deploy().join("prometheus/alerts.yml")).unwrap());
+    let mut wanted = BTreeSet::new();
+    for file in ALERT_FILES {
+        wanted.extend(referenced(&manifests::read(file)));
+    }
+    let mut queries = alert_queries();
     for (_, text) in dashboards() {
         wanted.extend(referenced(&text));
+        let dashboard: Value = serde_json::from_str(&text).expect("dashboard JSON");
+        dashboard_queries(&dashboard, &mut queries);
     }
-    assert!(wanted.len() >= 15, "the files name metrics: {wanted:?}");
+    assert!(wanted.len() >= 25, "the files name metrics: {wanted:?}");
     let missing: Vec<_> = wanted.difference(&available).collect();
     assert!(missing.is_empty(), "named but not exported: {missing:?}");
+
+    assert!(queries.len() >= 60, "queries found: {}", queries.len());
+    for query in &queries {
+        let unknown: Vec<_> = used_labels(query)
+            .into_iter()
+            .filter(|l| !labels.contains(l))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "`{query}` uses labels no metric has: {unknown:?}"
+        );
+    }
+}
+
+#[test]
+fn compose_file_parses_and_names_files_that_exist() {
+    let compose = manifests::yaml("deploy/compose.yaml");
+    let services = compose["services"].as_object().expect("services");
+    for name in [
+        "redis",
+        "nats",
+        "router-1",
+        "router-2",
+        "edge-1",
+        "edge-2",
+        "prometheus",
+        "grafana",
+    ] {
+        assert!(services.contains_key(name), "compose lacks {name}");
+    }
+    for (name, service) in services {
+        // Merge keys (`<<: *router`) resolved: every Switchboard service builds or pulls.
+        assert!(
+            service["image"].is_string() || service["build"].is_object(),
+            "{name} has neither image nor build"
+        );
+        if let Some(dockerfile) = service["build"]["dockerfile"].as_str() {
+            assert!(
+                manifests::repo_root().join(dockerfile).is_file(),
+                "{name}: {dockerfile}"
+            );
+        }
+        for volume in service["volumes"].as_array().into_iter().flatten() {
+            let source = volume
+                .as_str()
+                .and_then(|v| v.split(':').next())
+                .unwrap_or_default();
+            assert!(
+                deploy().join(source).exists(),
+                "{name} mounts missing {source}"
+            );
+        }
+    }
+    for router in ["router-1", "router-2"] {
+        assert_eq!(
+            services[router]["environment"]["SWITCHBOARD_ROUTER_ID"], router,
+            "environment merged from the shared block and the service's own"
+        );
+        assert!(services[router]["environment"]["SWITCHBOARD_NATS_URL"].is_string());
+    }
+    let prometheus = manifests::yaml("deploy/prometheus/prometheus.yml");
+    assert!(
+        prometheus["scrape_configs"]
+            .as_array()
+            .is_some_and(|c| c.len() == 2)
+    );
 }
 
 #[test]
@@ -139,5 +311,21 @@ fn name_extraction() {
     assert_eq!(
         exported("# HELP x\nswitchboard_a{b=\"c\"} 1\nswitchboard_h_bucket{le=\"1\"} 0\n"),
         BTreeSet::from(["switchboard_a".to_owned(), "switchboard_h".to_owned()])
+    );
+    assert_eq!(
+        exported_labels(
+            "switchboard_a{b=\"c,}\\\"x\",d=\"{e}\"} 1\nswitchboard_f 2\nswitchboard_g{h=\"\"} 0\n"
+        ),
+        BTreeSet::from(["b", "d", "h"].map(str::to_owned))
+    );
+    assert_eq!(
+        used_labels("label_values(switchboard_router_edges, pool)"),
+        BTreeSet::from(["pool".to_owned()])
+    );
+    assert_eq!(
+        used_labels(
+            r#"histogram_quantile(0.99, sum by (pool, le) (rate(x_bucket{pool=~"$pool",status!="2"}[5m])))"#
+        ),
+        BTreeSet::from(["le", "pool", "status"].map(str::to_owned))
     );
 }

@@ -9,12 +9,15 @@
 //!   independent of the server's) with JSON helpers.
 //! - [`http`]: a minimal HTTP/1.1 client.
 //! - [`jsonrpc`]: JSON-RPC dialect sockets, calls and pushes.
+//! - [`manifests`]: deployment files (YAML, JSON) as data, Helm's values
+//!   merge and JSON Schema checks.
 //! - [`switchboard`]: standalone, edge and router processes, tokens, URLs.
 #![forbid(unsafe_code)]
 
 pub mod cluster;
 pub mod http;
 pub mod jsonrpc;
+pub mod manifests;
 pub mod nats;
 pub mod process;
 pub mod redis;
