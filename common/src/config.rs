@@ -54,12 +54,17 @@ where
     Ok(T::from_arg_matches(&matches)?)
 }
 
-/// [`load_from`] with the process's own arguments.
+/// [`load_from`] with the process's own arguments. A command-line error,
+/// `--help` and `--version` are printed the way clap prints them and end
+/// the process (exit 0 for help, 2 for a usage error).
 pub fn load<T>() -> Result<T, ConfigError>
 where
     T: CommandFactory + FromArgMatches,
 {
-    load_from(std::env::args_os().collect())
+    match load_from(std::env::args_os().collect()) {
+        Err(ConfigError::Cli(e)) => e.exit(),
+        other => other,
+    }
 }
 
 fn config_path(matches: &ArgMatches) -> Option<PathBuf> {
