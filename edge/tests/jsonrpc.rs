@@ -714,10 +714,7 @@ async fn tool_calls() {
     let reply = caller.await.unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(reply.headers["content-type"], "application/x-ndjson");
-    let lines: Vec<Value> = String::from_utf8_lossy(&reply.body)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = reply.json_lines();
     assert_eq!(
         lines,
         [

@@ -71,10 +71,7 @@ async fn tool_calls_across_edges(transport: &str) {
             .await;
         let reply = caller.await.unwrap();
         assert_eq!(reply.status, 200, "via router {router}");
-        let lines: Vec<Value> = String::from_utf8_lossy(&reply.body)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = reply.json_lines();
         assert_eq!(
             lines,
             [

@@ -13,6 +13,14 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// A body of JSON lines (`application/x-ndjson`), one value per line.
+    pub fn json_lines(&self) -> Vec<Value> {
+        String::from_utf8_lossy(&self.body)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("line {line:?}: {e}")))
+            .collect()
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
