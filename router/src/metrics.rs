@@ -6,17 +6,28 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Label values that exist from the start.
 const DIALECTS: [&str; 5] = ["group", "group_v2", "jsonrpc", "iot", "im"];
-const TOPIC_KINDS: [&str; 4] = [
+const TOPIC_KINDS: [&str; 10] = [
     "TOPIC_KIND_GROUP",
     "TOPIC_KIND_CLIENT",
     "TOPIC_KIND_TENANT",
     "TOPIC_KIND_IOT",
+    "TOPIC_KIND_USER",
+    "TOPIC_KIND_CONV",
+    "TOPIC_KIND_DEVICE",
+    "TOPIC_KIND_APP_CHANNEL",
+    "TOPIC_KIND_TOOL",
+    "TOPIC_KIND_APP",
 ];
-const STORE_OPS: [&str; 4] = [
+const STORE_OPS: [&str; 9] = [
     "presence_refresh",
     "presence_leave",
     "presence_expire",
     "presence_members",
+    "kv_get",
+    "kv_set",
+    "kv_del",
+    "set_members",
+    "kv_rebind",
 ];
 
 /// Metrics of the cluster machinery, shared by edges and routers.
@@ -120,6 +131,18 @@ pub fn register() {
         "switchboard_api_nats_rejected_total",
         "NATS API messages refused"
     );
+    describe_counter!(
+        "switchboard_router_tool_calls_total",
+        "Tool calls handed to a tool socket"
+    );
+    describe_counter!(
+        "switchboard_router_tool_timeouts_total",
+        "Tool calls that got no answer in time"
+    );
+    describe_counter!(
+        "switchboard_router_stream_gaps_total",
+        "Stream chunks given up on after waiting for them"
+    );
 
     metrics::gauge!("switchboard_router_edges").increment(0.0);
     for dialect in DIALECTS {
@@ -135,6 +158,9 @@ pub fn register() {
         "switchboard_router_forwarded_total",
         "switchboard_router_forward_errors_total",
         "switchboard_router_presence_expired_total",
+        "switchboard_router_tool_calls_total",
+        "switchboard_router_tool_timeouts_total",
+        "switchboard_router_stream_gaps_total",
     ] {
         metrics::counter!(name).absolute(0);
     }
