@@ -307,37 +307,49 @@ async fn tool_call(
     let (progress_tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
     let mut running =
         Box::pin(async move { crate::rpc::tools::call(&node, &call, progress_tx).await });
+    // Notes come first: a note sent in the poll that also ends the call
+    // is still streamed before the answer.
+    let mut finished = None;
     let first_note = tokio::select! {
-        outcome = &mut running => {
-            let answer = outcome?;
-            return Ok(boxed(json_response(StatusCode::OK, &api_rpc::tool_answer(&answer))));
-        }
+        biased;
         Some(note) = progress.recv() => note,
+        outcome = &mut running => match progress.try_recv() {
+            Ok(note) => {
+                finished = Some(outcome);
+                note
+            }
+            Err(_) => {
+                let answer = outcome?;
+                return Ok(boxed(json_response(StatusCode::OK, &api_rpc::tool_answer(&answer))));
+            }
+        },
     };
     let (lines, body) = tokio::sync::mpsc::unbounded_channel::<Result<Frame<Bytes>, Infallible>>();
     let line = |value: &Value| Ok(Frame::data(Bytes::from(format!("{value}\n"))));
     let _ = lines.send(line(&first_note));
     tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                outcome = &mut running => {
-                    while let Ok(note) = progress.try_recv() {
-                        let _ = lines.send(line(&note));
+        let outcome = match finished {
+            Some(outcome) => outcome,
+            None => loop {
+                tokio::select! {
+                    biased;
+                    Some(note) = progress.recv() => {
+                        if lines.send(line(&note)).is_err() {
+                            return;
+                        }
                     }
-                    let last = match outcome {
-                        Ok(answer) => api_rpc::tool_answer(&answer),
-                        Err(e) => ApiError::from(e).body(),
-                    };
-                    let _ = lines.send(line(&last));
-                    return;
+                    outcome = &mut running => break outcome,
                 }
-                Some(note) = progress.recv() => {
-                    if lines.send(line(&note)).is_err() {
-                        return;
-                    }
-                }
-            }
+            },
+        };
+        while let Ok(note) = progress.try_recv() {
+            let _ = lines.send(line(&note));
         }
+        let last = match outcome {
+            Ok(answer) => api_rpc::tool_answer(&answer),
+            Err(e) => ApiError::from(e).body(),
+        };
+        let _ = lines.send(line(&last));
     });
     let stream = StreamBody::new(tokio_stream::wrappers::UnboundedReceiverStream::new(body));
     Response::builder()
