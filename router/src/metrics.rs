@@ -67,6 +67,7 @@ pub fn register_cluster() {
 /// Describes and creates the router's metrics.
 pub fn register() {
     register_cluster();
+    crate::im::register_metrics();
     describe_gauge!("switchboard_router_edges", "Edges attached to this router");
     describe_gauge!(
         "switchboard_router_connections",

@@ -34,6 +34,7 @@ pub struct NodeConfig {
     pub touch_interval: Duration,
     /// Frames queued towards one edge before deliveries to it are dropped.
     pub edge_queue: usize,
+    pub im: crate::im::ImConfig,
 }
 
 impl Default for NodeConfig {
@@ -45,6 +46,7 @@ impl Default for NodeConfig {
             sweep_interval: Duration::from_secs(5),
             touch_interval: Duration::from_secs(10),
             edge_queue: 16_384,
+            im: crate::im::ImConfig::default(),
         }
     }
 }
@@ -113,6 +115,8 @@ pub struct RouterNode {
     /// Attached edges: id and the sender of their session.
     edges: Mutex<HashMap<EdgeIdx, (String, mpsc::Sender<RouterFrame>)>>,
     pub stats: Stats,
+    /// IM settings and per-user queues.
+    pub(crate) im: crate::im::ImHub,
     stop: CancellationToken,
     /// Itself, for tasks that outlive a request (stream sequencers).
     me: Weak<RouterNode>,
@@ -146,6 +150,7 @@ pub(crate) fn request_topic(request: &Request) -> Option<TopicKey> {
         request::Body::ToolCall(call) => call.topic.clone()?,
         request::Body::ToolEvent(event) => event.topic.clone()?,
         request::Body::Notify(notify) => notify.topic.clone()?,
+        request::Body::Im(im) => im.topic.clone()?,
     };
     Some(TopicKey::from(topic))
 }
@@ -181,6 +186,7 @@ impl RouterNode {
             shards.push(tx);
         }
         Arc::new_cyclic(|me| Self {
+            im: crate::im::ImHub::new(me.clone(), config.im.clone()),
             config,
             cluster,
             shards,
@@ -243,8 +249,24 @@ impl RouterNode {
     }
 
     pub(crate) async fn to_shard(&self, topic: &TopicKey, command: ShardCommand) {
+        // A socket joins an IM user's topic through the user's queue, after
+        // the user's kept messages went out to it.
+        if crate::im::is_membership(topic, &command) {
+            return crate::im::membership(&self.im, topic, command);
+        }
+        self.to_shard_direct(topic, command).await;
+    }
+
+    /// [`RouterNode::to_shard`] without the IM user queues (what they use).
+    pub(crate) async fn to_shard_direct(&self, topic: &TopicKey, command: ShardCommand) {
         // A closed shard means the node is stopping; nothing to deliver to.
         let _ = self.shard(topic).send(command).await;
+    }
+
+    /// The id and frame sender of an attached edge.
+    pub(crate) fn edge_link(&self, edge: EdgeIdx) -> Option<(String, mpsc::Sender<RouterFrame>)> {
+        let edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
+        edges.get(&edge).cloned()
     }
 
     async fn to_all_shards(&self, command: impl Fn() -> ShardCommand) {
@@ -392,6 +414,7 @@ impl RouterNode {
                     "router is shutting down",
                 )),
             },
+            Some(request::Body::Im(im)) => crate::im::handle(&self.im, im, reply),
             _ => reply.send(error_response(
                 ErrorCode::Invalid,
                 "a request needs a topic (and a payload to publish)",
