@@ -20,7 +20,7 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use switchboard_common::clock::now_ms;
-use switchboard_proto::im::{self as wire, ImMessage};
+use switchboard_proto::im::{self as wire, ImMessage, Kind};
 use switchboard_proto::{
     ErrorCode, ImAnswer, ImRequest, Request, Response, Topic, TopicKind, im_request, request,
 };
@@ -334,6 +334,17 @@ pub async fn deliver_system_message(
     .await
 }
 
+/// A 3001 notice from the system to `user`, `body` being a NoticeBody
+/// object (`title`, `msg`, optional `target` and `serviceId`): what
+/// `/api/v1/notify` hands [`deliver_system_message`] for IM sockets.
+pub fn system_notice(user: &str, body: &serde_json::Value) -> Result<ImMessage, ImError> {
+    let mut object = serde_json::Map::new();
+    object.insert("type".into(), Kind::Notice.code().into());
+    object.insert("to".into(), user.into());
+    object.insert("body".into(), body.to_string().into());
+    ImMessage::system(object, api::new_id).map_err(ImError::Invalid)
+}
+
 /// Describes and creates the IM metrics.
 pub fn register_metrics() {
     use metrics::describe_counter;
@@ -361,5 +372,24 @@ pub fn register_metrics() {
     ] {
         describe_counter!(name, help);
         metrics::counter!(name).absolute(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn system_notices_carry_a_notice_body() {
+        let notice = system_notice("bob", &json!({"title": "t", "msg": "m"})).unwrap();
+        assert_eq!(
+            (notice.kind, notice.from.as_str()),
+            (Kind::Notice, wire::SYSTEM)
+        );
+        assert!(notice.is_system);
+        assert!(system_notice("bob", &json!({"title": "t"})).is_err());
+        assert!(system_notice("a,,b", &json!({"title": "t", "msg": "m"})).is_err());
     }
 }
