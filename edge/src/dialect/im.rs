@@ -171,6 +171,7 @@ impl ImSession {
             return self.status(id, from, Status::SessionError, unknown);
         };
         let topic = Topic::im_user(tenant, &im.user);
+        let (id, user) = (id.to_owned(), im.user.clone());
         self.registered = Some(Registered {
             tenant: tenant.to_owned(),
             user: im.user,
@@ -178,14 +179,32 @@ impl ImSession {
             notice: im.notice,
         });
         self.registration.cancel();
-        // The reply goes out before the subscription is made, so it comes
-        // before the kept messages the subscription brings.
-        let mut actions = self.status(id, "", Status::Success, "registered");
-        actions.push(Action::Subscribe {
+        // The owner answers the sync before it reads the subscription sent
+        // right behind it: the reply comes before the kept messages the
+        // subscription brings, and anything sent to the user once the reply
+        // is out finds the socket subscribed.
+        let confirmed = Action::Request {
+            topic: topic.clone(),
+            body: RequestBody::Sync,
+            on_response: Box::new(move |answer| {
+                let (status, msg) = match answer {
+                    Ok(r) if r.error == 0 => (Status::Success, "registered"),
+                    _ => (Status::Failed, "router unavailable, register again"),
+                };
+                Some(Bytes::from(wire::send_status(
+                    &id,
+                    &user,
+                    status,
+                    msg,
+                    now_ms(),
+                )))
+            }),
+        };
+        let subscribe = Action::Subscribe {
             topic,
             member: None,
-        });
-        actions
+        };
+        vec![confirmed, subscribe]
     }
 
     /// A text message or a notice, once the socket is registered.
@@ -431,11 +450,16 @@ mod tests {
         let mut s = session();
         let calls = s.on_text(&register_text());
         assert!(matches!(calls[..], [Action::Await { .. }]));
-        let actions = s.on_response(0, answer("alice", notice));
+        let mut actions = s.on_response(0, answer("alice", notice));
         assert!(matches!(
             actions[..],
-            [Action::Reply(_), Action::Subscribe { .. }]
+            [Action::Request { .. }, Action::Subscribe { .. }]
         ));
+        let Action::Request { on_response, .. } = actions.remove(0) else {
+            unreachable!()
+        };
+        let reply = on_response(Ok(&Response::default())).unwrap();
+        assert_eq!(code(&[Action::Reply(reply)]), 200);
         assert!(s.registration.is_cancelled(), "the deadline stops");
         s
     }
