@@ -423,7 +423,7 @@ impl RouterNode {
     }
 
     /// The connections of this router's shards subscribed to any of `topics`.
-    async fn collect_here(&self, topics: Vec<TopicKey>) -> Vec<EdgeTargets> {
+    pub(crate) async fn collect_here(&self, topics: Vec<TopicKey>) -> Vec<EdgeTargets> {
         let mut by_shard: HashMap<usize, Vec<TopicKey>> = HashMap::new();
         for topic in topics {
             by_shard
@@ -514,7 +514,7 @@ impl RouterNode {
     }
 
     /// Sends one delivery per edge; returns the sockets it was handed to.
-    fn deliver_to_edges(
+    pub(crate) fn deliver_to_edges(
         &self,
         targets: HashMap<String, std::collections::BTreeSet<u64>>,
         payload: &Payload,

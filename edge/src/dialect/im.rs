@@ -120,6 +120,11 @@ impl ImSession {
         reply(wire::send_status(id, to, status, msg, now_ms()))
     }
 
+    fn not_registered(&self, message: &ImMessage) -> Vec<Action> {
+        let msg = "register first: type 1000 with the sessionId from the login";
+        self.status(&message.id, &message.from, Status::SessionError, msg)
+    }
+
     fn refuse(&self, message: &ImMessage, refusal: &wire::Refusal) -> Vec<Action> {
         self.status(&message.id, &message.from, refusal.status, &refusal.message)
     }
@@ -210,7 +215,7 @@ impl ImSession {
     /// A text message or a notice, once the socket is registered.
     fn send(&mut self, message: &ImMessage) -> Vec<Action> {
         let Some(me) = &self.registered else {
-            return Vec::new();
+            return self.not_registered(message);
         };
         let notice = message.kind.is_notice();
         if notice && !me.notice {
@@ -259,7 +264,7 @@ impl ImSession {
     /// A 9101 receipt for a message this user received.
     fn receipt(&mut self, message: &ImMessage) -> Vec<Action> {
         let Some(me) = &self.registered else {
-            return Vec::new();
+            return self.not_registered(message);
         };
         if message.is_system {
             let msg = "isSystem is true only for messages from the system";
@@ -335,20 +340,14 @@ impl DialectSession for ImSession {
             }
         };
         self.answering = (message.id.clone(), message.from.clone());
-        if message.kind == Kind::Register {
-            return self.register(&message);
-        }
-        if message.kind == Kind::SendStatus {
-            let msg = "type 9001 is sent by the server only";
-            return self.status(&message.id, &message.from, Status::TypeError, msg);
-        }
-        if self.registered.is_none() {
-            let msg = "register first: type 1000 with the sessionId from the login";
-            return self.status(&message.id, &message.from, Status::SessionError, msg);
-        }
         match message.kind {
+            Kind::Register => self.register(&message),
+            Kind::SendStatus => {
+                let msg = "type 9001 is sent by the server only";
+                self.status(&message.id, &message.from, Status::TypeError, msg)
+            }
             Kind::ReceiveStatus => self.receipt(&message),
-            _ => self.send(&message),
+            Kind::Text | Kind::Notice | Kind::TargetNotice => self.send(&message),
         }
     }
 

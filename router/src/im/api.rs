@@ -34,7 +34,5 @@ fn invalid(refusal: &switchboard_proto::im::Refusal) -> ApiError {
 
 /// An id for a system message sent without one.
 pub(crate) fn new_id() -> String {
-    let random: [u8; 12] = rand::random();
-    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sys-{hex}")
+    format!("sys-{}", super::random_hex::<12>())
 }

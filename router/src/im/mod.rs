@@ -171,9 +171,7 @@ async fn open_session(
     topic: &TopicKey,
     login: switchboard_proto::ImLogin,
 ) -> Response {
-    let random: [u8; 16] = rand::random();
-    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    let session_id = wire::session_id(&topic.tenant, &hex);
+    let session_id = wire::session_id(&topic.tenant, &random_hex::<16>());
     let record = ImSessionRecord {
         user: topic.name.clone(),
         client_name: login.client_name,
@@ -343,6 +341,12 @@ pub fn system_notice(user: &str, body: &serde_json::Value) -> Result<ImMessage, 
     object.insert("to".into(), user.into());
     object.insert("body".into(), body.to_string().into());
     ImMessage::system(object, api::new_id).map_err(ImError::Invalid)
+}
+
+/// `N` random bytes in lowercase hex.
+pub(crate) fn random_hex<const N: usize>() -> String {
+    let random: [u8; N] = rand::random();
+    random.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Describes and creates the IM metrics.

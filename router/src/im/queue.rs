@@ -3,19 +3,19 @@
 //! while the queue has work. A job never waits for another user's queue,
 //! so queues cannot wait on each other.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use switchboard_common::clock::now_ms;
 use switchboard_proto::{
-    Delivery, ErrorCode, ImAnswer, Payload, Response, RouterFrame, TopicKind, router_frame,
+    Delivery, ErrorCode, ImAnswer, Payload, Response, RouterFrame, router_frame,
 };
 use tokio::sync::mpsc;
 
 use crate::node::{RouterNode, error_response};
 use crate::reply::Reply;
-use crate::shard::{ShardCommand, send_delivery};
+use crate::shard::ShardCommand;
 use crate::store::im::{ImUser, StoredMessage};
 use crate::topic::TopicKey;
 
@@ -193,9 +193,6 @@ async fn handle(node: &Arc<RouterNode>, topic: &TopicKey, job: Job) {
 
 /// Sends the user's kept messages, oldest first, to one new socket.
 async fn send_kept(node: &RouterNode, topic: &TopicKey, edge: u32, conn: u64) {
-    if topic.kind != TopicKind::ImUser {
-        return;
-    }
     let Some((_, tx)) = node.edge_link(edge) else {
         return;
     };
@@ -243,30 +240,16 @@ async fn fan_out(
     message: Bytes,
     exclude: Option<(String, u64)>,
 ) -> u32 {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    node.to_shard_direct(
-        topic,
-        ShardCommand::Collect {
-            topics: vec![topic.clone()],
-            reply: tx,
-        },
-    )
-    .await;
-    let payload = Payload::json(message);
-    let mut delivered = 0;
-    for (edge, mut conns) in rx.await.unwrap_or_default() {
-        let Some((edge_id, sender)) = node.edge_link(edge) else {
-            continue;
-        };
-        if let Some((excluded_edge, excluded_conn)) = &exclude
-            && *excluded_edge == edge_id
-        {
-            conns.retain(|c| c != excluded_conn);
-        }
-        if !conns.is_empty() {
-            delivered += send_delivery(&sender, conns, &payload);
-        }
+    let mut targets: HashMap<String, BTreeSet<u64>> = HashMap::new();
+    for found in node.collect_here(vec![topic.clone()]).await {
+        let excluded = exclude
+            .as_ref()
+            .filter(|(edge, _)| *edge == found.edge_id)
+            .map(|(_, conn)| *conn);
+        targets
+            .entry(found.edge_id)
+            .or_default()
+            .extend(found.conn_ids.into_iter().filter(|c| Some(*c) != excluded));
     }
-    metrics::counter!("switchboard_router_delivered_sockets_total").increment(u64::from(delivered));
-    delivered
+    node.deliver_to_edges(targets, &Payload::json(message))
 }
