@@ -7,46 +7,29 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_common::auth::{Minter, claims};
+use switchboard_testkit::WsClient;
 use switchboard_testkit::http::{self, Reply};
 use switchboard_testkit::im::{
     self, APP_LOGIN, ImClient, LOGIN, SOCKET, is_status_for, message, notice_body, receipt,
     register, status_of, text,
 };
-use switchboard_testkit::switchboard::{self, API_KEY, token};
-use switchboard_testkit::{Process, RedisServer, WsClient};
+use switchboard_testkit::switchboard::{API_KEY, Standalone, token};
 
 const QUIET: Duration = Duration::from_millis(300);
 
-struct Env {
-    process: Process,
-    redis: Option<RedisServer>,
-}
+struct Env(Standalone);
 
 impl Env {
     async fn memory(extra: &[&str]) -> Self {
-        let process = switchboard::standalone(extra);
-        switchboard::wait_ready(process.addr("edge-admin")).await;
-        Self {
-            process,
-            redis: None,
-        }
+        Self(Standalone::memory(extra).await)
     }
 
     async fn redis(extra: &[&str]) -> Self {
-        let redis = RedisServer::start().await;
-        let url = redis.url();
-        let mut args = vec!["--redis-url", url.as_str()];
-        args.extend_from_slice(extra);
-        let process = switchboard::standalone(&args);
-        switchboard::wait_ready(process.addr("edge-admin")).await;
-        Self {
-            process,
-            redis: Some(redis),
-        }
+        Self(Standalone::redis(extra).await)
     }
 
     fn edge(&self) -> SocketAddr {
-        self.process.addr("edge")
+        self.0.edge()
     }
 
     async fn connect(&self, tenant: &str, user: &str, scope: Option<&str>) -> ImClient {
@@ -57,7 +40,7 @@ impl Env {
     async fn post(&self, tenant: &str, body: &Value) -> Reply {
         let auth = format!("Bearer {API_KEY}");
         http::post_json(
-            self.process.addr("router-api"),
+            self.0.api(),
             "/api/v1/im/messages",
             &[("authorization", &auth), ("x-tenant", tenant)],
             body,
@@ -68,7 +51,7 @@ impl Env {
     /// How many messages the Redis store keeps for `user` (memory: none
     /// to look at).
     async fn kept_in_redis(&self, tenant: &str, user: &str) -> Option<i64> {
-        let redis = self.redis.as_ref()?;
+        let redis = self.0.redis.as_ref()?;
         let key = format!("sb:{{{tenant}}}:im:msg:{user}");
         Some(redis.integer(&["HLEN", &key]).await)
     }
@@ -471,7 +454,7 @@ async fn server_api(env: Env) {
         assert_eq!(reply.status, 400, "{body}");
         assert_eq!(reply.json()["error"]["field"], field, "{body}");
     }
-    let api = env.process.addr("router-api");
+    let api = env.0.api();
     let reply = http::request("POST", api, "/api/v1/im/messages", &[], "{}").await;
     assert_eq!(reply.status, 401);
     let auth = format!("Bearer {API_KEY}");
@@ -561,28 +544,7 @@ async fn malformed_input_never_breaks_anything(env: Env) {
     send_to_self(&mut alice, "after").await;
 }
 
-macro_rules! on_both_stores {
-    ($($name:ident;)*) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Env::memory(&[]).await).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Env::redis(&[]).await).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores! {
+switchboard_testkit::against_both_stores! {
     login_refusals;
     registration;
     every_status_code;

@@ -155,28 +155,7 @@ async fn server_api_over_http_and_nats(transport: &str) {
     assert_eq!(bob.recv_message().await["id"], "d1");
 }
 
-macro_rules! over_both_transports {
-    ($($name:ident;)*) => {
-        mod grpc {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name("grpc").await;
-                }
-            )*
-        }
-        mod nats {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name("nats").await;
-                }
-            )*
-        }
-    };
-}
-
-over_both_transports! {
+switchboard_testkit::over_both_transports! {
     nothing_lost_when_the_owner_dies;
     server_api_over_http_and_nats;
 }
