@@ -166,6 +166,19 @@ pub(crate) fn handle(hub: &ImHub, request: ImRequest, reply: Reply) {
     }
 }
 
+fn session_answer(session_id: String, record: ImSessionRecord) -> Response {
+    Response {
+        im: Some(ImAnswer {
+            session_id,
+            user: record.user,
+            client_name: record.client_name,
+            notice: record.notice,
+            stored: 0,
+        }),
+        ..Response::default()
+    }
+}
+
 async fn open_session(
     node: &RouterNode,
     topic: &TopicKey,
@@ -183,16 +196,7 @@ async fn open_session(
         .im_session_create(&topic.tenant, &session_id, &record, now_ms(), ttl)
         .await
     {
-        Ok(()) => Response {
-            im: Some(ImAnswer {
-                session_id,
-                user: record.user,
-                client_name: record.client_name,
-                notice: record.notice,
-                stored: 0,
-            }),
-            ..Response::default()
-        },
+        Ok(()) => session_answer(session_id, record),
         Err(e) => error_response(ErrorCode::Internal, &format!("session not stored: {e}")),
     }
 }
@@ -213,16 +217,7 @@ async fn find_session(
         .im_session_get(&topic.tenant, &lookup.session_id, now_ms(), ttl)
         .await
     {
-        Ok(Some(record)) => Response {
-            im: Some(ImAnswer {
-                session_id: lookup.session_id,
-                user: record.user,
-                client_name: record.client_name,
-                notice: record.notice,
-                stored: 0,
-            }),
-            ..Response::default()
-        },
+        Ok(Some(record)) => session_answer(lookup.session_id, record),
         Ok(None) => unknown(),
         Err(e) => error_response(ErrorCode::Internal, &format!("session not read: {e}")),
     }
