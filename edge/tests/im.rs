@@ -13,7 +13,7 @@ use switchboard_testkit::im::{
     self, APP_LOGIN, ImClient, LOGIN, SOCKET, is_status_for, message, notice_body, receipt,
     register, status_of, text,
 };
-use switchboard_testkit::switchboard::{API_KEY, Standalone, token};
+use switchboard_testkit::switchboard::{self, API_KEY, Standalone, token};
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -607,4 +607,22 @@ async fn kept_messages_are_capped() {
         assert_eq!(bob.recv_message().await["id"], expected);
     }
     bob.ws.expect_silence(QUIET).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_path_comes_from_the_config_file_or_env() {
+    let file = std::env::temp_dir().join(format!("switchboard-im-{}.toml", std::process::id()));
+    std::fs::write(&file, "im-websocket-path = \"/from-file\"\n").unwrap();
+    let path = file.to_str().unwrap().to_owned();
+    let from_file = switchboard::standalone(&["--config", &path]);
+    let env = [("SWITCHBOARD_IM_WEBSOCKET_PATH", "/from-env".to_owned())];
+    let from_env = switchboard::standalone_with_env(&["--config", &path], &env);
+    for (process, route) in [(&from_file, "/from-file"), (&from_env, "/from-env")] {
+        switchboard::wait_ready(process.addr("edge-admin")).await;
+        let edge = process.addr("edge");
+        let session = im::session_id(edge, "t1", "alice", None).await;
+        let mut ws = ImClient::open(edge, route).await;
+        assert_eq!(code(&mut ws, &register("r1", "alice", &session)).await, 200);
+    }
+    let _ = std::fs::remove_file(&file);
 }
