@@ -100,7 +100,7 @@ pub async fn handle(
     let session = server
         .env
         .upstream
-        .call(0, topic, RequestBody::Im(login))
+        .call(0, topic, RequestBody::Im(Box::new(login)))
         .await;
     match session {
         Ok(response) if response.error == 0 => {

@@ -411,12 +411,12 @@ impl Upstream {
                 topics: vec![topic.clone()],
             }),
             RequestBody::Envelope(body) => body,
-            RequestBody::Im(op) => request::Body::Im(switchboard_proto::ImRequest {
+            RequestBody::Im(op) => request::Body::Im(Box::new(switchboard_proto::ImRequest {
                 topic: Some(topic.clone()),
                 from_edge: self.edge_id.clone(),
                 from_conn: conn,
-                op: Some(op),
-            }),
+                op: Some(*op),
+            })),
         };
         self.lock_pending().insert(
             correlation_id,

@@ -414,7 +414,7 @@ impl RouterNode {
                     "router is shutting down",
                 )),
             },
-            Some(request::Body::Im(im)) => crate::im::handle(&self.im, im, reply),
+            Some(request::Body::Im(im)) => crate::im::handle(&self.im, *im, reply),
             _ => reply.send(error_response(
                 ErrorCode::Invalid,
                 "a request needs a topic (and a payload to publish)",

@@ -155,7 +155,7 @@ impl ImSession {
         let lookup = im_request::Op::Lookup(ImLookup { session_id });
         vec![Action::Await {
             topic,
-            body: RequestBody::Im(lookup),
+            body: RequestBody::Im(Box::new(lookup)),
             token: 0,
         }]
     }
@@ -256,7 +256,7 @@ impl ImSession {
         });
         vec![Action::Await {
             topic,
-            body: RequestBody::Im(im_request::Op::Send(send)),
+            body: RequestBody::Im(Box::new(im_request::Op::Send(send))),
             token: 0,
         }]
     }
@@ -295,7 +295,7 @@ impl ImSession {
         });
         vec![Action::Await {
             topic: Topic::im_user(&me.tenant, &me.user),
-            body: RequestBody::Im(im_request::Op::Ack(ack)),
+            body: RequestBody::Im(Box::new(im_request::Op::Ack(ack))),
             token: 0,
         }]
     }
@@ -436,11 +436,11 @@ mod tests {
 
     fn answer(user: &str, notice: bool) -> Result<Response, Unavailable> {
         Ok(Response {
-            im: Some(ImAnswer {
+            im: Some(Box::new(ImAnswer {
                 user: user.into(),
                 notice,
                 ..ImAnswer::default()
-            }),
+            })),
             ..Response::default()
         })
     }

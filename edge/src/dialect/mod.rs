@@ -69,8 +69,9 @@ pub enum RequestBody {
     Sync,
     /// A request body built by the dialect, naming its own topic.
     Envelope(switchboard_proto::request::Body),
-    /// An instant-message operation on an IM user or session topic.
-    Im(switchboard_proto::im_request::Op),
+    /// An instant-message operation on an IM user or session topic (the
+    /// edge adds the asking socket).
+    Im(Box<switchboard_proto::im_request::Op>),
 }
 
 /// The router could not be reached, or did not answer in time.

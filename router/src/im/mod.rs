@@ -125,10 +125,10 @@ pub(crate) fn handle(hub: &ImHub, request: ImRequest, reply: Reply) {
                 reply.send(match sent {
                     Ok((delivered, stored)) => Response {
                         delivered,
-                        im: Some(ImAnswer {
+                        im: Some(Box::new(ImAnswer {
                             stored,
                             ..ImAnswer::default()
-                        }),
+                        })),
                         ..Response::default()
                     },
                     Err(e) => error_response(ErrorCode::Internal, &e.to_string()),
@@ -168,13 +168,13 @@ pub(crate) fn handle(hub: &ImHub, request: ImRequest, reply: Reply) {
 
 fn session_answer(session_id: String, record: ImSessionRecord) -> Response {
     Response {
-        im: Some(ImAnswer {
+        im: Some(Box::new(ImAnswer {
             session_id,
             user: record.user,
             client_name: record.client_name,
             notice: record.notice,
             stored: 0,
-        }),
+        })),
         ..Response::default()
     }
 }
@@ -226,12 +226,12 @@ async fn find_session(
 fn im_request(tenant: &str, user: &str, op: im_request::Op) -> Request {
     Request {
         correlation_id: 0,
-        body: Some(request::Body::Im(ImRequest {
+        body: Some(request::Body::Im(Box::new(ImRequest {
             topic: Some(Topic::im_user(tenant, user)),
             from_edge: String::new(),
             from_conn: 0,
             op: Some(op),
-        })),
+        }))),
     }
 }
 

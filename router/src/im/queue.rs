@@ -146,10 +146,10 @@ async fn handle(node: &Arc<RouterNode>, topic: &TopicKey, job: Job) {
             let delivered = fan_out(node, topic, message, None).await;
             reply.send(Response {
                 delivered,
-                im: Some(ImAnswer {
+                im: Some(Box::new(ImAnswer {
                     stored: u32::from(delivered == 0),
                     ..ImAnswer::default()
-                }),
+                })),
                 ..Response::default()
             });
         }
