@@ -118,7 +118,8 @@ pub struct RouterNode {
     /// IM settings and per-user queues.
     pub(crate) im: crate::im::ImHub,
     stop: CancellationToken,
-    /// Itself, for tasks that outlive a request (stream sequencers).
+    /// Itself, for tasks that outlive a request (stream sequencers, IM
+    /// user queues).
     me: Weak<RouterNode>,
     tools: crate::rpc::tools::Tools,
     streams: crate::rpc::streams::Streams,
@@ -186,7 +187,7 @@ impl RouterNode {
             shards.push(tx);
         }
         Arc::new_cyclic(|me| Self {
-            im: crate::im::ImHub::new(me.clone(), config.im.clone()),
+            im: crate::im::ImHub::new(config.im.clone()),
             config,
             cluster,
             shards,
@@ -252,7 +253,10 @@ impl RouterNode {
         // A socket joins an IM user's topic through the user's queue, after
         // the user's kept messages went out to it.
         if crate::im::is_membership(topic, &command) {
-            return crate::im::membership(&self.im, topic, command);
+            if let Some(node) = self.me.upgrade() {
+                crate::im::membership(&node, topic, command);
+            }
+            return;
         }
         self.to_shard_direct(topic, command).await;
     }
@@ -414,7 +418,13 @@ impl RouterNode {
                     "router is shutting down",
                 )),
             },
-            Some(request::Body::Im(im)) => crate::im::handle(&self.im, *im, reply),
+            Some(request::Body::Im(im)) => match self.me.upgrade() {
+                Some(node) => crate::im::handle(node, *im, reply),
+                None => reply.send(error_response(
+                    ErrorCode::Internal,
+                    "router is shutting down",
+                )),
+            },
             _ => reply.send(error_response(
                 ErrorCode::Invalid,
                 "a request needs a topic (and a payload to publish)",

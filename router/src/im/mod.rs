@@ -16,7 +16,7 @@ pub mod api;
 mod queue;
 pub mod settings;
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use switchboard_common::clock::now_ms;
@@ -35,22 +35,16 @@ pub use settings::{ImConfig, ImSettings};
 
 /// A node's IM state: its settings and its running user queues.
 pub struct ImHub {
-    node: Weak<RouterNode>,
     pub(crate) config: ImConfig,
     queues: queue::Queues,
 }
 
 impl ImHub {
-    pub(crate) fn new(node: Weak<RouterNode>, config: ImConfig) -> Self {
+    pub(crate) fn new(config: ImConfig) -> Self {
         Self {
-            node,
             config,
             queues: queue::Queues::default(),
         }
-    }
-
-    fn node(&self) -> Option<Arc<RouterNode>> {
-        self.node.upgrade()
     }
 }
 
@@ -75,22 +69,16 @@ pub(crate) fn is_membership(topic: &TopicKey, command: &ShardCommand) -> bool {
 }
 
 /// Queues a socket's join or leave behind the user's earlier jobs.
-pub(crate) fn membership(hub: &ImHub, topic: &TopicKey, command: ShardCommand) {
-    if let Some(node) = hub.node() {
-        hub.queues
-            .submit(&node, topic, queue::Job::Membership(command));
-    }
+pub(crate) fn membership(node: &Arc<RouterNode>, topic: &TopicKey, command: ShardCommand) {
+    node.im
+        .queues
+        .submit(node, topic, queue::Job::Membership(command));
 }
 
 /// Answers an IM request this router owns the topic of.
-pub(crate) fn handle(hub: &ImHub, request: ImRequest, reply: Reply) {
+pub(crate) fn handle(node: Arc<RouterNode>, request: ImRequest, reply: Reply) {
     let invalid = |message: &str| error_response(ErrorCode::Invalid, message);
-    let Some(node) = hub.node() else {
-        return reply.send(error_response(
-            ErrorCode::Internal,
-            "router is shutting down",
-        ));
-    };
+    let hub = &node.im;
     let (Some(topic), Some(op)) = (request.topic.map(TopicKey::from), request.op) else {
         return reply.send(invalid("an IM request needs a topic and an operation"));
     };
