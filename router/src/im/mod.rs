@@ -315,14 +315,22 @@ pub async fn deliver_system_message(
     .await
 }
 
-/// A 3001 notice from the system to `user`, `body` being a NoticeBody
-/// object (`title`, `msg`, optional `target` and `serviceId`): what
-/// `/api/v1/notify` hands [`deliver_system_message`] for IM sockets.
-pub fn system_notice(user: &str, body: &serde_json::Value) -> Result<ImMessage, ImError> {
+/// A 3001 notice from the system to `user`: what `/api/v1/notify` (type
+/// `notice`) hands [`deliver_system_message`] for IM sockets. `data` is
+/// used as the NoticeBody when it is one (`title`, `msg`, optional
+/// `target` and `serviceId`); anything else becomes its `msg`.
+pub fn system_notice(user: &str, data: &serde_json::Value) -> Result<ImMessage, ImError> {
+    let body = data.to_string();
+    let body = if wire::check_body(Kind::Notice, &body).is_ok() {
+        body
+    } else {
+        let msg = data.as_str().map_or(body, str::to_owned);
+        serde_json::json!({"title": "", "msg": msg}).to_string()
+    };
     let mut object = serde_json::Map::new();
     object.insert("type".into(), Kind::Notice.code().into());
     object.insert("to".into(), user.into());
-    object.insert("body".into(), body.to_string().into());
+    object.insert("body".into(), body.into());
     ImMessage::system(object, api::new_id).map_err(ImError::Invalid)
 }
 
@@ -364,7 +372,7 @@ pub fn register_metrics() {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -376,7 +384,18 @@ mod tests {
             (Kind::Notice, wire::SYSTEM)
         );
         assert!(notice.is_system);
-        assert!(system_notice("bob", &json!({"title": "t"})).is_err());
+        let body = |data: Value| -> Value {
+            serde_json::from_str(&system_notice("bob", &data).unwrap().body).unwrap()
+        };
+        assert_eq!(
+            body(json!({"title": "t", "msg": "m", "target": "/x"}))["target"],
+            "/x"
+        );
+        assert_eq!(
+            body(json!("plain text")),
+            json!({"title": "", "msg": "plain text"})
+        );
+        assert_eq!(body(json!({"title": "t"}))["msg"], r#"{"title":"t"}"#);
         assert!(system_notice("a,,b", &json!({"title": "t", "msg": "m"})).is_err());
     }
 }
