@@ -16,7 +16,7 @@ use switchboard_common::clock::now_ms;
 use tokio::io::{AsyncRead, AsyncReadExt, BufWriter, WriteHalf};
 use tokio::sync::mpsc;
 
-use crate::dialect::{Action, Dialect, DialectSession, ResponseMapper, Unavailable};
+use crate::dialect::{Action, Dialect, DialectSession};
 use crate::limits::{Limits, OverLimit, TokenBucket};
 use crate::outbound::{ConnHandle, Outbound, Registry};
 use crate::upstream::Upstream;
@@ -154,13 +154,7 @@ async fn execute(
                 Ok(())
             }
             Action::Await { topic, body, token } => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let on_response: ResponseMapper = Box::new(move |response| {
-                    let _ = tx.send(response.cloned());
-                    None
-                });
-                env.upstream.request(handle, topic, body, on_response).await;
-                let response = rx.await.unwrap_or(Err(Unavailable));
+                let response = env.upstream.call(handle.id, topic, body).await;
                 let next = session.on_response(token, response);
                 // What the answer leads to runs before the rest of this batch.
                 for action in next.into_iter().rev() {
@@ -172,11 +166,42 @@ async fn execute(
                 handle.close(code, &reason, true);
                 return;
             }
+            Action::CloseAfter {
+                after,
+                code,
+                reason,
+                unless,
+            } => {
+                if let Some(handle) = env.registry.get(handle.id) {
+                    tokio::spawn(close_after(handle, after, code, reason, unless));
+                }
+                Ok(())
+            }
         };
         if sent.is_err() {
             // The rest of this batch (a success reply, say) must not follow.
             handle.push(session.unavailable());
             return;
+        }
+    }
+}
+
+/// Closes `handle` with `code` after `after` unless `unless` fires first.
+async fn close_after(
+    handle: Arc<ConnHandle>,
+    after: Duration,
+    code: u16,
+    reason: &'static str,
+    unless: tokio_util::sync::CancellationToken,
+) {
+    tokio::select! {
+        biased;
+        () = unless.cancelled() => {}
+        () = handle.kill.cancelled() => {}
+        () = tokio::time::sleep(after) => {
+            if !unless.is_cancelled() {
+                handle.close(code, reason, false);
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! envelopes with the routers that own the topics.
 //!
 //! - [`server`]: HTTP listener, upgrade routing, playground page.
+//! - [`im_login`]: the IM login endpoints.
 //! - [`connection`]: one socket's reader and writer, limits, close codes.
 //! - [`dialect`]: one module per wire dialect.
 //! - [`outbound`]: per-socket queues and the connection registry.
@@ -14,6 +15,7 @@
 
 pub mod connection;
 pub mod dialect;
+pub mod im_login;
 pub mod limits;
 pub mod metrics;
 pub mod outbound;
@@ -167,7 +169,7 @@ pub async fn serve(
         registry: registry.clone(),
         draining: draining.clone(),
     });
-    let server = EdgeServer::new(env, verifier, settings.allow_anonymous);
+    let server = EdgeServer::new(env, verifier, settings.allow_anonymous, settings.im_path());
 
     let ready_upstream = upstream.clone();
     let ready_draining = draining.clone();

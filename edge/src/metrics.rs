@@ -60,6 +60,10 @@ pub fn register() {
         "switchboard_edge_request_timeouts_total",
         "Requests to routers that timed out"
     );
+    describe_counter!(
+        "switchboard_edge_im_logins_total",
+        "IM login sessions opened"
+    );
 
     for dialect in DIALECTS {
         metrics::gauge!("switchboard_edge_connections", "dialect" => dialect).increment(0.0);
@@ -84,6 +88,7 @@ pub fn register() {
         "switchboard_edge_ownership_moves_total",
         "switchboard_edge_replayed_subscriptions_total",
         "switchboard_edge_request_timeouts_total",
+        "switchboard_edge_im_logins_total",
     ] {
         metrics::counter!(name).absolute(0);
     }

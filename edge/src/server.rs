@@ -1,6 +1,6 @@
 //! The edge's HTTP/1.1 listener: routes upgrade requests to the dialect
-//! that owns the path, refuses what its dialect refuses, and serves the
-//! playground page at `/`.
+//! that owns the path, refuses what its dialect refuses, serves the IM
+//! login endpoints ([`crate::im_login`]) and the playground page at `/`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::connection::{self, Accepted, SocketEnv};
 use crate::dialect::{self, Accept, UpgradeRequest};
+use crate::im_login;
 
 const PLAYGROUND: &str = include_str!("playground.html");
 
@@ -31,6 +32,8 @@ pub struct EdgeServer {
     pub env: Arc<SocketEnv>,
     pub verifier: Arc<Verifier>,
     pub allow_anonymous: bool,
+    /// The IM socket route.
+    pub im_path: String,
     /// Socket tasks, awaited by the drain.
     pub sockets: TaskTracker,
     next_conn: AtomicU64,
@@ -40,11 +43,17 @@ pub struct EdgeServer {
 }
 
 impl EdgeServer {
-    pub fn new(env: Arc<SocketEnv>, verifier: Arc<Verifier>, allow_anonymous: bool) -> Arc<Self> {
+    pub fn new(
+        env: Arc<SocketEnv>,
+        verifier: Arc<Verifier>,
+        allow_anonymous: bool,
+        im_path: String,
+    ) -> Arc<Self> {
         Arc::new(Self {
             env,
             verifier,
             allow_anonymous,
+            im_path,
             sockets: TaskTracker::new(),
             next_conn: AtomicU64::new(1),
             epoch: base36(switchboard_common::clock::now_ms()),
@@ -74,9 +83,17 @@ pub async fn serve(listener: TcpListener, server: Arc<EdgeServer>, stop: Cancell
         let server = server.clone();
         let stop = stop.clone();
         connections.spawn(async move {
-            let service = service_fn(move |request| {
+            let service = service_fn(move |request: Request<Incoming>| {
                 let server = server.clone();
-                async move { Ok::<_, Infallible>(handle(&server, request)) }
+                async move {
+                    let login =
+                        im_login::client_name_segment(request.uri().path()).map(str::to_owned);
+                    let response = match login {
+                        Some(name) => im_login::handle(&server, request, &name).await,
+                        None => handle(&server, request),
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -132,6 +149,7 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
         allow_anonymous: server.allow_anonymous,
         connect_id: connect_id.clone(),
         max_subscriptions: server.env.limits.max_subscriptions,
+        im_path: &server.im_path,
     };
     let Some(accept) = dialect::accept(&upgrade) else {
         return error(StatusCode::NOT_FOUND, "not_found", "no such route");

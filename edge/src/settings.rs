@@ -44,6 +44,13 @@ pub struct EdgeSettings {
     pub edge_id: Option<String>,
     #[command(flatten)]
     pub auth: AuthSettings,
+    /// Route of the IM WebSocket (the seed's `context`).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_IM_WEBSOCKET_PATH",
+        default_value = crate::dialect::im::DEFAULT_PATH
+    )]
+    pub im_websocket_path: String,
     /// Let group clients connect without a token (tenant `default`).
     #[arg(long, env = "SWITCHBOARD_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
@@ -99,6 +106,9 @@ pub struct EdgeSettings {
     /// Standalone: presence timing of the in-process router.
     #[command(flatten)]
     pub presence: switchboard_router::settings::PresenceSettings,
+    /// Standalone: IM limits of the in-process router.
+    #[command(flatten)]
+    pub im: switchboard_router::im::ImSettings,
     #[arg(
         long,
         env = "SWITCHBOARD_LOG_FORMAT",
@@ -139,6 +149,16 @@ pub struct TokenArgs {
 }
 
 impl EdgeSettings {
+    /// The IM WebSocket route, with its leading `/`.
+    pub fn im_path(&self) -> String {
+        let path = self.im_websocket_path.trim();
+        if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("/{path}")
+        }
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             max_message: self.max_message_size,
@@ -170,6 +190,13 @@ mod tests {
         assert_eq!(limits.outbound_bytes, 4 << 20);
         assert_eq!(limits.ping_interval, Duration::from_secs(25));
         assert_eq!(limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.im_path(), "/websocket");
+    }
+
+    #[test]
+    fn im_path_is_configurable() {
+        let s = EdgeSettings::try_parse_from(["edge", "--im-websocket-path", "chat/ws"]).unwrap();
+        assert_eq!(s.im_path(), "/chat/ws");
     }
 
     #[test]

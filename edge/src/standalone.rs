@@ -33,11 +33,9 @@ pub async fn run(
         switchboard_router::store_for(settings.redis_url.as_deref(), settings.presence.ttl_ms())
             .await?;
     let router_stop = CancellationToken::new();
-    let node = RouterNode::start(
-        settings.presence.node_config("standalone".to_owned()),
-        store.clone(),
-        router_stop.clone(),
-    );
+    let mut config = settings.presence.node_config("standalone".to_owned());
+    config.im = settings.im.config();
+    let node = RouterNode::start(config, store.clone(), router_stop.clone());
     let api_listener = net::bind("router-api", &settings.router_api_addr).await?;
     let admin_listener = net::bind("router-admin", &settings.router_admin_addr).await?;
     let api_addr = api_listener.local_addr()?;
@@ -75,6 +73,7 @@ pub async fn run(
 
     let welcome = Welcome {
         api: api_addr,
+        im_path: settings.im_path(),
         secret: settings.auth.jwt_secret.clone().filter(|_| generated),
         minter: settings
             .auth
@@ -104,6 +103,7 @@ fn random_secret() -> String {
 /// What standalone mode prints after its listeners: URLs and sample tokens.
 pub struct Welcome {
     api: SocketAddr,
+    im_path: String,
     secret: Option<String>,
     minter: Option<Minter>,
 }
@@ -131,6 +131,13 @@ impl Welcome {
         ));
         out.push_str(&format!(
             "  jsonrpc      ws://{edge}/v3/wss?token=…  ws://{edge}/v3/wss/demo_app/{{toolId}}?token=…  ws://{edge}/v3/wss/demo_device?token=…\n"
+        ));
+        out.push_str(&format!(
+            "  im login     http://{edge}/api/websocket/client/login/{{clientName}}?token=…  (app: /app/websocket/client/login/…)\n"
+        ));
+        out.push_str(&format!(
+            "  im socket    ws://{edge}{}  (then register: type 1000 with the sessionId)\n",
+            self.im_path
         ));
         out.push_str(&format!(
             "  server API   http://{api}/api/v1/openapi.json\n"
@@ -183,6 +190,17 @@ impl Welcome {
             ));
             out.push_str(&format!(
                 "\nTry it:\n  ws://{edge}/v3/ws/group/demo_group/client/demo_client?token={token}\n"
+            ));
+            let im_token = minter.mint(&claims(
+                "demo_user",
+                "user",
+                "default",
+                Some("notice"),
+                SAMPLE_TTL_SECS,
+            ));
+            out.push_str(&format!(
+                "\nTry IM (user demo_user, scope notice):\n  curl 'http://{edge}/api/websocket/client/login/web?token={im_token}'\n  ws://{edge}{}  first message: {{\"id\":\"r1\",\"type\":1000,\"isSystem\":false,\"from\":\"demo_user\",\"to\":\"SYSTEM\",\"body\":\"{{\\\"sessionId\\\":\\\"<sessionId>\\\"}}\"}}\n",
+                self.im_path
             ));
         }
         use std::io::Write;

@@ -370,12 +370,39 @@ impl Upstream {
         body: RequestBody,
         on_response: ResponseMapper,
     ) {
+        self.send_request(conn.id, topic, body, on_response).await;
+    }
+
+    /// Sends a request for connection `conn` (0: none) and waits for its
+    /// answer, or the request timeout.
+    pub async fn call(
+        &self,
+        conn: u64,
+        topic: Topic,
+        body: RequestBody,
+    ) -> Result<switchboard_proto::Response, Unavailable> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let on_response: ResponseMapper = Box::new(move |answer| {
+            let _ = tx.send(answer.cloned());
+            None
+        });
+        self.send_request(conn, topic, body, on_response).await;
+        rx.await.unwrap_or(Err(Unavailable))
+    }
+
+    async fn send_request(
+        &self,
+        conn: u64,
+        topic: Topic,
+        body: RequestBody,
+        on_response: ResponseMapper,
+    ) {
         let correlation_id = self.next_correlation.fetch_add(1, Ordering::Relaxed);
         let body = match body {
             RequestBody::Publish(payload) => request::Body::Publish(Publish {
                 topic: Some(topic.clone()),
                 payload: Some(payload),
-                from_conn: conn.id,
+                from_conn: conn,
             }),
             RequestBody::Presence => request::Body::Presence(switchboard_proto::PresenceQuery {
                 topic: Some(topic.clone()),
@@ -384,11 +411,17 @@ impl Upstream {
                 topics: vec![topic.clone()],
             }),
             RequestBody::Envelope(body) => body,
+            RequestBody::Im(op) => request::Body::Im(Box::new(switchboard_proto::ImRequest {
+                topic: Some(topic.clone()),
+                from_edge: self.edge_id.clone(),
+                from_conn: conn,
+                op: Some(*op),
+            })),
         };
         self.lock_pending().insert(
             correlation_id,
             Pending {
-                conn: conn.id,
+                conn,
                 deadline: Instant::now() + self.request_timeout,
                 on_response,
             },
@@ -401,6 +434,7 @@ impl Upstream {
             let pending = self.lock_pending().remove(&correlation_id);
             if let Some(pending) = pending
                 && let Some(reply) = (pending.on_response)(Err(Unavailable))
+                && let Some(conn) = self.registry.get(conn)
             {
                 conn.push(reply);
             }

@@ -319,28 +319,7 @@ async fn tenant_pool(transport: &str) {
     );
 }
 
-macro_rules! over_both_transports {
-    ($($name:ident;)*) => {
-        mod grpc {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name("grpc").await;
-                }
-            )*
-        }
-        mod nats {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name("nats").await;
-                }
-            )*
-        }
-    };
-}
-
-over_both_transports! {
+switchboard_testkit::over_both_transports! {
     groups_and_presence_across_edges;
     api_calls_on_any_router;
     router_killed;

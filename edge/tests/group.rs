@@ -6,39 +6,22 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchboard_testkit::switchboard::{self, group_url, group_v2_url, token};
-use switchboard_testkit::{Process, RedisServer, WsClient};
+use switchboard_testkit::WsClient;
+use switchboard_testkit::switchboard::{Standalone, group_url, group_v2_url, token};
 
-struct Env {
-    process: Process,
-    _redis: Option<RedisServer>,
-}
+struct Env(Standalone);
 
 impl Env {
     async fn memory(extra: &[&str]) -> Self {
-        let process = switchboard::standalone(extra);
-        switchboard::wait_ready(process.addr("edge-admin")).await;
-        Self {
-            process,
-            _redis: None,
-        }
+        Self(Standalone::memory(extra).await)
     }
 
     async fn redis(extra: &[&str]) -> Self {
-        let redis = RedisServer::start().await;
-        let url = redis.url();
-        let mut args = vec!["--redis-url", url.as_str()];
-        args.extend_from_slice(extra);
-        let process = switchboard::standalone(&args);
-        switchboard::wait_ready(process.addr("edge-admin")).await;
-        Self {
-            process,
-            _redis: Some(redis),
-        }
+        Self(Standalone::redis(extra).await)
     }
 
     fn edge(&self) -> SocketAddr {
-        self.process.addr("edge")
+        self.0.edge()
     }
 
     /// Connects `client` to `group` in `tenant` and waits until the router
@@ -398,28 +381,7 @@ async fn invalid_messages_keep_the_socket_open(env: Env) {
     assert_eq!(a.recv_json().await["msg"], "still here");
 }
 
-macro_rules! against_both_stores {
-    ($($name:ident $(($($arg:expr),*))?;)*) => {
-        mod memory_store {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::Env::memory(&[$($($arg),*)?]).await).await;
-                }
-            )*
-        }
-        mod redis_store {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::Env::redis(&[$($($arg),*)?]).await).await;
-                }
-            )*
-        }
-    };
-}
-
-against_both_stores! {
+switchboard_testkit::against_both_stores! {
     group_target;
     direct_target;
     broadcast_target;

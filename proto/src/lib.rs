@@ -6,11 +6,13 @@
 //! - [`group`]: the group dialect's V3 message schema and validation.
 //! - [`ids`]: id rules shared by every dialect.
 //! - [`jsonrpc`]: frames, topic names and ids of the JSON-RPC dialect.
+//! - [`im`]: the IM dialect's message schema and status codes.
 //! - [`ownership`]: which router owns a topic (rendezvous hashing).
 #![forbid(unsafe_code)]
 
 pub mod group;
 pub mod ids;
+pub mod im;
 pub mod iot;
 pub mod jsonrpc;
 pub mod ownership;

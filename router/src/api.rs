@@ -49,6 +49,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/apps/{appId}/publish"),
     ("POST", "/api/v1/apps/{appId}/tools/{toolId}/call"),
     ("GET", "/api/v1/devices/{hdId}/status"),
+    ("POST", "/api/v1/im/messages"),
 ];
 
 /// Response bodies: whole, or streamed (tool calls relaying progress).
@@ -84,6 +85,10 @@ impl ApiError {
             message: message.into(),
             field: None,
         }
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
     pub fn invalid(message: &str) -> Self {
@@ -216,6 +221,7 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Routed {
         ["api", "v1", "apps", _, "publish"] => ("app_publish", Method::POST),
         ["api", "v1", "apps", _, "tools", _, "call"] => ("tool_call", Method::POST),
         ["api", "v1", "devices", _, "status"] => ("device_status", Method::GET),
+        ["api", "v1", "im", "messages"] => ("im_messages", Method::POST),
         _ => {
             return Err((
                 "unknown",
@@ -291,6 +297,12 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Routed {
         ["api", "v1", "iot", "events"] => {
             let body = json_body(request.into_body()).await.map_err(fail)?;
             iot_event(&context.node, &tenant, body).await.map(delivered)
+        }
+        ["api", "v1", "im", "messages"] => {
+            let body = json_body(request.into_body()).await.map_err(fail)?;
+            crate::im::api::post_message(node, &tenant, body)
+                .await
+                .map(ok)
         }
         _ => Ok(stats(context)),
     };

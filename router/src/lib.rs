@@ -3,6 +3,7 @@
 //! process, in standalone mode) and get one delivery per edge per message.
 //!
 //! - [`node`]: the router core: shards, presence workers, attached edges.
+//! - [`im`]: instant messages: sessions, kept messages, receipts.
 //! - [`shard`]: topic state, one task per shard; fan-out.
 //! - [`presence`]: store-backed presence, off the fan-out path.
 //! - [`session`]: one attached edge's connection table.
@@ -18,6 +19,7 @@ pub mod api_rpc;
 pub mod cluster;
 pub mod forward;
 pub mod grpc;
+pub mod im;
 pub mod metrics;
 pub mod nats_api;
 pub mod nats_edges;
@@ -88,6 +90,7 @@ pub async fn run(settings: RouterSettings, shutdown: CancellationToken) -> anyho
     if let Some(shards) = settings.shards {
         config.shards = shards;
     }
+    config.im = settings.im.config();
     let joined = join_cluster(&settings, &id, &advertise, &api_listener, &stop).await?;
     let node = RouterNode::start_in_cluster(config, store.clone(), stop.clone(), joined.cluster);
     if let Some(client) = joined.nats {

@@ -18,7 +18,7 @@ const TOPIC_KINDS: [&str; 10] = [
     "TOPIC_KIND_TOOL",
     "TOPIC_KIND_APP",
 ];
-const STORE_OPS: [&str; 9] = [
+const STORE_OPS: [&str; 14] = [
     "presence_refresh",
     "presence_leave",
     "presence_expire",
@@ -28,6 +28,11 @@ const STORE_OPS: [&str; 9] = [
     "kv_del",
     "set_members",
     "kv_rebind",
+    "im_session_create",
+    "im_session_get",
+    "im_keep",
+    "im_kept",
+    "im_forget",
 ];
 
 /// Metrics of the cluster machinery, shared by edges and routers.
@@ -67,6 +72,7 @@ pub fn register_cluster() {
 /// Describes and creates the router's metrics.
 pub fn register() {
     register_cluster();
+    crate::im::register_metrics();
     describe_gauge!("switchboard_router_edges", "Edges attached to this router");
     describe_gauge!(
         "switchboard_router_connections",
@@ -167,5 +173,7 @@ pub fn register() {
     for op in STORE_OPS {
         metrics::counter!("switchboard_store_errors_total", "op" => op).absolute(0);
     }
-    metrics::counter!("switchboard_api_nats_rejected_total", "subject" => "iot.events").absolute(0);
+    for subject in ["iot.events", "im.messages"] {
+        metrics::counter!("switchboard_api_nats_rejected_total", "subject" => subject).absolute(0);
+    }
 }

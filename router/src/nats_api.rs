@@ -1,6 +1,6 @@
 //! The server API over NATS (`{prefix}.api.iot.events`, `.notify`,
 //! `.stream`, `.apps.publish` with `appId`, `.tools.call` as
-//! request/reply with `appId` and `toolId`): the same JSON bodies as HTTP
+//! request/reply with `appId` and `toolId`, `.im.messages`): the same JSON bodies as HTTP
 //! plus a `tenant` field, consumed in a queue group so each message is handled by one
 //! router. Publishing on NATS is trusted (NATS' own accounts guard it). A
 //! message that fails validation is answered with the HTTP error JSON when
@@ -33,15 +33,17 @@ enum Subject {
     Stream,
     AppsPublish,
     ToolsCall,
+    ImMessages,
 }
 
 impl Subject {
-    const ALL: [Subject; 5] = [
+    const ALL: [Subject; 6] = [
         Self::IotEvents,
         Self::Notify,
         Self::Stream,
         Self::AppsPublish,
         Self::ToolsCall,
+        Self::ImMessages,
     ];
 
     fn suffix(self) -> &'static str {
@@ -51,6 +53,7 @@ impl Subject {
             Self::Stream => "stream",
             Self::AppsPublish => "apps.publish",
             Self::ToolsCall => "tools.call",
+            Self::ImMessages => "im.messages",
         }
     }
 }
@@ -158,5 +161,6 @@ async fn handle(
             }
             Ok(api_rpc::tool_answer(&outcome?))
         }
+        Subject::ImMessages => crate::im::api::post_message(node, &tenant, body).await,
     }
 }

@@ -34,6 +34,7 @@ pub struct NodeConfig {
     pub touch_interval: Duration,
     /// Frames queued towards one edge before deliveries to it are dropped.
     pub edge_queue: usize,
+    pub im: crate::im::ImConfig,
 }
 
 impl Default for NodeConfig {
@@ -45,6 +46,7 @@ impl Default for NodeConfig {
             sweep_interval: Duration::from_secs(5),
             touch_interval: Duration::from_secs(10),
             edge_queue: 16_384,
+            im: crate::im::ImConfig::default(),
         }
     }
 }
@@ -113,8 +115,11 @@ pub struct RouterNode {
     /// Attached edges: id and the sender of their session.
     edges: Mutex<HashMap<EdgeIdx, (String, mpsc::Sender<RouterFrame>)>>,
     pub stats: Stats,
+    /// IM settings and per-user queues.
+    pub(crate) im: crate::im::ImHub,
     stop: CancellationToken,
-    /// Itself, for tasks that outlive a request (stream sequencers).
+    /// Itself, for tasks that outlive a request (stream sequencers, IM
+    /// user queues).
     me: Weak<RouterNode>,
     tools: crate::rpc::tools::Tools,
     streams: crate::rpc::streams::Streams,
@@ -146,6 +151,7 @@ pub(crate) fn request_topic(request: &Request) -> Option<TopicKey> {
         request::Body::ToolCall(call) => call.topic.clone()?,
         request::Body::ToolEvent(event) => event.topic.clone()?,
         request::Body::Notify(notify) => notify.topic.clone()?,
+        request::Body::Im(im) => im.topic.clone()?,
     };
     Some(TopicKey::from(topic))
 }
@@ -181,6 +187,7 @@ impl RouterNode {
             shards.push(tx);
         }
         Arc::new_cyclic(|me| Self {
+            im: crate::im::ImHub::new(config.im.clone()),
             config,
             cluster,
             shards,
@@ -243,8 +250,27 @@ impl RouterNode {
     }
 
     pub(crate) async fn to_shard(&self, topic: &TopicKey, command: ShardCommand) {
+        // A socket joins an IM user's topic through the user's queue, after
+        // the user's kept messages went out to it.
+        if crate::im::is_membership(topic, &command) {
+            if let Some(node) = self.me.upgrade() {
+                crate::im::membership(&node, topic, command);
+            }
+            return;
+        }
+        self.to_shard_direct(topic, command).await;
+    }
+
+    /// [`RouterNode::to_shard`] without the IM user queues (what they use).
+    pub(crate) async fn to_shard_direct(&self, topic: &TopicKey, command: ShardCommand) {
         // A closed shard means the node is stopping; nothing to deliver to.
         let _ = self.shard(topic).send(command).await;
+    }
+
+    /// The id and frame sender of an attached edge.
+    pub(crate) fn edge_link(&self, edge: EdgeIdx) -> Option<(String, mpsc::Sender<RouterFrame>)> {
+        let edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
+        edges.get(&edge).cloned()
     }
 
     async fn to_all_shards(&self, command: impl Fn() -> ShardCommand) {
@@ -392,6 +418,13 @@ impl RouterNode {
                     "router is shutting down",
                 )),
             },
+            Some(request::Body::Im(im)) => match self.me.upgrade() {
+                Some(node) => crate::im::handle(node, *im, reply),
+                None => reply.send(error_response(
+                    ErrorCode::Internal,
+                    "router is shutting down",
+                )),
+            },
             _ => reply.send(error_response(
                 ErrorCode::Invalid,
                 "a request needs a topic (and a payload to publish)",
@@ -400,7 +433,7 @@ impl RouterNode {
     }
 
     /// The connections of this router's shards subscribed to any of `topics`.
-    async fn collect_here(&self, topics: Vec<TopicKey>) -> Vec<EdgeTargets> {
+    pub(crate) async fn collect_here(&self, topics: Vec<TopicKey>) -> Vec<EdgeTargets> {
         let mut by_shard: HashMap<usize, Vec<TopicKey>> = HashMap::new();
         for topic in topics {
             by_shard
@@ -491,7 +524,7 @@ impl RouterNode {
     }
 
     /// Sends one delivery per edge; returns the sockets it was handed to.
-    fn deliver_to_edges(
+    pub(crate) fn deliver_to_edges(
         &self,
         targets: HashMap<String, std::collections::BTreeSet<u64>>,
         payload: &Payload,

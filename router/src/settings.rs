@@ -60,6 +60,8 @@ pub struct RouterSettings {
     pub advertise_addr: Option<String>,
     #[command(flatten)]
     pub presence: PresenceSettings,
+    #[command(flatten)]
+    pub im: crate::im::ImSettings,
     /// State shards (tasks); default: one per core.
     #[arg(long, env = "SWITCHBOARD_ROUTER_SHARDS")]
     pub shards: Option<usize>,

@@ -8,6 +8,7 @@
 //! - [`ws`]: a WebSocket client (tokio-tungstenite, an implementation
 //!   independent of the server's) with JSON helpers.
 //! - [`http`]: a minimal HTTP/1.1 client.
+//! - [`im`]: IM logins, registered sockets and messages.
 //! - [`jsonrpc`]: JSON-RPC dialect sockets, calls and pushes.
 //! - [`manifests`]: deployment files (YAML, JSON) as data, Helm's values
 //!   merge and JSON Schema checks.
@@ -16,6 +17,7 @@
 
 pub mod cluster;
 pub mod http;
+pub mod im;
 pub mod jsonrpc;
 pub mod manifests;
 pub mod nats;

@@ -43,6 +43,36 @@ impl RedisServer {
     async fn wait_ready(&mut self, limit: Duration) -> bool {
         wait_ready(&mut self.child, self.port, limit).await
     }
+
+    /// Runs one command whose reply is an integer (`HLEN`, `EXISTS`, …),
+    /// so tests can look at what the store left behind.
+    pub async fn integer(&self, args: &[&str]) -> i64 {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect to redis-server");
+        let mut command = format!("*{}\r\n", args.len());
+        for arg in args {
+            command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream
+            .write_all(command.as_bytes())
+            .await
+            .expect("write to redis-server");
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while !reply.ends_with(b"\r\n") {
+            stream
+                .read_exact(&mut byte)
+                .await
+                .expect("read from redis-server");
+            reply.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&reply);
+        text.trim_end()
+            .strip_prefix(':')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{args:?} answered {text:?}, not an integer"))
+    }
 }
 
 /// Waits until the server on `port` answers PING, or `child` exits.

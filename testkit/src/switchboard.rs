@@ -114,6 +114,96 @@ pub fn edge_with_env(extra: &[&str], env: &[(&str, String)]) -> Process {
     Process::start(binary("edge"), &args, &all, &["edge", "edge-admin"])
 }
 
+/// A ready standalone process on the in-memory store, or on a private
+/// redis-server that lives as long as it.
+pub struct Standalone {
+    pub process: Process,
+    pub redis: Option<crate::RedisServer>,
+}
+
+impl Standalone {
+    /// `edge --standalone` with the in-memory store; `extra` flags appended.
+    pub async fn memory(extra: &[&str]) -> Self {
+        let process = standalone(extra);
+        wait_ready(process.addr("edge-admin")).await;
+        Self {
+            process,
+            redis: None,
+        }
+    }
+
+    /// `edge --standalone` on a private redis-server.
+    pub async fn redis(extra: &[&str]) -> Self {
+        let redis = crate::RedisServer::start().await;
+        let url = redis.url();
+        let mut args = vec!["--redis-url", url.as_str()];
+        args.extend_from_slice(extra);
+        let process = standalone(&args);
+        wait_ready(process.addr("edge-admin")).await;
+        Self {
+            process,
+            redis: Some(redis),
+        }
+    }
+
+    pub fn edge(&self) -> SocketAddr {
+        self.process.addr("edge")
+    }
+
+    pub fn api(&self) -> SocketAddr {
+        self.process.addr("router-api")
+    }
+}
+
+/// Runs each scenario `async fn name(env: Env)` twice, as
+/// `memory_store::name` and `redis_store::name`, with `Env::memory(&[args])`
+/// and `Env::redis(&[args])` of the calling test file.
+#[macro_export]
+macro_rules! against_both_stores {
+    ($($name:ident $(($($arg:expr),*))?;)*) => {
+        mod memory_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Env::memory(&[$($($arg),*)?]).await).await;
+                }
+            )*
+        }
+        mod redis_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Env::redis(&[$($($arg),*)?]).await).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Runs each scenario `async fn name(transport: &str)` twice, as
+/// `grpc::name` and `nats::name`.
+#[macro_export]
+macro_rules! over_both_transports {
+    ($($name:ident;)*) => {
+        mod grpc {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name("grpc").await;
+                }
+            )*
+        }
+        mod nats {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name("nats").await;
+                }
+            )*
+        }
+    };
+}
+
 /// Waits until `GET /readyz` on `admin` answers 200.
 pub async fn wait_ready(admin: SocketAddr) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);

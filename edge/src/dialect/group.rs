@@ -318,6 +318,7 @@ mod tests {
             allow_anonymous: false,
             connect_id: "e-1".into(),
             max_subscriptions: 1024,
+            im_path: "/websocket",
         })
     }
 
@@ -376,6 +377,7 @@ mod tests {
             allow_anonymous: false,
             connect_id: "e-1".into(),
             max_subscriptions: 1024,
+            im_path: "/websocket",
         };
         assert_eq!(refused_status(accept(&request)).0, StatusCode::UNAUTHORIZED);
         request.allow_anonymous = true;

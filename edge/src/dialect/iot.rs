@@ -316,6 +316,7 @@ mod tests {
             allow_anonymous: false,
             connect_id: "edge-1-7".into(),
             max_subscriptions: 3,
+            im_path: "/websocket",
         }
     }
 

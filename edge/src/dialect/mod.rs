@@ -5,16 +5,20 @@
 //! - [`group`]: group messaging (V3 schema, V2 legacy).
 //! - [`iot`]: IoT device-event subscriptions.
 //! - [`jsonrpc`]: JSON-RPC 2.0 user, app and hardware sockets.
+//! - [`im`]: instant messages with sessions and receipts.
 
 pub mod group;
+pub mod im;
 pub mod iot;
 pub mod jsonrpc;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_common::auth::{AuthError, Claims};
 use switchboard_proto::{Payload, Response, Topic};
+use tokio_util::sync::CancellationToken;
 
 /// What a dialect asks the connection layer to do.
 pub enum Action {
@@ -47,6 +51,14 @@ pub enum Action {
     },
     /// Close the socket with this code once queued frames are written.
     Close { code: u16, reason: String },
+    /// Close the socket with `code` after `after`, unless `unless` is
+    /// cancelled first.
+    CloseAfter {
+        after: Duration,
+        code: u16,
+        reason: &'static str,
+        unless: CancellationToken,
+    },
 }
 
 pub enum RequestBody {
@@ -57,6 +69,9 @@ pub enum RequestBody {
     Sync,
     /// A request body built by the dialect, naming its own topic.
     Envelope(switchboard_proto::request::Body),
+    /// An instant-message operation on an IM user or session topic (the
+    /// edge adds the asking socket).
+    Im(Box<switchboard_proto::im_request::Op>),
 }
 
 /// The router could not be reached, or did not answer in time.
@@ -81,7 +96,7 @@ pub trait Dialect: Send + Sync + 'static {
 }
 
 /// Number of dialect indexes in use.
-pub const DIALECTS: usize = 4;
+pub const DIALECTS: usize = 5;
 
 /// One socket's dialect state.
 pub trait DialectSession: Send + Sync + 'static {
@@ -113,6 +128,8 @@ pub struct UpgradeRequest<'a> {
     /// Cluster-unique id of the connection this request would open.
     pub connect_id: String,
     pub max_subscriptions: usize,
+    /// The IM socket route (configurable; `/websocket` by default).
+    pub im_path: &'a str,
 }
 
 /// A dialect's answer to an upgrade request on one of its routes.
@@ -149,4 +166,5 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
     group::accept(request)
         .or_else(|| iot::accept(request))
         .or_else(|| jsonrpc::accept(request))
+        .or_else(|| im::accept(request))
 }

@@ -64,16 +64,20 @@ pub(crate) async fn handle(node: &Arc<RouterNode>, body: request::Body, reply: R
     reply.send(response);
 }
 
-fn topic_of(topic: Option<switchboard_proto::Topic>) -> Result<TopicKey, Response> {
-    topic
-        .map(TopicKey::from)
-        .ok_or_else(|| error_response(ErrorCode::Invalid, "a request needs a topic"))
+/// The request's topic; the refusal is boxed to keep `Result` small.
+fn topic_of(topic: Option<switchboard_proto::Topic>) -> Result<TopicKey, Box<Response>> {
+    topic.map(TopicKey::from).ok_or_else(|| {
+        Box::new(error_response(
+            ErrorCode::Invalid,
+            "a request needs a topic",
+        ))
+    })
 }
 
 async fn kv(node: &RouterNode, op: KvOp) -> Response {
     let topic = match topic_of(op.topic.clone()) {
         Ok(topic) => topic,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let key = keys::app_value(&topic.tenant, &topic.name, &op.key);
     let store = node.store();
@@ -114,7 +118,7 @@ async fn bind_device(
 async fn bind_conversation(node: &RouterNode, bind: BindConversation) -> Response {
     let topic = match topic_of(bind.topic.clone()) {
         Ok(topic) => topic,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let tenant = topic.tenant.as_str();
     let store = node.store();
@@ -151,7 +155,7 @@ async fn bind_conversation(node: &RouterNode, bind: BindConversation) -> Respons
 async fn device_attach(node: &RouterNode, attach: DeviceAttach) -> Response {
     let topic = match topic_of(attach.topic.clone()) {
         Ok(topic) => topic,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let (tenant, hd) = (topic.tenant.as_str(), topic.name.as_str());
     let store = node.store();
@@ -209,7 +213,7 @@ async fn conversation_topics(
 async fn device_status(node: &RouterNode, report: DeviceStatus) -> Response {
     let topic = match topic_of(report.topic.clone()) {
         Ok(topic) => topic,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let (tenant, hd) = (topic.tenant.as_str(), topic.name.as_str());
     let Ok(status) = serde_json::from_slice::<Value>(&report.status) else {
@@ -278,7 +282,7 @@ pub(crate) async fn deliver(
 async fn notify_here(node: &Arc<RouterNode>, notify: Notify, reply: Reply) {
     let topic = match topic_of(notify.topic.clone()) {
         Ok(topic) => topic,
-        Err(response) => return reply.send(response),
+        Err(response) => return reply.send(*response),
     };
     if notify.stream_id.is_empty() {
         let response = match deliver(node, topic, notify.frame).await {

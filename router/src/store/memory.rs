@@ -13,6 +13,7 @@ pub struct MemoryStore {
     ttl_ms: u64,
     presence: Mutex<HashMap<(String, String), HashMap<String, u64>>>,
     pub(super) kv: Mutex<super::memory_kv::KvState>,
+    pub(super) im: super::memory_im::MemoryIm,
 }
 
 impl MemoryStore {
@@ -21,6 +22,7 @@ impl MemoryStore {
             ttl_ms: presence_ttl_ms,
             presence: Mutex::default(),
             kv: Mutex::default(),
+            im: Default::default(),
         }
     }
 

@@ -1,15 +1,20 @@
-//! Shared state that outlives a router: presence today, more with later
-//! dialects. Two implementations behave the same and run the same tests:
-//! [`MemoryStore`] (standalone mode, unit tests) and [`RedisStore`].
+//! Shared state that outlives a router: presence, app keys and bindings
+//! ([`kv`]), IM sessions and stored messages ([`im`]). Two implementations
+//! behave the same and run the same tests: [`MemoryStore`] (standalone
+//! mode, unit tests) and [`RedisStore`].
 
+pub mod im;
 pub mod kv;
 mod memory;
+mod memory_im;
 mod memory_kv;
 mod redis;
+mod redis_im;
 mod redis_kv;
 
 use async_trait::async_trait;
 
+pub use im::ImStore;
 pub use kv::KvStore;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
@@ -42,7 +47,7 @@ pub enum StoreError {
 /// Times are milliseconds since the Unix epoch, passed in so tests and
 /// every router agree on "now".
 #[async_trait]
-pub trait Store: KvStore + Send + Sync + 'static {
+pub trait Store: KvStore + ImStore + Send + Sync + 'static {
     /// Marks `member` present at `now_ms`; `changed` when it was absent or expired.
     async fn presence_refresh(
         &self,

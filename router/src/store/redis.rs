@@ -50,7 +50,7 @@ return out
 /// A single server (reconnecting manager) or a Redis Cluster (slot-aware,
 /// reconnecting); both are cheap to clone per operation.
 #[derive(Clone)]
-enum Connection {
+pub(super) enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
@@ -87,11 +87,12 @@ impl ConnectionLike for Connection {
 pub const CLUSTER_SCHEME: &str = "redis+cluster://";
 
 pub struct RedisStore {
-    connection: Connection,
+    pub(super) connection: Connection,
     ttl_ms: u64,
     refresh: Script,
     leave: Script,
     expire: Script,
+    pub(super) im: super::redis_im::ImScripts,
 }
 
 impl RedisStore {
@@ -130,6 +131,7 @@ impl RedisStore {
             refresh: Script::new(scripts::REFRESH),
             leave: Script::new(scripts::LEAVE),
             expire: Script::new(scripts::EXPIRE),
+            im: Default::default(),
         })
     }
 

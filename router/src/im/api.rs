@@ -1,0 +1,38 @@
+//! The IM part of the server API: `POST /api/v1/im/messages` and the NATS
+//! subject `switchboard.api.im.messages`, both answering
+//! `{"delivered": n, "stored": m}` (`stored`: recipients with no socket
+//! open, whose copy waits for their next registration).
+
+use serde_json::{Map, Value, json};
+use switchboard_proto::im::ImMessage;
+
+use super::{ImError, deliver_system_message};
+use crate::api::ApiError;
+use crate::node::RouterNode;
+
+/// Checks a system message from the API and sends it.
+pub async fn post_message(
+    node: &RouterNode,
+    tenant: &str,
+    body: Map<String, Value>,
+) -> Result<Value, ApiError> {
+    let message = ImMessage::system(body, new_id).map_err(|refusal| invalid(&refusal))?;
+    match deliver_system_message(node, tenant, &message).await {
+        Ok((delivered, stored)) => Ok(json!({"delivered": delivered, "stored": stored})),
+        Err(ImError::Invalid(refusal)) => Err(invalid(&refusal)),
+        Err(ImError::Unavailable(reason)) => Err(ApiError::unavailable(reason)),
+    }
+}
+
+fn invalid(refusal: &switchboard_proto::im::Refusal) -> ApiError {
+    if refusal.field.is_empty() {
+        ApiError::invalid(&refusal.message)
+    } else {
+        ApiError::field(refusal.field, refusal.message.clone())
+    }
+}
+
+/// An id for a system message sent without one.
+pub(crate) fn new_id() -> String {
+    format!("sys-{}", super::random_hex::<12>())
+}
