@@ -7,47 +7,33 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use switchboard_testkit::WsClient;
 use switchboard_testkit::http::{self, Reply};
+use switchboard_testkit::im::ImClient;
 use switchboard_testkit::jsonrpc::{
     api_post, app_socket, assert_error, assert_ok, call, device_socket, notified, user_socket,
 };
-use switchboard_testkit::switchboard::{self, API_KEY, app_token, device_token, token};
-use switchboard_testkit::{Process, RedisServer, WsClient};
+use switchboard_testkit::switchboard::{self, API_KEY, Standalone, app_token, device_token, token};
 
 const QUIET: Duration = Duration::from_millis(300);
 
-struct Env {
-    process: Process,
-    _redis: Option<RedisServer>,
-}
+struct Env(Standalone);
 
 impl Env {
-    async fn memory() -> Self {
-        let process = switchboard::standalone(&[]);
-        switchboard::wait_ready(process.addr("edge-admin")).await;
-        Self {
-            process,
-            _redis: None,
-        }
+    async fn memory(extra: &[&str]) -> Self {
+        Self(Standalone::memory(extra).await)
     }
 
-    async fn redis() -> Self {
-        let redis = RedisServer::start().await;
-        let process =
-            switchboard::standalone_with_env(&[], &[("SWITCHBOARD_REDIS_URL", redis.url())]);
-        switchboard::wait_ready(process.addr("edge-admin")).await;
-        Self {
-            process,
-            _redis: Some(redis),
-        }
+    async fn redis(extra: &[&str]) -> Self {
+        Self(Standalone::redis(extra).await)
     }
 
     fn edge(&self) -> SocketAddr {
-        self.process.addr("edge")
+        self.0.edge()
     }
 
     fn api(&self) -> SocketAddr {
-        self.process.addr("router-api")
+        self.0.api()
     }
 
     async fn user(&self, user: &str, conv: Option<&str>) -> WsClient {
@@ -67,28 +53,16 @@ impl Env {
     }
 }
 
-/// Runs a behaviour test against the memory store and against Redis.
-macro_rules! both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test] async fn $name() { super::$name(super::Env::memory().await).await; })*
-        }
-        mod redis {
-            $(#[tokio::test] async fn $name() { super::$name(super::Env::redis().await).await; })*
-        }
-    };
+switchboard_testkit::against_both_stores! {
+    app_keys;
+    app_keys_expire;
+    app_keys_are_private_to_app_and_tenant;
+    app_channels;
+    conversations_and_pushes;
+    hardware_binds_to_its_owners_conversation;
+    switching_another_users_device_is_refused;
+    device_status_is_stored_and_pushed;
 }
-
-both_stores!(
-    app_keys,
-    app_keys_expire,
-    app_keys_are_private_to_app_and_tenant,
-    app_channels,
-    conversations_and_pushes,
-    hardware_binds_to_its_owners_conversation,
-    switching_another_users_device_is_refused,
-    device_status_is_stored_and_pushed,
-);
 
 async fn app_keys(env: Env) {
     let mut app = env.app("app1", "tool1").await;
@@ -489,7 +463,7 @@ async fn device_status_is_stored_and_pushed(env: Env) {
 
 #[tokio::test]
 async fn tokens_are_checked_with_close_code_4401() {
-    let env = Env::memory().await;
+    let env = Env::memory(&[]).await;
     let edge = env.edge();
     let cases = [
         format!("ws://{edge}/v3/wss"),
@@ -528,7 +502,7 @@ async fn tokens_are_checked_with_close_code_4401() {
 
 #[tokio::test]
 async fn every_error_code_and_malformed_input() {
-    let env = Env::memory().await;
+    let env = Env::memory(&[]).await;
     let mut user = env.user("alice", None).await;
     let null = Value::Null;
 
@@ -659,7 +633,7 @@ async fn every_error_code_and_malformed_input() {
 
 #[tokio::test]
 async fn tool_calls() {
-    let env = Env::memory().await;
+    let env = Env::memory(&[]).await;
     let path = "/api/v1/apps/app1/tools/search/call";
     let missing = env
         .post(path, &json!({"method": "run", "params": {}}))
@@ -743,7 +717,7 @@ async fn tool_calls() {
 
 #[tokio::test]
 async fn server_api_refuses_bad_bodies() {
-    let env = Env::memory().await;
+    let env = Env::memory(&[]).await;
     for (path, body, field) in [
         ("/api/v1/notify", json!({"type": "t"}), "to"),
         (
@@ -883,4 +857,42 @@ async fn methods_per_socket_kind_and_limits() {
     }
     let limited = limited.expect("the rate limit answers 4000");
     assert_eq!(limited["id"], Value::Null, "{limited}");
+}
+
+/// A `notice` to a user reaches their JSON-RPC sockets as `_notify` and
+/// their IM sockets as a 3001 from SYSTEM; other types skip IM sockets.
+#[tokio::test]
+async fn notify_notice_reaches_im_sockets_too() {
+    let env = Env::memory(&[]).await;
+    let mut rpc = env.user("bob", None).await;
+    let mut im = ImClient::connect(env.edge(), "default", "bob", None).await;
+    let data = json!({"title": "Maintenance", "msg": "at noon"});
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"user": "bob"}, "type": "notice", "data": data}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 2}));
+    assert_eq!(
+        notified(&mut rpc).await,
+        ("notice".to_owned(), data.clone())
+    );
+    let notice = im.recv_message().await;
+    assert_eq!(notice["type"], 3001, "{notice}");
+    assert_eq!(notice["from"], "SYSTEM");
+    assert_eq!(notice["isSystem"], true);
+    assert_eq!(notice["to"], "bob");
+    let body: Value = serde_json::from_str(notice["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body, data);
+
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"user": "bob"}, "type": "hello"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 1}));
+    assert_eq!(notified(&mut rpc).await.0, "hello");
+    im.ws.expect_silence(QUIET).await;
 }

@@ -35,16 +35,6 @@ async fn notify_reaches_a_user_on_both_edges(transport: &str) {
         .await;
 }
 
-#[tokio::test]
-async fn notify_reaches_a_user_on_both_edges_grpc() {
-    notify_reaches_a_user_on_both_edges("grpc").await;
-}
-
-#[tokio::test]
-async fn notify_reaches_a_user_on_both_edges_nats() {
-    notify_reaches_a_user_on_both_edges("nats").await;
-}
-
 /// The tool socket is on edge 1; every router takes a call in turn, so the
 /// answer is relayed from the tool topic's owner to the caller's router.
 async fn tool_calls_across_edges(transport: &str) {
@@ -91,14 +81,9 @@ async fn tool_calls_across_edges(transport: &str) {
     assert_eq!(missing.status, 404);
 }
 
-#[tokio::test]
-async fn tool_calls_across_edges_grpc() {
-    tool_calls_across_edges("grpc").await;
-}
-
-#[tokio::test]
-async fn tool_calls_across_edges_nats() {
-    tool_calls_across_edges("nats").await;
+switchboard_testkit::over_both_transports! {
+    notify_reaches_a_user_on_both_edges;
+    tool_calls_across_edges;
 }
 
 /// Devices spread over the routers; enough that the killed router owned

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use switchboard_proto::jsonrpc::{is_valid_key, is_valid_ref, notify_frame, stream_frame};
 
 use crate::api::ApiError;
+use crate::im;
 use crate::node::{NodeError, RouterNode};
 use crate::rpc::tools::{MAX_TIMEOUT, ToolError, ToolRequest};
 use crate::rpc::{self, Target};
@@ -101,9 +102,15 @@ pub async fn notify(
     };
     let data = body.get("data").cloned().unwrap_or(Value::Null);
     let frame = notify_frame(&kind, &data);
-    let delivered = rpc::notify(node, tenant, &target, frame, None)
+    let mut delivered = rpc::notify(node, tenant, &target, frame, None)
         .await
         .map_err(|e| unavailable(&e))?;
+    // A notice to a user also reaches that user's IM sockets, as a 3001.
+    if let (Target::User(user), "notice") = (&target, kind.as_str()) {
+        let notice = im::system_notice(user, &data)?;
+        let (to_im, _stored) = im::deliver_system_message(node, tenant, &notice).await?;
+        delivered += to_im;
+    }
     Ok(json!({ "delivered": delivered }))
 }
 

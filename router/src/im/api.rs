@@ -17,10 +17,16 @@ pub async fn post_message(
     body: Map<String, Value>,
 ) -> Result<Value, ApiError> {
     let message = ImMessage::system(body, new_id).map_err(|refusal| invalid(&refusal))?;
-    match deliver_system_message(node, tenant, &message).await {
-        Ok((delivered, stored)) => Ok(json!({"delivered": delivered, "stored": stored})),
-        Err(ImError::Invalid(refusal)) => Err(invalid(&refusal)),
-        Err(ImError::Unavailable(reason)) => Err(ApiError::unavailable(reason)),
+    let (delivered, stored) = deliver_system_message(node, tenant, &message).await?;
+    Ok(json!({"delivered": delivered, "stored": stored}))
+}
+
+impl From<ImError> for ApiError {
+    fn from(e: ImError) -> Self {
+        match e {
+            ImError::Invalid(refusal) => invalid(&refusal),
+            ImError::Unavailable(reason) => ApiError::unavailable(reason),
+        }
     }
 }
 
