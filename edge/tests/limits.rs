@@ -142,7 +142,10 @@ async fn rate_limit_answers_then_closes_1008() {
 
 #[tokio::test]
 async fn slow_consumer_closes_1013_and_others_keep_receiving() {
-    let edge = start(&["--outbound-queue", "8", "--outbound-bytes", "65536"]).await;
+    // Room for 16 of the 16 KiB messages (a third of a second of this
+    // flood), so a busy machine's scheduling pauses do not close the
+    // sockets that read; `slow` still overflows once its TCP buffers fill.
+    let edge = start(&["--outbound-queue", "32", "--outbound-bytes", "262144"]).await;
     let mut slow = client(&edge, "slow").await;
     let mut fast = client(&edge, "fast").await;
     let mut sender = client(&edge, "sender").await;
@@ -155,7 +158,7 @@ async fn slow_consumer_closes_1013_and_others_keep_receiving() {
         while let Some(Event::Text(_)) = fast.recv(Duration::from_millis(1)).await {
             fast_got += 1;
         }
-        while let Some(Event::Text(_)) = sender.recv(Duration::from_millis(0)).await {}
+        while let Some(Event::Text(_)) = sender.recv(Duration::from_millis(1)).await {}
         // stay under the sender's own rate limit
         tokio::time::sleep(Duration::from_millis(21)).await;
     }
