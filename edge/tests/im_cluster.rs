@@ -46,6 +46,8 @@ async fn wait_view(cluster: &Cluster, routers: usize) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    // The routers too: one that still counts the dead router forwards to it.
+    cluster.wait_views(routers).await;
 }
 
 async fn nothing_lost_when_the_owner_dies(transport: &str) {
