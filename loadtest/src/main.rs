@@ -1,228 +1,258 @@
-//! `loadtest`: quick load scenarios against a running edge.
+//! `loadtest`: runs scenario files against a server (`loadtest run
+//! scenarios/fanout.toml --target ws://127.0.0.1:8080`), or the whole
+//! benchmark suite (`loadtest bench`, what `make bench` runs).
 //!
-//! - `fanout`: N subscribers in one group, one publisher; reports
-//!   deliveries per second and publish-to-receive latency percentiles
-//!   (timestamp carried in each payload).
-//! - `idle`: holds N authenticated sockets open and reports how many stayed.
-//!
-//! The full k6-style harness (scenario files, thresholds, baseline server)
-//! grows from here.
+//! Exit codes, like k6 where it has one: 0 every threshold passed, 99 a
+//! threshold failed, 3 the target does not support the scenario, 1 any
+//! other failure.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
-use switchboard_common::auth::{Minter, claims};
-use tokio_tungstenite::tungstenite::Message;
+use clap::{Args, Parser, Subcommand};
+use loadtest::procs::{ERROR_PREFIX, SUMMARY_PREFIX};
+use loadtest::run::{Options, RunError, Shard};
+use loadtest::scenario::{Dialect, Scenario};
 
 #[derive(Parser)]
-#[command(name = "loadtest", about = "Switchboard load scenarios")]
+#[command(
+    name = "loadtest",
+    version,
+    about = "Switchboard load harness (k6-style scenarios)"
+)]
 struct Cli {
-    /// Edge WebSocket address, host:port.
-    #[arg(long, default_value = "127.0.0.1:8080", global = true)]
-    edge: String,
-    /// HS256 secret the edge verifies tokens with.
-    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", global = true)]
-    secret: Option<String>,
     #[command(subcommand)]
-    scenario: Scenario,
+    command: Command,
 }
 
 #[derive(Subcommand)]
-enum Scenario {
-    /// One publisher, N subscribers in one group.
-    Fanout {
-        #[arg(long, default_value_t = 1000)]
-        subscribers: usize,
-        #[arg(long, default_value_t = 500)]
-        messages: usize,
-        /// Messages per second from the publisher.
-        #[arg(long, default_value_t = 40)]
-        rate: u64,
-    },
-    /// Hold N sockets open for a while.
-    Idle {
-        #[arg(long, default_value_t = 1000)]
-        sockets: usize,
-        #[arg(long, default_value_t = 10)]
-        hold_secs: u64,
-    },
+enum Command {
+    /// Run one scenario file.
+    Run(RunArgs),
+    /// Run the standard suite against the baseline, standalone mode and a
+    /// local cluster, and write the table into docs/BENCHMARKS.md.
+    Bench(loadtest::bench::BenchArgs),
 }
 
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// The scenario file (`loadtest/scenarios/*.toml`).
+    scenario: PathBuf,
+    /// WebSocket base URLs, comma-separated (overrides the file's `targets`).
+    #[arg(long, value_delimiter = ',')]
+    target: Vec<String>,
+    /// Server API base URL (overrides the file's `api`).
+    #[arg(long)]
+    api: Option<String>,
+    /// HS256 secret the edge verifies tokens with.
+    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Server API key.
+    #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Overrides `vus`.
+    #[arg(long)]
+    vus: Option<usize>,
+    /// Overrides `duration` (10s, 5m, …).
+    #[arg(long, value_parser = switchboard_common::config::duration)]
+    duration: Option<Duration>,
+    /// Overrides `message.rate`.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Overrides `message.size`.
+    #[arg(long)]
+    size: Option<usize>,
+    /// Overrides the dialect (`raw` drives the baseline server).
+    #[arg(long)]
+    dialect: Option<String>,
+    /// Write the summary as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Run as this many processes (each with its own open-file limit).
+    #[arg(long, default_value_t = 1)]
+    procs: usize,
+    /// Sample this server process's memory (RSS) during the run.
+    #[arg(long)]
+    watch_pid: Option<u32>,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+    #[arg(long, hide = true, value_parser = parse_shard)]
+    shard: Option<Shard>,
+    #[arg(long, hide = true)]
+    run_id: Option<String>,
+    #[arg(long, hide = true)]
+    barrier: bool,
+    #[arg(long, hide = true)]
+    emit_summary: bool,
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(edge: &str, minter: &Minter, group: &str, client: &str) -> anyhow::Result<Socket> {
-    let token = minter.mint(&claims(client, "client", "bench", None, 3600));
-    let url = format!("ws://{edge}/v3/ws/group/{group}/client/{client}?token={token}");
-    let (socket, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .with_context(|| format!("connect {client}"))?;
-    Ok(socket)
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
+fn parse_shard(text: &str) -> Result<Shard, String> {
+    let (index, count) = text.split_once('/').ok_or("shard is i/n")?;
+    let index: usize = index.parse().map_err(|_| "shard index")?;
+    let count: usize = count.parse().map_err(|_| "shard count")?;
+    if count == 0 || index >= count {
+        return Err("shard i/n needs i < n".into());
     }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
+    Ok(Shard { index, count })
 }
 
-async fn fanout(
-    edge: &str,
-    minter: &Minter,
-    subscribers: usize,
-    messages: usize,
-    rate: u64,
-) -> anyhow::Result<()> {
-    let received = Arc::new(AtomicU64::new(0));
-    let (latency_tx, mut latency_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u64>>();
-    let started_connect = Instant::now();
-    let mut tasks = Vec::new();
-    for i in 0..subscribers {
-        let mut socket = connect(edge, minter, "fanout", &format!("sub_{i}")).await?;
-        let received = received.clone();
-        let latency_tx = latency_tx.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(messages);
-            while latencies.len() < messages {
-                let next = tokio::time::timeout(Duration::from_secs(10), socket.next()).await;
-                let Ok(Some(Ok(Message::Text(text)))) = next else {
-                    if matches!(next, Ok(Some(Ok(_)))) {
-                        continue;
-                    }
-                    break;
-                };
-                let Ok(value) = serde_json::from_str::<Value>(&text) else {
-                    continue;
-                };
-                if let Some(sent) = value["payload"]["t"].as_u64() {
-                    latencies.push(now_micros().saturating_sub(sent));
-                    received.fetch_add(1, Ordering::Relaxed);
-                }
+impl RunArgs {
+    /// The overrides, as arguments for child processes.
+    fn passthrough(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut push = |flag: &str, value: Option<String>| {
+            if let Some(value) = value {
+                out.push(flag.to_owned());
+                out.push(value);
             }
-            let _ = latency_tx.send(latencies);
-        }));
+        };
+        push(
+            "--target",
+            (!self.target.is_empty()).then(|| self.target.join(",")),
+        );
+        push("--api", self.api.clone());
+        push("--vus", self.vus.map(|v| v.to_string()));
+        push(
+            "--duration",
+            self.duration.map(|d| format!("{}ms", d.as_millis())),
+        );
+        push("--rate", self.rate.map(|r| r.to_string()));
+        push("--size", self.size.map(|s| s.to_string()));
+        push("--dialect", self.dialect.clone());
+        out
     }
-    drop(latency_tx);
-    println!(
-        "connected {subscribers} subscribers in {:.2}s",
-        started_connect.elapsed().as_secs_f64()
-    );
-    // Let presence joins settle before measuring.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    // The publisher is in the group too: it drains its own copies so it
-    // never becomes a slow consumer.
-    let publisher = connect(edge, minter, "fanout", "publisher").await?;
-    let (mut sink, mut stream) = publisher.split();
-    tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
-    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
-    let started = Instant::now();
-    for _ in 0..messages {
-        tick.tick().await;
-        let message = json!({"msg_type":"msg","target":"group","payload":{"t": now_micros()}});
-        sink.send(Message::text(message.to_string())).await?;
+
+    fn scenario(&self) -> anyhow::Result<Scenario> {
+        let mut s = Scenario::load(&self.scenario)?;
+        if !self.target.is_empty() {
+            s.targets = self.target.clone();
+        }
+        if self.api.is_some() {
+            s.api = self.api.clone();
+        }
+        if let Some(vus) = self.vus {
+            s.vus = vus;
+            // Stages written for the file's socket count are capped at the new one.
+            let sockets = s.sockets();
+            for stage in &mut s.stages {
+                stage.target = stage.target.min(sockets);
+            }
+        }
+        if let Some(d) = self.duration {
+            s.duration = d;
+        }
+        if let Some(rate) = self.rate {
+            s.message.rate = rate;
+        }
+        if let Some(size) = self.size {
+            s.message.size = size;
+        }
+        if let Some(d) = &self.dialect {
+            s.dialect =
+                Some(Dialect::parse(d).ok_or_else(|| anyhow::anyhow!("unknown dialect {d}"))?);
+        }
+        s.validate()?;
+        Ok(s)
     }
-    let mut all = Vec::new();
-    while let Some(latencies) = latency_rx.recv().await {
-        all.extend(latencies);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort_unstable();
-    let expected = (subscribers * messages) as u64;
-    let got = received.load(Ordering::Relaxed);
-    println!("fanout: {subscribers} subscribers x {messages} messages at {rate}/s");
-    println!(
-        "  deliveries {got}/{expected} in {elapsed:.2}s = {:.0}/s",
-        got as f64 / elapsed
-    );
-    println!(
-        "  latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
-        percentile(&all, 50.0),
-        percentile(&all, 90.0),
-        percentile(&all, 99.0),
-        percentile(&all, 100.0)
-    );
-    if got < expected {
-        bail!("lost {} deliveries", expected - got);
-    }
-    Ok(())
 }
 
-async fn idle(edge: &str, minter: &Minter, sockets: usize, hold: u64) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let mut open = Vec::with_capacity(sockets);
-    for i in 0..sockets {
-        // Groups of 50 so presence fan-out stays small.
-        let socket = connect(
-            edge,
-            minter,
-            &format!("idle_{}", i / 50),
-            &format!("idle_{i}"),
-        )
-        .await?;
-        open.push(socket);
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match loadtest::limits::raise_nofile() {
+        Ok((before, after)) if before != after => {
+            eprintln!("open-file limit raised from {before} to {after}");
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("could not raise the open-file limit: {e}"),
     }
-    let connect_secs = started.elapsed().as_secs_f64();
-    println!(
-        "opened {sockets} sockets in {connect_secs:.2}s ({:.0}/s)",
-        sockets as f64 / connect_secs
-    );
-    let readers: Vec<_> = open
-        .into_iter()
-        .map(|mut socket| {
-            tokio::spawn(async move {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(hold);
-                loop {
-                    match tokio::time::timeout_at(deadline, socket.next()).await {
-                        Err(_) => return true,
-                        Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
-                            return false;
-                        }
-                        Ok(Some(Ok(_))) => {}
-                    }
-                }
-            })
-        })
-        .collect();
-    let mut alive = 0;
-    for reader in readers {
-        if reader.await.unwrap_or(false) {
-            alive += 1;
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tokio: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Run(args) => runtime.block_on(run(args)),
+        Command::Bench(args) => match runtime.block_on(loadtest::bench::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let child = args.emit_summary;
+    let fail = |message: String, code: u8| {
+        if child {
+            println!("{ERROR_PREFIX}{message}");
+        } else {
+            eprintln!("loadtest: {message}");
+        }
+        ExitCode::from(code)
+    };
+    let scenario = match args.scenario() {
+        Ok(s) => s,
+        Err(e) => return fail(format!("{e:#}"), 1),
+    };
+    let thresholds = match scenario.thresholds() {
+        Ok(t) => t,
+        Err(e) => return fail(e.to_string(), 1),
+    };
+    let mut options = Options {
+        secret: args.secret.clone(),
+        api_key: args.api_key.clone(),
+        shard: args.shard.unwrap_or(Shard::WHOLE),
+        watch_pid: args.watch_pid,
+        progress: !args.quiet,
+        barrier: args.barrier,
+        ..Options::default()
+    };
+    if let Some(id) = &args.run_id {
+        options.run_id = id.clone();
+    }
+    let result = if args.procs > 1 {
+        loadtest::procs::run(
+            &args.scenario,
+            &args.passthrough(),
+            args.procs,
+            &scenario,
+            &options,
+        )
+        .await
+    } else {
+        loadtest::run::run(&scenario, &options).await
+    };
+    let mut summary = match result {
+        Ok(s) => s,
+        Err(e @ RunError::Unsupported(_)) => return fail(e.to_string(), 3),
+        Err(e) => return fail(e.to_string(), 1),
+    };
+    if child {
+        match serde_json::to_string(&summary) {
+            Ok(json) => println!("{SUMMARY_PREFIX}{json}"),
+            Err(e) => return fail(format!("summary: {e}"), 1),
+        }
+        return ExitCode::SUCCESS;
+    }
+    let passed = summary.judge(&thresholds);
+    print!("{}", summary.render());
+    if let Some(path) = &args.out {
+        let written = serde_json::to_string_pretty(&summary)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(path, json));
+        if let Err(e) = written {
+            return fail(format!("write {}: {e}", path.display()), 1);
         }
     }
-    println!("held {alive}/{sockets} sockets for {hold}s");
-    if alive < sockets {
-        bail!("{} sockets dropped", sockets - alive);
-    }
-    Ok(())
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let secret = cli
-        .secret
-        .context("pass --secret or set SWITCHBOARD_JWT_SECRET to the edge's secret")?;
-    let minter = Minter::hs256(secret.as_bytes());
-    match cli.scenario {
-        Scenario::Fanout {
-            subscribers,
-            messages,
-            rate,
-        } => fanout(&cli.edge, &minter, subscribers, messages, rate).await,
-        Scenario::Idle { sockets, hold_secs } => idle(&cli.edge, &minter, sockets, hold_secs).await,
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(99)
     }
 }

@@ -16,6 +16,8 @@ pub struct Cluster {
     pub edges: Vec<Process>,
     transport: String,
     tenant_pools: String,
+    /// Variables every process of the cluster gets besides the shared ones.
+    extra_env: Vec<(&'static str, String)>,
     next_router: usize,
 }
 
@@ -34,6 +36,18 @@ impl Cluster {
         tenant_pools: &str,
         edges: usize,
     ) -> Self {
+        Self::with_env(transport, pools, tenant_pools, edges, &[]).await
+    }
+
+    /// Like [`Cluster::with_pools`], with `env` set on every process (for
+    /// example raised rate limits for benchmarks).
+    pub async fn with_env(
+        transport: &str,
+        pools: &[&str],
+        tenant_pools: &str,
+        edges: usize,
+        env: &[(&'static str, String)],
+    ) -> Self {
         let mut cluster = Self {
             redis: RedisServer::start().await,
             nats: NatsServer::start().await,
@@ -41,6 +55,7 @@ impl Cluster {
             edges: Vec::new(),
             transport: transport.to_owned(),
             tenant_pools: tenant_pools.to_owned(),
+            extra_env: env.to_vec(),
             next_router: 0,
         };
         for pool in pools {
@@ -77,11 +92,13 @@ impl Cluster {
     /// What every process of the cluster shares (the secret and API key
     /// come from the process helpers).
     fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("SWITCHBOARD_NATS_URL", self.nats.url()),
             ("SWITCHBOARD_TRANSPORT", self.transport.clone()),
             ("SWITCHBOARD_TENANT_POOLS", self.tenant_pools.clone()),
-        ]
+        ];
+        env.extend(self.extra_env.iter().cloned());
+        env
     }
 
     /// Starts one more router in `pool`; its id is `router-<n>`.

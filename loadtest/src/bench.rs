@@ -1,0 +1,401 @@
+//! `loadtest bench` (what `make bench` runs): starts the baseline server,
+//! standalone mode and a local cluster (2 edges, 2 routers, private Redis
+//! and NATS), runs the standard suite against each with the same client
+//! settings, and writes the figures, their ratios to the baseline and
+//! the issue-8 targets into `docs/BENCHMARKS.md`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use switchboard_testkit::cluster::Cluster;
+use switchboard_testkit::switchboard::{API_KEY, SECRET};
+use switchboard_testkit::{Process, binary};
+
+use crate::report::{Figure, Report};
+use crate::run::{Options, RunError};
+use crate::scenario::{Dialect, Scenario};
+use crate::summary::Summary;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// A few minutes: short holds, three repeats of the ratio scenarios.
+    Quick,
+    /// Adds the 10-minute idle hold and the 10-minute soak.
+    Full,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[arg(long, env = "BENCH_PROFILE", value_enum, default_value = "quick")]
+    pub profile: Profile,
+    /// The scenario files the suite starts from.
+    #[arg(long, default_value = "loadtest/scenarios")]
+    pub scenarios: PathBuf,
+    /// The document the table is written into.
+    #[arg(long, default_value = "docs/BENCHMARKS.md")]
+    pub doc: PathBuf,
+    /// Where each run's JSON summary goes.
+    #[arg(long, default_value = "target/bench")]
+    pub out_dir: PathBuf,
+}
+
+/// What the standalone edge and the cluster's edges are started with:
+/// one publisher must be able to send more than the default 50 msg/s.
+const RATE_FLAGS: [&str; 4] = ["--rate-limit", "1000000", "--rate-burst", "1000000"];
+
+/// Runs the suite and writes the document.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("create {}", args.out_dir.display()))?;
+    let quick = args.profile == Profile::Quick;
+    let suite = Suite {
+        dir: args.scenarios.clone(),
+        out: args.out_dir.clone(),
+    };
+    let mut report = Report::new(if quick { "quick" } else { "full" });
+
+    let baseline = Process::start(
+        binary("baseline"),
+        &["--addr", "127.0.0.1:0"],
+        &[],
+        &["baseline"],
+    );
+    let base_url = format!("ws://{}", baseline.addr("baseline"));
+    report.note(edge_nofile_probe());
+    let standalone = switchboard_testkit::switchboard::standalone(&RATE_FLAGS);
+    let edge_url = format!("ws://{}", standalone.addr("edge"));
+    let api_url = format!("http://{}", standalone.addr("router-api"));
+
+    // Idle first, while both servers are fresh: RSS growth per socket.
+    let hold = if quick {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(600)
+    };
+    let mut idle = suite.load("idle")?;
+    idle.duration = hold;
+    let mut base_idle = idle.clone();
+    base_idle.duration = Duration::from_secs(30);
+    let b = suite
+        .once(
+            "baseline",
+            &base_idle,
+            &base_url,
+            Dialect::Raw,
+            Some(baseline.pid()),
+        )
+        .await?;
+    let s = suite
+        .once(
+            "standalone",
+            &idle,
+            &edge_url,
+            Dialect::Group,
+            Some(standalone.pid()),
+        )
+        .await?;
+    report.idle(&b, &s, hold);
+
+    // Connection rate, echo and fan-out: interleaved repeats, medians.
+    let repeats = if quick { 3 } else { 5 };
+    let mut connect = suite.load("connect")?;
+    connect.duration = Duration::from_secs(5);
+    let mut echo = suite.load("echo")?;
+    echo.duration = Duration::from_secs(5);
+    let mut fanout = suite.load("fanout")?;
+    fanout.duration = Duration::from_secs(5);
+    for (scenario, figures) in [
+        (&connect, &[Figure::ConnectRate, Figure::ConnectP99][..]),
+        (&echo, &[Figure::P50, Figure::P99][..]),
+        (
+            &fanout,
+            &[Figure::DeliveriesPerSec, Figure::Delivered, Figure::P99][..],
+        ),
+    ] {
+        let mut base_runs = Vec::new();
+        let mut product_runs = Vec::new();
+        for _ in 0..repeats {
+            base_runs.push(
+                suite
+                    .once("baseline", scenario, &base_url, Dialect::Raw, None)
+                    .await?,
+            );
+            product_runs.push(
+                suite
+                    .once("standalone", scenario, &edge_url, Dialect::Group, None)
+                    .await?,
+            );
+        }
+        report.compare(
+            scenario,
+            "standalone",
+            figures,
+            &product_runs,
+            Some(&base_runs),
+        );
+    }
+
+    // The rest of the suite on standalone mode (no baseline equivalent).
+    let mut extras = Vec::new();
+    for name in [
+        "groups",
+        "direct",
+        "api_publish",
+        "iot_events",
+        "jsonrpc_pubsub",
+        "im_chat",
+    ] {
+        let mut scenario = suite.load(name)?;
+        scenario.duration = Duration::from_secs(if quick { 5 } else { 20 });
+        scenario.api = Some(api_url.clone());
+        extras.push(scenario);
+    }
+    for scenario in &extras {
+        match suite
+            .try_once("standalone", scenario, &edge_url, Some(standalone.pid()))
+            .await
+        {
+            Ok(s) => report.compare(
+                scenario,
+                "standalone",
+                &[Figure::DeliveriesPerSec, Figure::Delivered, Figure::P99],
+                &[s],
+                None,
+            ),
+            Err(RunError::Unsupported(why)) => report.unsupported(scenario, "standalone", &why),
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    if !quick {
+        let soak = suite.load("soak")?;
+        let s = suite
+            .once(
+                "standalone",
+                &soak,
+                &edge_url,
+                Dialect::Group,
+                Some(standalone.pid()),
+            )
+            .await?;
+        report.soak(&s);
+    }
+    drop(standalone);
+
+    // The cluster: 2 routers, 2 edges over gRPC, private Redis and NATS.
+    let env: Vec<(&'static str, String)> = vec![
+        ("SWITCHBOARD_RATE_LIMIT", RATE_FLAGS[1].to_owned()),
+        ("SWITCHBOARD_RATE_BURST", RATE_FLAGS[3].to_owned()),
+    ];
+    let cluster = Cluster::with_env("grpc", &["default", "default"], "", 2, &env).await;
+    let edges = format!("ws://{},ws://{}", cluster.edge(0), cluster.edge(1));
+    let cluster_api = format!("http://{}", cluster.router_api(0));
+    let mut latency = suite.load("fanout")?;
+    // 500 subscribers x 100 msg/s = 50,000 deliveries a second.
+    latency.name = "fanout_50k".into();
+    latency.vus = 500;
+    latency.message.rate = 100.0;
+    latency.duration = Duration::from_secs(if quick { 10 } else { 60 });
+    let c = suite
+        .once("cluster", &latency, &edges, Dialect::Group, None)
+        .await?;
+    report.cluster_latency(&c);
+    for scenario in [&connect, &echo] {
+        let c = suite
+            .once("cluster", scenario, &edges, Dialect::Group, None)
+            .await?;
+        let figures: &[Figure] = if scenario.name == "connect" {
+            &[Figure::ConnectRate, Figure::ConnectP99]
+        } else {
+            &[Figure::P50, Figure::P99]
+        };
+        report.compare(scenario, "cluster", figures, &[c], None);
+    }
+    for scenario in &mut extras {
+        scenario.api = Some(cluster_api.clone());
+        match suite.try_once("cluster", scenario, &edges, None).await {
+            Ok(s) => report.compare(
+                scenario,
+                "cluster",
+                &[Figure::DeliveriesPerSec, Figure::Delivered, Figure::P99],
+                &[s],
+                None,
+            ),
+            Err(RunError::Unsupported(why)) => report.unsupported(scenario, "cluster", &why),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    drop(cluster);
+    drop(baseline);
+
+    let text = report.render();
+    write_doc(&args.doc, &text)?;
+    println!("{text}");
+    println!("wrote {}", args.doc.display());
+    Ok(())
+}
+
+struct Suite {
+    dir: PathBuf,
+    out: PathBuf,
+}
+
+impl Suite {
+    fn load(&self, name: &str) -> anyhow::Result<Scenario> {
+        Ok(Scenario::load(&self.dir.join(format!("{name}.toml")))?)
+    }
+
+    /// One run of `scenario` against `targets` (comma-separated) in `dialect`.
+    async fn once(
+        &self,
+        system: &str,
+        scenario: &Scenario,
+        targets: &str,
+        dialect: Dialect,
+        watch: Option<u32>,
+    ) -> anyhow::Result<Summary> {
+        let mut scenario = scenario.clone();
+        scenario.dialect = Some(dialect);
+        Ok(self.try_once(system, &scenario, targets, watch).await?)
+    }
+
+    async fn try_once(
+        &self,
+        system: &str,
+        scenario: &Scenario,
+        targets: &str,
+        watch: Option<u32>,
+    ) -> Result<Summary, RunError> {
+        let mut scenario = scenario.clone();
+        scenario.targets = targets.split(',').map(str::to_owned).collect();
+        let sockets = scenario.sockets();
+        for stage in &mut scenario.stages {
+            stage.target = stage.target.min(sockets);
+        }
+        scenario
+            .validate()
+            .map_err(|e| RunError::Setup(e.to_string()))?;
+        let options = Options {
+            secret: Some(SECRET.to_owned()),
+            api_key: Some(API_KEY.to_owned()),
+            watch_pid: watch,
+            progress: true,
+            ..Options::default()
+        };
+        eprintln!(
+            "bench: {} on {system} ({})",
+            scenario.name,
+            scenario.dialect().name()
+        );
+        let mut summary = crate::run::run(&scenario, &options).await?;
+        let thresholds = scenario
+            .thresholds()
+            .map_err(|e| RunError::Setup(e.to_string()))?;
+        summary.judge(&thresholds);
+        let file = self.out.join(format!(
+            "{system}-{}-{}.json",
+            scenario.name, options.run_id
+        ));
+        if let Ok(json) = serde_json::to_string_pretty(&summary) {
+            let _ = std::fs::write(file, json);
+        }
+        Ok(summary)
+    }
+}
+
+/// Starts a standalone edge whose soft open-file limit was lowered to
+/// 1,024 before `exec`, and reads the limit it runs with: equal means the
+/// edge does not raise it itself.
+fn edge_nofile_probe() -> String {
+    let edge = binary("edge");
+    let script = r#"ulimit -Sn 1024 && exec "$0" "$@""#;
+    let mut args = vec!["-c", script];
+    let edge_path = edge.to_string_lossy().into_owned();
+    args.push(&edge_path);
+    args.extend_from_slice(&[
+        "--standalone",
+        "--addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--router-api-addr",
+        "127.0.0.1:0",
+        "--router-admin-addr",
+        "127.0.0.1:0",
+    ]);
+    let env = [("SWITCHBOARD_JWT_SECRET", SECRET.to_owned())];
+    let probe = Process::start(PathBuf::from("/bin/sh"), &args, &env, &["edge"]);
+    let soft = crate::limits::nofile_of(probe.pid());
+    let hard = rlimit::Resource::NOFILE.get().map(|(_, h)| h).ok();
+    match (soft, hard) {
+        (Some(1024), Some(hard)) if hard > 1024 => format!(
+            "The edge does not raise its open-file limit: started with a soft limit of 1,024 (hard {hard}), it keeps 1,024. Until it does, start it with `ulimit -n` raised."
+        ),
+        (Some(soft), _) => {
+            format!("The edge started with a soft open-file limit of 1,024 runs with {soft}.")
+        }
+        _ => "The edge's open-file limit could not be read.".to_owned(),
+    }
+}
+
+/// Replaces the generated section of `doc` (between the markers), or
+/// appends it.
+fn write_doc(doc: &Path, section: &str) -> anyhow::Result<()> {
+    const BEGIN: &str = "<!-- bench:begin -->";
+    const END: &str = "<!-- bench:end -->";
+    let text = std::fs::read_to_string(doc).unwrap_or_default();
+    let block = format!("{BEGIN}\n{section}\n{END}");
+    let new = match (text.find(BEGIN), text.find(END)) {
+        (Some(b), Some(e)) if e > b => format!("{}{block}{}", &text[..b], &text[e + END.len()..]),
+        _ => format!("{}\n{block}\n", text.trim_end()),
+    };
+    std::fs::write(doc, new).with_context(|| format!("write {}", doc.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_section_is_replaced_in_place() {
+        let dir = std::env::temp_dir().join(format!("bench-doc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let doc = dir.join("B.md");
+        std::fs::write(&doc, "# B\n\nintro\n").unwrap();
+        write_doc(&doc, "one").unwrap();
+        write_doc(&doc, "two").unwrap();
+        let text = std::fs::read_to_string(&doc).unwrap();
+        assert_eq!(
+            text,
+            "# B\n\nintro\n<!-- bench:begin -->\ntwo\n<!-- bench:end -->\n"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn every_suite_scenario_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let suite = Suite {
+            dir,
+            out: PathBuf::new(),
+        };
+        for name in [
+            "idle",
+            "connect",
+            "echo",
+            "fanout",
+            "groups",
+            "direct",
+            "api_publish",
+            "iot_events",
+            "jsonrpc_pubsub",
+            "im_chat",
+            "soak",
+        ] {
+            let s = suite.load(name).unwrap();
+            assert_eq!(s.name, name);
+            assert!(!s.thresholds.is_empty(), "{name} has no thresholds");
+        }
+    }
+}

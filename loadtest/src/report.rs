@@ -1,0 +1,519 @@
+//! The benchmark table: each figure with its baseline and ratio, and each
+//! issue-8 target with its measured value and pass or miss, as Markdown.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::scenario::Scenario;
+use crate::summary::Summary;
+
+/// A figure the table reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Figure {
+    ConnectRate,
+    ConnectP99,
+    P50,
+    P99,
+    DeliveriesPerSec,
+    Delivered,
+}
+
+impl Figure {
+    fn metric(self) -> &'static str {
+        match self {
+            Figure::ConnectRate => "connect_rate",
+            Figure::ConnectP99 => "connect.p99_ms",
+            Figure::P50 => "med_ms",
+            Figure::P99 => "p99_ms",
+            Figure::DeliveriesPerSec => "deliveries_per_s",
+            Figure::Delivered => "delivered",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Figure::ConnectRate => "connections/s",
+            Figure::ConnectP99 => "connect p99",
+            Figure::P50 => "latency p50",
+            Figure::P99 => "latency p99",
+            Figure::DeliveriesPerSec => "deliveries/s",
+            Figure::Delivered => "delivered",
+        }
+    }
+
+    fn show(self, value: f64) -> String {
+        match self {
+            Figure::ConnectRate | Figure::DeliveriesPerSec => thousands(value),
+            Figure::ConnectP99 | Figure::P50 | Figure::P99 => format!("{value:.2} ms"),
+            Figure::Delivered => format!("{:.2} %", value * 100.0),
+        }
+    }
+}
+
+/// `12345.6` as `12,346`.
+pub fn thousands(value: f64) -> String {
+    let n = value.round() as i64;
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+/// The median of `values` (`None` when empty).
+pub fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+fn median_of(runs: &[Summary], metric: &str) -> Option<f64> {
+    let mut values: Vec<f64> = runs.iter().filter_map(|s| s.metric(metric)).collect();
+    median(&mut values)
+}
+
+struct Row {
+    scenario: String,
+    system: String,
+    figure: String,
+    value: String,
+    baseline: String,
+    ratio: String,
+}
+
+struct Goal {
+    target: String,
+    measured: String,
+    verdict: &'static str,
+}
+
+/// Everything one `make bench` measured.
+pub struct Report {
+    profile: &'static str,
+    rows: Vec<Row>,
+    goals: Vec<Goal>,
+    notes: Vec<String>,
+    /// (scenario, system, figure) → (median, baseline median).
+    medians: BTreeMap<(String, String, Figure), (Option<f64>, Option<f64>)>,
+    spreads: Vec<String>,
+}
+
+fn verdict(pass: Option<bool>) -> &'static str {
+    match pass {
+        Some(true) => "pass",
+        Some(false) => "**miss**",
+        None => "not measured",
+    }
+}
+
+impl Report {
+    pub fn new(profile: &'static str) -> Self {
+        Self {
+            profile,
+            rows: Vec::new(),
+            goals: Vec::new(),
+            notes: Vec::new(),
+            medians: BTreeMap::new(),
+            spreads: Vec::new(),
+        }
+    }
+
+    pub fn note(&mut self, note: String) {
+        self.notes.push(note);
+    }
+
+    fn row(
+        &mut self,
+        scenario: &str,
+        system: &str,
+        figure: &str,
+        value: String,
+        baseline: String,
+        ratio: String,
+    ) {
+        self.rows.push(Row {
+            scenario: scenario.to_owned(),
+            system: system.to_owned(),
+            figure: figure.to_owned(),
+            value,
+            baseline,
+            ratio,
+        });
+    }
+
+    /// Medians of `runs` (and of `baseline` runs, with ratios) for `figures`.
+    pub fn compare(
+        &mut self,
+        scenario: &Scenario,
+        system: &str,
+        figures: &[Figure],
+        runs: &[Summary],
+        baseline: Option<&[Summary]>,
+    ) {
+        let label = describe(scenario);
+        for &figure in figures {
+            let value = median_of(runs, figure.metric());
+            let base = baseline.and_then(|b| median_of(b, figure.metric()));
+            let ratio = match (value, base) {
+                (Some(v), Some(b)) if b > 0.0 => format!("{:.2}", v / b),
+                _ => "–".to_owned(),
+            };
+            self.row(
+                &label,
+                system,
+                figure.label(),
+                value.map_or("–".to_owned(), |v| figure.show(v)),
+                base.map_or("–".to_owned(), |b| figure.show(b)),
+                ratio,
+            );
+            self.medians.insert(
+                (scenario.name.clone(), system.to_owned(), figure),
+                (value, base),
+            );
+            if runs.len() > 1 {
+                let values: Vec<String> = runs
+                    .iter()
+                    .filter_map(|s| s.metric(figure.metric()))
+                    .map(|v| figure.show(v))
+                    .collect();
+                self.spreads.push(format!(
+                    "{} on {system}, {}: runs {}",
+                    scenario.name,
+                    figure.label(),
+                    values.join(" / ")
+                ));
+            }
+        }
+        self.goals_from_medians(&scenario.name, system);
+    }
+
+    fn goals_from_medians(&mut self, name: &str, system: &str) {
+        let get = |figure| {
+            self.medians
+                .get(&(name.to_owned(), system.to_owned(), figure))
+                .copied()
+        };
+        if system != "standalone" {
+            return;
+        }
+        match name {
+            "connect" => {
+                if let Some((rate, _)) = get(Figure::ConnectRate) {
+                    self.goals.push(Goal {
+                        target: "≥ 5,000 new authenticated connections/s".into(),
+                        measured: rate.map_or("–".into(), |r| {
+                            format!("{} /s (standalone, median)", thousands(r))
+                        }),
+                        verdict: verdict(rate.map(|r| r >= 5000.0)),
+                    });
+                }
+            }
+            "fanout" => {
+                if let Some((value, base)) = get(Figure::DeliveriesPerSec) {
+                    let ratio = value.zip(base).map(|(v, b)| v / b);
+                    self.goals.push(Goal {
+                        target: "group fan-out deliveries/s ≥ 0.7 × baseline broadcast".into(),
+                        measured: format!(
+                            "{} vs {} /s: ratio {}",
+                            value.map_or("–".into(), thousands),
+                            base.map_or("–".into(), thousands),
+                            ratio.map_or("–".into(), |r| format!("{r:.2}"))
+                        ),
+                        verdict: verdict(ratio.map(|r| r >= 0.7)),
+                    });
+                }
+            }
+            "echo" => {
+                if let Some((value, base)) = get(Figure::P99) {
+                    let ratio = value.zip(base).map(|(v, b)| v / b);
+                    self.goals.push(Goal {
+                        target: "echo p99 ≤ 1.2 × baseline at the same rate".into(),
+                        measured: format!(
+                            "{} vs {} ms: ratio {}",
+                            value.map_or("–".into(), |v| format!("{v:.2}")),
+                            base.map_or("–".into(), |b| format!("{b:.2}")),
+                            ratio.map_or("–".into(), |r| format!("{r:.2}"))
+                        ),
+                        verdict: verdict(ratio.map(|r| r <= 1.2)),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn unsupported(&mut self, scenario: &Scenario, system: &str, why: &str) {
+        self.row(
+            &describe(scenario),
+            system,
+            "–",
+            "unsupported by target".into(),
+            "–".into(),
+            "–".into(),
+        );
+        self.notes
+            .push(format!("{} on {system}: {why}", scenario.name));
+    }
+
+    /// Idle sockets: held count, open rate and RSS growth per socket.
+    pub fn idle(&mut self, baseline: &Summary, product: &Summary, hold: Duration) {
+        let label = format!(
+            "idle, {} sockets held {}",
+            thousands(product.counts.planned_open as f64),
+            human(hold)
+        );
+        let held = |s: &Summary| format!("{}/{}", s.counts.open_at_end, s.counts.planned_open);
+        self.row(
+            &label,
+            "standalone",
+            "held",
+            held(product),
+            held(baseline),
+            "–".into(),
+        );
+        let per = |s: &Summary| s.rss.as_ref().and_then(|r| r.per_socket_kib);
+        let (p, b) = (per(product), per(baseline));
+        self.row(
+            &label,
+            "standalone",
+            "RSS growth per socket",
+            p.map_or("–".into(), |k| format!("{k:.1} KiB")),
+            b.map_or("–".into(), |k| format!("{k:.1} KiB")),
+            p.zip(b)
+                .map_or("–".into(), |(p, b)| format!("{:.2}", p / b)),
+        );
+        let rate = |s: &Summary| s.metric("connect_rate").map_or("–".into(), thousands);
+        self.row(
+            &label,
+            "standalone",
+            "opened/s (ramp)",
+            rate(product),
+            rate(baseline),
+            "–".into(),
+        );
+        let all_held = product.counts.planned_open >= 15_000
+            && product.counts.open_at_end == product.counts.planned_open
+            && product.counts.unexpected_closes == 0;
+        self.goals.push(Goal {
+            target: "≥ 15,000 idle authenticated sockets held on one edge".into(),
+            measured: format!("{} held for {}", held(product), human(hold)),
+            verdict: verdict(Some(all_held)),
+        });
+        self.goals.push(Goal {
+            target: "≤ 8 KiB edge RSS growth per idle socket".into(),
+            measured: p.map_or("–".into(), |k| {
+                format!(
+                    "{k:.1} KiB (baseline {})",
+                    b.map_or("–".into(), |b| format!("{b:.1} KiB"))
+                )
+            }),
+            verdict: verdict(p.map(|k| k <= 8.0)),
+        });
+        self.goals.push(Goal {
+            target: "no idle socket dropped over 10 minutes".into(),
+            measured: format!(
+                "{} dropped, {} unexpected closes over {}",
+                product
+                    .counts
+                    .planned_open
+                    .saturating_sub(product.counts.open_at_end),
+                product.counts.unexpected_closes,
+                human(hold)
+            ),
+            verdict: if hold >= Duration::from_secs(600) {
+                verdict(Some(all_held))
+            } else {
+                "not measured (quick profile holds 30 s)"
+            },
+        });
+    }
+
+    /// Cluster publish-to-receive latency at 50,000 deliveries/s.
+    pub fn cluster_latency(&mut self, summary: &Summary) {
+        let label = format!(
+            "fan-out over 2 edges, {} subscribers × {} msg/s",
+            summary.vus,
+            thousands(summary.counts.sent as f64 / summary.measure_secs.max(1e-9))
+        );
+        let rate = summary.metric("deliveries_per_s");
+        let p99 = summary.metric("p99_ms");
+        for (figure, value) in [
+            (Figure::DeliveriesPerSec, rate),
+            (Figure::Delivered, summary.metric("delivered")),
+            (Figure::P50, summary.metric("med_ms")),
+            (Figure::P99, p99),
+        ] {
+            self.row(
+                &label,
+                "cluster",
+                figure.label(),
+                value.map_or("–".into(), |v| figure.show(v)),
+                "–".into(),
+                "–".into(),
+            );
+        }
+        self.goals.push(Goal {
+            target: "cluster (gRPC) publish→receive p99 ≤ 5 ms at 50,000 deliveries/s".into(),
+            measured: format!(
+                "p99 {} at {} deliveries/s",
+                p99.map_or("–".into(), |v| format!("{v:.2} ms")),
+                rate.map_or("–".into(), thousands)
+            ),
+            verdict: verdict(p99.zip(rate).map(|(p, r)| p <= 5.0 && r >= 49_000.0)),
+        });
+    }
+
+    /// The soak: memory drift after warm-up.
+    pub fn soak(&mut self, summary: &Summary) {
+        let drift = summary.metric("rss_drift");
+        self.row(
+            &format!(
+                "soak: fan-out {} subscribers for {}",
+                summary.vus,
+                human(Duration::from_secs_f64(summary.measure_secs))
+            ),
+            "standalone",
+            "RSS drift after warm-up",
+            drift.map_or("–".into(), |d| format!("{:.2} %", d * 100.0)),
+            "–".into(),
+            "–".into(),
+        );
+        self.goals.push(Goal {
+            target: "memory flat (±5 %) over a 10-minute soak".into(),
+            measured: drift.map_or("–".into(), |d| format!("{:.2} % drift", d * 100.0)),
+            verdict: verdict(drift.map(|d| d <= 0.05)),
+        });
+    }
+
+    /// The Markdown section.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "## `make bench` ({} profile)\n", self.profile);
+        let _ = writeln!(
+            out,
+            "Command: `make bench` (`BENCH_PROFILE={}`), {}.\n",
+            self.profile,
+            machine()
+        );
+        let _ = writeln!(
+            out,
+            "The harness, the baseline and the servers share the machine. Ratios compare with the baseline measured in the same run with the same client settings; figures with several runs are medians (runs listed below the tables).\n"
+        );
+        let _ = writeln!(
+            out,
+            "### Targets\n\n| target | measured | result |\n|---|---|---|"
+        );
+        for g in &self.goals {
+            let _ = writeln!(out, "| {} | {} | {} |", g.target, g.measured, g.verdict);
+        }
+        if !self
+            .goals
+            .iter()
+            .any(|g| g.target.starts_with("memory flat"))
+        {
+            let _ = writeln!(
+                out,
+                "| memory flat (±5 %) over a 10-minute soak | – | not measured (full profile only) |"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\n### Figures\n\n| scenario | system | figure | value | baseline | ratio |\n|---|---|---|---|---|---|"
+        );
+        for r in &self.rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                r.scenario, r.system, r.figure, r.value, r.baseline, r.ratio
+            );
+        }
+        if !self.spreads.is_empty() || !self.notes.is_empty() {
+            let _ = writeln!(out);
+        }
+        for n in &self.notes {
+            let _ = writeln!(out, "- {n}");
+        }
+        for s in &self.spreads {
+            let _ = writeln!(out, "- {s}");
+        }
+        out
+    }
+}
+
+fn describe(scenario: &Scenario) -> String {
+    let rate = scenario.message.rate;
+    match scenario.name.as_str() {
+        "connect" => format!("connect, {} virtual users", scenario.vus),
+        "echo" => format!("echo, {} sockets × {rate} msg/s", scenario.vus),
+        "fanout" => format!("fan-out, {} subscribers × {rate} msg/s", scenario.vus),
+        "groups" => format!(
+            "{} groups of {} × {rate} msg/s",
+            scenario.groups, scenario.group_size
+        ),
+        "direct" => format!("direct, {} pairs × {rate} msg/s", scenario.vus / 2),
+        "api_publish" => format!("server API, {} msg/s into {} groups", rate, scenario.groups),
+        "iot_events" => format!("IoT, {rate} events/s to {} sockets", scenario.vus),
+        other => format!("{other}, {} vus", scenario.vus),
+    }
+}
+
+fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 && secs % 60 == 0 {
+        format!("{} min", secs / 60)
+    } else {
+        format!("{secs} s")
+    }
+}
+
+/// Cores, memory, kernel and date, from `/proc` and `uname`.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{date}, {cores} cores, {:.1} GiB memory, Linux {}",
+        mem_kib as f64 / 1024.0 / 1024.0,
+        kernel.trim()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_thousands() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&mut []), None);
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(-1000.0), "-1,000");
+    }
+}

@@ -1,0 +1,150 @@
+//! Resident memory of a server process under test, sampled once a second
+//! from `/proc/<pid>/status`, with named marks at phase changes.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// `VmRSS` of `pid` in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// What a run learned about a server's memory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RssSummary {
+    pub pid: u32,
+    /// `(seconds since start, KiB)`.
+    pub samples: Vec<(f64, u64)>,
+    /// `(mark, KiB)`: `start`, `connected`, `measure`, `end`.
+    pub marks: Vec<(String, u64)>,
+    pub peak_kib: u64,
+    /// Growth from `start` to `connected`, per socket held, in KiB.
+    pub per_socket_kib: Option<f64>,
+    /// Largest departure from the first sample after the warm-up, as a
+    /// fraction of it (0.05 = 5 %), over the measured phase.
+    pub drift: Option<f64>,
+}
+
+struct Inner {
+    pid: u32,
+    started: Instant,
+    samples: Vec<(f64, u64)>,
+    marks: Vec<(String, u64, f64)>,
+}
+
+/// A running sampler; stops when dropped.
+pub struct RssWatch {
+    inner: Arc<Mutex<Inner>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssWatch {
+    pub fn start(pid: u32) -> Self {
+        let inner = Arc::new(Mutex::new(Inner {
+            pid,
+            started: Instant::now(),
+            samples: Vec::new(),
+            marks: Vec::new(),
+        }));
+        let sampler = inner.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(kib) = rss_kib(pid) else { return };
+                let mut inner = sampler
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let at = inner.started.elapsed().as_secs_f64();
+                inner.samples.push((at, kib));
+            }
+        });
+        let watch = Self { inner, task };
+        watch.mark("start");
+        watch
+    }
+
+    /// Records the memory now under `name`.
+    pub fn mark(&self, name: &str) {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(kib) = rss_kib(inner.pid) {
+            let at = inner.started.elapsed().as_secs_f64();
+            inner.marks.push((name.to_owned(), kib, at));
+            inner.samples.push((at, kib));
+        }
+    }
+
+    /// The summary, with `sockets` held between `start` and `connected`
+    /// and the measured phase's first `warmup` ignored by the drift.
+    pub fn finish(self, sockets: u64, warmup: Duration) -> RssSummary {
+        self.task.abort();
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mark = |name: &str| inner.marks.iter().find(|m| m.0 == name);
+        let per_socket_kib = match (mark("start"), mark("connected")) {
+            (Some(start), Some(connected)) if sockets > 0 => {
+                Some((connected.1 as f64 - start.1 as f64) / sockets as f64)
+            }
+            _ => None,
+        };
+        let drift = match (mark("measure"), mark("end")) {
+            (Some(measure), Some(end)) => {
+                drift(&inner.samples, measure.2 + warmup.as_secs_f64(), end.2)
+            }
+            _ => None,
+        };
+        RssSummary {
+            pid: inner.pid,
+            samples: inner.samples.clone(),
+            marks: inner.marks.iter().map(|m| (m.0.clone(), m.1)).collect(),
+            peak_kib: inner.samples.iter().map(|s| s.1).max().unwrap_or(0),
+            per_socket_kib,
+            drift,
+        }
+    }
+}
+
+/// Largest |sample - first| / first over samples in `[from, to]`.
+pub fn drift(samples: &[(f64, u64)], from: f64, to: f64) -> Option<f64> {
+    let mut window = samples.iter().filter(|s| s.0 >= from && s.0 <= to);
+    let first = window.next()?.1 as f64;
+    if first == 0.0 {
+        return None;
+    }
+    Some(
+        window
+            .map(|s| (s.1 as f64 - first).abs() / first)
+            .fold(0.0, f64::max),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_is_measured_from_the_first_sample_after_warmup() {
+        let samples = [(0.0, 50), (1.0, 100), (2.0, 104), (3.0, 97), (4.0, 200)];
+        assert_eq!(drift(&samples, 1.0, 3.0), Some(0.04));
+        assert_eq!(drift(&samples, 5.0, 9.0), None);
+        assert_eq!(drift(&samples, 3.0, 3.0), Some(0.0));
+    }
+
+    #[test]
+    fn reads_this_process() {
+        assert!(rss_kib(std::process::id()).is_some_and(|k| k > 0));
+        assert_eq!(rss_kib(u32::MAX), None);
+    }
+}

@@ -1,0 +1,470 @@
+//! What virtual users put on the wire, per dialect, and what they make of
+//! what comes back. Every measured message carries its send time as `t`
+//! (µs since the epoch) so each receipt can be timed.
+
+use serde_json::{Value, json};
+
+use crate::scenario::Dialect;
+
+/// Padding that brings a message near `size` bytes.
+pub fn pad(size: usize, overhead: usize) -> String {
+    "x".repeat(size.saturating_sub(overhead))
+}
+
+/// Bytes a stamped message spends on things other than padding.
+const STAMP_OVERHEAD: usize = 60;
+
+/// Group dialect (`spec/30-groups.md`).
+pub mod group {
+    use super::*;
+
+    pub fn path(group: &str, client: &str, token: &str) -> String {
+        format!("/v3/ws/group/{group}/client/{client}?token={token}")
+    }
+
+    /// A message to the sender's group.
+    pub fn to_group(stamp: u64, padding: &str) -> String {
+        json!({"msg_type":"msg","target":"group","payload":{"t":stamp,"pad":padding}}).to_string()
+    }
+
+    /// A message the edge sends back to the sending socket only: the
+    /// product's own round trip, with the same validation and completion
+    /// as any other message but no routing.
+    pub fn echo(stamp: u64, padding: &str) -> String {
+        json!({"msg_type":"msg","target":"echo","payload":{"t":stamp,"pad":padding}}).to_string()
+    }
+
+    pub fn direct(to: &str, stamp: u64, padding: &str) -> String {
+        json!({"msg_type":"msg","target":"direct","to_id":to,"payload":{"t":stamp,"pad":padding}})
+            .to_string()
+    }
+
+    pub fn heartbeat() -> String {
+        r#"{"msg_type":"heartbeat","target":"echo"}"#.to_owned()
+    }
+
+    /// The server-API body for `POST /api/v1/groups/{group}/messages`.
+    pub fn api_message(stamp: u64, padding: &str) -> Value {
+        json!({"msg_type":"msg","target":"group","payload":{"t":stamp,"pad":padding}})
+    }
+}
+
+/// The baseline's bare frames: JSON only because the client stamps it.
+pub mod raw {
+    pub fn echo_path() -> String {
+        "/echo".to_owned()
+    }
+
+    pub fn room_path(room: &str) -> String {
+        format!("/broadcast/{room}")
+    }
+
+    pub fn message(stamp: u64, padding: &str) -> String {
+        format!(r#"{{"t":{stamp},"pad":"{padding}"}}"#)
+    }
+
+    pub fn heartbeat() -> String {
+        r#"{"hb":1}"#.to_owned()
+    }
+}
+
+/// IoT subscriptions (`spec/20-iot.md`).
+pub mod iot {
+    use super::*;
+
+    pub fn path(token: &str) -> String {
+        format!("/api/v1/system/common/websocket/connect?app-code=bench&token={token}")
+    }
+
+    /// Subscribes to one device's published events.
+    pub fn subscribe(product: &str, device: &str) -> String {
+        json!({"type":"up.sub","body":{"code":"devicePublish","params":{"productID":product,"deviceName":device}}})
+            .to_string()
+    }
+
+    pub fn ping() -> String {
+        r#"{"type":"up.ping"}"#.to_owned()
+    }
+
+    /// The server-API body for `POST /api/v1/iot/events`.
+    pub fn event(product: &str, device: &str, stamp: u64, padding: &str) -> Value {
+        json!({"code":"devicePublish","body":{
+            "device":{"productID":product,"deviceName":device},
+            "t":stamp,"pad":padding}})
+    }
+}
+
+/// JSON-RPC app sockets (`spec/10-jsonrpc.md`).
+pub mod jsonrpc {
+    use super::*;
+
+    pub fn app_path(app: &str, tool: &str, token: &str) -> String {
+        format!("/v3/wss/{app}/{tool}?token={token}")
+    }
+
+    pub fn subscribe(channel: &str, id: &str) -> String {
+        json!({"jsonrpc":"2.0","method":"subscribe","params":{"channel":channel},"id":id})
+            .to_string()
+    }
+
+    /// `redis.publish`; the request id is the send time, so the reply
+    /// times the publish itself.
+    pub fn publish(channel: &str, stamp: u64, padding: &str) -> String {
+        json!({"jsonrpc":"2.0","method":"redis.publish",
+            "params":{"channel":channel,"message":{"t":stamp,"pad":padding}},
+            "id":stamp.to_string()})
+        .to_string()
+    }
+}
+
+/// Instant messages (`spec/40-im.md`).
+pub mod im {
+    use super::*;
+
+    pub fn login_path(client_name: &str) -> String {
+        format!("/api/websocket/client/login/{client_name}")
+    }
+
+    pub fn socket_path() -> String {
+        "/websocket".to_owned()
+    }
+
+    /// The register message (type 1000) for a session.
+    pub fn register(user: &str, session: &str) -> String {
+        json!({"id":format!("r-{user}"),"type":1000,"isSystem":false,"from":user,"to":user,
+            "body":json!({"sessionId":session}).to_string()})
+        .to_string()
+    }
+
+    /// A text message (2001); its id starts with the send time, so the
+    /// send status and the receipt that name it can be timed.
+    pub fn text(from: &str, to: &str, seq: u64, stamp: u64, padding: &str) -> String {
+        json!({"id":format!("{stamp}-{from}-{seq}"),"type":2001,"isSystem":false,
+            "from":from,"to":to,"body":padding})
+        .to_string()
+    }
+
+    /// The receive status (9101) for a received text message.
+    pub fn receipt(id: &str, me: &str, sender: &str) -> String {
+        json!({"id":id,"type":9101,"isSystem":false,"from":me,"to":sender,
+            "body":json!({"code":200,"status":"SUCCESS","msg":"received"}).to_string()})
+        .to_string()
+    }
+}
+
+/// A stamped message with `size` bytes in all, per dialect builder.
+pub fn padding_for(size: usize) -> String {
+    pad(size, STAMP_OVERHEAD)
+}
+
+/// The `"t":<digits>` stamp in a frame, escaped or not; the first wins.
+pub fn stamp(text: &[u8]) -> Option<u64> {
+    for needle in [&b"\"t\":"[..], &b"\\\"t\\\":"[..]] {
+        if let Some(at) = text.windows(needle.len()).position(|w| w == needle) {
+            return digits(&text[at + needle.len()..]);
+        }
+    }
+    None
+}
+
+fn digits(text: &[u8]) -> Option<u64> {
+    let end = text
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(text.len());
+    std::str::from_utf8(&text[..end]).ok()?.parse().ok()
+}
+
+/// The stamp at the start of an id such as `1700000000000000-u1-3`.
+pub fn id_stamp(id: &str) -> Option<u64> {
+    digits(id.as_bytes())
+}
+
+/// What one received frame means to the scenario.
+#[derive(Debug, PartialEq)]
+pub enum Seen {
+    /// A measured message, sent at this stamp.
+    Stamped(u64),
+    /// The server acknowledged something sent at this stamp.
+    Ack(u64),
+    /// IM: the recipient's receive status for a message sent at this stamp.
+    Receipt(u64),
+    /// IM: a text message to answer with a receipt.
+    ImText { stamp: Option<u64>, reply: String },
+    /// The server said something went wrong.
+    Error(String),
+    /// Anything else: presence, heartbeats, acks of subscriptions.
+    Other,
+}
+
+/// Whether a frame is the one a fresh socket waits for before it counts
+/// as ready (its subscription is in place).
+pub fn is_ready(dialect: Dialect, text: &[u8]) -> bool {
+    let has = |needle: &str| contains(text, needle.as_bytes());
+    match dialect {
+        // The first frame of a group socket is its own presence join.
+        Dialect::Group => true,
+        Dialect::Raw => true,
+        Dialect::Iot => has("down.subRet"),
+        Dialect::Jsonrpc => has("\"result\"") || has("\"error\""),
+        Dialect::Im => has("9001"),
+    }
+}
+
+fn contains(text: &[u8], needle: &[u8]) -> bool {
+    text.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Reads one frame of `dialect` for socket `me` (the IM user id).
+pub fn classify(dialect: Dialect, text: &[u8], me: &str) -> Seen {
+    match dialect {
+        Dialect::Raw => stamp(text).map_or(Seen::Other, Seen::Stamped),
+        Dialect::Group => {
+            if contains(text, br#""msg_type":"error""#) {
+                return Seen::Error(String::from_utf8_lossy(text).into_owned());
+            }
+            stamp(text).map_or(Seen::Other, Seen::Stamped)
+        }
+        Dialect::Iot => {
+            if contains(text, b"\"down.pub\"") {
+                return stamp(text).map_or(Seen::Other, Seen::Stamped);
+            }
+            if contains(text, b"\"code\":200") {
+                Seen::Other
+            } else {
+                Seen::Error(String::from_utf8_lossy(text).into_owned())
+            }
+        }
+        Dialect::Jsonrpc => classify_jsonrpc(text),
+        Dialect::Im => classify_im(text, me),
+    }
+}
+
+fn classify_jsonrpc(text: &[u8]) -> Seen {
+    if text == b"pong" {
+        return Seen::Other;
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(text) else {
+        return Seen::Error(String::from_utf8_lossy(text).into_owned());
+    };
+    if value["method"] == "_notify" {
+        return value["params"]["data"]["message"]["t"]
+            .as_u64()
+            .map_or(Seen::Other, Seen::Stamped);
+    }
+    if value.get("error").is_some() {
+        return Seen::Error(value["error"].to_string());
+    }
+    match value["id"].as_str().and_then(id_stamp) {
+        Some(stamp) => Seen::Ack(stamp),
+        None => Seen::Other,
+    }
+}
+
+fn classify_im(text: &[u8], me: &str) -> Seen {
+    let Ok(value) = serde_json::from_slice::<Value>(text) else {
+        return Seen::Error(String::from_utf8_lossy(text).into_owned());
+    };
+    let id = value["id"].as_str().unwrap_or_default();
+    match value["type"].as_i64() {
+        Some(2001) => {
+            let sender = value["from"].as_str().unwrap_or_default();
+            Seen::ImText {
+                stamp: id_stamp(id),
+                reply: im::receipt(id, me, sender),
+            }
+        }
+        Some(9001) => {
+            let body: Value = value["body"]
+                .as_str()
+                .and_then(|b| serde_json::from_str(b).ok())
+                .unwrap_or(Value::Null);
+            if body["code"] != 200 {
+                return Seen::Error(value.to_string());
+            }
+            id_stamp(id).map_or(Seen::Other, Seen::Ack)
+        }
+        Some(9101) => id_stamp(id).map_or(Seen::Other, Seen::Receipt),
+        _ => Seen::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn group_messages_follow_the_v3_schema() {
+        let m = parse(&group::to_group(42, "xx"));
+        assert_eq!(
+            m,
+            json!({"msg_type":"msg","target":"group","payload":{"t":42,"pad":"xx"}})
+        );
+        assert_eq!(parse(&group::echo(1, ""))["target"], "echo");
+        let d = parse(&group::direct("bob", 7, ""));
+        assert_eq!(
+            (d["target"].as_str(), d["to_id"].as_str()),
+            (Some("direct"), Some("bob"))
+        );
+        assert_eq!(
+            parse(&group::heartbeat()),
+            json!({"msg_type":"heartbeat","target":"echo"})
+        );
+        assert_eq!(
+            group::path("g", "c", "T"),
+            "/v3/ws/group/g/client/c?token=T"
+        );
+    }
+
+    #[test]
+    fn stamps_are_found_plain_and_escaped() {
+        let delivered = r#"{"version":"3","msg_type":"msg","target":"group","from_id":"a","group_id":"g","payload":{"t":1700000000123456,"pad":"x"},"sent_at":"…"}"#;
+        assert_eq!(stamp(delivered.as_bytes()), Some(1_700_000_000_123_456));
+        assert_eq!(stamp(br#"{"body":"{\"t\":99}"}"#), Some(99));
+        assert_eq!(stamp(br#"{"target":"group"}"#), None);
+        assert_eq!(stamp(br#"{"t":"#), None);
+        assert_eq!(id_stamp("123-u1-4"), Some(123));
+        assert_eq!(id_stamp("r-u1"), None);
+    }
+
+    #[test]
+    fn group_frames_are_classified() {
+        let error = r#"{"version":"3","msg_type":"error","target":"echo","msg":"bad","payload":{"code":"validation_error"}}"#;
+        assert!(matches!(
+            classify(Dialect::Group, error.as_bytes(), ""),
+            Seen::Error(_)
+        ));
+        let presence = r#"{"version":"3","msg_type":"presence","target":"group","payload":{"event":"join","client_id":"a","count":1}}"#;
+        assert_eq!(
+            classify(Dialect::Group, presence.as_bytes(), ""),
+            Seen::Other
+        );
+        assert_eq!(
+            classify(Dialect::Raw, raw::message(5, "x").as_bytes(), ""),
+            Seen::Stamped(5)
+        );
+        assert_eq!(parse(&raw::message(5, "ab")), json!({"t":5,"pad":"ab"}));
+    }
+
+    #[test]
+    fn iot_requests_and_pushes() {
+        let sub = parse(&iot::subscribe("p", "d"));
+        assert_eq!(sub["type"], "up.sub");
+        assert_eq!(
+            sub["body"]["params"],
+            json!({"productID":"p","deviceName":"d"})
+        );
+        let event = iot::event("p", "d", 9, "");
+        assert_eq!(event["body"]["device"]["deviceName"], "d");
+        let push = json!({"code":200,"msg":"成功","type":"down.pub","path":"devicePublish","body":event["body"]});
+        assert_eq!(
+            classify(Dialect::Iot, push.to_string().as_bytes(), ""),
+            Seen::Stamped(9)
+        );
+        let ok = r#"{"code":200,"msg":"成功","type":"down.subRet"}"#;
+        assert_eq!(classify(Dialect::Iot, ok.as_bytes(), ""), Seen::Other);
+        assert!(is_ready(Dialect::Iot, ok.as_bytes()));
+        let refused = r#"{"code":429,"msg":"too many","type":"down.subRet"}"#;
+        assert!(matches!(
+            classify(Dialect::Iot, refused.as_bytes(), ""),
+            Seen::Error(_)
+        ));
+    }
+
+    #[test]
+    fn jsonrpc_requests_and_notifications() {
+        let sub = parse(&jsonrpc::subscribe("ch", "s1"));
+        assert_eq!(
+            sub,
+            json!({"jsonrpc":"2.0","method":"subscribe","params":{"channel":"ch"},"id":"s1"})
+        );
+        let publish = parse(&jsonrpc::publish("ch", 77, "p"));
+        assert_eq!(publish["method"], "redis.publish");
+        assert_eq!(publish["params"]["message"]["t"], 77);
+        assert_eq!(publish["id"], "77");
+        let notify = json!({"jsonrpc":"2.0","method":"_notify","params":{"type":"message","data":{"channel":"ch","message":{"t":77,"pad":"p"}}}});
+        assert_eq!(
+            classify(Dialect::Jsonrpc, notify.to_string().as_bytes(), ""),
+            Seen::Stamped(77)
+        );
+        let reply = json!({"jsonrpc":"2.0","result":{"code":200,"data":{"channel":"ch","receivers":3},"message":"成功"},"id":"77"});
+        assert_eq!(
+            classify(Dialect::Jsonrpc, reply.to_string().as_bytes(), ""),
+            Seen::Ack(77)
+        );
+        let error =
+            json!({"jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found"},"id":"77"});
+        assert!(matches!(
+            classify(Dialect::Jsonrpc, error.to_string().as_bytes(), ""),
+            Seen::Error(_)
+        ));
+        assert!(is_ready(Dialect::Jsonrpc, reply.to_string().as_bytes()));
+    }
+
+    #[test]
+    fn im_messages_statuses_and_receipts() {
+        let register = parse(&im::register("u1", "S"));
+        assert_eq!(register["type"], 1000);
+        assert_eq!(
+            parse(register["body"].as_str().unwrap()),
+            json!({"sessionId":"S"})
+        );
+        for key in ["id", "type", "isSystem", "from", "to", "body"] {
+            assert!(register.get(key).is_some(), "register lacks {key}");
+        }
+        let text = parse(&im::text("u1", "u2", 3, 555, "hi"));
+        assert_eq!(text["id"], "555-u1-3");
+        assert_eq!(
+            (text["type"].as_i64(), text["to"].as_str()),
+            (Some(2001), Some("u2"))
+        );
+        // u2 receives it and owes a receipt to u1.
+        let Seen::ImText { stamp, reply } =
+            classify(Dialect::Im, text.to_string().as_bytes(), "u2")
+        else {
+            panic!("a text message")
+        };
+        assert_eq!(stamp, Some(555));
+        let receipt = parse(&reply);
+        assert_eq!(
+            (
+                receipt["type"].as_i64(),
+                receipt["id"].as_str(),
+                receipt["from"].as_str(),
+                receipt["to"].as_str()
+            ),
+            (Some(9101), Some("555-u1-3"), Some("u2"), Some("u1"))
+        );
+        assert_eq!(
+            parse(receipt["body"].as_str().unwrap())["status"],
+            "SUCCESS"
+        );
+        assert_eq!(
+            classify(Dialect::Im, reply.as_bytes(), "u1"),
+            Seen::Receipt(555)
+        );
+        let ok = json!({"id":"555-u1-3","type":9001,"isSystem":true,"from":"SYSTEM","to":"u1","body":"{\"code\":200,\"status\":\"SUCCESS\",\"msg\":\"ok\"}"});
+        assert_eq!(
+            classify(Dialect::Im, ok.to_string().as_bytes(), "u1"),
+            Seen::Ack(555)
+        );
+        let bad = json!({"id":"r-u1","type":9001,"isSystem":true,"from":"SYSTEM","to":"u1","body":"{\"code\":402,\"status\":\"SESSION_ERROR\",\"msg\":\"no\"}"});
+        assert!(matches!(
+            classify(Dialect::Im, bad.to_string().as_bytes(), "u1"),
+            Seen::Error(_)
+        ));
+        assert_eq!(im::login_path("web.1"), "/api/websocket/client/login/web.1");
+    }
+
+    #[test]
+    fn padding_reaches_the_size() {
+        let padding = padding_for(256);
+        let m = group::to_group(1_700_000_000_000_000, &padding);
+        assert!((200..=300).contains(&m.len()), "{}", m.len());
+        assert_eq!(padding_for(10), "");
+    }
+}
