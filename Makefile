@@ -21,6 +21,16 @@ test: ## Run every test (needs redis-server and nats-server; .ci/run installs th
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
+BENCH_PROFILE ?= quick
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+
+.PHONY: bench
+bench: ## Benchmarks: baseline, standalone, local cluster; table into docs/BENCHMARKS.md (BENCH_PROFILE=quick|full)
+	@command -v redis-server >/dev/null || { echo "redis-server not found: apt-get install redis-server (or run .ci/run)"; exit 1; }
+	@command -v nats-server >/dev/null || test -x /usr/sbin/nats-server || { echo "nats-server not found: apt-get install nats-server (or run .ci/run)"; exit 1; }
+	$(CARGO) build --release --workspace --bins
+	$(TARGET_DIR)/release/loadtest bench --profile $(BENCH_PROFILE)
+
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
