@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one scenario file.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run the standard suite against the baseline, standalone mode and a
     /// local cluster, and write the table into docs/BENCHMARKS.md.
     Bench(loadtest::bench::BenchArgs),
@@ -175,7 +175,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(args) => runtime.block_on(run(args)),
+        Command::Run(args) => runtime.block_on(run(*args)),
         Command::Bench(args) => match runtime.block_on(loadtest::bench::run(args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

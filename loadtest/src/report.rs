@@ -57,7 +57,7 @@ pub fn thousands(value: f64) -> String {
     let digits = n.abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -84,6 +84,9 @@ fn median_of(runs: &[Summary], metric: &str) -> Option<f64> {
     median(&mut values)
 }
 
+/// A figure's median and its baseline's median.
+type Medians = (Option<f64>, Option<f64>);
+
 struct Row {
     scenario: String,
     system: String,
@@ -106,7 +109,7 @@ pub struct Report {
     goals: Vec<Goal>,
     notes: Vec<String>,
     /// (scenario, system, figure) → (median, baseline median).
-    medians: BTreeMap<(String, String, Figure), (Option<f64>, Option<f64>)>,
+    medians: BTreeMap<(String, String, Figure), Medians>,
     spreads: Vec<String>,
 }
 
@@ -471,7 +474,7 @@ fn describe(scenario: &Scenario) -> String {
 
 fn human(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs >= 60 && secs % 60 == 0 {
+    if secs >= 60 && secs.is_multiple_of(60) {
         format!("{} min", secs / 60)
     } else {
         format!("{secs} s")

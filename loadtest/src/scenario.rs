@@ -359,7 +359,9 @@ impl Scenario {
                 "groups needs groups >= 1 and group_size >= 2".into(),
             ));
         }
-        if matches!(self.kind, Kind::Direct | Kind::ImChat) && (self.vus < 2 || self.vus % 2 != 0) {
+        if matches!(self.kind, Kind::Direct | Kind::ImChat)
+            && (self.vus < 2 || !self.vus.is_multiple_of(2))
+        {
             return Err(invalid("pairs need an even vus of at least 2".into()));
         }
         if !(self.message.rate.is_finite() && self.message.rate > 0.0) {

@@ -56,7 +56,11 @@ async fn echo_and_fanout_against_standalone_deliver_everything() {
     assert_eq!(summary.counts.connections, 4);
     assert_eq!(summary.counts.sent, 80);
     assert_eq!((summary.counts.received, summary.counts.expected), (80, 80));
-    assert!(summary.judge(&echo.thresholds().unwrap()), "{}", summary.render());
+    assert!(
+        summary.judge(&echo.thresholds().unwrap()),
+        "{}",
+        summary.render()
+    );
     assert_eq!(summary.trends["delivery"].count, 80);
 
     let fanout = scenario(
@@ -83,7 +87,10 @@ async fn idle_sockets_are_held_and_server_memory_is_watched() {
         ..options()
     };
     let summary = run(&idle, &options).await.unwrap();
-    assert_eq!((summary.counts.open_at_end, summary.counts.planned_open), (20, 20));
+    assert_eq!(
+        (summary.counts.open_at_end, summary.counts.planned_open),
+        (20, 20)
+    );
     assert_eq!(summary.metric("held"), Some(1.0));
     let rss = summary.rss.expect("memory was watched");
     assert!(rss.per_socket_kib.is_some());
@@ -95,7 +102,10 @@ async fn idle_sockets_are_held_and_server_memory_is_watched() {
 async fn the_baseline_echoes_broadcasts_and_refuses_other_routes() {
     let server = baseline();
     let url = format!("ws://{}", server.addr("baseline"));
-    let mut fanout = scenario("kind='fanout'\nvus=5\nduration='1s'\n[message]\nrate=10\n", &url);
+    let mut fanout = scenario(
+        "kind='fanout'\nvus=5\nduration='1s'\n[message]\nrate=10\n",
+        &url,
+    );
     fanout.dialect = Some(Dialect::Raw);
     let summary = run(&fanout, &Options::default()).await.unwrap();
     assert_eq!((summary.counts.received, summary.counts.expected), (60, 60));
@@ -120,7 +130,15 @@ fn exit_codes_json_summaries_and_several_processes() {
     let out = file.with_extension("json");
     let loadtest = env!("CARGO_BIN_EXE_loadtest");
     let status = Command::new(loadtest)
-        .args(["run", file.to_str().unwrap(), "--target", &url, "--quiet", "--procs", "2"])
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--target",
+            &url,
+            "--quiet",
+            "--procs",
+            "2",
+        ])
         .args(["--out", out.to_str().unwrap()])
         .env("SWITCHBOARD_JWT_SECRET", SECRET)
         .status()
@@ -136,7 +154,13 @@ fn exit_codes_json_summaries_and_several_processes() {
         "name='echo'\nkind='echo'\nvus=2\nduration='500ms'\nsettle='100ms'\nthresholds=['p99_ms < 0']\n",
     );
     let status = Command::new(loadtest)
-        .args(["run", failing.to_str().unwrap(), "--target", &url, "--quiet"])
+        .args([
+            "run",
+            failing.to_str().unwrap(),
+            "--target",
+            &url,
+            "--quiet",
+        ])
         .env("SWITCHBOARD_JWT_SECRET", SECRET)
         .status()
         .unwrap();
@@ -144,7 +168,15 @@ fn exit_codes_json_summaries_and_several_processes() {
 
     // A dialect the target does not serve: exit 3, with no wait.
     let status = Command::new(loadtest)
-        .args(["run", failing.to_str().unwrap(), "--target", &url, "--quiet", "--dialect", "raw"])
+        .args([
+            "run",
+            failing.to_str().unwrap(),
+            "--target",
+            &url,
+            "--quiet",
+            "--dialect",
+            "raw",
+        ])
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(3));
