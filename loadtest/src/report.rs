@@ -223,7 +223,7 @@ impl Report {
                     });
                 }
             }
-            "fanout" => {
+            "fanout_capacity" => {
                 if let Some((value, base)) = get(Figure::DeliveriesPerSec) {
                     let ratio = value.zip(base).map(|(v, b)| v / b);
                     self.goals.push(Goal {
@@ -461,6 +461,10 @@ fn describe(scenario: &Scenario) -> String {
         "connect" => format!("connect, {} virtual users", scenario.vus),
         "echo" => format!("echo, {} sockets × {rate} msg/s", scenario.vus),
         "fanout" => format!("fan-out, {} subscribers × {rate} msg/s", scenario.vus),
+        "fanout_capacity" => format!(
+            "fan-out capacity, {} subscribers, {rate} msg/s offered",
+            scenario.vus
+        ),
         "groups" => format!(
             "{} groups of {} × {rate} msg/s",
             scenario.groups, scenario.group_size
