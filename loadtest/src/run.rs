@@ -429,14 +429,15 @@ async fn open_one(env: &Arc<Env>, socket: &SocketPlan) -> Result<Open, ConnectEr
         socket.me.clone(),
         ready_tx,
     ));
+    // A group socket is ready at its own presence join; other dialects
+    // once their hello (subscription, register) is answered.
+    let answer_due = env.dialect == Dialect::Group || hello.is_some();
     if let Some(hello) = hello
         && let Err(e) = client::send_text(&writer, &hello).await
     {
         stats.error(|| format!("hello {}: {e}", socket.me));
     }
-    if env.dialect != Dialect::Raw
-        && !matches!(tokio::time::timeout(READY_WAIT, ready_rx).await, Ok(Ok(())))
-    {
+    if answer_due && !matches!(tokio::time::timeout(READY_WAIT, ready_rx).await, Ok(Ok(()))) {
         stats.error(|| format!("{} not ready within {READY_WAIT:?}", socket.me));
     }
     Ok(Open { writer, reader })
