@@ -109,7 +109,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // each achieves is its capacity on this machine.
     let mut capacity = fanout.clone();
     capacity.name = "fanout_capacity".into();
-    capacity.message.rate = 3000.0;
+    capacity.message.rate = 5000.0;
     capacity.drain = Duration::from_secs(10);
     capacity.thresholds.clear();
     for (scenario, figures) in [
@@ -241,7 +241,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     drop(baseline);
 
     let text = report.render();
-    write_doc(&args.doc, &text)?;
+    write_doc(&args.doc, report.profile(), &text)?;
     println!("{text}");
     println!("wrote {}", args.doc.display());
     Ok(())
@@ -350,15 +350,15 @@ fn edge_nofile_probe() -> String {
     }
 }
 
-/// Replaces the generated section of `doc` (between the markers), or
-/// appends it.
-fn write_doc(doc: &Path, section: &str) -> anyhow::Result<()> {
-    const BEGIN: &str = "<!-- bench:begin -->";
-    const END: &str = "<!-- bench:end -->";
+/// Replaces the generated section of `doc` for `profile` (between its
+/// markers), or appends it; each profile keeps its own section.
+fn write_doc(doc: &Path, profile: &str, section: &str) -> anyhow::Result<()> {
+    let begin = format!("<!-- bench:begin {profile} -->");
+    let end = format!("<!-- bench:end {profile} -->");
     let text = std::fs::read_to_string(doc).unwrap_or_default();
-    let block = format!("{BEGIN}\n{section}\n{END}");
-    let new = match (text.find(BEGIN), text.find(END)) {
-        (Some(b), Some(e)) if e > b => format!("{}{block}{}", &text[..b], &text[e + END.len()..]),
+    let block = format!("{begin}\n{section}\n{end}");
+    let new = match (text.find(&begin), text.find(&end)) {
+        (Some(b), Some(e)) if e > b => format!("{}{block}{}", &text[..b], &text[e + end.len()..]),
         _ => format!("{}\n{block}\n", text.trim_end()),
     };
     std::fs::write(doc, new).with_context(|| format!("write {}", doc.display()))
@@ -374,12 +374,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let doc = dir.join("B.md");
         std::fs::write(&doc, "# B\n\nintro\n").unwrap();
-        write_doc(&doc, "one").unwrap();
-        write_doc(&doc, "two").unwrap();
+        write_doc(&doc, "quick", "one").unwrap();
+        write_doc(&doc, "full", "long").unwrap();
+        write_doc(&doc, "quick", "two").unwrap();
         let text = std::fs::read_to_string(&doc).unwrap();
         assert_eq!(
             text,
-            "# B\n\nintro\n<!-- bench:begin -->\ntwo\n<!-- bench:end -->\n"
+            "# B\n\nintro\n<!-- bench:begin quick -->\ntwo\n<!-- bench:end quick -->\n\
+             <!-- bench:begin full -->\nlong\n<!-- bench:end full -->\n"
         );
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -133,6 +133,10 @@ impl Report {
         }
     }
 
+    pub fn profile(&self) -> &'static str {
+        self.profile
+    }
+
     pub fn note(&mut self, note: String) {
         self.notes.push(note);
     }
@@ -186,16 +190,20 @@ impl Report {
                 (value, base),
             );
             if runs.len() > 1 {
-                let values: Vec<String> = runs
-                    .iter()
-                    .filter_map(|s| s.metric(figure.metric()))
-                    .map(|v| figure.show(v))
-                    .collect();
+                let show = |runs: &[Summary]| {
+                    let values: Vec<String> = runs
+                        .iter()
+                        .filter_map(|s| s.metric(figure.metric()))
+                        .map(|v| figure.show(v))
+                        .collect();
+                    values.join(" / ")
+                };
+                let base = baseline.map_or(String::new(), |b| format!("; baseline {}", show(b)));
                 self.spreads.push(format!(
-                    "{} on {system}, {}: runs {}",
+                    "{} on {system}, {}: runs {}{base}",
                     scenario.name,
                     figure.label(),
-                    values.join(" / ")
+                    show(runs)
                 ));
             }
         }

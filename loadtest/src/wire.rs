@@ -158,9 +158,10 @@ pub fn padding_for(size: usize) -> String {
 }
 
 /// The `"t":<digits>` stamp in a frame, escaped or not; the first wins.
+/// Every received frame is searched, so the search is memchr's.
 pub fn stamp(text: &[u8]) -> Option<u64> {
     for needle in [&b"\"t\":"[..], &b"\\\"t\\\":"[..]] {
-        if let Some(at) = text.windows(needle.len()).position(|w| w == needle) {
+        if let Some(at) = memchr::memmem::find(text, needle) {
             return digits(&text[at + needle.len()..]);
         }
     }
@@ -212,7 +213,7 @@ pub fn is_ready(dialect: Dialect, text: &[u8]) -> bool {
 }
 
 fn contains(text: &[u8], needle: &[u8]) -> bool {
-    text.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(text, needle).is_some()
 }
 
 /// Reads one frame of `dialect` for socket `me` (the IM user id).
@@ -220,10 +221,14 @@ pub fn classify(dialect: Dialect, text: &[u8], me: &str) -> Seen {
     match dialect {
         Dialect::Raw => stamp(text).map_or(Seen::Other, Seen::Stamped),
         Dialect::Group => {
+            // Deliveries carry the stamp; error replies never do.
+            if let Some(stamp) = stamp(text) {
+                return Seen::Stamped(stamp);
+            }
             if contains(text, br#""msg_type":"error""#) {
                 return Seen::Error(String::from_utf8_lossy(text).into_owned());
             }
-            stamp(text).map_or(Seen::Other, Seen::Stamped)
+            Seen::Other
         }
         Dialect::Iot => {
             if contains(text, b"\"down.pub\"") {
