@@ -13,6 +13,7 @@ pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod fd_limit;
 pub mod http;
 pub mod net;
 pub mod telemetry;

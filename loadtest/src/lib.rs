@@ -18,7 +18,7 @@
 pub mod bench;
 pub mod client;
 pub mod http;
-pub mod limits;
+pub use switchboard_common::fd_limit as limits;
 pub mod plan;
 pub mod procs;
 pub mod report;

@@ -8,8 +8,9 @@ use futures_util::{Stream, StreamExt};
 use switchboard_proto::router_server::{Router, RouterServer};
 use switchboard_proto::{EdgeFrame, RouterFrame, edge_frame};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::node::RouterNode;
@@ -79,9 +80,15 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .tcp_nodelay(true)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            stopping.cancelled().await;
-        });
+        // The builder's `tcp_nodelay` covers only listeners tonic binds
+        // itself; without it on accepted sockets, delivery frames wait on
+        // Nagle behind delayed ACKs (tens of milliseconds at p99).
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                stopping.cancelled().await;
+            },
+        );
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => result,

@@ -1,5 +1,6 @@
-//! The open-file limit: every socket is a file descriptor, so the harness
-//! (and the baseline) raise their soft limit to the hard limit at start.
+//! The open-file limit: every socket is a file descriptor, so edges,
+//! routers, the load harness and the baseline raise their soft limit to
+//! the hard limit at start.
 
 /// Raises `RLIMIT_NOFILE`'s soft limit to its hard limit; returns the
 /// `(before, after)` soft limits.
