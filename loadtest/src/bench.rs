@@ -324,17 +324,7 @@ fn edge_nofile_probe() -> String {
     let mut args = vec!["-c", script];
     let edge_path = edge.to_string_lossy().into_owned();
     args.push(&edge_path);
-    args.extend_from_slice(&[
-        "--standalone",
-        "--addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--router-api-addr",
-        "127.0.0.1:0",
-        "--router-admin-addr",
-        "127.0.0.1:0",
-    ]);
+    args.extend_from_slice(&switchboard_testkit::switchboard::STANDALONE_ARGS);
     let env = [("SWITCHBOARD_JWT_SECRET", SECRET.to_owned())];
     let probe = Process::start(PathBuf::from("/bin/sh"), &args, &env, &["edge"]);
     let soft = crate::limits::nofile_of(probe.pid());

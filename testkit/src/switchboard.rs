@@ -54,19 +54,23 @@ pub fn standalone(extra: &[&str]) -> Process {
     standalone_with_env(extra, &[])
 }
 
+/// `edge` arguments for standalone mode with every listener on an
+/// ephemeral port (the process prints the addresses it bound).
+pub const STANDALONE_ARGS: [&str; 9] = [
+    "--standalone",
+    "--addr",
+    "127.0.0.1:0",
+    "--admin-addr",
+    "127.0.0.1:0",
+    "--router-api-addr",
+    "127.0.0.1:0",
+    "--router-admin-addr",
+    "127.0.0.1:0",
+];
+
 /// [`standalone`] with extra environment variables.
 pub fn standalone_with_env(extra: &[&str], env: &[(&str, String)]) -> Process {
-    let mut args = vec![
-        "--standalone",
-        "--addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--router-api-addr",
-        "127.0.0.1:0",
-        "--router-admin-addr",
-        "127.0.0.1:0",
-    ];
+    let mut args = STANDALONE_ARGS.to_vec();
     args.extend_from_slice(extra);
     let mut all = common_env();
     all.extend(env.iter().cloned());
