@@ -163,20 +163,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         extras.push(scenario);
     }
     for scenario in &extras {
-        match suite
-            .try_once("standalone", scenario, &edge_url, Some(standalone.pid()))
-            .await
-        {
-            Ok(s) => report.compare(
-                scenario,
+        suite
+            .delivery_figures(
+                &mut report,
                 "standalone",
-                &[Figure::DeliveriesPerSec, Figure::Delivered, Figure::P99],
-                &[s],
-                None,
-            ),
-            Err(RunError::Unsupported(why)) => report.unsupported(scenario, "standalone", &why),
-            Err(e) => return Err(e.into()),
-        }
+                scenario,
+                &edge_url,
+                Some(standalone.pid()),
+            )
+            .await?;
     }
 
     if !quick {
@@ -225,17 +220,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     for scenario in &mut extras {
         scenario.api = Some(cluster_api.clone());
-        match suite.try_once("cluster", scenario, &edges, None).await {
-            Ok(s) => report.compare(
-                scenario,
-                "cluster",
-                &[Figure::DeliveriesPerSec, Figure::Delivered, Figure::P99],
-                &[s],
-                None,
-            ),
-            Err(RunError::Unsupported(why)) => report.unsupported(scenario, "cluster", &why),
-            Err(e) => return Err(e.into()),
-        }
+        suite
+            .delivery_figures(&mut report, "cluster", scenario, &edges, None)
+            .await?;
     }
     drop(cluster);
     drop(baseline);
@@ -269,6 +256,30 @@ impl Suite {
         let mut scenario = scenario.clone();
         scenario.dialect = Some(dialect);
         Ok(self.try_once(system, &scenario, targets, watch).await?)
+    }
+
+    /// Runs a scenario that has no baseline and reports its deliveries,
+    /// or that the system does not serve it.
+    async fn delivery_figures(
+        &self,
+        report: &mut Report,
+        system: &str,
+        scenario: &Scenario,
+        targets: &str,
+        watch: Option<u32>,
+    ) -> anyhow::Result<()> {
+        match self.try_once(system, scenario, targets, watch).await {
+            Ok(summary) => report.compare(
+                scenario,
+                system,
+                &[Figure::DeliveriesPerSec, Figure::Delivered, Figure::P99],
+                &[summary],
+                None,
+            ),
+            Err(RunError::Unsupported(why)) => report.unsupported(scenario, system, &why),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
     }
 
     async fn try_once(
