@@ -9,20 +9,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError, WebSocketRead, WebSocketWrite};
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError, WebSocketRead};
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use switchboard_common::clock::now_ms;
-use tokio::io::{AsyncRead, AsyncReadExt, BufWriter, WriteHalf};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 
 use crate::dialect::{Action, Dialect, DialectSession};
 use crate::limits::{Limits, OverLimit, TokenBucket};
 use crate::outbound::{ConnHandle, Outbound, Registry};
+use crate::socket_io::{self, SocketRead, encode_close, encode_frame};
 use crate::upstream::Upstream;
 
-type Io = TokioIo<Upgraded>;
-type Writer = WebSocketWrite<BufWriter<WriteHalf<Io>>>;
+type Reader<'a> = WebSocketRead<&'a mut SocketRead>;
 
 /// What every socket of an edge shares.
 pub struct SocketEnv {
@@ -42,7 +41,12 @@ pub struct Accepted {
 }
 
 /// Runs an upgraded socket to its end.
-pub async fn run(env: Arc<SocketEnv>, io: Io, accepted: Accepted) {
+///
+/// What a socket holds while idle is what an edge's memory per socket is
+/// made of, so the futures that only run per message are boxed (the task
+/// is allocated at the size of its largest state) and neither direction
+/// keeps a buffer between messages.
+pub async fn run(env: Arc<SocketEnv>, io: Upgraded, accepted: Accepted) {
     let Accepted {
         conn_id,
         dialect,
@@ -50,26 +54,31 @@ pub async fn run(env: Arc<SocketEnv>, io: Io, accepted: Accepted) {
         tenant,
         principal,
     } = accepted;
-    let (mut raw_read, raw_write) = tokio::io::split(io);
-    let (mut reader, writer) = fastwebsockets::after_handshake_split(
-        &mut raw_read,
-        BufWriter::with_capacity(4096, raw_write),
-        Role::Server,
-    );
+    let (mut raw_read, raw_write) = match socket_io::into_tcp(io) {
+        Ok(halves) => halves,
+        Err(error) => {
+            tracing::error!(%error, "socket dropped");
+            return;
+        }
+    };
+    // Frames are written by the writer task straight to the stream, so the
+    // crate's write half is not used.
+    let (mut reader, _) =
+        fastwebsockets::after_handshake_split(&mut raw_read, tokio::io::sink(), Role::Server);
     // Control frames are answered by the writer, so nothing is sent from
     // inside `read_frame`.
     reader.set_auto_close(false);
     reader.set_auto_pong(false);
+    reader.set_release_buffer_when_empty(true);
     // fastwebsockets refuses a frame whose length is >= this value.
     reader.set_max_message_size(env.limits.max_message + 1);
 
-    let (tx, rx) = mpsc::channel(env.limits.outbound_messages);
     let handle = Arc::new(ConnHandle::new(
         conn_id,
         dialect,
         tenant,
         principal,
-        tx,
+        env.limits.outbound_messages,
         env.limits.outbound_bytes,
     ));
     env.registry.insert(handle.clone());
@@ -80,8 +89,7 @@ pub async fn run(env: Arc<SocketEnv>, io: Io, accepted: Accepted) {
 
     let last_seen = Arc::new(AtomicU64::new(now_ms()));
     let writer_task = tokio::spawn(write_loop(
-        writer,
-        rx,
+        raw_write,
         handle.clone(),
         env.limits.clone(),
         last_seen.clone(),
@@ -90,7 +98,7 @@ pub async fn run(env: Arc<SocketEnv>, io: Io, accepted: Accepted) {
         handle.close(1001, "server shutting down", false);
     } else {
         let actions = session.open();
-        execute(&env, &handle, session.as_mut(), actions).await;
+        Box::pin(execute(&env, &handle, session.as_mut(), actions)).await;
     }
     read_loop(&env, &handle, session.as_mut(), &mut reader, &last_seen).await;
     if handle.close_reason().is_none() {
@@ -99,10 +107,10 @@ pub async fn run(env: Arc<SocketEnv>, io: Io, accepted: Accepted) {
     }
     let _ = writer_task.await;
     drop(reader);
-    drain_input(&mut raw_read).await;
+    Box::pin(drain_input(&mut raw_read)).await;
 
     env.registry.remove(conn_id);
-    env.upstream.closed(&handle).await;
+    Box::pin(env.upstream.closed(&handle)).await;
     let code = handle.close_reason().map_or(1006, |r| r.code);
     metrics::gauge!("switchboard_edge_connections", "dialect" => label).decrement(1.0);
     metrics::counter!("switchboard_edge_closes_total", "code" => code.to_string()).increment(1);
@@ -114,7 +122,9 @@ pub async fn run(env: Arc<SocketEnv>, io: Io, accepted: Accepted) {
 /// the close frame before the peer reads it.
 async fn drain_input<R: AsyncRead + Unpin>(read: &mut R) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    let mut buf = [0u8; 4096];
+    // On the heap: a buffer in the future would be part of every socket's
+    // task, idle or not.
+    let mut buf = vec![0u8; 4096];
     loop {
         let idle = tokio::time::Instant::now() + Duration::from_millis(200);
         match tokio::time::timeout_at(idle.min(deadline), read.read(&mut buf)).await {
@@ -218,11 +228,11 @@ fn close_for(error: &WebSocketError) -> Option<(u16, &'static str)> {
     }
 }
 
-async fn read_loop<S: AsyncRead + Unpin>(
+async fn read_loop(
     env: &SocketEnv,
     handle: &ConnHandle,
     session: &mut dyn DialectSession,
-    reader: &mut WebSocketRead<S>,
+    reader: &mut Reader<'_>,
     last_seen: &AtomicU64,
 ) {
     let limits = &env.limits;
@@ -230,7 +240,21 @@ async fn read_loop<S: AsyncRead + Unpin>(
     let mut bucket = TokenBucket::new(limits.rate_per_sec, limits.rate_burst);
     let mut over_limit = OverLimit::default();
     let mut no_obligations = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
+    // Looked up once: a labelled lookup per message costs a hash and a lock.
+    let messages_in = metrics::counter!("switchboard_edge_messages_in_total", "dialect" => handle.dialect.label());
     loop {
+        // Waiting for input holds no read buffer; one is allocated for the
+        // read and freed again once its frames are taken.
+        if reader.buffered() == 0 {
+            let readable = tokio::select! {
+                biased;
+                () = handle.kill.cancelled() => return,
+                readable = reader.get_ref().readable() => readable,
+            };
+            if readable.is_err() {
+                return;
+            }
+        }
         // `read_frame` is not cancel-safe, so it is only ever dropped here,
         // when the socket is closing and this stream is never read again.
         let frame = tokio::select! {
@@ -299,8 +323,7 @@ async fn read_loop<S: AsyncRead + Unpin>(
         let Ok(text) = std::str::from_utf8(&message) else {
             return handle.close(1007, "invalid UTF-8", false);
         };
-        metrics::counter!("switchboard_edge_messages_in_total", "dialect" => handle.dialect.label())
-            .increment(1);
+        messages_in.increment(1);
         let now = Instant::now();
         if !bucket.take(now) {
             metrics::counter!("switchboard_edge_rate_limited_total").increment(1);
@@ -311,7 +334,7 @@ async fn read_loop<S: AsyncRead + Unpin>(
             continue;
         }
         let actions = session.on_text(text);
-        execute(env, handle, session, actions).await;
+        Box::pin(execute(env, handle, session, actions)).await;
     }
 }
 
@@ -323,34 +346,42 @@ fn into_bytes(payload: Payload<'_>) -> Bytes {
     }
 }
 
-async fn write_one(
-    writer: &mut Writer,
-    handle: &ConnHandle,
-    message: Outbound,
-) -> Result<(), WebSocketError> {
+/// Appends a queued message to the batch being written.
+fn encode_one(out: &mut Vec<u8>, handle: &ConnHandle, message: Outbound) {
     match message {
         Outbound::Text(bytes) => {
-            let len = bytes.len();
-            let result = writer
-                .write_frame(Frame::text(Payload::Borrowed(&bytes)))
-                .await;
-            handle.written(len);
-            result
+            encode_frame(out, OpCode::Text, &bytes);
+            handle.written(bytes.len());
         }
-        Outbound::Pong(bytes) => {
-            writer
-                .write_frame(Frame::pong(Payload::Borrowed(&bytes)))
-                .await
+        Outbound::Pong(bytes) => encode_frame(out, OpCode::Pong, &bytes),
+    }
+}
+
+/// Writes `out`; false when the socket failed or when, once it must close,
+/// a peer that stopped reading has not taken the write within `grace`.
+async fn write_out(
+    stream: &mut OwnedWriteHalf,
+    out: &[u8],
+    handle: &ConnHandle,
+    grace: Duration,
+) -> bool {
+    let write = stream.write_all(out);
+    tokio::pin!(write);
+    tokio::select! {
+        written = &mut write => written.is_ok(),
+        () = handle.kill.cancelled() => {
+            matches!(tokio::time::timeout(grace, &mut write).await, Ok(Ok(())))
         }
     }
 }
 
-/// Frames written before a flush, so a burst costs few syscalls.
+/// Frames taken from the queue for one write, so a burst costs few
+/// syscalls; the byte bound keeps one write's buffer modest.
 const BATCH: usize = 64;
+const BATCH_BYTES: usize = 64 * 1024;
 
 async fn write_loop(
-    mut writer: Writer,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut stream: OwnedWriteHalf,
     handle: Arc<ConnHandle>,
     limits: Limits,
     last_seen: Arc<AtomicU64>,
@@ -360,36 +391,23 @@ async fn write_loop(
         limits.ping_interval,
     );
     loop {
+        // Built for each write and dropped after it: an idle socket holds
+        // no write buffer.
+        let mut out = Vec::new();
         tokio::select! {
             biased;
             () = handle.kill.cancelled() => break,
-            message = rx.recv() => {
-                let Some(message) = message else { break };
-                let batch = async {
-                    write_one(&mut writer, &handle, message).await?;
-                    for _ in 1..BATCH {
-                        match rx.try_recv() {
-                            Ok(message) => write_one(&mut writer, &handle, message).await?,
-                            Err(_) => break,
-                        }
+            () = handle.queued() => {
+                for _ in 0..BATCH {
+                    if out.len() >= BATCH_BYTES {
+                        break;
                     }
-                    writer.flush().await
-                };
-                tokio::pin!(batch);
-                let written = tokio::select! {
-                    written = &mut batch => written,
-                    // A write stuck on a peer that stopped reading: it gets
-                    // the flush timeout to finish, then the socket is dropped.
-                    () = handle.kill.cancelled() => {
-                        match tokio::time::timeout(limits.flush_timeout, &mut batch).await {
-                            Ok(written) => written,
-                            Err(_) => return,
-                        }
-                    }
-                };
-                if written.is_err() {
-                    handle.kill.cancel();
-                    return;
+                    let Some(message) = handle.pop() else { break };
+                    encode_one(&mut out, &handle, message);
+                }
+                if out.is_empty() {
+                    // A wake-up for frames an earlier batch already took.
+                    continue;
                 }
             }
             _ = ping.tick() => {
@@ -398,36 +416,23 @@ async fn write_loop(
                     handle.close(1001, "idle timeout", false);
                     continue;
                 }
-                let ping = Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[]));
-                if writer.write_frame(ping).await.is_err() || writer.flush().await.is_err() {
-                    handle.kill.cancel();
-                    return;
-                }
+                encode_frame(&mut out, OpCode::Ping, &[]);
             }
+        }
+        if !write_out(&mut stream, &out, &handle, limits.flush_timeout).await {
+            handle.kill.cancel();
+            return;
         }
     }
     let Some(reason) = handle.close_reason().cloned() else {
         return;
     };
-    let closing = async {
-        if reason.flush_first {
-            while let Ok(message) = rx.try_recv() {
-                write_one(&mut writer, &handle, message).await?;
-            }
+    let mut out = Vec::new();
+    if reason.flush_first {
+        while let Some(message) = handle.pop() {
+            encode_one(&mut out, &handle, message);
         }
-        let mut text = reason.reason.as_str();
-        // A close frame's reason is at most 123 bytes.
-        while text.len() > 123 {
-            let mut end = 123;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text = &text[..end];
-        }
-        writer
-            .write_frame(Frame::close(reason.code, text.as_bytes()))
-            .await?;
-        writer.flush().await
-    };
-    let _ = tokio::time::timeout(limits.flush_timeout, closing).await;
+    }
+    encode_close(&mut out, reason.code, &reason.reason);
+    let _ = tokio::time::timeout(limits.flush_timeout, stream.write_all(&out)).await;
 }

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod server;
 pub mod settings;
+pub mod socket_io;
 pub mod standalone;
 pub mod transport;
 pub mod upstream;

@@ -1,13 +1,14 @@
 //! Each socket's outbound side: a bounded queue drained by one writer task,
 //! and the registry that maps connection ids to it.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use switchboard_proto::Topic;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::dialect::Dialect;
@@ -45,12 +46,26 @@ pub struct Routing {
     pub topics: Vec<Subscription>,
 }
 
+/// Frames waiting for the writer. A plain deque under a lock rather than
+/// a channel: an idle socket's queue allocates nothing (a bounded tokio
+/// channel allocates about 2 KiB up front), and every push and take is a
+/// short critical section with one writer on the other side.
+#[derive(Default)]
+struct Queue {
+    frames: Mutex<VecDeque<Outbound>>,
+    ready: Notify,
+}
+
+/// A drained queue keeps at most this many slots allocated.
+const KEEP_SLOTS: usize = 16;
+
 pub struct ConnHandle {
     pub id: u64,
     pub dialect: &'static dyn Dialect,
     pub tenant: String,
     pub principal: String,
-    queue: mpsc::Sender<Outbound>,
+    queue: Queue,
+    max_messages: usize,
     queued_bytes: AtomicUsize,
     max_bytes: usize,
     /// Fired once the socket must close; the writer sends the close frame.
@@ -66,7 +81,7 @@ impl ConnHandle {
         dialect: &'static dyn Dialect,
         tenant: String,
         principal: String,
-        queue: mpsc::Sender<Outbound>,
+        max_messages: usize,
         max_bytes: usize,
     ) -> Self {
         Self {
@@ -74,7 +89,8 @@ impl ConnHandle {
             dialect,
             tenant,
             principal,
-            queue,
+            queue: Queue::default(),
+            max_messages,
             queued_bytes: AtomicUsize::new(0),
             max_bytes,
             kill: CancellationToken::new(),
@@ -91,7 +107,7 @@ impl ConnHandle {
         }
         let len = frame.len();
         let queued = self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
-        if queued > self.max_bytes || self.queue.try_send(Outbound::Text(frame)).is_err() {
+        if queued > self.max_bytes || !self.enqueue(Outbound::Text(frame)) {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             metrics::counter!("switchboard_edge_slow_consumer_closes_total", "dialect" => self.dialect.label())
                 .increment(1);
@@ -103,7 +119,41 @@ impl ConnHandle {
 
     /// Queues a pong; dropped when the queue is full (the socket is closing).
     pub fn pong(&self, payload: Bytes) {
-        let _ = self.queue.try_send(Outbound::Pong(payload));
+        self.enqueue(Outbound::Pong(payload));
+    }
+
+    fn enqueue(&self, frame: Outbound) -> bool {
+        {
+            let mut frames = self.frames();
+            if frames.len() >= self.max_messages {
+                return false;
+            }
+            frames.push_back(frame);
+        }
+        self.queue.ready.notify_one();
+        true
+    }
+
+    fn frames(&self) -> std::sync::MutexGuard<'_, VecDeque<Outbound>> {
+        self.queue.frames.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until a frame may be queued. For the writer, the one consumer:
+    /// a push made before this is awaited is not missed.
+    pub async fn queued(&self) {
+        if self.frames().is_empty() {
+            self.queue.ready.notified().await;
+        }
+    }
+
+    /// The oldest queued frame.
+    pub fn pop(&self) -> Option<Outbound> {
+        let mut frames = self.frames();
+        let frame = frames.pop_front();
+        if frames.is_empty() && frames.capacity() > KEEP_SLOTS {
+            *frames = VecDeque::new();
+        }
+        frame
     }
 
     /// Called by the writer once a queued text frame is written.
@@ -169,17 +219,20 @@ mod tests {
     use super::*;
     use crate::dialect::group::V3;
 
-    fn handle(messages: usize, bytes: usize) -> (ConnHandle, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(messages);
-        (
-            ConnHandle::new(1, &V3, "t".into(), "p".into(), tx, bytes),
-            rx,
-        )
+    fn handle(messages: usize, bytes: usize) -> ConnHandle {
+        ConnHandle::new(1, &V3, "t".into(), "p".into(), messages, bytes)
+    }
+
+    fn text(frame: Option<Outbound>) -> Bytes {
+        match frame {
+            Some(Outbound::Text(bytes)) => bytes,
+            _ => panic!("expected a text frame"),
+        }
     }
 
     #[test]
     fn full_queue_closes_with_1013() {
-        let (h, _rx) = handle(2, 1 << 20);
+        let h = handle(2, 1 << 20);
         assert!(h.push(Bytes::from_static(b"a")));
         assert!(h.push(Bytes::from_static(b"b")));
         assert!(!h.push(Bytes::from_static(b"c")));
@@ -190,7 +243,7 @@ mod tests {
 
     #[test]
     fn byte_bound_closes_with_1013() {
-        let (h, _rx) = handle(100, 10);
+        let h = handle(100, 10);
         assert!(h.push(Bytes::from_static(b"12345")));
         assert!(h.push(Bytes::from_static(b"12345")));
         assert!(!h.push(Bytes::from_static(b"1")));
@@ -199,20 +252,63 @@ mod tests {
 
     #[test]
     fn written_frees_bytes() {
-        let (h, mut rx) = handle(100, 10);
+        let h = handle(100, 10);
         assert!(h.push(Bytes::from_static(b"1234567890")));
-        let Ok(Outbound::Text(frame)) = rx.try_recv() else {
-            panic!()
-        };
+        let frame = text(h.pop());
         h.written(frame.len());
         assert!(h.push(Bytes::from_static(b"1234567890")));
     }
 
     #[test]
     fn first_close_reason_wins() {
-        let (h, _rx) = handle(1, 1);
+        let h = handle(1, 1);
         h.close(1001, "drain", true);
         h.close(1013, "slow", false);
         assert_eq!(h.close_reason().unwrap().code, 1001);
+    }
+
+    #[test]
+    fn frames_leave_in_order_and_pongs_share_the_bound() {
+        let h = handle(3, 1 << 20);
+        assert!(h.push(Bytes::from_static(b"a")));
+        h.pong(Bytes::from_static(b"p"));
+        assert!(h.push(Bytes::from_static(b"b")));
+        h.pong(Bytes::from_static(b"dropped: queue full"));
+        assert_eq!(text(h.pop()), "a");
+        assert!(matches!(h.pop(), Some(Outbound::Pong(p)) if p == "p"));
+        assert_eq!(text(h.pop()), "b");
+        assert!(h.pop().is_none());
+        assert!(!h.kill.is_cancelled(), "a dropped pong closes nothing");
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_memory_back() {
+        let h = handle(1000, 1 << 20);
+        for _ in 0..500 {
+            assert!(h.push(Bytes::from_static(b"x")));
+        }
+        assert!(h.frames().capacity() >= 500);
+        while h.pop().is_some() {}
+        assert_eq!(h.frames().capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_writer_is_woken_by_a_push_made_before_it_waits() {
+        let h = Arc::new(handle(10, 1 << 20));
+        assert!(h.push(Bytes::from_static(b"early")));
+        tokio::time::timeout(std::time::Duration::from_secs(5), h.queued())
+            .await
+            .expect("a queued frame is seen at once");
+        assert_eq!(text(h.pop()), "early");
+        let pusher = h.clone();
+        let push = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            pusher.push(Bytes::from_static(b"late"))
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), h.queued())
+            .await
+            .expect("a later push wakes the waiting writer");
+        assert!(push.await.unwrap());
+        assert_eq!(text(h.pop()), "late");
     }
 }

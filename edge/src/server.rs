@@ -205,7 +205,7 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
                         tenant,
                         principal,
                     };
-                    connection::run(env, ws.into_inner(), accepted).await;
+                    connection::run(env, ws.into_inner().into_inner(), accepted).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }

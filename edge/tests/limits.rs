@@ -355,3 +355,63 @@ async fn random_bytes_never_stop_the_edge() {
         200
     );
 }
+
+/// What arrives with the upgrade request, several frames in one segment and
+/// a frame larger than the read buffer followed by a small one are all
+/// read: the reader waits on the socket only when nothing is buffered.
+#[tokio::test]
+async fn frames_that_share_a_segment_are_all_answered() {
+    use switchboard_testkit::ws::raw::{self, RawSocket};
+    let edge = start(&[]).await;
+    let addr = edge.addr("edge");
+    let echo = |msg: &str| {
+        raw::text_frame(
+            json!({"msg_type":"msg","target":"echo","msg":msg})
+                .to_string()
+                .as_bytes(),
+        )
+    };
+    let token = token("eager", "client", "t1", None);
+    let mut socket = RawSocket::connect(addr).await;
+    let mut first = raw::upgrade_request(
+        addr,
+        &format!("/v3/ws/group/room/client/eager?token={token}"),
+    );
+    first.extend(echo("with-the-upgrade"));
+    first.extend(echo("right-behind-it"));
+    socket.send(&first).await;
+    assert_eq!(
+        echoes(&mut socket, 2).await,
+        ["with-the-upgrade", "right-behind-it"]
+    );
+
+    let mut three = Vec::new();
+    for msg in ["a", "b", "c"] {
+        three.extend(echo(msg));
+    }
+    socket.send(&three).await;
+    assert_eq!(echoes(&mut socket, 3).await, ["a", "b", "c"]);
+
+    // A 20 KiB message and a small one in one write.
+    let big = "x".repeat(20 * 1024);
+    let mut burst = echo(&big);
+    burst.extend(echo("after-the-big-one"));
+    socket.send(&burst).await;
+    let got = echoes(&mut socket, 2).await;
+    assert_eq!(got[0].len(), big.len());
+    assert_eq!(got[1], "after-the-big-one");
+}
+
+/// The `msg` of the next `n` echo answers (presence events are skipped).
+async fn echoes(socket: &mut switchboard_testkit::ws::raw::RawSocket, n: usize) -> Vec<String> {
+    let mut msgs = Vec::new();
+    while msgs.len() < n {
+        for text in socket.texts(1, Duration::from_secs(5)).await {
+            let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+            if value["target"] == "echo" {
+                msgs.push(value["msg"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    msgs
+}

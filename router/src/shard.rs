@@ -74,29 +74,56 @@ pub enum ShardCommand {
     },
 }
 
-/// Connection ids of one edge, with O(1) insert and remove.
+/// Connection ids of one edge, with O(1) insert and remove. Most sets
+/// are tiny (a client topic holds one socket), and every topic of every
+/// socket has one, so the position index is only built once a set grows
+/// past [`SMALL_SET`]; below that a scan is as fast and allocates nothing.
 #[derive(Default)]
 struct ConnSet {
     ids: Vec<u64>,
+    /// Empty while the set is small, else the position of every id.
     index: HashMap<u64, usize>,
 }
 
+const SMALL_SET: usize = 32;
+
 impl ConnSet {
+    fn position(&self, conn: u64) -> Option<usize> {
+        if self.index.is_empty() {
+            self.ids.iter().position(|id| *id == conn)
+        } else {
+            self.index.get(&conn).copied()
+        }
+    }
+
     fn insert(&mut self, conn: u64) -> bool {
-        if self.index.contains_key(&conn) {
+        if self.position(conn).is_some() {
             return false;
         }
-        self.index.insert(conn, self.ids.len());
+        if !self.index.is_empty() {
+            self.index.insert(conn, self.ids.len());
+        } else if self.ids.len() == SMALL_SET {
+            self.index = self
+                .ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (*id, i))
+                .collect();
+            self.index.insert(conn, self.ids.len());
+        }
         self.ids.push(conn);
         true
     }
 
     fn remove(&mut self, conn: u64) -> bool {
-        let Some(position) = self.index.remove(&conn) else {
+        let Some(position) = self.position(conn) else {
             return false;
         };
+        self.index.remove(&conn);
         self.ids.swap_remove(position);
-        if let Some(moved) = self.ids.get(position) {
+        if !self.index.is_empty()
+            && let Some(moved) = self.ids.get(position)
+        {
             self.index.insert(*moved, position);
         }
         true
@@ -110,13 +137,27 @@ struct Member {
 
 #[derive(Default)]
 struct TopicState {
-    by_edge: HashMap<EdgeIdx, ConnSet>,
+    /// A topic's sockets sit on a handful of edges: a list, grown one
+    /// entry at a time, costs less than a map for every topic.
+    by_edge: Vec<(EdgeIdx, ConnSet)>,
     members: HashMap<Arc<str>, Member>,
 }
 
 impl TopicState {
     fn is_empty(&self) -> bool {
         self.by_edge.is_empty()
+    }
+
+    fn conns_mut(&mut self, edge: EdgeIdx) -> &mut ConnSet {
+        let at = match self.by_edge.iter().position(|(e, _)| *e == edge) {
+            Some(at) => at,
+            None => {
+                self.by_edge.reserve_exact(1);
+                self.by_edge.push((edge, ConnSet::default()));
+                self.by_edge.len() - 1
+            }
+        };
+        &mut self.by_edge[at].1
     }
 }
 
@@ -233,7 +274,7 @@ impl Shard {
 
     fn subscribe(&mut self, edge: EdgeIdx, conn: u64, topic: TopicKey, member: Option<Arc<str>>) {
         let state = self.topics.entry(topic.clone()).or_default();
-        if !state.by_edge.entry(edge).or_default().insert(conn) {
+        if !state.conns_mut(edge).insert(conn) {
             return;
         }
         if let Some(member) = member.filter(|_| topic.has_presence()) {
@@ -266,14 +307,14 @@ impl Shard {
         let Some(state) = self.topics.get_mut(topic) else {
             return;
         };
-        let Some(conns) = state.by_edge.get_mut(&edge) else {
+        let Some(at) = state.by_edge.iter().position(|(e, _)| *e == edge) else {
             return;
         };
-        if !conns.remove(conn) {
+        if !state.by_edge[at].1.remove(conn) {
             return;
         }
-        if conns.ids.is_empty() {
-            state.by_edge.remove(&edge);
+        if state.by_edge[at].1.ids.is_empty() {
+            state.by_edge.swap_remove(at);
         }
         if let Some(member) = member
             && let Some(entry) = state.members.get_mut(&member)
@@ -497,8 +538,34 @@ mod tests {
         let mut left = set.ids.clone();
         left.sort_unstable();
         assert_eq!(left, vec![2, 3, 4, 6, 7, 8]);
+        assert!(set.index.is_empty(), "a small set has no index");
+    }
+
+    #[test]
+    fn conn_set_builds_its_index_when_it_grows() {
+        let mut set = ConnSet::default();
+        let n = SMALL_SET as u64 * 3;
+        for c in 0..n {
+            assert!(set.insert(c));
+        }
+        assert!(
+            !set.insert(SMALL_SET as u64 + 1),
+            "already in the indexed set"
+        );
+        for c in (0..n).step_by(2) {
+            assert!(set.remove(c));
+            assert!(!set.remove(c));
+        }
+        assert_eq!(set.ids.len(), set.index.len());
         for (position, id) in set.ids.iter().enumerate() {
             assert_eq!(set.index[id], position);
+            assert_eq!(id % 2, 1);
         }
+        for c in (1..n).step_by(2) {
+            assert!(set.remove(c));
+        }
+        assert!(set.ids.is_empty() && set.index.is_empty());
+        assert!(set.insert(7), "an emptied set starts small again");
+        assert_eq!(set.position(7), Some(0));
     }
 }

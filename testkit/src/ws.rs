@@ -193,3 +193,122 @@ impl WsClient {
         }
     }
 }
+
+/// Byte-level access to a socket, for tests of how the server splits what
+/// arrives in one TCP segment.
+pub mod raw {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// An upgrade request for `path_and_query`, written by hand.
+    pub fn upgrade_request(addr: std::net::SocketAddr, path_and_query: &str) -> Vec<u8> {
+        format!(
+            "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// A final, masked client text frame.
+    pub fn text_frame(payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut out = vec![0x81];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n < 65_536 => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    /// A TCP connection written and read byte by byte.
+    pub struct RawSocket {
+        stream: TcpStream,
+        /// Read and not yet parsed.
+        seen: Vec<u8>,
+        /// Whether the upgrade response has been read.
+        upgraded: bool,
+    }
+
+    impl RawSocket {
+        pub async fn connect(addr: std::net::SocketAddr) -> Self {
+            Self {
+                stream: TcpStream::connect(addr).await.expect("connect"),
+                seen: Vec::new(),
+                upgraded: false,
+            }
+        }
+
+        /// Sends `bytes` in one write.
+        pub async fn send(&mut self, bytes: &[u8]) {
+            self.stream.write_all(bytes).await.expect("write");
+        }
+
+        /// The next `count` text frames, skipping control frames; the first
+        /// call reads the upgrade response, which must be a 101. Panics
+        /// after `limit`.
+        pub async fn texts(&mut self, count: usize, limit: Duration) -> Vec<String> {
+            let mut texts = Vec::new();
+            let read = async {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    if !self.upgraded
+                        && let Some(end) = self.seen.windows(4).position(|w| w == b"\r\n\r\n")
+                    {
+                        let head = String::from_utf8_lossy(&self.seen[..end]).into_owned();
+                        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+                        self.seen.drain(..end + 4);
+                        self.upgraded = true;
+                    }
+                    while self.upgraded && texts.len() < count {
+                        let Some((opcode, payload, used)) = server_frame(&self.seen) else {
+                            break;
+                        };
+                        if opcode == 0x1 {
+                            texts.push(String::from_utf8(payload).expect("UTF-8 text"));
+                        }
+                        self.seen.drain(..used);
+                    }
+                    if texts.len() >= count {
+                        return;
+                    }
+                    let n = self.stream.read(&mut buf).await.expect("read");
+                    assert!(n > 0, "connection closed after {texts:?}");
+                    self.seen.extend_from_slice(&buf[..n]);
+                }
+            };
+            tokio::time::timeout(limit, read)
+                .await
+                .expect("text frames in time");
+            texts
+        }
+    }
+
+    /// One unmasked server frame at the start of `bytes`: opcode, payload
+    /// and bytes used; `None` until it is complete.
+    fn server_frame(bytes: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+        let (&first, &second) = (bytes.first()?, bytes.get(1)?);
+        let (len, head) = match second & 0x7f {
+            126 => (
+                usize::from(u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?])),
+                4,
+            ),
+            127 => (
+                u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?) as usize,
+                10,
+            ),
+            n => (usize::from(n), 2),
+        };
+        let payload = bytes.get(head..head + len)?;
+        Some((first & 0x0f, payload.to_vec(), head + len))
+    }
+}
