@@ -268,30 +268,44 @@ fn optional_string(
 }
 
 impl GroupMessage {
-    /// The message as delivered: `version`, `from_id`, `group_id` and
-    /// `sent_at` filled in by the server.
-    pub fn complete(&self, from_id: &str, group_id: &str, sent_at: &str) -> Value {
-        let mut out = Map::with_capacity(10);
-        out.insert("version".into(), "3".into());
-        out.insert("msg_type".into(), self.msg_type.as_str().into());
-        out.insert("target".into(), self.target.as_str().into());
-        out.insert("from_id".into(), from_id.into());
-        if let Some(to) = &self.to_id {
-            out.insert("to_id".into(), to.as_str().into());
-        }
-        out.insert("group_id".into(), group_id.into());
-        if let Some(cmd) = &self.cmd {
-            out.insert("cmd".into(), cmd.as_str().into());
-        }
-        if let Some(msg) = &self.msg {
-            out.insert("msg".into(), msg.as_str().into());
-        }
-        if let Some(payload) = &self.payload {
-            out.insert("payload".into(), Value::Object(payload.clone()));
-        }
-        out.insert("sent_at".into(), sent_at.into());
-        Value::Object(out)
+    /// The message as delivered, in wire bytes: `version`, `from_id`,
+    /// `group_id` and `sent_at` filled in by the server. Written straight
+    /// from the parsed parts, without building a second JSON tree.
+    pub fn complete(&self, from_id: &str, group_id: &str, sent_at: &str) -> Vec<u8> {
+        let wire = Delivered {
+            version: "3",
+            msg_type: self.msg_type.as_str(),
+            target: self.target.as_str(),
+            from_id,
+            to_id: self.to_id.as_deref(),
+            group_id,
+            cmd: self.cmd.as_deref(),
+            msg: self.msg.as_deref(),
+            payload: self.payload.as_ref(),
+            sent_at,
+        };
+        // Serializing borrowed strings and an already valid map cannot fail.
+        serde_json::to_vec(&wire).unwrap_or_default()
     }
+}
+
+/// The delivered form of a message, fields in their wire order.
+#[derive(serde::Serialize)]
+struct Delivered<'a> {
+    version: &'static str,
+    msg_type: &'static str,
+    target: &'static str,
+    from_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to_id: Option<&'a str>,
+    group_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cmd: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    msg: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a Map<String, Value>>,
+    sent_at: &'a str,
 }
 
 /// An error message in the group dialect's wire form.
@@ -576,7 +590,7 @@ mod tests {
         .unwrap();
         let out = m.complete("me_1", "grp_1", "2026-11-21T08:15:30.123Z");
         assert_eq!(
-            out.to_string(),
+            String::from_utf8(out).unwrap(),
             r#"{"version":"3","msg_type":"cmd","target":"group","from_id":"me_1","group_id":"grp_1","cmd":"RELOAD_UI","payload":{"z":1,"a":2},"sent_at":"2026-11-21T08:15:30.123Z"}"#
         );
     }

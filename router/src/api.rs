@@ -492,7 +492,7 @@ async fn group_message(
     let wire = message.complete("server", group_id, &iso8601_now());
     let n = context
         .node
-        .publish(topic, Payload::json(wire.to_string()))
+        .publish(topic, Payload::json(wire))
         .await
         .map_err(|_| unavailable())?;
     Ok(delivered(n))
@@ -525,7 +525,7 @@ async fn broadcast(
         .node
         .publish(
             TopicKey::new(tenant, TopicKind::Tenant, ""),
-            Payload::json(wire.to_string()),
+            Payload::json(wire),
         )
         .await
         .map_err(|_| unavailable())?;

@@ -67,7 +67,7 @@ impl Dialect for GroupDialect {
 }
 
 fn to_bytes(value: &Value) -> Bytes {
-    Bytes::from(value.to_string())
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
 }
 
 fn error_frame(error: &GroupError) -> Bytes {
@@ -158,7 +158,7 @@ impl GroupSession {
     }
 
     fn completed(&self, message: &GroupMessage) -> Bytes {
-        to_bytes(&message.complete(&self.client_id, &self.group_id, &iso8601_now()))
+        Bytes::from(message.complete(&self.client_id, &self.group_id, &iso8601_now()))
     }
 
     /// V2: any JSON object is a group message whose `msg` is its `msg`
