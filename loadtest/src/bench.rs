@@ -197,6 +197,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let cluster = Cluster::with_env("grpc", &["default", "default"], "", 2, &env).await;
     let edges = format!("ws://{},ws://{}", cluster.edge(0), cluster.edge(1));
     let cluster_api = format!("http://{}", cluster.router_api(0));
+    // Edge memory on its own: in standalone mode the router's share of
+    // each subscription sits in the same process.
+    let mut edge_idle = idle.clone();
+    edge_idle.duration = Duration::from_secs(30);
+    let e = suite
+        .once(
+            "cluster",
+            &edge_idle,
+            &format!("ws://{}", cluster.edge(0)),
+            Dialect::Group,
+            Some(cluster.edges[0].pid()),
+        )
+        .await?;
+    report.idle_cluster_edge(&e);
     let mut latency = suite.load("fanout")?;
     // 500 subscribers x 100 msg/s = 50,000 deliveries a second.
     latency.name = "fanout_50k".into();
