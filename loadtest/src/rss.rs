@@ -1,5 +1,6 @@
 //! Resident memory of a server process under test, sampled once a second
-//! from `/proc/<pid>/status`, with named marks at phase changes.
+//! from `/proc/<pid>/status`, with named marks at phase changes; and the
+//! wait for servers to go quiet between scenarios.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +15,36 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
+}
+
+/// CPU time (user + system) of `pid` so far, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields count from its closing paren.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Waits until `pids` together use under a tenth of a core over half a
+/// second (or `limit` passes): closing 15,000 sockets keeps servers busy
+/// for a while, and the next scenario must not measure that.
+pub async fn settle(pids: &[u32], limit: Duration) {
+    const WINDOW: Duration = Duration::from_millis(500);
+    // Ticks are 1/100 s: a tenth of a core over half a second is 5.
+    const QUIET_TICKS: u64 = 5;
+    let total = || pids.iter().filter_map(|pid| cpu_ticks(*pid)).sum::<u64>();
+    let deadline = Instant::now() + limit;
+    let mut before = total();
+    while Instant::now() < deadline {
+        tokio::time::sleep(WINDOW).await;
+        let now = total();
+        if now.saturating_sub(before) < QUIET_TICKS {
+            return;
+        }
+        before = now;
+    }
 }
 
 /// What a run learned about a server's memory.
@@ -146,5 +177,32 @@ mod tests {
     fn reads_this_process() {
         assert!(rss_kib(std::process::id()).is_some_and(|k| k > 0));
         assert_eq!(rss_kib(u32::MAX), None);
+    }
+
+    #[test]
+    fn cpu_time_grows_with_work() {
+        let pid = std::process::id();
+        let before = cpu_ticks(pid).expect("own stat");
+        let started = Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        assert!(cpu_ticks(pid).expect("own stat") > before, "{x}");
+        assert_eq!(cpu_ticks(u32::MAX), None);
+    }
+
+    #[tokio::test]
+    async fn settle_returns_once_a_process_is_quiet() {
+        let mut quiet = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep(1)");
+        let started = Instant::now();
+        settle(&[quiet.id()], Duration::from_secs(20)).await;
+        let waited = started.elapsed();
+        let _ = quiet.kill();
+        let _ = quiet.wait();
+        assert!(waited < Duration::from_secs(5), "waited {waited:?}");
     }
 }
