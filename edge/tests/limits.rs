@@ -202,10 +202,11 @@ async fn silent_socket_is_closed_after_idle_timeout() {
     let token = token("mute", "client", "t1", None);
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let request = format!(
-        "GET /v3/ws/group/room/client/mute?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    let request = switchboard_testkit::ws::raw::upgrade_request(
+        addr,
+        &format!("/v3/ws/group/room/client/mute?token={token}"),
     );
-    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(&request).await.unwrap();
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     let found = tokio::time::timeout(Duration::from_secs(5), async {
