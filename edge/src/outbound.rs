@@ -138,8 +138,9 @@ impl ConnHandle {
         self.queue.frames.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until a frame may be queued. For the writer, the one consumer:
-    /// a push made before this is awaited is not missed.
+    /// Waits until a frame has been queued; the frame may already have
+    /// been taken by then. For the writer, the one consumer: a push made
+    /// before this is awaited is not missed.
     pub async fn queued(&self) {
         if self.frames().is_empty() {
             self.queue.ready.notified().await;
