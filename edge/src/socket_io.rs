@@ -90,7 +90,7 @@ pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
 /// close frame can carry.
 pub fn encode_close(out: &mut Vec<u8>, code: u16, reason: &str) {
     let mut text = reason;
-    while text.len() > 123 {
+    if text.len() > 123 {
         let mut end = 123;
         while !text.is_char_boundary(end) {
             end -= 1;
