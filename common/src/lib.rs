@@ -7,6 +7,8 @@
 //! - [`net`]: binding listeners and announcing their addresses.
 //! - [`http`]: small response helpers for hyper services.
 //! - [`clock`]: timestamps used on the wire.
+//! - [`fd_limit`]: raising the open-file limit at start.
+//! - [`trust`]: the cluster secret's proofs and the internal plane's settings.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -17,6 +19,7 @@ pub mod fd_limit;
 pub mod http;
 pub mod net;
 pub mod telemetry;
+pub mod trust;
 
 /// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
 pub async fn shutdown_signal() {

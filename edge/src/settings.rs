@@ -39,6 +39,9 @@ pub struct EdgeSettings {
     /// How to find routers: NATS membership or a static list.
     #[command(flatten)]
     pub cluster: switchboard_router::cluster::ClusterSettings,
+    /// How the internal plane is protected (cluster secret, mutual TLS).
+    #[command(flatten)]
+    pub trust: switchboard_common::trust::TrustSettings,
     /// This edge's id (default: host name + random suffix).
     #[arg(long, env = "SWITCHBOARD_EDGE_ID")]
     pub edge_id: Option<String>,

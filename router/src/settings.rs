@@ -52,6 +52,9 @@ pub struct RouterSettings {
     pub auth: AuthSettings,
     #[command(flatten)]
     pub cluster: crate::cluster::ClusterSettings,
+    /// How the internal plane is protected (cluster secret, mutual TLS).
+    #[command(flatten)]
+    pub trust: switchboard_common::trust::TrustSettings,
     /// The pool this router serves.
     #[arg(long, env = "SWITCHBOARD_POOL", default_value = crate::cluster::DEFAULT_POOL)]
     pub pool: String,

@@ -11,6 +11,8 @@ use crate::process::{Process, binary};
 pub const SECRET: &str = "switchboard-test-secret";
 /// The API key test routers accept.
 pub const API_KEY: &str = "switchboard-test-api-key";
+/// The cluster secret every test edge and router proves.
+pub const CLUSTER_SECRET: &str = "switchboard-test-cluster-secret";
 
 /// A token for `sub` of `kind` in `tenant`, valid for an hour.
 pub fn token(sub: &str, kind: &str, tenant: &str, scope: Option<&str>) -> String {
@@ -45,6 +47,7 @@ fn common_env() -> Vec<(&'static str, String)> {
     vec![
         ("SWITCHBOARD_JWT_SECRET", SECRET.to_owned()),
         ("SWITCHBOARD_API_KEY", API_KEY.to_owned()),
+        ("SWITCHBOARD_CLUSTER_SECRET", CLUSTER_SECRET.to_owned()),
         ("SWITCHBOARD_LOG_FORMAT", "text".to_owned()),
     ]
 }
