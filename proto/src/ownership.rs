@@ -98,21 +98,42 @@ mod tests {
 
     #[test]
     fn hash_is_stable_across_builds() {
-        // Pinned values: changing the hash would move every topic in a
-        // running cluster during a rolling upgrade.
+        // Literal values: changing the hash or the weight would move every
+        // topic in a running cluster during a rolling upgrade, so a change
+        // here must be deliberate.
         assert_eq!(
             topic_hash("default", TopicKind::Group, "g1"),
-            topic_hash("default", TopicKind::Group, "g1")
+            0xbc97_2304_5872_11d2
         );
-        assert_ne!(
-            topic_hash("default", TopicKind::Group, "g1"),
-            topic_hash("default", TopicKind::Client, "g1")
+        assert_eq!(
+            topic_hash("default", TopicKind::Client, "g1"),
+            0x5fb7_965c_232c_5a40
+        );
+        assert_eq!(
+            topic_hash("acme", TopicKind::User, "alice"),
+            0x2dbf_3ea8_d474_450d
+        );
+        assert_eq!(
+            topic_hash("t", TopicKind::ImUser, ""),
+            0xe4d4_e20f_fea4_19f2
         );
         assert_ne!(
             topic_hash("a", TopicKind::Group, "bc"),
             topic_hash("ab", TopicKind::Group, "c")
         );
-        assert_eq!(fnv1a(FNV_OFFSET, b"a"), 0xaf63_dc4c_8601_ec8c);
+        // And the owners those hashes pick among three routers.
+        let three = routers(3);
+        let owner = |name: &str| {
+            let h = topic_hash("t", TopicKind::Group, name);
+            three[owner_index(&three, h).unwrap()].clone()
+        };
+        let owners: Vec<String> = (0..5).map(|i| owner(&format!("g{i}"))).collect();
+        assert_eq!(
+            owners,
+            ["router-1", "router-1", "router-0", "router-1", "router-2"]
+        );
+        let h = topic_hash("default", TopicKind::Group, "g1");
+        assert_eq!(three[owner_index(&three, h).unwrap()], "router-2");
     }
 
     #[test]
