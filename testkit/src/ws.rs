@@ -173,6 +173,26 @@ impl WsClient {
         }
     }
 
+    /// The first message that `skip` does not pass over. For proofs of
+    /// absence: after what must not arrive, send a sentinel that must, on
+    /// the same path, and assert this returns the sentinel.
+    pub async fn recv_json_skipping(&mut self, skip: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv(left).await {
+                Some(Event::Text(text)) => {
+                    let value: Value = serde_json::from_str(&text)
+                        .unwrap_or_else(|e| panic!("server sent non-JSON {text:?}: {e}"));
+                    if !skip(&value) {
+                        return value;
+                    }
+                }
+                other => panic!("expected a JSON message, got {other:?}"),
+            }
+        }
+    }
+
     /// The close code and reason the server sent; skips data messages.
     pub async fn recv_close(&mut self, limit: Duration) -> (u16, String) {
         let deadline = tokio::time::Instant::now() + limit;
