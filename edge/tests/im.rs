@@ -3,19 +3,20 @@
 //! scenario runs against the in-memory store and a private redis-server.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_common::auth::{Minter, claims};
 use switchboard_testkit::WsClient;
+use switchboard_testkit::cluster::scrape;
+use switchboard_testkit::http::metric;
 use switchboard_testkit::http::{self, Reply};
 use switchboard_testkit::im::{
     self, APP_LOGIN, ImClient, LOGIN, SOCKET, is_status_for, message, notice_body, receipt,
     register, status_of, text,
 };
 use switchboard_testkit::switchboard::{self, API_KEY, Standalone, token};
-
-const QUIET: Duration = Duration::from_millis(300);
 
 struct Env(Standalone);
 
@@ -48,14 +49,41 @@ impl Env {
         .await
     }
 
-    /// How many messages the Redis store keeps for `user` (memory: none
-    /// to look at).
-    async fn kept_in_redis(&self, tenant: &str, user: &str) -> Option<i64> {
-        let redis = self.0.redis.as_ref()?;
-        let key = format!("sb:{{{tenant}}}:im:msg:{user}");
-        Some(redis.integer(&["HLEN", &key]).await)
+    /// Messages kept and receipts taken so far, from the router's
+    /// metrics: the same figures on either store.
+    async fn kept_and_receipted(&self) -> (f64, f64) {
+        let text = scrape(self.0.process.addr("router-admin")).await;
+        (
+            metric(&text, "switchboard_router_im_messages_kept_total"),
+            metric(&text, "switchboard_router_im_receipts_total"),
+        )
+    }
+
+    /// Proves that `client` (of `tenant`) got nothing since it was last
+    /// read: a system message sent to its user through the server API
+    /// travels the delivery path and must be the first thing it receives.
+    /// It is receipted at once, so no later registration gets it again.
+    async fn sentinel(&self, tenant: &str, client: &mut ImClient) {
+        let id = format!("sentinel-{}", SENTINELS.fetch_add(1, Ordering::Relaxed));
+        let reply = self
+            .post(
+                tenant,
+                &json!({"id": id, "type": 2001, "to": client.user, "body": "sentinel"}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.json());
+        let first = client.ws.recv_json().await;
+        assert_eq!(
+            first["id"], id,
+            "{} received something before its sentinel: {first}",
+            client.user
+        );
+        let user = client.user.clone();
+        client.ws.send_json(&receipt(&id, &user, "SYSTEM")).await;
     }
 }
+
+static SENTINELS: AtomicUsize = AtomicUsize::new(0);
 
 /// Sends `message` and returns the code of the 9001 that answers it.
 async fn code(ws: &mut WsClient, message: &Value) -> u64 {
@@ -279,7 +307,9 @@ async fn delivery(env: Env) {
         assert_eq!(got["isSystem"], false);
         assert!(got["timestamp"].is_u64(), "filled: {got}");
     }
-    alice.ws.expect_silence(QUIET).await;
+    // The sending socket gets the status, not a copy.
+    env.sentinel("t1", &mut alice).await;
+    assert_eq!(alice_phone.recv_message().await["body"], "sentinel");
     // A timestamp the sender set is kept.
     let mut stamped = text("m2", "alice", "bob", "stamped");
     stamped["timestamp"] = json!(1_700_000_000_000u64);
@@ -292,34 +322,38 @@ async fn delivery(env: Env) {
     // from may equal to: every socket of the sender gets it.
     send_to_self(&mut alice, "m3").await;
     assert_eq!(alice_phone.recv_message().await["id"], "m3");
-    carol.ws.expect_silence(QUIET).await;
+    env.sentinel("t1", &mut carol).await;
 }
 
 async fn offline_messages_come_first_and_in_order(env: Env) {
     let mut alice = env.connect("t1", "alice", None).await;
+    let (kept_before, _) = env.kept_and_receipted().await;
     for i in 1..=5 {
         alice
             .send_text(&format!("m{i}"), "bob", &format!("offline {i}"))
             .await;
     }
-    assert_eq!(env.kept_in_redis("t1", "bob").await.unwrap_or(5), 5);
+    let (kept, _) = env.kept_and_receipted().await;
+    assert_eq!(kept - kept_before, 5.0, "each SUCCESS was kept");
     let mut bob = env.connect("t1", "bob", None).await;
     alice.send_text("m6", "bob", "live").await;
     for i in 1..=6 {
         assert_eq!(bob.recv_message().await["id"], format!("m{i}"));
     }
-    bob.ws.expect_silence(QUIET).await;
+    env.sentinel("t1", &mut bob).await;
 }
 
 async fn receipts_release_and_unreceipted_come_again(env: Env) {
     let mut alice = env.connect("t1", "alice", None).await;
     let mut alice_phone = env.connect("t1", "alice", None).await;
     let mut bob = env.connect("t1", "bob", None).await;
+    let (kept_before, receipted_before) = env.kept_and_receipted().await;
     alice.send_text("m1", "bob", "one").await;
     alice.send_text("m2", "bob", "two").await;
     assert_eq!(bob.recv_message().await["id"], "m1");
     assert_eq!(bob.recv_message().await["id"], "m2");
-    assert_eq!(env.kept_in_redis("t1", "bob").await.unwrap_or(2), 2);
+    let (kept, _) = env.kept_and_receipted().await;
+    assert_eq!(kept - kept_before, 2.0, "kept until receipted");
     bob.ws.send_json(&receipt("m1", "bob", "alice")).await;
     for ws in [&mut alice, &mut alice_phone] {
         let relayed = ws.ws.recv_json_until(|m| m["type"] == 9101).await;
@@ -333,9 +367,11 @@ async fn receipts_release_and_unreceipted_come_again(env: Env) {
         );
         assert_eq!(status_of(&relayed), (200, "SUCCESS".to_owned()));
     }
+    // Relayed, so taken: counted before the sentinel's own receipt.
+    let (_, receipted) = env.kept_and_receipted().await;
+    assert_eq!(receipted - receipted_before, 1.0, "the receipt released m1");
     // A valid receipt gets no send status.
-    bob.ws.expect_silence(QUIET).await;
-    assert_eq!(env.kept_in_redis("t1", "bob").await.unwrap_or(1), 1);
+    env.sentinel("t1", &mut bob).await;
     // Twice, or naming another sender, it refers to nothing.
     assert_eq!(code(&mut bob.ws, &receipt("m1", "bob", "alice")).await, 407);
     assert_eq!(code(&mut bob.ws, &receipt("m2", "bob", "carol")).await, 407);
@@ -343,16 +379,17 @@ async fn receipts_release_and_unreceipted_come_again(env: Env) {
     bob.ws.close().await;
     let mut again = ImClient::with_session(env.edge(), "bob", &bob.session_id).await;
     assert_eq!(again.recv_message().await["id"], "m2");
-    again.ws.expect_silence(QUIET).await;
+    env.sentinel("t1", &mut again).await;
     again.ws.send_json(&receipt("m2", "bob", "alice")).await;
     assert_eq!(
         alice.ws.recv_json_until(|m| m["type"] == 9101).await["id"],
         "m2"
     );
-    assert_eq!(env.kept_in_redis("t1", "bob").await.unwrap_or(0), 0);
     again.ws.close().await;
+    // Nothing is kept any more: the first thing a new socket gets is the
+    // sentinel, not a backlog.
     let mut third = ImClient::with_session(env.edge(), "bob", &bob.session_id).await;
-    third.ws.expect_silence(QUIET).await;
+    env.sentinel("t1", &mut third).await;
 }
 
 async fn tenants_are_isolated(env: Env) {
@@ -363,15 +400,15 @@ async fn tenants_are_isolated(env: Env) {
     let mut alice_t2 = env.connect("t2", "alice", None).await;
     alice.send_text("m1", "bob", "for t1").await;
     assert_eq!(bob_t1.recv_message().await["id"], "m1");
-    bob_t2.ws.expect_silence(QUIET).await;
-    alice_t2.ws.expect_silence(QUIET).await;
+    env.sentinel("t2", &mut bob_t2).await;
+    env.sentinel("t2", &mut alice_t2).await;
     // The server API acts for one tenant.
     let reply = env
         .post("t2", &json!({"type":2001,"to":"bob","body":"for t2"}))
         .await;
     assert_eq!(reply.json(), json!({"delivered": 1, "stored": 0}));
     assert_eq!(bob_t2.recv_message().await["body"], "for t2");
-    bob_t1.ws.expect_silence(QUIET).await;
+    env.sentinel("t1", &mut bob_t1).await;
     // Receipts in t2 find nothing of t1.
     assert_eq!(
         code(&mut bob_t2.ws, &receipt("m1", "bob", "alice")).await,
@@ -426,7 +463,7 @@ async fn server_api(env: Env) {
     let generated = dave.recv_message().await;
     assert!(generated["id"].as_str().is_some_and(|id| !id.is_empty()));
     dave.ws.send_json(&receipt("api2", "dave", "SYSTEM")).await;
-    dave.ws.expect_silence(QUIET).await;
+    env.sentinel("t1", &mut dave).await;
 
     let bad = [
         (json!({"type":9101,"to":"bob","body":"{}"}), "type"),
@@ -467,7 +504,7 @@ async fn server_api(env: Env) {
     )
     .await;
     assert_eq!(reply.status, 400);
-    bob.ws.expect_silence(QUIET).await;
+    env.sentinel("t1", &mut bob).await;
 }
 
 /// Messages sent while a socket registers reach it after the kept ones,
@@ -606,7 +643,7 @@ async fn kept_messages_are_capped() {
     for expected in ["m3", "m4", "m5"] {
         assert_eq!(bob.recv_message().await["id"], expected);
     }
-    bob.ws.expect_silence(QUIET).await;
+    env.sentinel("t1", &mut bob).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
