@@ -106,6 +106,23 @@ impl WsClient {
             .await;
     }
 
+    /// Sends a ping, which may go between the fragments of a message.
+    pub async fn send_ping(&mut self, payload: &[u8]) {
+        self.send(Message::Ping(payload.to_vec().into())).await;
+    }
+
+    /// The next pong, skipping data messages; `None` after `limit`.
+    pub async fn recv_pong(&mut self, limit: Duration) -> Option<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(Some(Ok(Message::Pong(payload)))) => return Some(payload.to_vec()),
+                Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) | Err(_) => return None,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
     /// Sends raw bytes that claim to be a text frame, bypassing UTF-8 checks.
     pub async fn send_raw_text(&mut self, bytes: &[u8]) {
         self.send_fragment(bytes, true, true).await;
