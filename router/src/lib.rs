@@ -288,11 +288,21 @@ pub fn readiness(node: Arc<RouterNode>, store: Arc<dyn Store>) -> admin::Readine
     let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = healthy.clone();
     tokio::spawn(async move {
+        let mut was_ok = true;
         loop {
             let ok = tokio::time::timeout(std::time::Duration::from_secs(2), store.ping())
                 .await
                 .is_ok_and(|r| r.is_ok());
             flag.store(ok, std::sync::atomic::Ordering::Relaxed);
+            if ok != was_ok {
+                tracing::warn!(store_ok = ok, "store availability changed");
+            }
+            if ok && !was_ok {
+                // Writes may have failed or been lost meanwhile (a restarted
+                // Redis starts empty): presence is written again.
+                node.resync_presence().await;
+            }
+            was_ok = ok;
             if node.is_stopping() {
                 flag.store(false, std::sync::atomic::Ordering::Relaxed);
                 return;

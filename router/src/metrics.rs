@@ -45,6 +45,10 @@ pub fn register_cluster() {
         "switchboard_membership_changes_total",
         "Changes of the membership view"
     );
+    describe_gauge!(
+        "switchboard_membership_frozen",
+        "1 while this process's NATS connection is down and its router view is kept as it was"
+    );
     describe_counter!(
         "switchboard_membership_errors_total",
         "Undecodable or unsendable membership messages"
@@ -58,6 +62,7 @@ pub fn register_cluster() {
         "NATS client events (disconnects, slow consumers, ...)"
     );
     metrics::gauge!("switchboard_live_routers").increment(0.0);
+    metrics::gauge!("switchboard_membership_frozen").set(0.0);
     metrics::counter!("switchboard_membership_changes_total").absolute(0);
     metrics::counter!("switchboard_membership_errors_total").absolute(0);
     for transport in ["edge", "nats"] {

@@ -279,6 +279,11 @@ impl RouterNode {
         }
     }
 
+    /// Writes every present member again (the store came back).
+    pub async fn resync_presence(&self) {
+        self.to_all_shards(|| ShardCommand::ResyncPresence).await;
+    }
+
     /// Attaches an edge: frames from `inbound` are handled until it ends,
     /// then the edge's connections are dropped (presence leaves follow).
     /// Returns the stream of frames for the edge.

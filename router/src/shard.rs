@@ -72,6 +72,9 @@ pub enum ShardCommand {
         topic: TopicKey,
         reply: Reply,
     },
+    /// The store came back after failing: write every member this shard
+    /// holds again, since what the store had (or missed) is unknown.
+    ResyncPresence,
 }
 
 /// Connection ids of one edge, with O(1) insert and remove. Most sets
@@ -215,6 +218,7 @@ impl Shard {
                 moved,
             } => self.unsubscribe(edge, conn, &topic, member, moved),
             ShardCommand::Touch { topic, member } => self.touch(topic, member),
+            ShardCommand::ResyncPresence => self.resync_presence(),
             ShardCommand::Publish {
                 topic,
                 payload,
@@ -354,6 +358,23 @@ impl Shard {
             topic,
             member: member.to_string(),
         });
+    }
+
+    /// Refreshes every member held here: after the store lost or missed
+    /// writes, presence again shows the sockets that are open. A member's
+    /// expiry clock restarts, the price of not knowing its last activity.
+    fn resync_presence(&mut self) {
+        let now = Instant::now();
+        for (topic, state) in &mut self.topics {
+            for (member, entry) in &mut state.members {
+                entry.last_refresh = now;
+                let refresh = PresenceJob::Refresh {
+                    topic: topic.clone(),
+                    member: member.to_string(),
+                };
+                queue(&self.presence, refresh);
+            }
+        }
     }
 
     /// Hands `payload` to one subscriber of `topic`, a different one each
@@ -522,6 +543,23 @@ mod tests {
         shard.touch_interval = Duration::ZERO;
         shard.touch(group(), m);
         assert!(matches!(jobs.try_recv(), Ok(PresenceJob::Refresh { .. })));
+    }
+
+    #[test]
+    fn a_resync_refreshes_every_member_held() {
+        let (mut shard, mut jobs) = shard();
+        shard.subscribe(1, 1, group(), Some(Arc::from("a")));
+        shard.subscribe(1, 2, group(), Some(Arc::from("b")));
+        while jobs.try_recv().is_ok() {}
+        shard.resync_presence();
+        let mut refreshed = Vec::new();
+        while let Ok(job) = jobs.try_recv() {
+            if let PresenceJob::Refresh { member, .. } = job {
+                refreshed.push(member);
+            }
+        }
+        refreshed.sort();
+        assert_eq!(refreshed, ["a", "b"]);
     }
 
     #[test]

@@ -5,6 +5,26 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
 
+fn program() -> &'static str {
+    [
+        "nats-server",
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+    ]
+    .into_iter()
+    .find(|p| Command::new(p).arg("--version").output().is_ok())
+    .expect("nats-server must be installed (.ci/run installs it)")
+}
+
+fn spawn(port: u16) -> Child {
+    Command::new(program())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nats-server")
+}
+
 pub struct NatsServer {
     child: Child,
     port: u16,
@@ -13,22 +33,9 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts `nats-server` (from PATH, or Debian's /usr/sbin) and waits for it.
     pub async fn start() -> Self {
-        let program = [
-            "nats-server",
-            "/usr/sbin/nats-server",
-            "/usr/bin/nats-server",
-        ]
-        .into_iter()
-        .find(|p| Command::new(p).arg("--version").output().is_ok())
-        .expect("nats-server must be installed (.ci/run installs it)");
         for _ in 0..5 {
             let port = crate::free_port();
-            let child = Command::new(program)
-                .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start nats-server");
+            let child = spawn(port);
             let mut server = Self { child, port };
             if server.wait_ready(Duration::from_secs(10)).await {
                 return server;
@@ -36,6 +43,26 @@ impl NatsServer {
             let _ = server.child.kill();
         }
         panic!("nats-server did not start");
+    }
+
+    /// Kills the server; [`NatsServer::restart`] brings it back.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and waits for it.
+    pub async fn restart(&mut self) {
+        self.kill();
+        for _ in 0..50 {
+            self.child = spawn(self.port);
+            if self.wait_ready(Duration::from_secs(5)).await {
+                return;
+            }
+            let _ = self.child.kill();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("nats-server did not restart on port {}", self.port);
     }
 
     pub fn url(&self) -> String {

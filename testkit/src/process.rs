@@ -113,12 +113,7 @@ impl Process {
 
     /// Sends a signal (`TERM`, `KILL`, …) with `kill(1)`.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} failed");
+        signal_pid(self.pid(), signal);
     }
 
     /// Waits for the process to exit, up to `limit`.
@@ -142,4 +137,14 @@ impl Drop for Process {
             let _ = child.wait();
         }
     }
+}
+
+/// Sends `signal` (`TERM`, `STOP`, …) to process `pid` with `kill(1)`.
+pub fn signal_pid(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
 }

@@ -10,19 +10,23 @@ pub struct RedisServer {
     port: u16,
 }
 
+fn spawn(port: u16) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (.ci/run installs it)")
+}
+
 impl RedisServer {
     /// Starts `redis-server` (from PATH) with no persistence and waits for it.
     pub async fn start() -> Self {
         for _ in 0..5 {
             let port = crate::free_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string()])
-                .args(["--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed (.ci/run installs it)");
+            let child = spawn(port);
             let mut server = Self { child, port };
             if server.wait_ready(Duration::from_secs(10)).await {
                 return server;
@@ -34,6 +38,37 @@ impl RedisServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        crate::process::signal_pid(self.child.id(), "STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        crate::process::signal_pid(self.child.id(), "CONT");
+    }
+
+    /// Kills the server; [`RedisServer::restart`] brings up an empty one on
+    /// the same port.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a fresh, empty server on the same port and waits for it.
+    pub async fn restart(&mut self) {
+        self.kill();
+        for _ in 0..50 {
+            self.child = spawn(self.port);
+            if self.wait_ready(Duration::from_secs(5)).await {
+                return;
+            }
+            let _ = self.child.kill();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("redis-server did not restart on port {}", self.port);
     }
 
     pub fn url(&self) -> String {

@@ -2,7 +2,9 @@
 //! nats-server 2.9 lacks per-key TTLs). Each router announces itself every
 //! [`HEARTBEAT`]; watchers drop a router not heard from for [`EXPIRY`], or
 //! at once when it says goodbye. A new watcher sends a probe so it learns
-//! the whole set without waiting for the next heartbeat.
+//! the whole set without waiting for the next heartbeat. While a watcher's
+//! own NATS connection is down it keeps its last view instead of expiring
+//! everyone.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -81,6 +83,10 @@ pub async fn watch(
         .await;
     tokio::spawn(async move {
         let mut live: HashMap<String, (RouterInfo, Instant)> = HashMap::new();
+        // While this process cannot hear NATS, silence says nothing about
+        // routers: the view stays as it was (a bus outage must not become
+        // a full outage) and expiry resumes once NATS is back.
+        let mut deaf = false;
         let mut tick = tokio::time::interval(HEARTBEAT / 2);
         loop {
             tokio::select! {
@@ -95,7 +101,38 @@ pub async fn watch(
                     live.remove(&id);
                 }
                 _ = tick.tick() => {
-                    live.retain(|_, (_, seen)| seen.elapsed() < EXPIRY);
+                    let connected = matches!(
+                        client.connection_state(),
+                        async_nats::connection::State::Connected
+                    );
+                    match (deaf, connected) {
+                        (false, false) => {
+                            deaf = true;
+                            metrics::gauge!("switchboard_membership_frozen").set(1.0);
+                            tracing::warn!(
+                                routers = live.len(),
+                                "NATS connection lost: keeping the last router view until it returns"
+                            );
+                        }
+                        (true, true) => {
+                            deaf = false;
+                            metrics::gauge!("switchboard_membership_frozen").set(0.0);
+                            // Every router gets a full window to be heard
+                            // again; a probe asks them to speak now.
+                            let now = Instant::now();
+                            for (_, seen) in live.values_mut() {
+                                *seen = now;
+                            }
+                            let _ = client
+                                .publish(probe_subject(&prefix), bytes::Bytes::new())
+                                .await;
+                            tracing::info!("NATS connection back: router view resumes");
+                        }
+                        _ => {}
+                    }
+                    if !deaf {
+                        live.retain(|_, (_, seen)| seen.elapsed() < EXPIRY);
+                    }
                 }
                 () = stop.cancelled() => return,
             }
