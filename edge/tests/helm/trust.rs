@@ -258,6 +258,73 @@ fn an_existing_secret_is_used_and_generation_can_be_refused() {
     );
 }
 
+/// The file a pod's volume `name` puts at `path`, as `(Secret, key)`:
+/// plain secret volumes and projected ones alike.
+fn projected_file(pod: &Value, name: &str, path: &str) -> Option<(String, String)> {
+    let volume = pod["volumes"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == name)?;
+    let sources: Vec<(&Value, &Value)> = match volume.get("projected") {
+        Some(projected) => projected["sources"]
+            .as_array()?
+            .iter()
+            .map(|source| (&source["secret"]["name"], &source["secret"]["items"]))
+            .collect(),
+        None => vec![(&volume["secret"]["secretName"], &volume["secret"]["items"])],
+    };
+    let mut found = Vec::new();
+    for (secret, items) in sources {
+        for item in items.as_array().into_iter().flatten() {
+            if item["path"] == path {
+                let name = secret.as_str().unwrap_or_default().to_owned();
+                found.push((name, item["key"].as_str().unwrap_or_default().to_owned()));
+            }
+        }
+    }
+    assert!(
+        found.len() <= 1,
+        "{name}: {path} projected twice: {found:?}"
+    );
+    found.pop()
+}
+
+/// Checks that `deployment` mounts the TLS files read-only from `secret`
+/// and points the three variables at them.
+fn assert_tls_mounted(component: &str, deployment: &Value, secret: &str) {
+    let pod = &deployment["spec"]["template"]["spec"];
+    let mounts = render::container(deployment)["volumeMounts"]
+        .as_array()
+        .expect("mounts");
+    for (variable, file) in [
+        ("SWITCHBOARD_TLS_CERT", "tls.crt"),
+        ("SWITCHBOARD_TLS_KEY", "tls.key"),
+        ("SWITCHBOARD_TLS_CA", "ca.crt"),
+    ] {
+        let path = render::env_value(deployment, variable)
+            .unwrap_or_else(|| panic!("{component}: no {variable}"));
+        let mount = mounts
+            .iter()
+            .find(|m| {
+                m["mountPath"]
+                    .as_str()
+                    .is_some_and(|dir| path.strip_prefix(dir) == Some(&format!("/{file}")))
+            })
+            .unwrap_or_else(|| panic!("{component}: {path} is in no mounted volume"));
+        assert_eq!(mount["readOnly"], true, "{component}");
+        assert!(
+            !path.starts_with("/etc/switchboard/"),
+            "{component}: inside the ConfigMap's mount"
+        );
+        let name = mount["name"].as_str().expect("volume name");
+        assert_eq!(
+            projected_file(pod, name, file),
+            Some((secret.to_owned(), file.to_owned())),
+            "{component}: {file}"
+        );
+    }
+}
+
 #[test]
 fn tls_values_mount_the_secret_and_set_the_three_variables() {
     let helm = require_helm!();
@@ -266,42 +333,7 @@ fn tls_values_mount_the_secret_and_set_the_three_variables() {
     assert_eq!(workloads.len(), 2);
     for (component, deployment) in &workloads {
         let pod = &deployment["spec"]["template"]["spec"];
-        let volume = pod["volumes"]
-            .as_array()
-            .expect("volumes")
-            .iter()
-            .find(|v| v["secret"]["secretName"] == "switchboard-cluster-tls")
-            .unwrap_or_else(|| panic!("{component}: no volume of the TLS Secret"));
-        let mount = render::container(deployment)["volumeMounts"]
-            .as_array()
-            .expect("mounts")
-            .iter()
-            .find(|m| m["name"] == volume["name"])
-            .unwrap_or_else(|| panic!("{component}: TLS volume not mounted"));
-        assert_eq!(mount["readOnly"], true, "{component}");
-        let dir = mount["mountPath"].as_str().expect("mount path");
-        assert!(
-            !dir.starts_with("/etc/switchboard"),
-            "{component}: inside the ConfigMap's mount"
-        );
-        for (variable, key) in [
-            ("SWITCHBOARD_TLS_CERT", "tls.crt"),
-            ("SWITCHBOARD_TLS_KEY", "tls.key"),
-            ("SWITCHBOARD_TLS_CA", "ca.crt"),
-        ] {
-            let item = volume["secret"]["items"]
-                .as_array()
-                .expect("items")
-                .iter()
-                .find(|i| i["key"] == key)
-                .unwrap_or_else(|| panic!("{component}: {key} not projected"));
-            let path = format!("{dir}/{}", item["path"].as_str().expect("path"));
-            assert_eq!(
-                render::env_value(deployment, variable),
-                Some(path.as_str()),
-                "{component}"
-            );
-        }
+        assert_tls_mounted(component, deployment, "switchboard-cluster-tls");
         // The NATS creds file of the same example, likewise.
         let creds = render::env_value(deployment, "SWITCHBOARD_NATS_CREDS").expect("creds path");
         assert!(creds.ends_with("/nats.creds"), "{creds}");
@@ -343,6 +375,26 @@ fn tls_values_mount_the_secret_and_set_the_three_variables() {
             ("nats-token", "nats-token"),
             "{component}"
         );
+    }
+    // The CA from a Secret of its own, under other key names.
+    let bundle = helm.objects(
+        &["secure"],
+        &json!({"cluster": {"tls": {"caSecret": "cluster-ca-bundle",
+            "keys": {"cert": "cert.pem", "key": "key.pem", "ca": "bundle.pem"}}}}),
+    );
+    for (component, deployment) in render::workloads(&bundle) {
+        let pod = &deployment["spec"]["template"]["spec"];
+        for (file, secret, key) in [
+            ("tls.crt", "switchboard-cluster-tls", "cert.pem"),
+            ("tls.key", "switchboard-cluster-tls", "key.pem"),
+            ("ca.crt", "cluster-ca-bundle", "bundle.pem"),
+        ] {
+            assert_eq!(
+                projected_file(pod, "cluster-tls", file),
+                Some((secret.to_owned(), key.to_owned())),
+                "{component}: {file}"
+            );
+        }
     }
     let refused = helm.render(
         &["two-pools"],

@@ -239,13 +239,24 @@ switchboard
 {{- with .Values.cluster.tls }}
 {{- if .enabled }}
 - name: cluster-tls
-  secret:
-    secretName: {{ .existingSecret }}
+  projected:
     defaultMode: 0440
-    items:
-      - {key: {{ .keys.cert | quote }}, path: tls.crt}
-      - {key: {{ .keys.key | quote }}, path: tls.key}
-      - {key: {{ .keys.ca | quote }}, path: ca.crt}
+    sources:
+      - secret:
+          name: {{ .existingSecret }}
+          items:
+            - {key: {{ .keys.cert | quote }}, path: tls.crt}
+            - {key: {{ .keys.key | quote }}, path: tls.key}
+            {{- if not .caSecret }}
+            - {key: {{ .keys.ca | quote }}, path: ca.crt}
+            {{- end }}
+      {{- with .caSecret }}
+      # The CA bundle on its own (trust-manager, or old and new CA while the CA rotates).
+      - secret:
+          name: {{ . }}
+          items:
+            - {key: {{ $.Values.cluster.tls.keys.ca | quote }}, path: ca.crt}
+      {{- end }}
 {{- end }}
 {{- end }}
 {{- with .Values.nats.credentials }}
