@@ -93,18 +93,23 @@ fn credentials(url: &str) -> (String, Option<(String, String)>) {
     }
 }
 
+type Connection = (async_nats::Client, mpsc::UnboundedReceiver<String>);
+
 /// Connects with the URL's credentials, forwarding the server's errors
 /// (permission violations) to the channel.
-async fn connect(
+async fn connect(url: &str) -> Result<Connection, async_nats::ConnectError> {
+    connect_with(url, async_nats::ConnectOptions::new()).await
+}
+
+async fn connect_with(
     url: &str,
-) -> Result<(async_nats::Client, mpsc::UnboundedReceiver<String>), async_nats::ConnectError> {
+    options: async_nats::ConnectOptions,
+) -> Result<Connection, async_nats::ConnectError> {
     let (errors, received) = mpsc::unbounded_channel();
     let (address, login) = credentials(url);
     let options = match login {
-        Some((user, password)) => {
-            async_nats::ConnectOptions::with_user_and_password(user, password)
-        }
-        None => async_nats::ConnectOptions::new(),
+        Some((user, password)) => options.user_and_password(user, password),
+        None => options,
     };
     let client = options
         .connection_timeout(WAIT)
@@ -157,6 +162,62 @@ fn password_env(nats: &Value, secret: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The in-cluster NATS as the chart renders it, running, and the cluster
+/// user connected with the URL every edge and router gets.
+struct Rendered {
+    _server: NatsServer,
+    address: String,
+    passwords: Value,
+    cluster: async_nats::Client,
+    cluster_errors: mpsc::UnboundedReceiver<String>,
+}
+
+impl Rendered {
+    async fn start(helm: &render::Helm, program: &str, in_cluster: Value) -> Self {
+        let objects = helm.objects(&["default"], &json!({"nats": {"inCluster": in_cluster}}));
+        let config = named(&objects, "ConfigMap", "switchboard-nats-config")["data"]["nats.conf"]
+            .as_str()
+            .expect("nats.conf")
+            .to_owned();
+        let passwords = named(&objects, "Secret", "switchboard-nats-users").clone();
+        let nats = named(&objects, "Deployment", "switchboard-nats");
+        let server = start(program, &config, &password_env(nats, &passwords)).await;
+        let address = format!("127.0.0.1:{}", server.port);
+        let edge = named(&objects, "Deployment", "switchboard-edge");
+        let cluster_password =
+            render::secret_data(&passwords, "switchboard").expect("cluster password");
+        let cluster_url = render::env_value(edge, "SWITCHBOARD_NATS_URL")
+            .expect("NATS URL")
+            .replace("$(NATS_CLUSTER_PASSWORD)", &cluster_password)
+            .replace("switchboard-nats:4222", &address);
+        let (cluster, cluster_errors) = connect(&cluster_url).await.expect("cluster user connects");
+        Self {
+            _server: server,
+            address,
+            passwords,
+            cluster,
+            cluster_errors,
+        }
+    }
+
+    fn url(&self, user: &str) -> String {
+        let password = render::secret_data(&self.passwords, user).expect("password");
+        format!("nats://{user}:{password}@{}", self.address)
+    }
+}
+
+/// Answers the next request on `api` with `answer`.
+async fn answer(cluster: &async_nats::Client, api: &mut async_nats::Subscriber, subject: &str) {
+    let call = next(api).await;
+    assert_eq!(call.subject.as_str(), subject);
+    let reply = call.reply.expect("a reply subject");
+    cluster
+        .publish(reply, "answer".into())
+        .await
+        .expect("answer");
+    cluster.flush().await.expect("flush");
+}
+
 #[tokio::test]
 async fn in_cluster_nats_confines_each_backend_to_its_tenant() {
     let helm = require_helm!();
@@ -164,27 +225,13 @@ async fn in_cluster_nats_confines_each_backend_to_its_tenant() {
         eprintln!("skipped: nats-server is not installed");
         return;
     };
-    let objects = helm.objects(
-        &["default"],
-        &json!({"nats": {"inCluster": {"backendTenants": ["acme", "globex"]}}}),
-    );
-    let config = named(&objects, "ConfigMap", "switchboard-nats-config")["data"]["nats.conf"]
-        .as_str()
-        .expect("nats.conf")
-        .to_owned();
-    let secret = named(&objects, "Secret", "switchboard-nats-users");
-    let nats = named(&objects, "Deployment", "switchboard-nats");
-    let server = start(program, &config, &password_env(nats, secret)).await;
-    let address = format!("127.0.0.1:{}", server.port);
-
-    // The cluster user, with the URL every edge and router gets.
-    let edge = named(&objects, "Deployment", "switchboard-edge");
-    let cluster_password = render::secret_data(secret, "switchboard").expect("cluster password");
-    let cluster_url = render::env_value(edge, "SWITCHBOARD_NATS_URL")
-        .expect("NATS URL")
-        .replace("$(NATS_CLUSTER_PASSWORD)", &cluster_password)
-        .replace("switchboard-nats:4222", &address);
-    let (cluster, mut cluster_errors) = connect(&cluster_url).await.expect("cluster user connects");
+    let mut nats = Rendered::start(
+        &helm,
+        program,
+        json!({"backendTenants": ["acme", "globex"]}),
+    )
+    .await;
+    let (cluster, address) = (nats.cluster.clone(), nats.address.clone());
     let mut api = cluster
         .subscribe("switchboard.api.>")
         .await
@@ -195,11 +242,9 @@ async fn in_cluster_nats_confines_each_backend_to_its_tenant() {
         .expect("subscribe internal");
     cluster.flush().await.expect("flush");
 
-    let acme_password = render::secret_data(secret, "backend-acme").expect("acme password");
-    let (acme, mut acme_errors) =
-        connect(&format!("nats://backend-acme:{acme_password}@{address}"))
-            .await
-            .expect("acme's backend connects");
+    let (acme, mut acme_errors) = connect(&nats.url("backend-acme"))
+        .await
+        .expect("acme's backend connects");
 
     // Forged publishes: another tenant's API, the internal tree.
     for subject in [
@@ -238,22 +283,15 @@ async fn in_cluster_nats_confines_each_backend_to_its_tenant() {
                 .await
         }
     });
-    let call = next(&mut api).await;
-    assert_eq!(call.subject.as_str(), "switchboard.api.acme.tools.call");
-    let reply = call.reply.expect("a reply subject");
-    cluster
-        .publish(reply, "answer".into())
-        .await
-        .expect("answer");
-    cluster.flush().await.expect("flush");
-    let answer = tokio::time::timeout(WAIT, request)
+    answer(&cluster, &mut api, "switchboard.api.acme.tools.call").await;
+    let answered = tokio::time::timeout(WAIT, request)
         .await
         .expect("answered in time")
         .expect("request task")
         .expect("request answered");
-    assert_eq!(&answer.payload[..], b"answer");
+    assert_eq!(&answered.payload[..], b"answer");
     assert!(
-        cluster_errors.try_recv().is_err(),
+        nats.cluster_errors.try_recv().is_err(),
         "the cluster user was refused something"
     );
 
@@ -271,9 +309,77 @@ async fn in_cluster_nats_confines_each_backend_to_its_tenant() {
         format!("nats://backend-acme:wrong-password@{address}"),
         format!(
             "nats://backend-acme:{}@{address}",
-            render::secret_data(secret, "backend-globex").expect("globex password")
+            render::secret_data(&nats.passwords, "backend-globex").expect("globex password")
         ),
     ] {
         assert!(connect(&url).await.is_err(), "{url} connects");
     }
+}
+
+#[tokio::test]
+async fn private_inboxes_keep_answers_to_their_tenant() {
+    let helm = require_helm!();
+    let Some(program) = nats_program() else {
+        eprintln!("skipped: nats-server is not installed");
+        return;
+    };
+    let mut nats = Rendered::start(
+        &helm,
+        program,
+        json!({"backendTenants": ["acme", "globex"], "privateInboxes": true}),
+    )
+    .await;
+    let cluster = nats.cluster.clone();
+    let mut api = cluster
+        .subscribe("switchboard.api.>")
+        .await
+        .expect("subscribe api");
+    cluster.flush().await.expect("flush");
+
+    // globex's backend tries to listen to every inbox, and to acme's.
+    let (globex, mut globex_errors) = connect(&nats.url("backend-globex"))
+        .await
+        .expect("globex's backend connects");
+    for inboxes in ["_INBOX.>", "_INBOX_acme.>"] {
+        let _eavesdrop = globex.subscribe(inboxes).await.expect("subscribe");
+        globex.flush().await.expect("flush");
+        refused(&mut globex_errors, "subscription", inboxes).await;
+    }
+
+    // acme's backend, with its inbox prefix, asks and is answered.
+    let (acme, _acme_errors) = connect_with(
+        &nats.url("backend-acme"),
+        async_nats::ConnectOptions::new().custom_inbox_prefix("_INBOX_acme"),
+    )
+    .await
+    .expect("acme's backend connects");
+    let request = tokio::spawn({
+        let acme = acme.clone();
+        async move {
+            acme.request("switchboard.api.acme.tools.call", "call".into())
+                .await
+        }
+    });
+    answer(&cluster, &mut api, "switchboard.api.acme.tools.call").await;
+    let answered = tokio::time::timeout(WAIT, request)
+        .await
+        .expect("answered in time")
+        .expect("request task")
+        .expect("request answered");
+    assert_eq!(&answered.payload[..], b"answer");
+    assert!(
+        nats.cluster_errors.try_recv().is_err(),
+        "the cluster user may answer private inboxes"
+    );
+
+    // With the shared prefix the same backend gets no answer: it may not
+    // read _INBOX.> any more.
+    let (shared, mut shared_errors) = connect(&nats.url("backend-acme")).await.expect("connects");
+    let pending = tokio::spawn(async move {
+        shared
+            .request("switchboard.api.acme.tools.call", "call".into())
+            .await
+    });
+    refused(&mut shared_errors, "subscription", "_INBOX.").await;
+    pending.abort();
 }
