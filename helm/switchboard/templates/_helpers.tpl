@@ -112,12 +112,32 @@ each pool. Tenants listed nowhere use the pool named "default".
 {{- if and (not .Values.redis.url) (not .Values.redis.inCluster.enabled) (not .Values.redis.existingSecret) }}
 {{- fail "redis: set redis.url (or redis.existingSecret), or redis.inCluster.enabled=true: routers keep presence and state there" }}
 {{- end }}
+{{- if and .Values.cluster.tls.enabled (not .Values.cluster.tls.existingSecret) }}
+{{- fail "cluster.tls: enabled needs existingSecret, a Secret with the certificate, key and CA (cert-manager's tls.crt, tls.key, ca.crt)" }}
+{{- end }}
+{{- if and .Values.nats.credentials.credsSecret .Values.nats.credentials.tokenSecret }}
+{{- fail "nats.credentials: give credsSecret or tokenSecret, not both" }}
+{{- end }}
+{{- if and .Values.nats.inCluster.enabled (or .Values.nats.url .Values.nats.existingSecret .Values.nats.credentials.credsSecret .Values.nats.credentials.tokenSecret) }}
+{{- fail "nats: inCluster.enabled runs a NATS with users of its own; leave nats.url, nats.existingSecret and nats.credentials empty with it" }}
+{{- end }}
+{{- if and .Values.nats.inCluster.enabled (not .Values.auth.generate) }}
+{{- fail "nats.inCluster: its passwords are generated, which auth.generate=false forbids; point nats.url at a NATS of your own for helm template and GitOps renders" }}
+{{- end }}
 {{- end }}
 
 {{/* Environment shared by edges and routers. */}}
 {{- define "switchboard.commonEnv" -}}
 - name: SWITCHBOARD_LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
+{{- if .Values.nats.inCluster.enabled }}
+# Read before the URL below, which refers to it.
+- name: NATS_CLUSTER_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "switchboard.natsSecretName" . }}
+      key: {{ include "switchboard.natsClusterUser" . }}
+{{- end }}
 - name: SWITCHBOARD_NATS_URL
 {{- if .Values.nats.existingSecret }}
   valueFrom:
@@ -127,7 +147,20 @@ each pool. Tenants listed nowhere use the pool named "default".
 {{- else if .Values.nats.url }}
   value: {{ .Values.nats.url | quote }}
 {{- else }}
-  value: {{ printf "nats://%s-nats:4222" (include "switchboard.fullname" .) | quote }}
+  value: {{ printf "nats://%s:$(NATS_CLUSTER_PASSWORD)@%s-nats:4222" (include "switchboard.natsClusterUser" .) (include "switchboard.fullname" .) | quote }}
+{{- end }}
+{{- with .Values.nats.credentials }}
+{{- if .credsSecret }}
+- name: SWITCHBOARD_NATS_CREDS
+  value: {{ printf "%s/nats.creds" (include "switchboard.natsCredsDir" $) | quote }}
+{{- end }}
+{{- if .tokenSecret }}
+- name: SWITCHBOARD_NATS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .tokenSecret }}
+      key: {{ .tokenSecretKey }}
+{{- end }}
 {{- end }}
 - name: SWITCHBOARD_TRANSPORT
   value: {{ .Values.cluster.transport | quote }}
@@ -140,6 +173,102 @@ each pool. Tenants listed nowhere use the pool named "default".
     secretKeyRef:
       name: {{ include "switchboard.secretName" . }}
       key: {{ .Values.auth.existingSecretKeys.jwtSecret }}
+- name: SWITCHBOARD_CLUSTER_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "switchboard.secretName" . }}
+      key: {{ .Values.auth.existingSecretKeys.clusterSecret }}
+{{- with .Values.auth.jwt }}
+{{- if .audience }}
+- name: SWITCHBOARD_JWT_AUDIENCE
+  value: {{ .audience | quote }}
+{{- end }}
+{{- if .issuer }}
+- name: SWITCHBOARD_JWT_ISSUER
+  value: {{ .issuer | quote }}
+{{- end }}
+{{- if .maxLifetime }}
+- name: SWITCHBOARD_JWT_MAX_LIFETIME
+  value: {{ .maxLifetime | quote }}
+{{- end }}
+{{- end }}
+{{- if .Values.cluster.tls.enabled }}
+{{- $dir := include "switchboard.tlsDir" . }}
+- name: SWITCHBOARD_TLS_CERT
+  value: {{ printf "%s/tls.crt" $dir | quote }}
+- name: SWITCHBOARD_TLS_KEY
+  value: {{ printf "%s/tls.key" $dir | quote }}
+- name: SWITCHBOARD_TLS_CA
+  value: {{ printf "%s/ca.crt" $dir | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Where the TLS Secret and the NATS creds file are mounted (outside the ConfigMap's mount). */}}
+{{- define "switchboard.tlsDir" -}}
+/var/run/switchboard/tls
+{{- end }}
+
+{{- define "switchboard.natsCredsDir" -}}
+/var/run/switchboard/nats
+{{- end }}
+
+{{/* The in-cluster NATS: its users' passwords live in this Secret, one key per user. */}}
+{{- define "switchboard.natsSecretName" -}}
+{{- printf "%s-nats-users" (include "switchboard.fullname" .) }}
+{{- end }}
+
+{{- define "switchboard.natsClusterUser" -}}
+switchboard
+{{- end }}
+
+{{/* Volume mounts and volumes for the cluster TLS Secret and the NATS creds file, when set. */}}
+{{- define "switchboard.trustVolumeMounts" -}}
+{{- if .Values.cluster.tls.enabled }}
+- name: cluster-tls
+  mountPath: {{ include "switchboard.tlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- if .Values.nats.credentials.credsSecret }}
+- name: nats-creds
+  mountPath: {{ include "switchboard.natsCredsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "switchboard.trustVolumes" -}}
+{{- with .Values.cluster.tls }}
+{{- if .enabled }}
+- name: cluster-tls
+  projected:
+    defaultMode: 0440
+    sources:
+      - secret:
+          name: {{ .existingSecret }}
+          items:
+            - {key: {{ .keys.cert | quote }}, path: tls.crt}
+            - {key: {{ .keys.key | quote }}, path: tls.key}
+            {{- if not .caSecret }}
+            - {key: {{ .keys.ca | quote }}, path: ca.crt}
+            {{- end }}
+      {{- with .caSecret }}
+      # The CA bundle on its own (trust-manager, or old and new CA while the CA rotates).
+      - secret:
+          name: {{ . }}
+          items:
+            - {key: {{ $.Values.cluster.tls.keys.ca | quote }}, path: ca.crt}
+      {{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.nats.credentials }}
+{{- if .credsSecret }}
+- name: nats-creds
+  secret:
+    secretName: {{ .credsSecret }}
+    defaultMode: 0440
+    items:
+      - {key: {{ .credsSecretKey | quote }}, path: nats.creds}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "switchboard.redisEnv" -}}
