@@ -8,26 +8,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
+use switchboard_testkit::Process;
+use switchboard_testkit::dialects::{ALL, Dialect};
 use switchboard_testkit::http;
-use switchboard_testkit::im::ImClient;
-use switchboard_testkit::jsonrpc;
-use switchboard_testkit::switchboard::{self, API_KEY, token};
+use switchboard_testkit::switchboard::{self, API_KEY};
 use switchboard_testkit::ws::Event;
-use switchboard_testkit::{Process, WsClient};
 
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
 const MAX_MESSAGE: usize = 2048;
-
-#[derive(Clone, Copy, Debug)]
-enum Dialect {
-    Group,
-    JsonRpc,
-    Iot,
-    Im,
-}
-
-const ALL: [Dialect; 4] = [Dialect::Group, Dialect::JsonRpc, Dialect::Iot, Dialect::Im];
 
 async fn start(extra: &[&str]) -> Process {
     let mut args = vec!["--max-message-size", "2048"];
@@ -35,56 +24,6 @@ async fn start(extra: &[&str]) -> Process {
     let process = switchboard::standalone(&args);
     switchboard::wait_ready(process.addr("edge-admin")).await;
     process
-}
-
-impl Dialect {
-    /// An authenticated socket of this dialect for user `user`, ready.
-    async fn open(self, edge: SocketAddr, user: &str) -> WsClient {
-        match self {
-            Dialect::Group => switchboard::join_group(edge, "t1", "room", user, None).await,
-            Dialect::JsonRpc => jsonrpc::user_socket(edge, user, "t1", None).await,
-            Dialect::Iot => {
-                let token = token(user, "user", "t1", None);
-                let url = format!(
-                    "ws://{edge}/api/v1/system/common/websocket/connect?app-code=c&token={token}"
-                );
-                let mut ws = WsClient::open(&url).await;
-                assert_eq!(ws.recv_json().await["code"], 200, "IoT handshake");
-                ws
-            }
-            Dialect::Im => ImClient::connect(edge, "t1", user, None).await.ws,
-        }
-    }
-
-    /// A small valid request tagged `tag`, answered without side effects.
-    fn probe(self, tag: &str) -> String {
-        match self {
-            Dialect::Group => json!({"msg_type":"msg","target":"echo","msg":tag}).to_string(),
-            Dialect::JsonRpc => json!({"jsonrpc":"2.0","method":"no.such","id":tag}).to_string(),
-            Dialect::Iot => json!({"type":"up.ping","handler":{"tag":tag}}).to_string(),
-            // An unknown type: answered with a 9001 for its id, stores nothing.
-            Dialect::Im => {
-                json!({"id":tag,"type":4242,"isSystem":false,"from":"u","to":"u","body":"x"})
-                    .to_string()
-            }
-        }
-    }
-
-    /// Whether `reply` answers the probe tagged `tag`.
-    fn answers(self, reply: &Value, tag: &str) -> bool {
-        match self {
-            Dialect::Group => reply["msg"] == tag && reply["target"] == "echo",
-            Dialect::JsonRpc => reply["id"] == tag,
-            Dialect::Iot => reply["type"] == "down.pong" && reply["handler"]["tag"] == tag,
-            Dialect::Im => reply["id"] == tag && reply["type"] == 9001,
-        }
-    }
-
-    /// Sends the probe and waits for its answer, passing over pushes.
-    async fn round_trip(self, ws: &mut WsClient, tag: &str) {
-        ws.send_text(&self.probe(tag)).await;
-        ws.recv_json_until(|m| self.answers(m, tag)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,12 +1,16 @@
 //! Graceful drain: SIGTERM stops upgrades, reports not ready, closes every
-//! socket with 1001 after flushing what was queued, and exits 0.
+//! socket with 1001 after flushing what was queued, and exits 0 — for
+//! every dialect, for a cluster edge, and for a router (whose sockets stay
+//! open on their edges and move to the other router).
 
 use std::time::Duration;
 
 use serde_json::json;
-use switchboard_testkit::WsClient;
-use switchboard_testkit::http;
-use switchboard_testkit::switchboard::{self, group_url, token};
+use switchboard_testkit::cluster::Cluster;
+use switchboard_testkit::dialects::ALL;
+use switchboard_testkit::switchboard::{self, group_url, join_group, token};
+use switchboard_testkit::ws::Event;
+use switchboard_testkit::{WsClient, http};
 
 #[tokio::test]
 async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
@@ -81,4 +85,102 @@ async fn draining_edge_refuses_upgrades_and_is_not_ready() {
         Err(refused) => assert!([0, 503].contains(&refused.status), "{refused:?}"),
         Ok(_) => panic!("upgraded while draining"),
     }
+}
+
+/// Reads `ws` until its close; returns the code and reason, and whether
+/// `marker` arrived before it.
+async fn close_of(ws: &mut WsClient, marker: &str) -> (u16, String, bool) {
+    let mut saw = false;
+    loop {
+        match ws.recv(Duration::from_secs(20)).await {
+            Some(Event::Text(text)) => saw |= text.contains(marker),
+            Some(Event::Close(code, reason)) => return (code, reason, saw),
+            other => panic!("expected a close, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dialect_is_drained_with_1001() {
+    let mut edge = switchboard::standalone(&[]);
+    switchboard::wait_ready(edge.addr("edge-admin")).await;
+    let addr = edge.addr("edge");
+    let mut sockets = Vec::new();
+    for dialect in ALL {
+        let mut ws = dialect.open(addr, "drained").await;
+        // Each socket has something queued as the signal arrives.
+        ws.send_text(&dialect.probe("last-words")).await;
+        sockets.push((dialect, ws));
+    }
+    edge.signal("TERM");
+    for (dialect, ws) in &mut sockets {
+        let (code, reason, saw) = close_of(ws, "last-words").await;
+        assert_eq!(code, 1001, "{dialect:?}");
+        assert!(!reason.is_empty(), "{dialect:?}: the close names a reason");
+        assert!(
+            saw,
+            "{dialect:?}: the answer queued before the signal arrived first"
+        );
+    }
+    let status = edge.wait_exit(Duration::from_secs(20)).expect("edge exits");
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_edge_drains_and_its_clients_leave_their_groups() {
+    let mut cluster = Cluster::start("grpc", 2, 2).await;
+    let mut stays = join_group(cluster.edge(1), "t1", "room", "stays", None).await;
+    let mut goes = join_group(cluster.edge(0), "t1", "room", "goes", None).await;
+    stays
+        .recv_json_until(|m| m["payload"]["event"] == "join" && m["payload"]["client_id"] == "goes")
+        .await;
+    cluster.edges[0].signal("TERM");
+    let (code, _, _) = close_of(&mut goes, "never").await;
+    assert_eq!(code, 1001);
+    let status = cluster.edges[0]
+        .wait_exit(Duration::from_secs(20))
+        .expect("edge exits");
+    assert!(status.success(), "exit status {status:?}");
+    // The routers drop the drained edge's sockets: a leave, on the other edge.
+    let leave = stays
+        .recv_json_until(|m| m["payload"]["event"] == "leave")
+        .await;
+    assert_eq!(leave["payload"]["client_id"], "goes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_drains_and_exits_zero_while_sockets_stay_open() {
+    let mut cluster = Cluster::start("grpc", 2, 2).await;
+    let mut a = join_group(cluster.edge(0), "t1", "room", "alice", None).await;
+    let mut b = join_group(cluster.edge(1), "t1", "room", "bob", None).await;
+    cluster.routers[0].signal("TERM");
+    let status = cluster.routers[0]
+        .wait_exit(Duration::from_secs(30))
+        .expect("router exits");
+    assert!(status.success(), "exit status {status:?}");
+    cluster.routers.remove(0);
+    cluster.wait_views(1).await;
+    cluster.wait_links(1).await;
+    // The same sockets, now served by the remaining router.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let text = format!("after-drain-{n}");
+        a.send_json(&json!({"msg_type":"msg","target":"group","msg":text}))
+            .await;
+        if let Some(Event::Text(got)) = b.recv(Duration::from_secs(2)).await
+            && got.contains("after-drain-")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sockets never got a new owner"
+        );
+    }
+    // Neither socket was closed on the way.
+    a.send_json(&json!({"msg_type":"msg","target":"echo","msg":"open"}))
+        .await;
+    a.recv_json_until(|m| m["msg"] == "open").await;
 }

@@ -3,6 +3,7 @@
 //! - [`redis`], [`nats`]: private `redis-server` and `nats-server` instances
 //!   on ephemeral ports.
 //! - [`cluster`]: routers and edges as processes over gRPC or NATS.
+//! - [`dialects`]: one socket per dialect and a probe each answers.
 //! - [`process`]: Switchboard binaries started as child processes, with the
 //!   addresses they print (`listening <name> <addr>`).
 //! - [`ws`]: a WebSocket client (tokio-tungstenite, an implementation
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod dialects;
 pub mod http;
 pub mod im;
 pub mod jsonrpc;
