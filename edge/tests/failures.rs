@@ -216,3 +216,82 @@ async fn nats_killed_then_restarted(transport: &str) {
 switchboard_testkit::over_both_transports! {
     nats_killed_then_restarted;
 }
+
+/// Sends group messages from `from` until one reaches `to` (ownership may
+/// be moving); returns how many were tried.
+async fn until_one_crosses(from: &mut WsClient, to: &mut WsClient, tag: &str) -> usize {
+    let deadline = Instant::now() + LIMIT;
+    let mut n = 0;
+    loop {
+        n += 1;
+        let text = format!("{tag}-{n}");
+        from.send_json(&json!({"msg_type":"msg","target":"group","msg":text}))
+            .await;
+        if let Some(Event::Text(got)) = to.recv(Duration::from_secs(2)).await
+            && got.contains(tag)
+        {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "{tag}: nothing crossed");
+    }
+}
+
+/// A router that stops answering (frozen, not dead) is dropped from every
+/// view after the membership timeout, its topics move, and when it wakes
+/// it rejoins with one session per edge and no duplicate deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_router_is_dropped_then_rejoins_cleanly() {
+    let cluster = Cluster::start("grpc", 2, 2).await;
+    let mut a = join_group(cluster.edge(0), "t1", "room", "alice", None).await;
+    let mut b = join_group(cluster.edge(1), "t1", "room", "bob", None).await;
+    cluster.routers[0].signal("STOP");
+    // Only router-1 answers scrapes now; views everywhere drop router-0.
+    let awake = std::iter::once(cluster.routers[1].addr("router-admin"))
+        .chain(cluster.edges.iter().map(|e| e.addr("edge-admin")));
+    for admin in awake {
+        let deadline = Instant::now() + LIMIT;
+        while metric(&scrape(admin).await, "switchboard_live_routers") != 1.0 {
+            assert!(Instant::now() < deadline, "{admin} kept the frozen router");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    until_one_crosses(&mut a, &mut b, "while-frozen").await;
+    cluster.routers[0].signal("CONT");
+    cluster.wait_views(2).await;
+    cluster.wait_links(2).await;
+    // One session per edge on the woken router, not a stale one beside it.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let text = scrape(cluster.routers[0].addr("router-admin")).await;
+        if metric(&text, "switchboard_router_edges") == 2.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "router-0 holds {} edge sessions",
+            metric(&text, "switchboard_router_edges")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    until_one_crosses(&mut a, &mut b, "after-wake").await;
+    // Settled: each message arrives once, in order, then the sentinel.
+    for i in 0..20 {
+        a.send_json(&json!({"msg_type":"msg","target":"group","msg":format!("once-{i}")}))
+            .await;
+    }
+    a.send_json(&json!({"msg_type":"msg","target":"group","msg":"sentinel"}))
+        .await;
+    let mut got = Vec::new();
+    loop {
+        let m = recv_within(&mut b, LIMIT, |m| m["msg_type"] == "msg").await;
+        let text = m["msg"].as_str().unwrap_or_default().to_owned();
+        if text == "sentinel" {
+            break;
+        }
+        if text.starts_with("once-") {
+            got.push(text);
+        }
+    }
+    let expected: Vec<String> = (0..20).map(|i| format!("once-{i}")).collect();
+    assert_eq!(got, expected, "every message once, in order");
+}
