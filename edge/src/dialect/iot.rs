@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{Map, Value, json};
-use switchboard_common::auth::AuthError;
+use switchboard_common::auth::{AuthError, Kind};
 use switchboard_proto::iot::{self, Shape};
 use switchboard_proto::{Payload, Topic, TopicKind, ids::is_valid_tenant, payload};
 
@@ -92,22 +92,27 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
         }
         Err(e) => return Some(refuse(StatusCode::UNAUTHORIZED, &e.to_string())),
     };
-    let tenant = match param("tenant-code").filter(|s| !s.is_empty()) {
+    if let Err(e) = claims.check_kind(Kind::User) {
+        return Some(refuse(StatusCode::UNAUTHORIZED, &e.to_string()));
+    }
+    // The tenant is the token's (`default` without a claim); `tenant-code`
+    // may only repeat it, never move the socket to another tenant.
+    let tenant = claims.tenant().to_owned();
+    match param("tenant-code").filter(|s| !s.is_empty()) {
         Some(code) if !is_valid_tenant(&code) => {
             return Some(refuse(
                 StatusCode::BAD_REQUEST,
                 "tenant-code is not a valid tenant",
             ));
         }
-        Some(code) if claims.tenant.is_some() && code != claims.tenant() => {
+        Some(code) if code != tenant => {
             return Some(refuse(
                 StatusCode::UNAUTHORIZED,
                 "tenant-code does not match the token's tenant",
             ));
         }
-        Some(code) => code,
-        None => claims.tenant().to_owned(),
-    };
+        _ => {}
+    }
     let trace_id = trace_id_from(param("traceparent").as_deref()).unwrap_or_else(new_trace_id);
     Some(Accept::Session {
         dialect: &IOT,
@@ -404,19 +409,68 @@ mod tests {
     }
 
     #[test]
-    fn tenant_code_applies_when_the_token_has_no_tenant() {
+    fn a_token_without_tenant_cannot_name_another_tenant() {
         let headers = http::HeaderMap::new();
         let mut no_tenant = claims("u1", "user", "x", None, 60);
         no_tenant.tenant = None;
-        match accept(&request(
+        let (status, body) = refusal(accept(&request(
             ROUTE,
             &[("app-code", "a"), ("tenant-code", "t9")],
             &headers,
-            Ok(no_tenant),
-        )) {
-            Some(Accept::Session { tenant, .. }) => assert_eq!(tenant, "t9"),
-            _ => panic!("expected a session"),
+            Ok(no_tenant.clone()),
+        )));
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["code"], 401);
+        assert_eq!(body["msg"], "tenant-code does not match the token's tenant");
+        // As a header too.
+        let mut named = http::HeaderMap::new();
+        named.insert("tenant-code", "t9".parse().unwrap());
+        let (status, _) = refusal(accept(&request(
+            ROUTE,
+            &[("app-code", "a")],
+            &named,
+            Ok(no_tenant.clone()),
+        )));
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        // Naming its own tenant, `default`, or none: the default tenant.
+        for query in [vec![("app-code", "a"), ("tenant-code", "default")], vec![("app-code", "a")]] {
+            match accept(&request(ROUTE, &query, &headers, Ok(no_tenant.clone()))) {
+                Some(Accept::Session { tenant, .. }) => assert_eq!(tenant, "default"),
+                _ => panic!("expected a session"),
+            }
         }
+        match accept(&request(
+            ROUTE,
+            &[("app-code", "a"), ("tenant-code", "acme")],
+            &headers,
+            user(),
+        )) {
+            Some(Accept::Session { tenant, .. }) => assert_eq!(tenant, "acme"),
+            _ => panic!("the token's own tenant is accepted"),
+        }
+    }
+
+    #[test]
+    fn only_user_tokens_or_kindless_ones_connect() {
+        let headers = http::HeaderMap::new();
+        let query = [("app-code", "a")];
+        for kind in ["client", "service", "device", "app", "users"] {
+            let (status, body) = refusal(accept(&request(
+                ROUTE,
+                &query,
+                &headers,
+                Ok(claims("u1", kind, "acme", None, 60)),
+            )));
+            assert_eq!((status, body["code"].as_u64()), (StatusCode::UNAUTHORIZED, Some(401)));
+            let msg = body["msg"].as_str().unwrap_or_default();
+            assert!(msg.contains(kind), "{kind}: {msg}");
+        }
+        let mut kindless = claims("u1", "user", "acme", None, 60);
+        kindless.kind = None;
+        assert!(matches!(
+            accept(&request(ROUTE, &query, &headers, Ok(kindless))),
+            Some(Accept::Session { .. })
+        ));
     }
 
     #[test]
