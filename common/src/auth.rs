@@ -402,21 +402,34 @@ impl Verifier {
     }
 }
 
-/// Signs HS256 tokens (the `token` subcommand, tests, sample tokens).
+/// Signs tokens: HS256 with the shared secret (the `token` subcommand,
+/// sample tokens), or RS256 with a private key (tests of key files).
 pub struct Minter {
     key: EncodingKey,
+    header: Header,
 }
 
 impl Minter {
     pub fn hs256(secret: &[u8]) -> Self {
         Self {
             key: EncodingKey::from_secret(secret),
+            header: Header::new(Algorithm::HS256),
         }
     }
 
+    /// RS256 with a PEM private key, naming `kid` in the header when given.
+    pub fn rs256_pem(pem: &[u8], kid: Option<&str>) -> Result<Self, KeyError> {
+        let key = EncodingKey::from_rsa_pem(pem).map_err(|_| KeyError::NotAKey {
+            path: "<pem>".to_owned(),
+        })?;
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = kid.map(str::to_owned);
+        Ok(Self { key, header })
+    }
+
     pub fn mint(&self, claims: &Claims) -> String {
-        // Encoding our own well-formed claims with an HMAC key cannot fail.
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.key).unwrap_or_default()
+        // Encoding our own well-formed claims with a loaded key cannot fail.
+        jsonwebtoken::encode(&self.header, claims, &self.key).unwrap_or_default()
     }
 }
 
