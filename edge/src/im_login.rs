@@ -15,7 +15,7 @@ use switchboard_common::http::{Body, json_response};
 use switchboard_proto::im::{self as wire, is_valid_client_name};
 use switchboard_proto::{ImLogin, Topic, im_request};
 
-use crate::dialect::RequestBody;
+use crate::dialect::{RequestBody, count_refused_token};
 use crate::dialect::im::NOTICE_SCOPE;
 use crate::server::EdgeServer;
 
@@ -74,9 +74,13 @@ pub async fn handle(
     };
     let claims = match claims {
         Ok(claims) => claims,
-        Err(e) => return answer(StatusCode::UNAUTHORIZED, &e.to_string()),
+        Err(e) => {
+            count_refused_token("im_login", e.label());
+            return answer(StatusCode::UNAUTHORIZED, &e.to_string());
+        }
     };
     if let Err(e) = claims.check_kind(Kind::User) {
+        count_refused_token("im_login", "kind");
         return answer(StatusCode::UNAUTHORIZED, &e.to_string());
     }
     let client_name = percent_decode(segment).unwrap_or_default();

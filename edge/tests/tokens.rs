@@ -227,6 +227,18 @@ async fn each_route_takes_its_kind_and_names_the_wrong_one() {
     assert_eq!(iot_answer(edge, &kindless("u1")).await.0, 101);
     assert_eq!(im_login_answer(edge, &kindless("u1")).await.0, 200);
     assert_eq!(api_answer(api, &kindless("backend")).await.0, 200);
+    // Refusals are counted by route and reason, never by anything a token says.
+    let text = switchboard_testkit::cluster::scrape(env.process.addr("edge-admin")).await;
+    let series = r#"switchboard_edge_tokens_refused_total{route="group",reason="kind"}"#;
+    assert_eq!(http::metric(&text, series), 5.0, "{text}");
+    let labels: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("switchboard_edge_tokens_refused_total{"))
+        .collect();
+    assert!(
+        labels.iter().all(|l| !l.contains("clients") && !l.contains("t1")),
+        "a token's contents never become a label: {labels:?}"
+    );
 }
 
 fn edge_token(args: &[&str]) -> std::process::Output {

@@ -419,12 +419,16 @@ fn authenticate(context: &ApiContext, request: &Request<Incoming>) -> Result<Cal
         .verifier
         .as_ref()
         .ok_or_else(|| unauthorized("invalid API key"))?;
+    let refused = |reason: &'static str, message: String| {
+        metrics::counter!("switchboard_api_tokens_refused_total", "reason" => reason).increment(1);
+        unauthorized(&message)
+    };
     let claims = verifier
         .verify(bearer)
-        .map_err(|e| unauthorized(&e.to_string()))?;
+        .map_err(|e| refused(e.label(), e.to_string()))?;
     claims
         .check_kind(Kind::Service)
-        .map_err(|e| unauthorized(&e.to_string()))?;
+        .map_err(|e| refused("kind", e.to_string()))?;
     match header_tenant {
         Some(other) if other != claims.tenant() => Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -98,6 +98,7 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
     if let Ok(claims) = &request.auth
         && let Err(e) = claims.check_kind(Kind::Client)
     {
+        super::count_refused_token("group", "kind");
         return Some(unauthorized(&e.to_string()));
     }
     // The tenant is the token's, and nothing else: no path, query or
@@ -107,9 +108,15 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
             claims.tenant().to_owned(),
             claims.has_scope(BROADCAST_SCOPE),
         ),
-        Ok(_) => return Some(unauthorized("token sub does not match client_id")),
+        Ok(_) => {
+            super::count_refused_token("group", "sub");
+            return Some(unauthorized("token sub does not match client_id"));
+        }
         Err(AuthError::Missing) if request.allow_anonymous => (DEFAULT_TENANT.to_owned(), false),
-        Err(e) => return Some(unauthorized(&e.to_string())),
+        Err(e) => {
+            super::count_refused_token("group", e.label());
+            return Some(unauthorized(&e.to_string()));
+        }
     };
     let dialect: &'static GroupDialect = if legacy { &V2 } else { &V3 };
     Some(Accept::Session {

@@ -90,9 +90,13 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
         Err(AuthError::Missing) => {
             return Some(refuse(StatusCode::BAD_REQUEST, "token is required"));
         }
-        Err(e) => return Some(refuse(StatusCode::UNAUTHORIZED, &e.to_string())),
+        Err(e) => {
+            super::count_refused_token("iot", e.label());
+            return Some(refuse(StatusCode::UNAUTHORIZED, &e.to_string()));
+        }
     };
     if let Err(e) = claims.check_kind(Kind::User) {
+        super::count_refused_token("iot", "kind");
         return Some(refuse(StatusCode::UNAUTHORIZED, &e.to_string()));
     }
     // The tenant is the token's (`default` without a claim); `tenant-code`
@@ -106,6 +110,7 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
             ));
         }
         Some(code) if code != tenant => {
+            super::count_refused_token("iot", "tenant");
             return Some(refuse(
                 StatusCode::UNAUTHORIZED,
                 "tenant-code does not match the token's tenant",
