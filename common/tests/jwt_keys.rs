@@ -152,8 +152,16 @@ fn with_kid_only_that_key_is_tried() {
     old_jwk.common.key_id = Some("old".into());
     new_jwk.common.key_id = Some("new".into());
     let verifier = verifier_of(vec![old_jwk, new_jwk], "kid");
-    assert!(verifier.verify(&sign(&new, Algorithm::RS256, Some("new"))).is_ok());
-    assert!(verifier.verify(&sign(&old, Algorithm::RS256, Some("old"))).is_ok());
+    assert!(
+        verifier
+            .verify(&sign(&new, Algorithm::RS256, Some("new")))
+            .is_ok()
+    );
+    assert!(
+        verifier
+            .verify(&sign(&old, Algorithm::RS256, Some("old")))
+            .is_ok()
+    );
     // Signed by the new key but naming the old one: only the old is tried.
     assert_eq!(
         verifier.verify(&sign(&new, Algorithm::RS256, Some("old"))),
@@ -168,7 +176,11 @@ fn with_kid_only_that_key_is_tried() {
         verifier.verify(&sign(&other, Algorithm::RS256, Some("ghost"))),
         Err(AuthError::BadSignature)
     );
-    assert!(verifier.verify(&sign(&other, Algorithm::RS256, None)).is_ok());
+    assert!(
+        verifier
+            .verify(&sign(&other, Algorithm::RS256, None))
+            .is_ok()
+    );
 }
 
 #[test]

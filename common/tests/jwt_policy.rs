@@ -2,7 +2,7 @@
 //! one kind each route takes.
 
 use switchboard_common::auth::{
-    AuthError, AuthSettings, Audience, Claims, Kind, KindError, Minter, Policy, Verifier, claims,
+    Audience, AuthError, AuthSettings, Claims, Kind, KindError, Minter, Policy, Verifier, claims,
 };
 use switchboard_common::clock::now_secs;
 
@@ -143,7 +143,11 @@ fn each_route_takes_one_kind() {
     );
     c.kind = None;
     for kind in Kind::ALL {
-        assert_eq!(c.check_kind(kind), Ok(kind), "no kind counts as the route's");
+        assert_eq!(
+            c.check_kind(kind),
+            Ok(kind),
+            "no kind counts as the route's"
+        );
     }
     c.kind = Some("clients".into());
     let refused = c.check_kind(Kind::Client).unwrap_err();

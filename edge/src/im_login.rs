@@ -15,8 +15,8 @@ use switchboard_common::http::{Body, json_response};
 use switchboard_proto::im::{self as wire, is_valid_client_name};
 use switchboard_proto::{ImLogin, Topic, im_request};
 
-use crate::dialect::{RequestBody, count_refused_token};
 use crate::dialect::im::NOTICE_SCOPE;
+use crate::dialect::{RequestBody, count_refused_token};
 use crate::server::EdgeServer;
 
 /// Login routes; what follows the prefix is the client name.

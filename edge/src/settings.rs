@@ -152,7 +152,8 @@ pub struct TokenArgs {
 }
 
 fn parse_kind(text: &str) -> Result<Kind, String> {
-    text.parse().map_err(|e: switchboard_common::auth::KindError| e.to_string())
+    text.parse()
+        .map_err(|e: switchboard_common::auth::KindError| e.to_string())
 }
 
 impl EdgeSettings {

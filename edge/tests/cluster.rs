@@ -327,7 +327,11 @@ async fn tenant_pool(transport: &str) {
     let vip_counts = counts("vip_tenant").await;
     let t1_counts = counts("t1").await;
     // Every vip socket lives on the vip router only, and no other does.
-    assert_eq!(vip_counts, vec![0, 0, (2 * GROUPS) as i64], "{vip_counts:?}");
+    assert_eq!(
+        vip_counts,
+        vec![0, 0, (2 * GROUPS) as i64],
+        "{vip_counts:?}"
+    );
     assert_eq!(t1_counts[2], 0, "{t1_counts:?}");
     assert!(
         t1_counts[0] + t1_counts[1] >= (2 * GROUPS) as i64,

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_common::auth::{Minter, claims};
+use switchboard_testkit::WsClient;
 use switchboard_testkit::http::{self, Reply};
 use switchboard_testkit::im::{self, ImClient, SOCKET, register, status_of};
 use switchboard_testkit::switchboard::{self, API_KEY, SECRET, Standalone, join_group, token};
-use switchboard_testkit::WsClient;
 
 /// Tenant A, whose traffic the attacker wants.
 const A: &str = "tenant_a";
@@ -83,7 +83,10 @@ async fn group_deliveries(env: Env) {
     mallory.recv_json_until(|m| m["msg"] == "leak group").await;
     carol.send_json(&group_msg("group", "sentinel group")).await;
     let first = next_message(&mut alice).await;
-    assert_eq!((first["msg"].as_str(), first["from_id"].as_str()), (Some("sentinel group"), Some("carol")));
+    assert_eq!(
+        (first["msg"].as_str(), first["from_id"].as_str()),
+        (Some("sentinel group"), Some("carol"))
+    );
 
     // Direct: there is no alice in B; the attacker is told so.
     let mut direct = group_msg("direct", "leak direct");
@@ -97,16 +100,25 @@ async fn group_deliveries(env: Env) {
     assert_eq!(next_message(&mut alice).await["msg"], "sentinel direct");
 
     // Broadcast: every socket of B, none of A.
-    mallory.send_json(&group_msg("broadcast", "leak broadcast")).await;
-    mallory.recv_json_until(|m| m["msg"] == "leak broadcast").await;
-    bob.send_json(&group_msg("broadcast", "sentinel broadcast")).await;
+    mallory
+        .send_json(&group_msg("broadcast", "leak broadcast"))
+        .await;
+    mallory
+        .recv_json_until(|m| m["msg"] == "leak broadcast")
+        .await;
+    bob.send_json(&group_msg("broadcast", "sentinel broadcast"))
+        .await;
     assert_eq!(next_message(&mut alice).await["msg"], "sentinel broadcast");
 
     // B's service token: B's sockets only, and it cannot name A.
     let b_auth = service(B);
     let b = [("authorization", b_auth.as_str())];
     let reply = env
-        .post("/api/v1/groups/room/messages", &b, &group_msg("group", "leak api group"))
+        .post(
+            "/api/v1/groups/room/messages",
+            &b,
+            &group_msg("group", "leak api group"),
+        )
         .await;
     assert_eq!(reply.json(), json!({"delivered": 1}), "mallory only");
     let mut direct = group_msg("direct", "leak api direct");
@@ -114,12 +126,19 @@ async fn group_deliveries(env: Env) {
     let reply = env.post("/api/v1/groups/room/messages", &b, &direct).await;
     assert_eq!(reply.json(), json!({"delivered": 0}), "no alice in B");
     let reply = env
-        .post("/api/v1/broadcast", &b, &json!({"msg_type":"cmd","cmd":"LEAK"}))
+        .post(
+            "/api/v1/broadcast",
+            &b,
+            &json!({"msg_type":"cmd","cmd":"LEAK"}),
+        )
         .await;
     assert_eq!(reply.json(), json!({"delivered": 1}), "mallory only");
     let as_a = [("authorization", b_auth.as_str()), ("x-tenant", A)];
     for (path, body) in [
-        ("/api/v1/groups/room/messages", group_msg("group", "leak x-tenant")),
+        (
+            "/api/v1/groups/room/messages",
+            group_msg("group", "leak x-tenant"),
+        ),
         ("/api/v1/broadcast", json!({"msg_type":"cmd","cmd":"LEAK"})),
     ] {
         let reply = env.post(path, &as_a, &body).await;
@@ -135,7 +154,10 @@ async fn group_deliveries(env: Env) {
         .await;
     assert_eq!(reply.json(), json!({"delivered": 2}), "alice and carol");
     let first = next_message(&mut alice).await;
-    assert_eq!((first["msg"].as_str(), first["from_id"].as_str()), (Some("sentinel api"), Some("server")));
+    assert_eq!(
+        (first["msg"].as_str(), first["from_id"].as_str()),
+        (Some("sentinel api"), Some("server"))
+    );
 }
 
 /// Connects `client` to `group` with a token that has no tenant claim, and
@@ -153,15 +175,21 @@ async fn presence(env: Env) {
     let mut alice = join_group(edge, A, "room", "alice", None).await;
     let mut eve = join_group(edge, B, "room", "eve", None).await;
     let mut mallory = join_group(edge, B, "room", "mallory", None).await;
-    eve.recv_json_until(|m| m["payload"]["event"] == "join" && m["payload"]["client_id"] == "mallory")
-        .await;
+    eve.recv_json_until(|m| {
+        m["payload"]["event"] == "join" && m["payload"]["client_id"] == "mallory"
+    })
+    .await;
     // No tenant claim: tenant default, whatever the room is called.
     let mut nobody = join_without_tenant(edge, "room", "nobody").await;
 
     // Joins: the first event alice gets after her own is A's bob joining.
     let mut bob = join_group(edge, A, "room", "bob", None).await;
     let first = alice.recv_json().await;
-    assert_eq!(first["payload"], json!({"event":"join","client_id":"bob","count":2}), "{first}");
+    assert_eq!(
+        first["payload"],
+        json!({"event":"join","client_id":"bob","count":2}),
+        "{first}"
+    );
 
     // Presence queries answer each tenant's members only.
     let query = json!({"msg_type":"presence","target":"echo"});
@@ -182,27 +210,41 @@ async fn presence(env: Env) {
     let path = "/api/v1/groups/room/presence";
     let reply = env.get(path, &[("authorization", &b_auth)]).await;
     assert_eq!(reply.json(), json!({"members":["eve","mallory"],"count":2}));
-    let reply = env.get(path, &[("authorization", &b_auth), ("x-tenant", A)]).await;
+    let reply = env
+        .get(path, &[("authorization", &b_auth), ("x-tenant", A)])
+        .await;
     assert_eq!(reply.status, 403);
     let key = format!("Bearer {API_KEY}");
     let reply = env.get(path, &[("authorization", &key)]).await;
-    assert_eq!(reply.json(), json!({"members":["nobody"],"count":1}), "the key alone: default");
+    assert_eq!(
+        reply.json(),
+        json!({"members":["nobody"],"count":1}),
+        "the key alone: default"
+    );
     let reply = env.get(path, &[("authorization", &service(A))]).await;
     assert_eq!(reply.json(), json!({"members":["alice","bob"],"count":2}));
 
     // Leaves: mallory's reaches eve, and alice's next event is bob's leave.
     mallory.close().await;
-    let leave = eve.recv_json_until(|m| m["payload"]["event"] == "leave").await;
+    let leave = eve
+        .recv_json_until(|m| m["payload"]["event"] == "leave")
+        .await;
     assert_eq!(leave["payload"]["client_id"], "mallory");
     nobody.close().await;
     bob.close().await;
     let next = alice.recv_json().await;
-    assert_eq!(next["payload"], json!({"event":"leave","client_id":"bob","count":1}), "{next}");
+    assert_eq!(
+        next["payload"],
+        json!({"event":"leave","client_id":"bob","count":1}),
+        "{next}"
+    );
 }
 
 /// The hex part of a session id `<hex>.<tenant>`.
 fn session_hex(session_id: &str) -> &str {
-    session_id.split_once('.').map_or(session_id, |(hex, _)| hex)
+    session_id
+        .split_once('.')
+        .map_or(session_id, |(hex, _)| hex)
 }
 
 async fn im_sessions_and_messages(env: Env) {
@@ -214,7 +256,9 @@ async fn im_sessions_and_messages(env: Env) {
     // A B socket registering again with A's session id: refused, and it
     // stays mallory of B.
     for from in ["mallory", "alice"] {
-        let reply = mallory.request(&register("steal", from, &alice.session_id)).await;
+        let reply = mallory
+            .request(&register("steal", from, &alice.session_id))
+            .await;
         assert_eq!(status_of(&reply).0, 400, "{reply}");
     }
 
@@ -227,12 +271,20 @@ async fn im_sessions_and_messages(env: Env) {
         format!("{}.{B}", session_hex(&alice.session_id)),
         format!("{}.{A}", "0".repeat(32)),
     ] {
-        impostor.send_json(&register("forged", "alice", &forged)).await;
+        impostor
+            .send_json(&register("forged", "alice", &forged))
+            .await;
         let reply = impostor.recv_json_until(|m| m["type"] == 9001).await;
-        assert_eq!(status_of(&reply), (402, "SESSION_ERROR".to_owned()), "{forged}: {reply}");
+        assert_eq!(
+            status_of(&reply),
+            (402, "SESSION_ERROR".to_owned()),
+            "{forged}: {reply}"
+        );
     }
     // The impostor's real session: alice of B.
-    impostor.send_json(&register("real", "alice", &b_session)).await;
+    impostor
+        .send_json(&register("real", "alice", &b_session))
+        .await;
     let reply = impostor.recv_json_until(|m| m["type"] == 9001).await;
     assert_eq!(status_of(&reply).0, 200, "{reply}");
 
@@ -242,20 +294,29 @@ async fn im_sessions_and_messages(env: Env) {
     // B writes to alice (B's); the impostor's first message is that one.
     mallory.send_text("b-1", "alice", "for alice of B").await;
     let first = impostor.recv_json_until(|m| m["type"] != 9001).await;
-    assert_eq!((first["from"].as_str(), first["body"].as_str()), (Some("mallory"), Some("for alice of B")));
+    assert_eq!(
+        (first["from"].as_str(), first["body"].as_str()),
+        (Some("mallory"), Some("for alice of B"))
+    );
     // ...and A's alice never sees B's message: her next is A's sentinel.
-    bob.send_text("a-2", "alice", "sentinel for alice of A").await;
-    assert_eq!(alice.recv_message().await["body"], "sentinel for alice of A");
+    bob.send_text("a-2", "alice", "sentinel for alice of A")
+        .await;
+    assert_eq!(
+        alice.recv_message().await["body"],
+        "sentinel for alice of A"
+    );
 
     // A's bob writes to mallory (A has no mallory online): mallory of B
     // must not get it; B's server API sentinel comes first.
     bob.send_text("a-3", "mallory", "for mallory of A").await;
     let b_auth = service(B);
-    let system = |id: &str, to: &str, body: &str| {
-        json!({"id":id,"type":2001,"isSystem":true,"from":"SYSTEM","to":to,"body":body})
-    };
+    let system = |id: &str, to: &str, body: &str| json!({"id":id,"type":2001,"isSystem":true,"from":"SYSTEM","to":to,"body":body});
     let reply = env
-        .post("/api/v1/im/messages", &[("authorization", &b_auth)], &system("s-1", "mallory", "sentinel for mallory"))
+        .post(
+            "/api/v1/im/messages",
+            &[("authorization", &b_auth)],
+            &system("s-1", "mallory", "sentinel for mallory"),
+        )
         .await;
     assert_eq!(reply.json()["delivered"], 1, "{:?}", reply.json());
     let first = mallory.recv_message().await;
@@ -263,10 +324,17 @@ async fn im_sessions_and_messages(env: Env) {
 
     // B's service token writing to alice reaches B's alice only.
     let reply = env
-        .post("/api/v1/im/messages", &[("authorization", &b_auth)], &system("s-2", "alice", "system of B"))
+        .post(
+            "/api/v1/im/messages",
+            &[("authorization", &b_auth)],
+            &system("s-2", "alice", "system of B"),
+        )
         .await;
     assert_eq!(reply.json()["delivered"], 1, "the impostor only");
-    assert_eq!(impostor.recv_json_until(|m| m["type"] != 9001).await["body"], "system of B");
+    assert_eq!(
+        impostor.recv_json_until(|m| m["type"] != 9001).await["body"],
+        "system of B"
+    );
     let reply = env
         .post(
             "/api/v1/im/messages",
@@ -313,12 +381,19 @@ async fn iot_events(env: Env) {
         let refused = WsClient::connect(&url).await.err().expect("refused");
         assert_eq!(refused.status, 401, "{query}");
         assert_eq!(refused.body["code"], 401);
-        assert_eq!(refused.body["msg"], "tenant-code does not match the token's tenant");
+        assert_eq!(
+            refused.body["msg"],
+            "tenant-code does not match the token's tenant"
+        );
     }
     let url = format!("ws://{edge}{IOT_ROUTE}");
     let refused = WsClient::connect_with_headers(
         &url,
-        &[("app-code", "console"), ("token", &plain), ("tenant-code", A)],
+        &[
+            ("app-code", "console"),
+            ("token", &plain),
+            ("tenant-code", A),
+        ],
     )
     .await
     .err()
@@ -335,28 +410,50 @@ async fn iot_events(env: Env) {
     // B's service token reaches B's socket only, and cannot name A.
     let b_auth = service(B);
     let reply = env
-        .post("/api/v1/iot/events", &[("authorization", &b_auth)], &iot_event("leak b"))
+        .post(
+            "/api/v1/iot/events",
+            &[("authorization", &b_auth)],
+            &iot_event("leak b"),
+        )
         .await;
     assert_eq!(reply.json(), json!({"delivered": 1}));
     assert_eq!(b_socket.recv_json().await["body"]["marker"], "leak b");
     let reply = env
-        .post("/api/v1/iot/events", &[("authorization", &b_auth), ("x-tenant", A)], &iot_event("leak x"))
+        .post(
+            "/api/v1/iot/events",
+            &[("authorization", &b_auth), ("x-tenant", A)],
+            &iot_event("leak x"),
+        )
         .await;
     assert_eq!(reply.status, 403);
     // The default tenant's socket gets the default tenant's events.
     let key = format!("Bearer {API_KEY}");
     let reply = env
-        .post("/api/v1/iot/events", &[("authorization", &key)], &iot_event("leak default"))
+        .post(
+            "/api/v1/iot/events",
+            &[("authorization", &key)],
+            &iot_event("leak default"),
+        )
         .await;
     assert_eq!(reply.json(), json!({"delivered": 1}));
-    assert_eq!(plain_socket.recv_json().await["body"]["marker"], "leak default");
+    assert_eq!(
+        plain_socket.recv_json().await["body"]["marker"],
+        "leak default"
+    );
     // A's sentinel is the first push A's socket gets.
     let reply = env
-        .post("/api/v1/iot/events", &[("authorization", &service(A))], &iot_event("sentinel a"))
+        .post(
+            "/api/v1/iot/events",
+            &[("authorization", &service(A))],
+            &iot_event("sentinel a"),
+        )
         .await;
     assert_eq!(reply.json(), json!({"delivered": 1}));
     let first = a_socket.recv_json().await;
-    assert_eq!((first["type"].as_str(), first["body"]["marker"].as_str()), (Some("down.pub"), Some("sentinel a")));
+    assert_eq!(
+        (first["type"].as_str(), first["body"]["marker"].as_str()),
+        (Some("down.pub"), Some("sentinel a"))
+    );
 }
 
 /// Polls `/stats` with `headers` until `ready` holds of it.
@@ -367,7 +464,10 @@ async fn stats_until(env: &Env, headers: &[(&str, &str)], ready: impl Fn(&Value)
         if ready(&stats) {
             return stats;
         }
-        assert!(tokio::time::Instant::now() < deadline, "stats never settled: {stats}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stats never settled: {stats}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -383,27 +483,50 @@ async fn stats(env: Env) {
     let _b1 = join_group(edge, B, "room", "mallory", None).await;
 
     let a_auth = service(A);
-    let a = stats_until(&env, &[("authorization", &a_auth)], |s| s["total_connections"] == 4).await;
-    assert_eq!(a["connections"], json!({"group":2,"group_v2":0,"jsonrpc":0,"iot":1,"im":1}));
+    let a = stats_until(&env, &[("authorization", &a_auth)], |s| {
+        s["total_connections"] == 4
+    })
+    .await;
+    assert_eq!(
+        a["connections"],
+        json!({"group":2,"group_v2":0,"jsonrpc":0,"iot":1,"im":1})
+    );
     // B's token sees B's one socket, none of A's, and not the cluster.
     let b_auth = service(B);
-    let b = env.get("/api/v1/stats", &[("authorization", &b_auth)]).await.json();
+    let b = env
+        .get("/api/v1/stats", &[("authorization", &b_auth)])
+        .await
+        .json();
     assert_eq!(b["tenant"], B);
-    assert_eq!(b["connections"], json!({"group":1,"group_v2":0,"jsonrpc":0,"iot":0,"im":0}));
+    assert_eq!(
+        b["connections"],
+        json!({"group":1,"group_v2":0,"jsonrpc":0,"iot":0,"im":0})
+    );
     assert_eq!(b["total_connections"], 1);
     for hidden in ["tenants", "edges", "routers", "router_id"] {
         assert!(b.get(hidden).is_none(), "{hidden}: {b}");
     }
-    let reply = env.get("/api/v1/stats", &[("authorization", &b_auth), ("x-tenant", A)]).await;
+    let reply = env
+        .get(
+            "/api/v1/stats",
+            &[("authorization", &b_auth), ("x-tenant", A)],
+        )
+        .await;
     assert_eq!(reply.status, 403);
     // Only the API key without X-Tenant sees both.
     let key = format!("Bearer {API_KEY}");
-    let all = env.get("/api/v1/stats", &[("authorization", &key)]).await.json();
+    let all = env
+        .get("/api/v1/stats", &[("authorization", &key)])
+        .await
+        .json();
     assert_eq!(all["tenants"][A]["total_connections"], 4);
     assert_eq!(all["tenants"][B]["total_connections"], 1);
     assert_eq!(all["total_connections"], 5);
     assert!(all["edges"].is_array());
-    let b_by_key = env.get("/api/v1/stats", &[("authorization", &key), ("x-tenant", B)]).await.json();
+    let b_by_key = env
+        .get("/api/v1/stats", &[("authorization", &key), ("x-tenant", B)])
+        .await
+        .json();
     assert_eq!(b_by_key["total_connections"], 1);
     assert!(b_by_key.get("tenants").is_none());
 }

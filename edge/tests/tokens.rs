@@ -104,7 +104,10 @@ fn assert_all_refused(answers: &Answers, words: &str) {
         ("api", &answers.api),
     ] {
         assert_eq!(*status, 401, "{route}: {reason}");
-        assert!(reason.contains(words), "{route}: {reason:?} should name {words}");
+        assert!(
+            reason.contains(words),
+            "{route}: {reason:?} should name {words}"
+        );
     }
 }
 
@@ -190,7 +193,11 @@ async fn jwks_rotation_without_kid_and_kid_pinning() {
     assert_eq!(answer.0, 401, "the new key's token naming the old key");
     assert!(answer.1.contains("signature"), "{}", answer.1);
     let answer = group_answer(env.edge(), "c1", &signed(&new_pem, None)).await;
-    assert_eq!(answer.0, 101, "without kid every key is tried: {}", answer.1);
+    assert_eq!(
+        answer.0, 101,
+        "without kid every key is tried: {}",
+        answer.1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,7 +243,9 @@ async fn each_route_takes_its_kind_and_names_the_wrong_one() {
         .filter(|l| l.starts_with("switchboard_edge_tokens_refused_total{"))
         .collect();
     assert!(
-        labels.iter().all(|l| !l.contains("clients") && !l.contains("t1")),
+        labels
+            .iter()
+            .all(|l| !l.contains("clients") && !l.contains("t1")),
         "a token's contents never become a label: {labels:?}"
     );
 }
@@ -269,10 +278,17 @@ async fn token_subcommand_mints_what_the_edge_accepts() {
         "--ttl",
         "30m",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let minted = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let claims = Verifier::hs256(SECRET.as_bytes()).verify(&minted).unwrap();
-    assert_eq!((claims.kind.as_deref(), claims.tenant()), (Some("client"), "t1"));
+    assert_eq!(
+        (claims.kind.as_deref(), claims.tenant()),
+        (Some("client"), "t1")
+    );
     let env = Standalone::memory(&["--jwt-audience", AUDIENCE, "--jwt-issuer", ISSUER]).await;
     let answer = group_answer(env.edge(), "c1", &minted).await;
     assert_eq!(answer.0, 101, "{}", answer.1);

@@ -319,7 +319,10 @@ async fn delivery_counts_and_what_sockets_receive() {
     assert_eq!(stats["connections"]["group"], 3);
     assert_eq!(stats["total_connections"], 3);
     for hidden in ["edges", "routers", "router_id", "tenants"] {
-        assert!(stats.get(hidden).is_none(), "{hidden} shown to a tenant: {stats}");
+        assert!(
+            stats.get(hidden).is_none(),
+            "{hidden} shown to a tenant: {stats}"
+        );
     }
     let key = format!("Bearer {API_KEY}");
     let t2 = http::get(
@@ -329,7 +332,10 @@ async fn delivery_counts_and_what_sockets_receive() {
     )
     .await
     .json();
-    assert_eq!((t2["tenant"].as_str(), t2["total_connections"].as_i64()), (Some("t2"), Some(1)));
+    assert_eq!(
+        (t2["tenant"].as_str(), t2["total_connections"].as_i64()),
+        (Some("t2"), Some(1))
+    );
     assert!(t2.get("edges").is_none());
     // The API key without X-Tenant: every tenant, the routers and edges.
     let all = http::get(c.api(), "/api/v1/stats", &[("authorization", &key)])

@@ -384,10 +384,18 @@ mod tests {
         let (status, body) = refused_status(accept(&request));
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         let reason = body["error"]["message"].as_str().unwrap_or_default();
-        assert!(reason.contains("client") && reason.contains("user"), "{reason}");
+        assert!(
+            reason.contains("client") && reason.contains("user"),
+            "{reason}"
+        );
         request.auth = Ok(claims("c", "clients", "acme", None, 60));
         let (_, body) = refused_status(accept(&request));
-        assert!(body["error"]["message"].as_str().unwrap_or_default().contains("`clients`"));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("`clients`")
+        );
         let mut kindless = claims("c", "client", "acme", None, 60);
         kindless.kind = None;
         request.auth = Ok(kindless);

@@ -438,7 +438,10 @@ mod tests {
         )));
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         // Naming its own tenant, `default`, or none: the default tenant.
-        for query in [vec![("app-code", "a"), ("tenant-code", "default")], vec![("app-code", "a")]] {
+        for query in [
+            vec![("app-code", "a"), ("tenant-code", "default")],
+            vec![("app-code", "a")],
+        ] {
             match accept(&request(ROUTE, &query, &headers, Ok(no_tenant.clone()))) {
                 Some(Accept::Session { tenant, .. }) => assert_eq!(tenant, "default"),
                 _ => panic!("expected a session"),
@@ -466,7 +469,10 @@ mod tests {
                 &headers,
                 Ok(claims("u1", kind, "acme", None, 60)),
             )));
-            assert_eq!((status, body["code"].as_u64()), (StatusCode::UNAUTHORIZED, Some(401)));
+            assert_eq!(
+                (status, body["code"].as_u64()),
+                (StatusCode::UNAUTHORIZED, Some(401))
+            );
             let msg = body["msg"].as_str().unwrap_or_default();
             assert!(msg.contains(kind), "{kind}: {msg}");
         }
