@@ -13,7 +13,7 @@ use http::StatusCode;
 use serde_json::{Map, Value, json};
 use switchboard_common::auth::{AuthError, Kind};
 use switchboard_proto::iot::{self, Shape};
-use switchboard_proto::{Payload, Topic, TopicKind, ids::is_valid_tenant, payload};
+use switchboard_proto::{Payload, Topic, TopicKind, payload};
 
 use super::{Accept, Action, Dialect, DialectSession, RequestBody, UpgradeRequest};
 
@@ -100,23 +100,15 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
         return Some(refuse(StatusCode::UNAUTHORIZED, &e.to_string()));
     }
     // The tenant is the token's (`default` without a claim); `tenant-code`
-    // may only repeat it, never move the socket to another tenant.
+    // may only repeat it, never move the socket to another tenant. Any
+    // other value, well-formed or not, is a 401.
     let tenant = claims.tenant().to_owned();
-    match param("tenant-code").filter(|s| !s.is_empty()) {
-        Some(code) if !is_valid_tenant(&code) => {
-            return Some(refuse(
-                StatusCode::BAD_REQUEST,
-                "tenant-code is not a valid tenant",
-            ));
-        }
-        Some(code) if code != tenant => {
-            super::count_refused_token("iot", "tenant");
-            return Some(refuse(
-                StatusCode::UNAUTHORIZED,
-                "tenant-code does not match the token's tenant",
-            ));
-        }
-        _ => {}
+    if param("tenant-code").is_some_and(|code| !code.is_empty() && code != tenant) {
+        super::count_refused_token("iot", "tenant");
+        return Some(refuse(
+            StatusCode::UNAUTHORIZED,
+            "tenant-code does not match the token's tenant",
+        ));
     }
     let trace_id = trace_id_from(param("traceparent").as_deref()).unwrap_or_else(new_trace_id);
     Some(Accept::Session {
@@ -427,6 +419,17 @@ mod tests {
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(body["code"], 401);
         assert_eq!(body["msg"], "tenant-code does not match the token's tenant");
+        let (status, _) = refusal(accept(&request(
+            ROUTE,
+            &[("app-code", "a"), ("tenant-code", "a}b")],
+            &headers,
+            Ok(no_tenant.clone()),
+        )));
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "a malformed tenant-code too"
+        );
         // As a header too.
         let mut named = http::HeaderMap::new();
         named.insert("tenant-code", "t9".parse().unwrap());
