@@ -2,7 +2,10 @@
 //!
 //! HS256 with a shared secret is the default; RS256/ES256 with a PEM public
 //! key, or any of those through a JWKS file, also work. `exp` is required,
-//! `nbf` is checked when present, with 30 s of leeway for clock skew.
+//! `nbf` is checked when present, with 30 s of leeway for clock skew. An
+//! operator may also require an audience, an issuer and a longest lifetime
+//! ([`Policy`]). Each route takes one token [`Kind`]; [`Claims::check_kind`]
+//! is the one place that rule lives.
 
 use std::path::Path;
 
@@ -36,6 +39,20 @@ pub struct Claims {
     pub nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// Checked against the configured audience, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
+    /// Checked against the configured issuer, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+}
+
+/// A JWT `aud` claim: one audience or several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 impl Claims {
@@ -54,6 +71,90 @@ impl Claims {
     pub fn kind(&self) -> &str {
         self.kind.as_deref().unwrap_or("user")
     }
+
+    /// Whether this token may open a route that takes `route` tokens: its
+    /// `kind` must be `route`'s, or absent (it then counts as the route's).
+    pub fn check_kind(&self, route: Kind) -> Result<Kind, KindError> {
+        let Some(named) = self.kind.as_deref() else {
+            return Ok(route);
+        };
+        match named.parse::<Kind>() {
+            Ok(kind) if kind == route => Ok(kind),
+            Ok(kind) => Err(KindError::Wrong { route, token: kind }),
+            Err(unknown) => Err(unknown),
+        }
+    }
+}
+
+/// The token kinds of `00-common.md`; each route takes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    User,
+    App,
+    Device,
+    Client,
+    Service,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::User,
+        Kind::App,
+        Kind::Device,
+        Kind::Client,
+        Kind::Service,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::User => "user",
+            Kind::App => "app",
+            Kind::Device => "device",
+            Kind::Client => "client",
+            Kind::Service => "service",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = KindError;
+
+    fn from_str(text: &str) -> Result<Self, KindError> {
+        Kind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+            .ok_or_else(|| KindError::Unknown(KindError::shown(text)))
+    }
+}
+
+/// Why a token's kind does not fit a route. The message names the kind
+/// and fits in a WebSocket close reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KindError {
+    #[error("token kind `{0}` is not one of user, app, device, client, service")]
+    Unknown(String),
+    #[error("this route takes {route} tokens, not a {token} token")]
+    Wrong { route: Kind, token: Kind },
+}
+
+impl KindError {
+    /// Longest part of an unknown kind repeated in a reason: a close reason
+    /// holds at most 123 bytes.
+    const SHOWN: usize = 24;
+
+    /// The first characters of `text`, printable ASCII only.
+    fn shown(text: &str) -> String {
+        text.chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(Self::SHOWN)
+            .collect()
+    }
 }
 
 /// Why a token was refused. The message is safe to show the caller.
@@ -71,6 +172,29 @@ pub enum AuthError {
     Malformed(String),
     #[error("token claims are invalid: {0}")]
     InvalidClaims(String),
+    #[error("token audience is missing or not accepted here")]
+    WrongAudience,
+    #[error("token issuer is missing or not accepted here")]
+    WrongIssuer,
+    #[error("token lifetime exceeds the {max_secs} s this gateway accepts")]
+    TooLongLived { max_secs: u64 },
+}
+
+impl AuthError {
+    /// A bounded metrics label for this refusal.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::Malformed(_) => "malformed",
+            AuthError::InvalidClaims(_) => "invalid_claims",
+            AuthError::WrongAudience => "audience",
+            AuthError::WrongIssuer => "issuer",
+            AuthError::TooLongLived { .. } => "lifetime",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,27 +212,56 @@ pub enum KeyError {
     Nothing,
 }
 
-enum Keys {
-    Single {
-        key: DecodingKey,
-        algorithm: Algorithm,
-    },
-    Set(Vec<(Option<String>, DecodingKey, Algorithm)>),
+/// One verification key.
+struct Key {
+    /// The JWKS `kid`, when the key has one.
+    id: Option<String>,
+    key: DecodingKey,
+    algorithm: Algorithm,
+}
+
+/// What a token must claim beyond a valid signature and validity window.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// When set, `aud` must name it.
+    pub audience: Option<String>,
+    /// When set, `iss` must equal it.
+    pub issuer: Option<String>,
+    /// When set, a token may live at most this long (seconds): `exp` minus
+    /// `iat`, or minus now when `iat` is absent or in the future.
+    pub max_lifetime_secs: Option<u64>,
 }
 
 /// Checks tokens. Cheap to share behind an `Arc`.
 pub struct Verifier {
-    keys: Keys,
+    /// A JWKS holds several (rotation); a secret or a PEM key is one.
+    keys: Vec<Key>,
+    /// Whether `keys` came from a JWKS, where `kid` picks the key.
+    by_kid: bool,
+    policy: Policy,
 }
 
 impl Verifier {
-    pub fn hs256(secret: &[u8]) -> Self {
+    fn single(key: DecodingKey, algorithm: Algorithm) -> Self {
         Self {
-            keys: Keys::Single {
-                key: DecodingKey::from_secret(secret),
-                algorithm: Algorithm::HS256,
-            },
+            keys: vec![Key {
+                id: None,
+                key,
+                algorithm,
+            }],
+            by_kid: false,
+            policy: Policy::default(),
         }
+    }
+
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self::single(DecodingKey::from_secret(secret), Algorithm::HS256)
+    }
+
+    /// The same verifier, also enforcing `policy`.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// A PEM public key: RSA keys verify RS256, EC keys ES256.
@@ -117,21 +270,20 @@ impl Verifier {
             path: path.display().to_string(),
             source,
         })?;
-        let (key, algorithm) = if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
-            (key, Algorithm::RS256)
+        if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+            Ok(Self::single(key, Algorithm::RS256))
         } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
-            (key, Algorithm::ES256)
+            Ok(Self::single(key, Algorithm::ES256))
         } else {
-            return Err(KeyError::NotAKey {
+            Err(KeyError::NotAKey {
                 path: path.display().to_string(),
-            });
-        };
-        Ok(Self {
-            keys: Keys::Single { key, algorithm },
-        })
+            })
+        }
     }
 
-    /// A JWKS document; keys are picked by `kid` when the token names one.
+    /// A JWKS document. A token naming a `kid` is checked against that key
+    /// only; a token without one against every key of its algorithm, so
+    /// keys can be rotated by publishing the new one beside the old.
     pub fn from_jwks_file(path: &Path) -> Result<Self, KeyError> {
         let err = |reason: String| KeyError::Jwks {
             path: path.display().to_string(),
@@ -153,13 +305,19 @@ impl Verifier {
                 },
             };
             let key = DecodingKey::from_jwk(jwk).map_err(|e| err(e.to_string()))?;
-            keys.push((jwk.common.key_id.clone(), key, algorithm));
+            keys.push(Key {
+                id: jwk.common.key_id.clone(),
+                key,
+                algorithm,
+            });
         }
         if keys.is_empty() {
             return Err(err("no keys".to_owned()));
         }
         Ok(Self {
-            keys: Keys::Set(keys),
+            keys,
+            by_kid: true,
+            policy: Policy::default(),
         })
     }
 
@@ -170,37 +328,20 @@ impl Verifier {
         }
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
-        let (key, algorithm) = match &self.keys {
-            Keys::Single { key, algorithm } => (key, *algorithm),
-            Keys::Set(keys) => keys
-                .iter()
-                .find(|(kid, _, alg)| match (&header.kid, kid) {
-                    (Some(wanted), Some(kid)) => wanted == kid,
-                    _ => *alg == header.alg,
-                })
-                .map(|(_, key, alg)| (key, *alg))
-                .ok_or(AuthError::BadSignature)?,
-        };
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
-                    AuthError::BadSignature
-                }
-                ErrorKind::Json(_) | ErrorKind::MissingRequiredClaim(_) => {
-                    AuthError::InvalidClaims(e.to_string())
-                }
-                _ => AuthError::Malformed(e.to_string()),
+        let candidates = self.keys.iter().filter(|key| match &header.kid {
+            Some(kid) if self.by_kid => key.id.as_deref() == Some(kid.as_str()),
+            _ => key.algorithm == header.alg,
+        });
+        // A key whose signature does not match lets the next one try; any
+        // other failure means the signature held, so it is the answer.
+        let mut outcome = Err(AuthError::BadSignature);
+        for key in candidates {
+            outcome = self.decode(token, key);
+            if !matches!(outcome, Err(AuthError::BadSignature)) {
+                break;
             }
-        })?;
-        let claims = data.claims;
+        }
+        let claims = outcome?;
         if claims.sub.is_empty() {
             return Err(AuthError::InvalidClaims("sub is empty".to_owned()));
         }
@@ -209,25 +350,86 @@ impl Verifier {
                 "tenant must match [A-Za-z0-9_.-]{1,64}".to_owned(),
             ));
         }
+        if let Some(max_secs) = self.policy.max_lifetime_secs {
+            let now = crate::clock::now_secs();
+            // An `iat` in the future must not stretch what is left.
+            let from = claims.iat.map_or(now, |iat| iat.min(now));
+            if claims.exp.saturating_sub(from) > max_secs {
+                return Err(AuthError::TooLongLived { max_secs });
+            }
+        }
         Ok(claims)
+    }
+
+    fn decode(&self, token: &str, key: &Key) -> Result<Claims, AuthError> {
+        let mut validation = Validation::new(key.algorithm);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        match &self.policy.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        if let Some(issuer) = &self.policy.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
+                    AuthError::BadSignature
+                }
+                ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+                ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
+                    AuthError::WrongAudience
+                }
+                ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => AuthError::WrongIssuer,
+                ErrorKind::Json(_) | ErrorKind::MissingRequiredClaim(_) => {
+                    AuthError::InvalidClaims(e.to_string())
+                }
+                _ => AuthError::Malformed(e.to_string()),
+            }
+        })?;
+        Ok(data.claims)
     }
 }
 
-/// Signs HS256 tokens (the `token` subcommand, tests, sample tokens).
+/// Signs tokens: HS256 with the shared secret (the `token` subcommand,
+/// sample tokens), or RS256 with a private key (tests of key files).
 pub struct Minter {
     key: EncodingKey,
+    header: Header,
 }
 
 impl Minter {
     pub fn hs256(secret: &[u8]) -> Self {
         Self {
             key: EncodingKey::from_secret(secret),
+            header: Header::new(Algorithm::HS256),
         }
     }
 
+    /// RS256 with a PEM private key, naming `kid` in the header when given.
+    pub fn rs256_pem(pem: &[u8], kid: Option<&str>) -> Result<Self, KeyError> {
+        let key = EncodingKey::from_rsa_pem(pem).map_err(|_| KeyError::NotAKey {
+            path: "<pem>".to_owned(),
+        })?;
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = kid.map(str::to_owned);
+        Ok(Self { key, header })
+    }
+
     pub fn mint(&self, claims: &Claims) -> String {
-        // Encoding our own well-formed claims with an HMAC key cannot fail.
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.key).unwrap_or_default()
+        // Encoding our own well-formed claims with a loaded key cannot fail.
+        jsonwebtoken::encode(&self.header, claims, &self.key).unwrap_or_default()
     }
 }
 
@@ -244,6 +446,8 @@ pub fn claims(sub: &str, kind: &str, tenant: &str, scope: Option<&str>, ttl_secs
         exp: now + ttl_secs,
         nbf: None,
         iat: Some(now),
+        aud: None,
+        iss: None,
     }
 }
 
@@ -400,33 +604,76 @@ mod tests {
     }
 }
 
-/// Token settings shared by the edge and the router.
+/// Token settings shared by the edge and the router. They are global so
+/// `edge token --jwt-secret …` reads them after the subcommand too.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuthSettings {
     /// HS256 secret. Standalone mode makes a random one when unset.
-    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_JWT_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
     pub jwt_secret: Option<String>,
     /// PEM public key (RSA for RS256, EC for ES256) instead of a secret.
-    #[arg(long, env = "SWITCHBOARD_JWT_PUBLIC_KEY")]
+    #[arg(long, env = "SWITCHBOARD_JWT_PUBLIC_KEY", global = true)]
     pub jwt_public_key: Option<std::path::PathBuf>,
-    /// JWKS file instead of a secret; keys are picked by `kid`.
-    #[arg(long, env = "SWITCHBOARD_JWT_JWKS")]
+    /// JWKS file instead of a secret: a token naming a `kid` is checked
+    /// against that key, one without against every key of its algorithm.
+    #[arg(long, env = "SWITCHBOARD_JWT_JWKS", global = true)]
     pub jwt_jwks: Option<std::path::PathBuf>,
+    /// When set, every token's `aud` must name this audience.
+    #[arg(long, env = "SWITCHBOARD_JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+    /// When set, every token's `iss` must be this issuer.
+    #[arg(long, env = "SWITCHBOARD_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+    /// When set, tokens that live longer (exp − iat, or exp − now without
+    /// iat) are refused, e.g. `24h`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_JWT_MAX_LIFETIME",
+        global = true,
+        value_parser = crate::config::duration
+    )]
+    pub jwt_max_lifetime: Option<std::time::Duration>,
 }
 
 impl AuthSettings {
     /// The verifier these settings describe: a JWKS file, else a PEM key,
-    /// else the shared secret.
+    /// else the shared secret; with the audience, issuer and lifetime rules.
     pub fn verifier(&self) -> Result<Verifier, KeyError> {
-        if let Some(path) = &self.jwt_jwks {
-            return Verifier::from_jwks_file(path);
+        let verifier = if let Some(path) = &self.jwt_jwks {
+            Verifier::from_jwks_file(path)?
+        } else if let Some(path) = &self.jwt_public_key {
+            Verifier::from_pem_file(path)?
+        } else {
+            match &self.jwt_secret {
+                Some(secret) if !secret.is_empty() => Verifier::hs256(secret.as_bytes()),
+                _ => return Err(KeyError::Nothing),
+            }
+        };
+        Ok(verifier.with_policy(self.policy()))
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            audience: self.jwt_audience.clone().filter(|a| !a.is_empty()),
+            issuer: self.jwt_issuer.clone().filter(|i| !i.is_empty()),
+            max_lifetime_secs: self.jwt_max_lifetime.map(|d| d.as_secs()),
         }
-        if let Some(path) = &self.jwt_public_key {
-            return Verifier::from_pem_file(path);
+    }
+
+    /// Adds the audience and issuer these settings require to `claims`, so
+    /// tokens minted here are accepted here.
+    pub fn stamp(&self, claims: &mut Claims) {
+        let policy = self.policy();
+        if let Some(audience) = policy.audience {
+            claims.aud = Some(Audience::One(audience));
         }
-        match &self.jwt_secret {
-            Some(secret) if !secret.is_empty() => Ok(Verifier::hs256(secret.as_bytes())),
-            _ => Err(KeyError::Nothing),
+        if let Some(issuer) = policy.issuer {
+            claims.iss = Some(issuer);
         }
     }
 }

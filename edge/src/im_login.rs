@@ -10,13 +10,13 @@ use http::{Method, StatusCode};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::json;
-use switchboard_common::auth::{AuthError, token_from_request};
+use switchboard_common::auth::{AuthError, Kind, token_from_request};
 use switchboard_common::http::{Body, json_response};
 use switchboard_proto::im::{self as wire, is_valid_client_name};
 use switchboard_proto::{ImLogin, Topic, im_request};
 
-use crate::dialect::RequestBody;
 use crate::dialect::im::NOTICE_SCOPE;
+use crate::dialect::{RequestBody, count_refused_token};
 use crate::server::EdgeServer;
 
 /// Login routes; what follows the prefix is the client name.
@@ -74,8 +74,15 @@ pub async fn handle(
     };
     let claims = match claims {
         Ok(claims) => claims,
-        Err(e) => return answer(StatusCode::UNAUTHORIZED, &e.to_string()),
+        Err(e) => {
+            count_refused_token("im_login", e.label());
+            return answer(StatusCode::UNAUTHORIZED, &e.to_string());
+        }
     };
+    if let Err(e) = claims.check_kind(Kind::User) {
+        count_refused_token("im_login", "kind");
+        return answer(StatusCode::UNAUTHORIZED, &e.to_string());
+    }
     let client_name = percent_decode(segment).unwrap_or_default();
     if !is_valid_client_name(&client_name) {
         return answer(
@@ -96,6 +103,8 @@ pub async fn handle(
         client_name,
         notice: claims.has_scope(NOTICE_SCOPE),
     });
+    // The session is made in the token's tenant and its id names that
+    // tenant; a socket registering with it joins that tenant only.
     let topic = Topic::im_user(claims.tenant(), &claims.sub);
     let session = server
         .env

@@ -31,15 +31,25 @@ fn mint(settings: &EdgeSettings, args: &TokenArgs) -> anyhow::Result<()> {
         .as_deref()
         .filter(|s| !s.is_empty())
         .context("set SWITCHBOARD_JWT_SECRET (or --jwt-secret) to the secret the edge uses")?;
+    if let Some(max) = settings.auth.jwt_max_lifetime
+        && args.ttl > max
+    {
+        anyhow::bail!(
+            "--ttl {}s is longer than --jwt-max-lifetime {}s: the gateway would refuse the token",
+            args.ttl.as_secs(),
+            max.as_secs()
+        );
+    }
     let mut claims: Claims = switchboard_common::auth::claims(
         &args.sub,
-        &args.kind,
+        args.kind.as_str(),
         &args.tenant,
         args.scope.as_deref(),
         args.ttl.as_secs(),
     );
     claims.owner = args.owner.clone();
     claims.app = args.app.clone();
+    settings.auth.stamp(&mut claims);
     println!("{}", Minter::hs256(secret.as_bytes()).mint(&claims));
     Ok(())
 }

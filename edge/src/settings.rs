@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use switchboard_common::auth::AuthSettings;
+use switchboard_common::auth::{AuthSettings, Kind};
 use switchboard_common::config::duration;
 use switchboard_common::telemetry::LogFormat;
 
@@ -133,8 +133,8 @@ pub struct TokenArgs {
     #[arg(long)]
     pub sub: String,
     /// user, app, device, client or service.
-    #[arg(long, default_value = "user")]
-    pub kind: String,
+    #[arg(long, default_value = "user", value_parser = parse_kind)]
+    pub kind: Kind,
     #[arg(long, default_value = "default")]
     pub tenant: String,
     /// Space-separated scopes, e.g. "broadcast notice".
@@ -149,6 +149,11 @@ pub struct TokenArgs {
     /// Lifetime: 90s, 15m, 1h, 7d.
     #[arg(long, default_value = "1h", value_parser = duration)]
     pub ttl: Duration,
+}
+
+fn parse_kind(text: &str) -> Result<Kind, String> {
+    text.parse()
+        .map_err(|e: switchboard_common::auth::KindError| e.to_string())
 }
 
 impl EdgeSettings {
@@ -218,6 +223,33 @@ mod tests {
             panic!("token subcommand")
         };
         assert_eq!(args.sub, "alice");
+        assert_eq!(args.kind, Kind::Client);
         assert_eq!(args.ttl, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn token_subcommand_refuses_unknown_kinds() {
+        let e = EdgeSettings::try_parse_from(["edge", "token", "--sub", "a", "--kind", "clients"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`clients`"), "{e}");
+    }
+
+    #[test]
+    fn token_settings_may_follow_the_subcommand() {
+        let s = EdgeSettings::try_parse_from([
+            "edge",
+            "token",
+            "--jwt-secret",
+            "x",
+            "--jwt-audience",
+            "sb",
+            "--sub",
+            "alice",
+        ])
+        .unwrap();
+        assert_eq!(s.auth.jwt_secret.as_deref(), Some("x"));
+        assert_eq!(s.auth.jwt_audience.as_deref(), Some("sb"));
+        assert!(matches!(s.command, Some(Command::Token(_))));
     }
 }

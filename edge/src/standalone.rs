@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use switchboard_common::auth::{Minter, claims};
+use switchboard_common::auth::{AuthSettings, Claims, Minter, claims};
 use switchboard_common::net;
 use switchboard_router::{HttpParts, RouterHttp, RouterNode};
 use tokio_util::sync::CancellationToken;
@@ -80,6 +80,7 @@ pub async fn run(
             .jwt_secret
             .as_deref()
             .map(|s| Minter::hs256(s.as_bytes())),
+        auth: settings.auth.clone(),
     };
     let result = crate::serve(
         &settings,
@@ -106,6 +107,9 @@ pub struct Welcome {
     im_path: String,
     secret: Option<String>,
     minter: Option<Minter>,
+    /// Sample tokens carry the audience and issuer these require, and live
+    /// no longer than they allow.
+    auth: AuthSettings,
 }
 
 fn local(addr: SocketAddr) -> String {
@@ -117,6 +121,17 @@ fn local(addr: SocketAddr) -> String {
 }
 
 impl Welcome {
+    /// Claims of a sample token the edge accepts.
+    fn sample(&self, sub: &str, kind: &str, scope: Option<&str>) -> Claims {
+        let ttl = self
+            .auth
+            .jwt_max_lifetime
+            .map_or(SAMPLE_TTL_SECS, |max| max.as_secs().min(SAMPLE_TTL_SECS));
+        let mut claims = claims(sub, kind, "default", scope, ttl);
+        self.auth.stamp(&mut claims);
+        claims
+    }
+
     pub fn print(&self, edge: SocketAddr, edge_admin: SocketAddr) {
         let edge = local(edge);
         let api = local(self.api);
@@ -153,7 +168,7 @@ impl Welcome {
             None => out.push_str("  secret       from SWITCHBOARD_JWT_SECRET / --jwt-secret\n"),
         }
         if let Some(minter) = &self.minter {
-            out.push_str("\nSample tokens (tenant `default`, valid 24 h; mint more with `edge token --sub … --kind …`):\n");
+            out.push_str("\nSample tokens (tenant `default`, valid 24 h or the longest lifetime allowed; mint more with `edge token --sub … --kind …`):\n");
             let samples = [
                 (
                     "group client demo_client",
@@ -172,32 +187,20 @@ impl Welcome {
                 ("server API (service)    ", "demo_backend", "service", None),
             ];
             for (label, sub, kind, scope) in samples {
-                let token = minter.mint(&claims(sub, kind, "default", scope, SAMPLE_TTL_SECS));
+                let token = minter.mint(&self.sample(sub, kind, scope));
                 out.push_str(&format!("  {label}  {token}\n"));
             }
-            let mut device = claims("demo_device", "device", "default", None, SAMPLE_TTL_SECS);
+            let mut device = self.sample("demo_device", "device", None);
             device.owner = Some("demo_user".to_owned());
             out.push_str(&format!(
                 "  jsonrpc device (owner demo_user)  {}\n",
                 minter.mint(&device)
             ));
-            let token = minter.mint(&claims(
-                "demo_client",
-                "client",
-                "default",
-                Some("broadcast"),
-                SAMPLE_TTL_SECS,
-            ));
+            let token = minter.mint(&self.sample("demo_client", "client", Some("broadcast")));
             out.push_str(&format!(
                 "\nTry it:\n  ws://{edge}/v3/ws/group/demo_group/client/demo_client?token={token}\n"
             ));
-            let im_token = minter.mint(&claims(
-                "demo_user",
-                "user",
-                "default",
-                Some("notice"),
-                SAMPLE_TTL_SECS,
-            ));
+            let im_token = minter.mint(&self.sample("demo_user", "user", Some("notice")));
             out.push_str(&format!(
                 "\nTry IM (user demo_user, scope notice):\n  curl 'http://{edge}/api/websocket/client/login/web?token={im_token}'\n  ws://{edge}{}  first message: {{\"id\":\"r1\",\"type\":1000,\"isSystem\":false,\"from\":\"demo_user\",\"to\":\"SYSTEM\",\"body\":\"{{\\\"sessionId\\\":\\\"<sessionId>\\\"}}\"}}\n",
                 self.im_path

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use switchboard_testkit::WsClient;
 use switchboard_testkit::cluster::{Cluster, scrape};
 use switchboard_testkit::http::{self, metric};
-use switchboard_testkit::switchboard::{join_group, token};
+use switchboard_testkit::switchboard::{API_KEY, join_group, token};
 use switchboard_testkit::ws::Event;
 
 /// Groups spread over the routers; enough that every router owns some.
@@ -154,13 +154,24 @@ async fn api_calls_on_any_router(transport: &str) {
     )
     .await;
     assert_eq!(reply.json(), json!({"delivered": 2 * GROUPS}));
+    // The cluster's shape is the operator's to see: the API key without
+    // X-Tenant.
+    let operator = format!("Bearer {API_KEY}");
     let stats = http::get(
+        cluster.router_api(0),
+        "/api/v1/stats",
+        &[("authorization", &operator)],
+    )
+    .await;
+    assert_eq!(stats.json()["routers"].as_array().map(Vec::len), Some(3));
+    let tenant_view = http::get(
         cluster.router_api(0),
         "/api/v1/stats",
         &[("authorization", &service)],
     )
-    .await;
-    assert_eq!(stats.json()["routers"].as_array().map(Vec::len), Some(3));
+    .await
+    .json();
+    assert!(tenant_view.get("routers").is_none(), "{tenant_view}");
 }
 
 /// Keeps sending in every group until each has delivered once after `since`.
@@ -295,22 +306,36 @@ async fn tenant_pool(transport: &str) {
     let mut normal = pairs(&cluster, "t1").await;
     exchange(&mut vip, "vip hello").await;
     exchange(&mut normal, "normal hello").await;
-    let service = format!("Bearer {}", token("backend", "service", "t1", None));
-    let mut connections = Vec::new();
-    for i in 0..3 {
-        let stats = http::get(
-            cluster.router_api(i),
-            "/api/v1/stats",
-            &[("authorization", &service)],
-        )
-        .await;
-        connections.push(stats.json()["total_connections"].as_i64().unwrap_or(-1));
-    }
+    // Each tenant's service token reads its own tenant's counts per router.
+    let counts = |tenant: &'static str| {
+        let service = format!("Bearer {}", token("backend", "service", tenant, None));
+        let cluster = &cluster;
+        async move {
+            let mut connections = Vec::new();
+            for i in 0..3 {
+                let stats = http::get(
+                    cluster.router_api(i),
+                    "/api/v1/stats",
+                    &[("authorization", &service)],
+                )
+                .await;
+                connections.push(stats.json()["total_connections"].as_i64().unwrap_or(-1));
+            }
+            connections
+        }
+    };
+    let vip_counts = counts("vip_tenant").await;
+    let t1_counts = counts("t1").await;
     // Every vip socket lives on the vip router only, and no other does.
-    assert_eq!(connections[2], (2 * GROUPS) as i64, "{connections:?}");
+    assert_eq!(
+        vip_counts,
+        vec![0, 0, (2 * GROUPS) as i64],
+        "{vip_counts:?}"
+    );
+    assert_eq!(t1_counts[2], 0, "{t1_counts:?}");
     assert!(
-        connections[0] + connections[1] >= (2 * GROUPS) as i64,
-        "{connections:?}"
+        t1_counts[0] + t1_counts[1] >= (2 * GROUPS) as i64,
+        "{t1_counts:?}"
     );
     let vip_publishes = router_publishes(&cluster, 2).await;
     assert_eq!(

@@ -1,7 +1,8 @@
 //! The server API: how backends push into the gateway over HTTP.
 //!
 //! Auth is a `kind=service` token (acting for its tenant) or the configured
-//! API key (acting for `X-Tenant`). Every failure is one JSON error:
+//! API key (acting for `X-Tenant`; without it, the operator, who alone sees
+//! every tenant in `/stats`). Every failure is one JSON error:
 //! `{"error":{"code":…,"message":…,"field"?:…}}`.
 
 use std::convert::Infallible;
@@ -16,7 +17,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use switchboard_common::auth::{DEFAULT_TENANT, Verifier};
+use switchboard_common::auth::{DEFAULT_TENANT, Kind, Verifier};
 use switchboard_common::clock::iso8601_now;
 use switchboard_common::http::{Body, BodyError, bytes_response, json_response, read_body};
 use switchboard_proto::group::{self, GroupError, Sender, Target};
@@ -248,7 +249,8 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Routed {
             boxed(bytes_response(StatusCode::OK, "application/json", body)),
         ));
     }
-    let tenant = authenticate(context, &request).map_err(fail)?;
+    let caller = authenticate(context, &request).map_err(fail)?;
+    let tenant = caller.tenant.clone();
     let node = &context.node;
     let ok = |value: Value| json_response(StatusCode::OK, &value);
     let response = match segments.as_slice() {
@@ -304,7 +306,7 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Routed {
                 .await
                 .map(ok)
         }
-        _ => Ok(stats(context)),
+        _ => Ok(stats(context, &caller)),
     };
     response.map(|r| (route, boxed(r))).map_err(fail)
 }
@@ -371,8 +373,17 @@ async fn tool_call(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
-/// The tenant a request acts for.
-fn authenticate(context: &ApiContext, request: &Request<Incoming>) -> Result<String, ApiError> {
+/// Who a request acts for.
+struct Caller {
+    tenant: String,
+    /// The API key without `X-Tenant`: the operator, who may read every
+    /// tenant's stats and the cluster's shape.
+    operator: bool,
+}
+
+/// Authenticates a request: a service token acts for its own tenant only,
+/// the API key for `X-Tenant` (default `default`).
+fn authenticate(context: &ApiContext, request: &Request<Incoming>) -> Result<Caller, ApiError> {
     let unauthorized =
         |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
     let bearer = request
@@ -399,22 +410,25 @@ fn authenticate(context: &ApiContext, request: &Request<Incoming>) -> Result<Str
     if let Some(key) = &context.api_key
         && constant_time_eq(key.as_bytes(), bearer.as_bytes())
     {
-        return Ok(header_tenant.unwrap_or_else(|| DEFAULT_TENANT.to_owned()));
+        return Ok(Caller {
+            operator: header_tenant.is_none(),
+            tenant: header_tenant.unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
+        });
     }
     let verifier = context
         .verifier
         .as_ref()
         .ok_or_else(|| unauthorized("invalid API key"))?;
+    let refused = |reason: &'static str, message: String| {
+        metrics::counter!("switchboard_api_tokens_refused_total", "reason" => reason).increment(1);
+        unauthorized(&message)
+    };
     let claims = verifier
         .verify(bearer)
-        .map_err(|e| unauthorized(&e.to_string()))?;
-    if claims.kind() != "service" {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "the server API needs a token of kind service",
-        ));
-    }
+        .map_err(|e| refused(e.label(), e.to_string()))?;
+    claims
+        .check_kind(Kind::Service)
+        .map_err(|e| refused("kind", e.to_string()))?;
     match header_tenant {
         Some(other) if other != claims.tenant() => Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -424,7 +438,10 @@ fn authenticate(context: &ApiContext, request: &Request<Incoming>) -> Result<Str
                 claims.tenant()
             ),
         )),
-        _ => Ok(claims.tenant().to_owned()),
+        _ => Ok(Caller {
+            tenant: claims.tenant().to_owned(),
+            operator: false,
+        }),
     }
 }
 
@@ -579,32 +596,50 @@ async fn presence(
     ))
 }
 
-fn stats(context: &ApiContext) -> Response<Body> {
-    use switchboard_proto::Dialect;
-    let dialects = [
-        Dialect::Group,
-        Dialect::GroupV2,
-        Dialect::Jsonrpc,
-        Dialect::Iot,
-        Dialect::Im,
-    ];
+/// The dialects `/stats` reports, in its order.
+const STATS_DIALECTS: [switchboard_proto::Dialect; 5] = [
+    switchboard_proto::Dialect::Group,
+    switchboard_proto::Dialect::GroupV2,
+    switchboard_proto::Dialect::Jsonrpc,
+    switchboard_proto::Dialect::Iot,
+    switchboard_proto::Dialect::Im,
+];
+
+/// `{"connections":{dialect: n,…},"total_connections":n}` from `count`.
+fn connection_counts(count: impl Fn(switchboard_proto::Dialect) -> i64) -> Value {
     let mut connections = serde_json::Map::new();
     let mut total = 0;
-    for dialect in dialects {
-        let n = context.node.stats.connections(dialect);
+    for dialect in STATS_DIALECTS {
+        let n = count(dialect);
         total += n;
         connections.insert(dialect_label(dialect).to_owned(), json!(n));
     }
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "router_id": context.node.id(),
-            "routers": (context.routers)(),
-            "edges": context.node.edges(),
-            "connections": connections,
-            "total_connections": total,
-        }),
-    )
+    json!({"connections": connections, "total_connections": total})
+}
+
+/// This router's connections: the caller's tenant's only, or, for the
+/// operator, every tenant's plus the routers and edges of the cluster.
+fn stats(context: &ApiContext, caller: &Caller) -> Response<Body> {
+    let stats = &context.node.stats;
+    if !caller.operator {
+        let mut body =
+            connection_counts(|dialect| stats.tenant_connections(&caller.tenant, dialect));
+        body["tenant"] = json!(caller.tenant);
+        return json_response(StatusCode::OK, &body);
+    }
+    let mut tenants = serde_json::Map::new();
+    for tenant in stats.tenants() {
+        let counts = connection_counts(|dialect| stats.tenant_connections(&tenant, dialect));
+        tenants.insert(tenant, counts);
+    }
+    // Everything opened here, including sockets not yet in a tenant (an
+    // IM socket before it registers).
+    let mut body = connection_counts(|dialect| stats.connections(dialect));
+    body["router_id"] = json!(context.node.id());
+    body["routers"] = json!((context.routers)());
+    body["edges"] = json!(context.node.edges());
+    body["tenants"] = Value::Object(tenants);
+    json_response(StatusCode::OK, &body)
 }
 
 #[cfg(test)]

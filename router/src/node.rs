@@ -54,11 +54,16 @@ impl Default for NodeConfig {
 /// Frames buffered from one edge before its reader waits.
 pub const EDGE_UPSTREAM_QUEUE: usize = 16_384;
 
-/// Live counts for `/stats`.
+/// Live counts for `/stats`: every connection opened on this router, and
+/// per tenant those whose tenant is known (an IM socket's once it
+/// registered).
 #[derive(Default)]
 pub struct Stats {
     /// Connections per dialect, indexed by the proto enum value.
     connections: [AtomicI64; 8],
+    /// Per tenant, the same. An entry is removed when its counts fall to
+    /// zero, so the map holds no more tenants than there are connections.
+    tenants: Mutex<HashMap<Arc<str>, [i64; 8]>>,
 }
 
 impl Stats {
@@ -70,10 +75,43 @@ impl Stats {
             .increment(delta as f64);
     }
 
+    /// Counts a connection of `tenant` (`delta` 1 when it is known, -1 when
+    /// the connection goes).
+    pub fn add_tenant(&self, tenant: &Arc<str>, dialect: Dialect, delta: i64) {
+        let index = dialect as usize;
+        if index >= 8 {
+            return;
+        }
+        // Held for one map update, never across an await.
+        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        let counts = tenants.entry(tenant.clone()).or_default();
+        counts[index] += delta;
+        if counts.iter().all(|n| *n <= 0) {
+            tenants.remove(tenant);
+        }
+    }
+
     pub fn connections(&self, dialect: Dialect) -> i64 {
         self.connections
             .get(dialect as usize)
             .map_or(0, |slot| slot.load(Ordering::Relaxed))
+    }
+
+    /// `tenant`'s connections of `dialect`.
+    pub fn tenant_connections(&self, tenant: &str, dialect: Dialect) -> i64 {
+        let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        tenants
+            .get(tenant)
+            .and_then(|counts| counts.get(dialect as usize).copied())
+            .unwrap_or(0)
+    }
+
+    /// The tenants with connections here, sorted.
+    pub fn tenants(&self) -> Vec<String> {
+        let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<String> = tenants.keys().map(|t| t.to_string()).collect();
+        names.sort_unstable();
+        names
     }
 }
 

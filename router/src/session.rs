@@ -19,6 +19,10 @@ use crate::topic::TopicKey;
 
 struct Connection {
     dialect: Dialect,
+    /// The tenant the connection belongs to: from `Opened`, or for a socket
+    /// that learns it later (IM, at registration) from its first
+    /// subscription. Every subscription must be in it.
+    tenant: Option<Arc<str>>,
     subscriptions: Vec<(TopicKey, Option<Arc<str>>)>,
 }
 
@@ -48,6 +52,9 @@ pub async fn run<S>(
 
 async fn close(node: &RouterNode, edge: EdgeIdx, conn: u64, connection: Connection) {
     node.stats.add(connection.dialect, -1);
+    if let Some(tenant) = &connection.tenant {
+        node.stats.add_tenant(tenant, connection.dialect, -1);
+    }
     for (topic, member) in connection.subscriptions {
         node.to_shard(
             &topic.clone(),
@@ -88,8 +95,13 @@ async fn handle(
             if let std::collections::hash_map::Entry::Vacant(entry) =
                 connections.entry(opened.conn_id)
             {
+                let tenant = (!opened.tenant.is_empty()).then(|| Arc::from(opened.tenant.as_str()));
+                if let Some(tenant) = &tenant {
+                    node.stats.add_tenant(tenant, dialect, 1);
+                }
                 entry.insert(Connection {
                     dialect,
+                    tenant,
                     subscriptions: Vec::new(),
                 });
                 node.stats.add(dialect, 1);
@@ -107,6 +119,26 @@ async fn handle(
             let Some(topic) = subscribe.topic.map(TopicKey::from) else {
                 return;
             };
+            match &connection.tenant {
+                Some(tenant) if **tenant != *topic.tenant => {
+                    // Edges never send this; a connection is confined to
+                    // its tenant whatever an edge asks.
+                    metrics::counter!("switchboard_router_cross_tenant_frames_total",
+                        "frame" => "subscribe")
+                    .increment(1);
+                    tracing::warn!(
+                        conn = subscribe.conn_id,
+                        "subscription outside the connection's tenant refused"
+                    );
+                    return;
+                }
+                Some(_) => {}
+                None => {
+                    let tenant: Arc<str> = Arc::from(topic.tenant.as_str());
+                    node.stats.add_tenant(&tenant, connection.dialect, 1);
+                    connection.tenant = Some(tenant);
+                }
+            }
             if connection.subscriptions.iter().any(|(t, _)| *t == topic) {
                 return;
             }
@@ -320,6 +352,76 @@ mod tests {
         drop(tx);
         eventually(&node, &[]).await;
         assert!(node.edges().is_empty());
+        stop.cancel();
+    }
+
+    /// Waits until `check` holds of the node's stats.
+    async fn stats_reach(node: &RouterNode, check: impl Fn(&crate::node::Stats) -> bool) {
+        for _ in 0..200 {
+            if check(&node.stats) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("stats never reached the expected counts");
+    }
+
+    #[tokio::test]
+    async fn a_connection_stays_in_its_tenant_and_is_counted_there() {
+        let (node, tx, _downstream, stop) = attached_edge();
+        // Opened in tenant t: a subscription in tenant u is refused.
+        tx.send(opened(1)).await.unwrap();
+        tx.send(
+            edge_frame::Body::Subscribe(Subscribe {
+                conn_id: 1,
+                topic: Some(Topic::group("u", "g")),
+                presence_member: "mallory".into(),
+            })
+            .into(),
+        )
+        .await
+        .unwrap();
+        // The sentinel: a subscription in its own tenant arrives after it.
+        tx.send(subscribe(1, "alice")).await.unwrap();
+        eventually(&node, &["alice"]).await;
+        let foreign = TopicKey::new("u", switchboard_proto::TopicKind::Group, "g");
+        assert!(node.presence(foreign).await.unwrap().members.is_empty());
+        assert_eq!(node.stats.tenant_connections("t", Dialect::Group), 1);
+        assert_eq!(node.stats.tenant_connections("u", Dialect::Group), 0);
+        // A connection opened without a tenant (IM before registering)
+        // takes its first subscription's, and is counted there from then.
+        tx.send(
+            edge_frame::Body::Opened(ConnectionOpened {
+                conn_id: 2,
+                tenant: String::new(),
+                principal: String::new(),
+                kind: String::new(),
+                dialect: Dialect::Im as i32,
+            })
+            .into(),
+        )
+        .await
+        .unwrap();
+        stats_reach(&node, |s| s.connections(Dialect::Im) == 1).await;
+        assert_eq!(node.stats.tenants(), vec!["t".to_owned()]);
+        tx.send(
+            edge_frame::Body::Subscribe(Subscribe {
+                conn_id: 2,
+                topic: Some(Topic::im_user("v", "bob")),
+                presence_member: String::new(),
+            })
+            .into(),
+        )
+        .await
+        .unwrap();
+        stats_reach(&node, |s| s.tenant_connections("v", Dialect::Im) == 1).await;
+        for conn in [1, 2] {
+            tx.send(edge_frame::Body::Closed(ConnectionClosed { conn_id: conn }).into())
+                .await
+                .unwrap();
+        }
+        stats_reach(&node, |s| s.tenants().is_empty()).await;
+        assert_eq!(node.stats.connections(Dialect::Group), 0);
         stop.cancel();
     }
 }

@@ -61,12 +61,17 @@ async fn auth_rules() {
     assert_eq!(none.json()["error"]["code"], "unauthorized");
     assert_eq!(c.post(path, "Bearer nonsense", &MSG()).await.status, 401);
     assert_eq!(c.post(path, "Basic abc", &MSG()).await.status, 401);
-    let user = format!("Bearer {}", token("u1", "user", "t1", None));
-    assert_eq!(
-        c.post(path, &user, &MSG()).await.status,
-        403,
-        "not a service token"
-    );
+    // A token of another kind is a bad token here, refused naming its kind.
+    for kind in ["user", "client", "app", "device", "services"] {
+        let other = format!("Bearer {}", token("u1", kind, "t1", None));
+        let refused = c.post(path, &other, &MSG()).await;
+        assert_eq!(refused.status, 401, "a {kind} token");
+        let message = refused.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(message.contains(kind), "{kind}: {message}");
+    }
     assert_eq!(c.post(path, &service("t1"), &MSG()).await.status, 200);
     let cross = http::post_json(
         c.api(),
@@ -305,12 +310,42 @@ async fn delivery_counts_and_what_sockets_receive() {
     .await;
     assert_eq!(reply.json(), json!({"members":[],"count":0}));
 
+    // t1's service token sees t1's three sockets, not t2's, and nothing of
+    // the cluster's shape.
     let stats = http::get(c.api(), "/api/v1/stats", &[("authorization", &auth)])
         .await
         .json();
-    assert_eq!(stats["connections"]["group"], 4);
-    assert_eq!(stats["total_connections"], 4);
-    assert_eq!(stats["edges"].as_array().map(Vec::len), Some(1));
+    assert_eq!(stats["tenant"], "t1");
+    assert_eq!(stats["connections"]["group"], 3);
+    assert_eq!(stats["total_connections"], 3);
+    for hidden in ["edges", "routers", "router_id", "tenants"] {
+        assert!(
+            stats.get(hidden).is_none(),
+            "{hidden} shown to a tenant: {stats}"
+        );
+    }
+    let key = format!("Bearer {API_KEY}");
+    let t2 = http::get(
+        c.api(),
+        "/api/v1/stats",
+        &[("authorization", &key), ("x-tenant", "t2")],
+    )
+    .await
+    .json();
+    assert_eq!(
+        (t2["tenant"].as_str(), t2["total_connections"].as_i64()),
+        (Some("t2"), Some(1))
+    );
+    assert!(t2.get("edges").is_none());
+    // The API key without X-Tenant: every tenant, the routers and edges.
+    let all = http::get(c.api(), "/api/v1/stats", &[("authorization", &key)])
+        .await
+        .json();
+    assert_eq!(all["connections"]["group"], 4);
+    assert_eq!(all["total_connections"], 4);
+    assert_eq!(all["tenants"]["t1"]["total_connections"], 3);
+    assert_eq!(all["tenants"]["t2"]["connections"]["group"], 1);
+    assert_eq!(all["edges"].as_array().map(Vec::len), Some(1));
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::StatusCode;
 use serde_json::Value;
-use switchboard_common::auth::{AuthError, DEFAULT_TENANT};
+use switchboard_common::auth::{AuthError, DEFAULT_TENANT, Kind};
 use switchboard_common::clock::iso8601_now;
 use switchboard_proto::group::{
     self, ErrorCode, GroupError, GroupMessage, MsgType, Sender, Target,
@@ -93,27 +93,29 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
             ));
         }
     }
+    let unauthorized =
+        |message: &str| refusal(StatusCode::UNAUTHORIZED, "unauthorized", message, None);
+    if let Ok(claims) = &request.auth
+        && let Err(e) = claims.check_kind(Kind::Client)
+    {
+        super::count_refused_token("group", "kind");
+        return Some(unauthorized(&e.to_string()));
+    }
+    // The tenant is the token's, and nothing else: no path, query or
+    // header names one on this route.
     let (tenant, may_broadcast) = match &request.auth {
         Ok(claims) if claims.sub == client_id => (
             claims.tenant().to_owned(),
             claims.has_scope(BROADCAST_SCOPE),
         ),
         Ok(_) => {
-            return Some(refusal(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "token sub does not match client_id",
-                None,
-            ));
+            super::count_refused_token("group", "sub");
+            return Some(unauthorized("token sub does not match client_id"));
         }
         Err(AuthError::Missing) if request.allow_anonymous => (DEFAULT_TENANT.to_owned(), false),
         Err(e) => {
-            return Some(refusal(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                &e.to_string(),
-                None,
-            ));
+            super::count_refused_token("group", e.label());
+            return Some(unauthorized(&e.to_string()));
         }
     };
     let dialect: &'static GroupDialect = if legacy { &V2 } else { &V3 };
@@ -364,6 +366,43 @@ mod tests {
     fn token_must_name_the_client() {
         let (status, _) = refused_status(upgrade("/v3/ws/group/g/client/c_1", "other", None));
         assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn only_client_tokens_or_kindless_ones_open_a_group_socket() {
+        let headers = http::HeaderMap::new();
+        let mut request = UpgradeRequest {
+            path: "/v3/ws/group/g/client/c",
+            query: Default::default(),
+            headers: &headers,
+            auth: Ok(claims("c", "user", "acme", None, 60)),
+            allow_anonymous: true,
+            connect_id: "e-1".into(),
+            max_subscriptions: 1024,
+            im_path: "/websocket",
+        };
+        let (status, body) = refused_status(accept(&request));
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let reason = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("client") && reason.contains("user"),
+            "{reason}"
+        );
+        request.auth = Ok(claims("c", "clients", "acme", None, 60));
+        let (_, body) = refused_status(accept(&request));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("`clients`")
+        );
+        let mut kindless = claims("c", "client", "acme", None, 60);
+        kindless.kind = None;
+        request.auth = Ok(kindless);
+        match accept(&request) {
+            Some(Accept::Session { tenant, .. }) => assert_eq!(tenant, "acme"),
+            _ => panic!("a token without kind counts as a client token"),
+        }
     }
 
     #[test]

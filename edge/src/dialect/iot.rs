@@ -11,9 +11,9 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{Map, Value, json};
-use switchboard_common::auth::AuthError;
+use switchboard_common::auth::{AuthError, Kind};
 use switchboard_proto::iot::{self, Shape};
-use switchboard_proto::{Payload, Topic, TopicKind, ids::is_valid_tenant, payload};
+use switchboard_proto::{Payload, Topic, TopicKind, payload};
 
 use super::{Accept, Action, Dialect, DialectSession, RequestBody, UpgradeRequest};
 
@@ -90,24 +90,26 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
         Err(AuthError::Missing) => {
             return Some(refuse(StatusCode::BAD_REQUEST, "token is required"));
         }
-        Err(e) => return Some(refuse(StatusCode::UNAUTHORIZED, &e.to_string())),
-    };
-    let tenant = match param("tenant-code").filter(|s| !s.is_empty()) {
-        Some(code) if !is_valid_tenant(&code) => {
-            return Some(refuse(
-                StatusCode::BAD_REQUEST,
-                "tenant-code is not a valid tenant",
-            ));
+        Err(e) => {
+            super::count_refused_token("iot", e.label());
+            return Some(refuse(StatusCode::UNAUTHORIZED, &e.to_string()));
         }
-        Some(code) if claims.tenant.is_some() && code != claims.tenant() => {
-            return Some(refuse(
-                StatusCode::UNAUTHORIZED,
-                "tenant-code does not match the token's tenant",
-            ));
-        }
-        Some(code) => code,
-        None => claims.tenant().to_owned(),
     };
+    if let Err(e) = claims.check_kind(Kind::User) {
+        super::count_refused_token("iot", "kind");
+        return Some(refuse(StatusCode::UNAUTHORIZED, &e.to_string()));
+    }
+    // The tenant is the token's (`default` without a claim); `tenant-code`
+    // may only repeat it, never move the socket to another tenant. Any
+    // other value, well-formed or not, is a 401.
+    let tenant = claims.tenant().to_owned();
+    if param("tenant-code").is_some_and(|code| !code.is_empty() && code != tenant) {
+        super::count_refused_token("iot", "tenant");
+        return Some(refuse(
+            StatusCode::UNAUTHORIZED,
+            "tenant-code does not match the token's tenant",
+        ));
+    }
     let trace_id = trace_id_from(param("traceparent").as_deref()).unwrap_or_else(new_trace_id);
     Some(Accept::Session {
         dialect: &IOT,
@@ -404,19 +406,85 @@ mod tests {
     }
 
     #[test]
-    fn tenant_code_applies_when_the_token_has_no_tenant() {
+    fn a_token_without_tenant_cannot_name_another_tenant() {
         let headers = http::HeaderMap::new();
         let mut no_tenant = claims("u1", "user", "x", None, 60);
         no_tenant.tenant = None;
-        match accept(&request(
+        let (status, body) = refusal(accept(&request(
             ROUTE,
             &[("app-code", "a"), ("tenant-code", "t9")],
             &headers,
-            Ok(no_tenant),
-        )) {
-            Some(Accept::Session { tenant, .. }) => assert_eq!(tenant, "t9"),
-            _ => panic!("expected a session"),
+            Ok(no_tenant.clone()),
+        )));
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["code"], 401);
+        assert_eq!(body["msg"], "tenant-code does not match the token's tenant");
+        let (status, _) = refusal(accept(&request(
+            ROUTE,
+            &[("app-code", "a"), ("tenant-code", "a}b")],
+            &headers,
+            Ok(no_tenant.clone()),
+        )));
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "a malformed tenant-code too"
+        );
+        // As a header too.
+        let mut named = http::HeaderMap::new();
+        named.insert("tenant-code", "t9".parse().unwrap());
+        let (status, _) = refusal(accept(&request(
+            ROUTE,
+            &[("app-code", "a")],
+            &named,
+            Ok(no_tenant.clone()),
+        )));
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        // Naming its own tenant, `default`, or none: the default tenant.
+        for query in [
+            vec![("app-code", "a"), ("tenant-code", "default")],
+            vec![("app-code", "a")],
+        ] {
+            match accept(&request(ROUTE, &query, &headers, Ok(no_tenant.clone()))) {
+                Some(Accept::Session { tenant, .. }) => assert_eq!(tenant, "default"),
+                _ => panic!("expected a session"),
+            }
         }
+        match accept(&request(
+            ROUTE,
+            &[("app-code", "a"), ("tenant-code", "acme")],
+            &headers,
+            user(),
+        )) {
+            Some(Accept::Session { tenant, .. }) => assert_eq!(tenant, "acme"),
+            _ => panic!("the token's own tenant is accepted"),
+        }
+    }
+
+    #[test]
+    fn only_user_tokens_or_kindless_ones_connect() {
+        let headers = http::HeaderMap::new();
+        let query = [("app-code", "a")];
+        for kind in ["client", "service", "device", "app", "users"] {
+            let (status, body) = refusal(accept(&request(
+                ROUTE,
+                &query,
+                &headers,
+                Ok(claims("u1", kind, "acme", None, 60)),
+            )));
+            assert_eq!(
+                (status, body["code"].as_u64()),
+                (StatusCode::UNAUTHORIZED, Some(401))
+            );
+            let msg = body["msg"].as_str().unwrap_or_default();
+            assert!(msg.contains(kind), "{kind}: {msg}");
+        }
+        let mut kindless = claims("u1", "user", "acme", None, 60);
+        kindless.kind = None;
+        assert!(matches!(
+            accept(&request(ROUTE, &query, &headers, Ok(kindless))),
+            Some(Accept::Session { .. })
+        ));
     }
 
     #[test]

@@ -161,6 +161,13 @@ pub fn refusal(status: http::StatusCode, code: &str, message: &str, field: Optio
     }
 }
 
+/// Counts a token refused on `route`. Both labels come from closed sets:
+/// `reason` is an [`AuthError::label`], `kind`, `sub` or `tenant`.
+pub fn count_refused_token(route: &'static str, reason: &'static str) {
+    metrics::counter!("switchboard_edge_tokens_refused_total", "route" => route, "reason" => reason)
+        .increment(1);
+}
+
 /// Routes to each dialect's `accept`; `None` when no dialect owns the path.
 pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
     group::accept(request)
