@@ -273,6 +273,42 @@ async fn presence_expires(env: Env) {
     assert_eq!(join["payload"]["client_id"], "quiet");
 }
 
+/// Any valid message keeps a client present, not only heartbeats: over
+/// several TTLs a client that chats and never heartbeats gets no leave.
+async fn presence_follows_messages_without_heartbeats(env: Env) {
+    let mut chatty = env.join("t1", "room_c", "chatty", None).await;
+    let quiet = env.join("t1", "room_c", "quiet", None).await;
+    let started = std::time::Instant::now();
+    let mut quiet_left = false;
+    // TTL 2 s here: 7 s is three and a half of them.
+    while started.elapsed() < Duration::from_secs(7) {
+        chatty
+            .send_json(&json!({"msg_type":"msg","target":"echo","msg":"chat"}))
+            .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(600);
+        while let Some(event) = chatty
+            .recv(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+        {
+            let switchboard_testkit::ws::Event::Text(text) = event else {
+                panic!("chatty's socket ended: {event:?}");
+            };
+            let m: Value = serde_json::from_str(&text).unwrap();
+            if m["payload"]["event"] == "leave" {
+                assert_eq!(
+                    m["payload"]["client_id"], "quiet",
+                    "a chatting client expired: {m}"
+                );
+                quiet_left = true;
+            }
+        }
+    }
+    assert!(quiet_left, "the silent client expired meanwhile");
+    let answer = sync(&mut chatty).await;
+    assert_eq!(answer["payload"]["members"], json!(["chatty"]));
+    drop(quiet);
+}
+
 async fn tenants_are_isolated(env: Env) {
     let mut a1 = env
         .join("tenant_a", "shared", "alice", Some("broadcast"))
@@ -405,6 +441,7 @@ switchboard_testkit::against_both_stores! {
     echo_and_heartbeat;
     presence_join_leave_and_tabs;
     presence_expires("--presence-ttl", "2s", "--presence-sweep", "200ms");
+    presence_follows_messages_without_heartbeats("--presence-ttl", "2s", "--presence-sweep", "200ms");
     tenants_are_isolated;
     legacy_v2;
     invalid_messages_keep_the_socket_open;

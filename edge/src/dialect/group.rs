@@ -21,9 +21,11 @@ use super::{
     Accept, Action, Dialect, DialectSession, RequestBody, Unavailable, UpgradeRequest, refusal,
 };
 
-/// Presence is written at most this often for ordinary messages;
-/// heartbeats always refresh.
-const TOUCH_INTERVAL: Duration = Duration::from_secs(10);
+/// Any valid message keeps its client present; the edge says so at most
+/// this often for ordinary messages (heartbeats always), and the router
+/// writes the store at most every quarter of the presence TTL. Short, so
+/// that a TTL of a few seconds still follows a chatting client.
+const TOUCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Scope a token needs to use target `broadcast`.
 pub const BROADCAST_SCOPE: &str = "broadcast";
