@@ -136,18 +136,27 @@ mod tests {
 
     #[test]
     fn names_of_several_ids_never_collide() {
-        let ids = ["", "a", "a/b", "b", "a%2Fb", "%", "/", "%25", "a/", "/b", "a b", "{t}", ":"];
+        let ids = [
+            "", "a", "a/b", "b", "a%2Fb", "%", "/", "%25", "a/", "/b", "a b", "{t}", ":",
+        ];
         let mut seen = std::collections::HashMap::new();
         for app in ids {
             for second in ids {
-                for name in [channel_topic_name(app, second), tool_topic_name(app, second)] {
+                for name in [
+                    channel_topic_name(app, second),
+                    tool_topic_name(app, second),
+                ] {
                     if let Some(earlier) = seen.insert(name.clone(), (app, second)) {
                         assert_eq!(earlier, (app, second), "{name} is shared");
                     }
                 }
             }
         }
-        assert_eq!(channel_topic_name("shop", "news"), "shop/news", "plain ids read as before");
+        assert_eq!(
+            channel_topic_name("shop", "news"),
+            "shop/news",
+            "plain ids read as before"
+        );
     }
 
     #[test]

@@ -168,9 +168,16 @@ async fn bind_conversation(node: &RouterNode, bind: BindConversation) -> Respons
     let conv = bind.conv_id.as_str();
     let result = if !bind.user.is_empty() {
         // A user socket: the user's own binding, and the device's if named.
-        bind_as(node, tenant, conv, &bind.user, true, hd.map(|hd| (hd, true)))
-            .await
-            .map(|bound| bind_refusal(&bound, conv, &bind.user, hd))
+        bind_as(
+            node,
+            tenant,
+            conv,
+            &bind.user,
+            true,
+            hd.map(|hd| (hd, true)),
+        )
+        .await
+        .map(|bound| bind_refusal(&bound, conv, &bind.user, hd))
     } else if let Some(hd) = hd {
         // A device switching itself binds with its owner's rights.
         if bind.owner.is_empty() {
@@ -215,7 +222,10 @@ async fn device_attach(node: &RouterNode, attach: DeviceAttach) -> Response {
         let current = store.kv_get(&keys::device_conv(tenant, hd)).await?;
         if !owner.is_empty() {
             let owners_last = store.kv_get(&keys::user_conv(tenant, owner)).await?;
-            for conv in [current.as_deref(), owners_last.as_deref()].into_iter().flatten() {
+            for conv in [current.as_deref(), owners_last.as_deref()]
+                .into_iter()
+                .flatten()
+            {
                 if bind_as(node, tenant, conv, owner, false, Some((hd, false))).await?
                     == ConvBound::Bound
                 {

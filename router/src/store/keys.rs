@@ -52,7 +52,12 @@ fn tenant_prefix(tenant: &str) -> String {
 
 /// An app's key, private to (tenant, app).
 pub fn app_value(tenant: &str, app: &str, key: &str) -> String {
-    format!("{}:app:{}:kv:{}", tenant_prefix(tenant), part(app), part(key))
+    format!(
+        "{}:app:{}:kv:{}",
+        tenant_prefix(tenant),
+        part(app),
+        part(key)
+    )
 }
 
 /// The user's last active conversation.
@@ -128,17 +133,35 @@ mod tests {
     #[allow(clippy::type_complexity)]
     fn builders() -> Vec<(&'static str, Box<dyn Fn(&[&str]) -> String>)> {
         vec![
-            ("app_value", Box::new(|i: &[&str]| app_value(i[0], i[1], i[2]))),
+            (
+                "app_value",
+                Box::new(|i: &[&str]| app_value(i[0], i[1], i[2])),
+            ),
             ("user_conv", Box::new(|i: &[&str]| user_conv(i[0], i[1]))),
             ("conv_owner", Box::new(|i: &[&str]| conv_owner(i[0], i[1]))),
-            ("device_owner", Box::new(|i: &[&str]| device_owner(i[0], i[1]))),
-            ("device_conv", Box::new(|i: &[&str]| device_conv(i[0], i[1]))),
-            ("device_status", Box::new(|i: &[&str]| device_status(i[0], i[1]))),
-            ("conv_devices", Box::new(|i: &[&str]| conv_devices(i[0], i[1]))),
+            (
+                "device_owner",
+                Box::new(|i: &[&str]| device_owner(i[0], i[1])),
+            ),
+            (
+                "device_conv",
+                Box::new(|i: &[&str]| device_conv(i[0], i[1])),
+            ),
+            (
+                "device_status",
+                Box::new(|i: &[&str]| device_status(i[0], i[1])),
+            ),
+            (
+                "conv_devices",
+                Box::new(|i: &[&str]| conv_devices(i[0], i[1])),
+            ),
             ("presence", Box::new(|i: &[&str]| presence(i[0], i[1]))),
             ("im_session", Box::new(|i: &[&str]| im_session(i[0], i[1]))),
             ("im_queue", Box::new(|i: &[&str]| im_queue(i[0], i[1]))),
-            ("im_messages", Box::new(|i: &[&str]| im_messages(i[0], i[1]))),
+            (
+                "im_messages",
+                Box::new(|i: &[&str]| im_messages(i[0], i[1])),
+            ),
         ]
     }
 
@@ -154,7 +177,10 @@ mod tests {
         for (name, build) in builders() {
             let tuples: Vec<Vec<&str>> = if arity(name) == 3 {
                 IDS.iter()
-                    .flat_map(|a| IDS.iter().flat_map(move |b| IDS.iter().map(move |c| vec![*a, *b, *c])))
+                    .flat_map(|a| {
+                        IDS.iter()
+                            .flat_map(move |b| IDS.iter().map(move |c| vec![*a, *b, *c]))
+                    })
                     .collect()
             } else {
                 IDS.iter()
@@ -163,7 +189,9 @@ mod tests {
             };
             for ids in tuples {
                 let key = build(&ids);
-                if let Some((earlier_name, earlier_ids)) = seen.insert(key.clone(), (name, ids.clone())) {
+                if let Some((earlier_name, earlier_ids)) =
+                    seen.insert(key.clone(), (name, ids.clone()))
+                {
                     panic!("{key} is built by {earlier_name}{earlier_ids:?} and {name}{ids:?}");
                 }
             }
@@ -187,7 +215,11 @@ mod tests {
                 .iter()
                 .flat_map(|(name, build)| {
                     IDS.iter().map(move |id| {
-                        let ids = if arity(name) == 3 { vec![*tenant, *id, *id] } else { vec![*tenant, *id] };
+                        let ids = if arity(name) == 3 {
+                            vec![*tenant, *id, *id]
+                        } else {
+                            vec![*tenant, *id]
+                        };
                         hash_tag(&build(&ids)).to_owned()
                     })
                 })

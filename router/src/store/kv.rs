@@ -184,13 +184,27 @@ pub(crate) mod contract {
         store.kv_set(&first, "first", None).await.unwrap();
         assert_eq!(store.kv_get(&second).await.unwrap(), None);
         store.kv_set(&second, "second", None).await.unwrap();
-        assert_eq!(store.kv_get(&first).await.unwrap().as_deref(), Some("first"));
-        assert_eq!(store.kv_get(&second).await.unwrap().as_deref(), Some("second"));
+        assert_eq!(
+            store.kv_get(&first).await.unwrap().as_deref(),
+            Some("first")
+        );
+        assert_eq!(
+            store.kv_get(&second).await.unwrap().as_deref(),
+            Some("second")
+        );
         assert!(store.kv_del(&second).await.unwrap());
-        assert_eq!(store.kv_get(&first).await.unwrap().as_deref(), Some("first"));
+        assert_eq!(
+            store.kv_get(&first).await.unwrap().as_deref(),
+            Some("first")
+        );
     }
 
-    fn user_bind<'a>(owner_key: &'a str, conv: &'a str, user: &'a str, last: &'a str) -> ConvBind<'a> {
+    fn user_bind<'a>(
+        owner_key: &'a str,
+        conv: &'a str,
+        user: &'a str,
+        last: &'a str,
+    ) -> ConvBind<'a> {
         ConvBind {
             owner_key,
             conv,
@@ -211,7 +225,10 @@ pub(crate) mod contract {
             .await
             .unwrap();
         assert_eq!(bound, ConvBound::Bound);
-        assert_eq!(store.kv_get(&alice_last).await.unwrap().as_deref(), Some(conv));
+        assert_eq!(
+            store.kv_get(&alice_last).await.unwrap().as_deref(),
+            Some(conv)
+        );
         store.kv_set(&bob_last, "bobs", None).await.unwrap();
         let refused = store
             .conv_bind(&user_bind(&owner_key, conv, "bob", &bob_last))
@@ -228,7 +245,10 @@ pub(crate) mod contract {
             .await
             .unwrap();
         assert_eq!(again, ConvBound::Bound, "the owner binds again");
-        assert_eq!(store.kv_get(&owner_key).await.unwrap().as_deref(), Some("alice"));
+        assert_eq!(
+            store.kv_get(&owner_key).await.unwrap().as_deref(),
+            Some("alice")
+        );
         // The same conversation id in another tenant is another conversation.
         let other_key = keys::conv_owner("t2", conv);
         let other_last = keys::user_conv("t2", "bob");
@@ -261,21 +281,49 @@ pub(crate) mod contract {
             last: None,
             device: Some(device(owned_by)),
         };
-        let refused = store.conv_bind(&bind("bob", Some(owned_by.as_str()))).await.unwrap();
+        let refused = store
+            .conv_bind(&bind("bob", Some(owned_by.as_str())))
+            .await
+            .unwrap();
         assert_eq!(refused, ConvBound::DeviceNotOwned);
-        assert_eq!(store.kv_get(&conv_owner).await.unwrap(), None, "bob claimed nothing");
-        let bound = store.conv_bind(&bind("alice", Some(owned_by.as_str()))).await.unwrap();
+        assert_eq!(
+            store.kv_get(&conv_owner).await.unwrap(),
+            None,
+            "bob claimed nothing"
+        );
+        let bound = store
+            .conv_bind(&bind("alice", Some(owned_by.as_str())))
+            .await
+            .unwrap();
         assert_eq!(bound, ConvBound::Bound);
-        assert_eq!(store.set_members(&keys::conv_devices("t1", "dc")).await.unwrap(), ["hd:1"]);
+        assert_eq!(
+            store
+                .set_members(&keys::conv_devices("t1", "dc"))
+                .await
+                .unwrap(),
+            ["hd:1"]
+        );
         assert_eq!(store.kv_get(&pointer).await.unwrap().as_deref(), Some("dc"));
         // Without an owner check, the conversation's ownership still rules.
         let refused = store.conv_bind(&bind("bob", None)).await.unwrap();
         assert_eq!(refused, ConvBound::OwnedBy("alice".to_owned()));
-        let old = store.kv_unbind(&pointer, "hd:1", &prefix, suffix).await.unwrap();
+        let old = store
+            .kv_unbind(&pointer, "hd:1", &prefix, suffix)
+            .await
+            .unwrap();
         assert_eq!(old.as_deref(), Some("dc"));
-        assert!(store.set_members(&keys::conv_devices("t1", "dc")).await.unwrap().is_empty());
+        assert!(
+            store
+                .set_members(&keys::conv_devices("t1", "dc"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(store.kv_get(&pointer).await.unwrap(), None);
-        let none = store.kv_unbind(&pointer, "hd:1", &prefix, suffix).await.unwrap();
+        let none = store
+            .kv_unbind(&pointer, "hd:1", &prefix, suffix)
+            .await
+            .unwrap();
         assert_eq!(none, None, "unbinding twice");
     }
 }

@@ -103,13 +103,13 @@ fn check_kind(socket: &str, kind: Option<&str>) -> Result<(), String> {
         None if wanted == "user" => Ok(()),
         Some(kind) if kind == wanted => Ok(()),
         None => Err(format!(
-            "a {socket} socket needs a token of kind {wanted}; this token has no kind"
+            "{socket} sockets need a token of kind {wanted}; this token has no kind"
         )),
         Some(kind) if KNOWN.contains(&kind) => Err(format!(
-            "a {socket} socket needs a token of kind {wanted}, not {kind}"
+            "{socket} sockets need a token of kind {wanted}, not {kind}"
         )),
         Some(kind) => Err(format!(
-            "token kind {:?} is unknown; a {socket} socket needs kind {wanted}",
+            "token kind {:?} is unknown; {socket} sockets need kind {wanted}",
             kind.chars().take(32).collect::<String>()
         )),
     }
