@@ -57,17 +57,23 @@ async fn tool_calls_across_edges(transport: &str) {
         let id = request["id"].clone();
         // A socket of the same tenant, app and tool on the other edge,
         // connected after the call was handed out, answers first with the
-        // id it was not sent: refused (and counted), never relayed.
-        let mut impostor = app_socket(cluster.edge(0), "app1", "calc", "t1").await;
-        let before = refused_answers(&cluster).await;
-        impostor
-            .send_json(&json!({"jsonrpc": "2.0", "method": "_notify",
-                "params": {"type": "tool.progress", "data": {"id": id, "impostor": true}}}))
-            .await;
-        impostor
-            .send_json(&json!({"jsonrpc": "2.0", "result": "impostor", "id": id}))
-            .await;
-        wait_refused(&cluster, before + 2.0).await;
+        // id it was not sent: refused (and counted), never relayed. Only on
+        // the last call, so no later call of this tool is handed to it.
+        let _impostor = if router == 2 {
+            let mut impostor = app_socket(cluster.edge(0), "app1", "calc", "t1").await;
+            let before = refused_answers(&cluster).await;
+            impostor
+                .send_json(&json!({"jsonrpc": "2.0", "method": "_notify",
+                    "params": {"type": "tool.progress", "data": {"id": id, "impostor": true}}}))
+                .await;
+            impostor
+                .send_json(&json!({"jsonrpc": "2.0", "result": "impostor", "id": id}))
+                .await;
+            wait_refused(&cluster, before + 2.0).await;
+            Some(impostor)
+        } else {
+            None
+        };
         tool.send_json(&json!({"jsonrpc": "2.0", "method": "_notify",
             "params": {"type": "tool.progress", "data": {"id": id}}}))
             .await;
