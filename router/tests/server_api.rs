@@ -342,7 +342,7 @@ async fn health_and_metrics() {
 #[tokio::test]
 async fn conversation_owners_are_set_per_tenant() {
     let c = Cluster::start().await;
-    let put = |conv: &str, auth: String, tenant: Option<&str>, body: Value| {
+    let put = |conv: &str, auth: String, tenant: Option<&'static str>, body: Value| {
         let api = c.api();
         let path = format!("/api/v1/conversations/{conv}");
         async move {
