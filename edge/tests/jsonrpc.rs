@@ -63,6 +63,7 @@ switchboard_testkit::against_both_stores! {
     app_channels;
     conversations_and_pushes;
     the_server_api_sets_conversation_owners;
+    devices_bind_only_where_their_owner_may;
     hardware_binds_to_its_owners_conversation;
     switching_another_users_device_is_refused;
     device_status_is_stored_and_pushed;
@@ -500,6 +501,93 @@ async fn hardware_binds_to_its_owners_conversation(env: Env) {
     assert_eq!(reply.json(), json!({"delivered": 1}));
     assert_eq!(notified(&mut device).await.0, "t3");
     assert_eq!(notified(&mut device).await.0, "t4");
+}
+
+/// A device binds with its owner's rights, on connect too: a stored
+/// binding its (new) owner may not keep is dropped, and it follows its
+/// owner's last conversation instead. A user cannot move even her own
+/// device into someone else's conversation.
+async fn devices_bind_only_where_their_owner_may(env: Env) {
+    let mut alice = env.user("alice", Some("ca")).await;
+    let mut bob = env.user("bob", Some("cb")).await;
+    let mut device = env.device("hd7", Some("alice")).await;
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"conv": "ca"}, "type": "t1"}),
+        )
+        .await;
+    assert_eq!(
+        reply.json(),
+        json!({"delivered": 2}),
+        "alice and her device"
+    );
+    assert_eq!(notified(&mut alice).await.0, "t1");
+    assert_eq!(notified(&mut device).await.0, "t1");
+    let refused = call(
+        &mut alice,
+        "hardwares.switchConvId",
+        json!({"convId": "cb", "hdId": "hd7"}),
+        json!(1),
+    )
+    .await;
+    assert_error(&refused, 4401, &json!(1));
+    // The device now belongs to bob: on connect it leaves alice's ca and
+    // follows bob's last conversation.
+    drop(device);
+    let mut device = env.device("hd7", Some("bob")).await;
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"conv": "ca"}, "type": "t2"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 1}), "alice only");
+    assert_eq!(notified(&mut alice).await.0, "t2");
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"conv": "cb"}, "type": "t3"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 2}), "bob and his device");
+    assert_eq!(notified(&mut bob).await.0, "t3");
+    assert_eq!(
+        notified(&mut device).await.0,
+        "t3",
+        "the device heard nothing of ca"
+    );
+    // A device without an owner binds nothing, and keeps no old binding.
+    drop(device);
+    let mut device = env.device("hd7", None).await;
+    let refused = call(
+        &mut device,
+        "hardwares.switchConvId",
+        json!({"convId": "c-free"}),
+        json!(2),
+    )
+    .await;
+    assert_error(&refused, 4401, &json!(2));
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"conv": "cb"}, "type": "t4"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 1}), "bob only");
+    assert_eq!(notified(&mut bob).await.0, "t4");
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"device": "hd7"}, "type": "direct"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 1}));
+    assert_eq!(
+        notified(&mut device).await.0,
+        "direct",
+        "the first thing it heard"
+    );
 }
 
 async fn switching_another_users_device_is_refused(env: Env) {
