@@ -410,6 +410,12 @@ impl Upstream {
             RequestBody::Sync => request::Body::Collect(switchboard_proto::Collect {
                 topics: vec![topic.clone()],
             }),
+            // A tool answer names the socket that sent it (its router
+            // adds this edge's id from the session it arrived on).
+            RequestBody::Envelope(request::Body::ToolEvent(mut event)) => {
+                event.from_conn = conn;
+                request::Body::ToolEvent(event)
+            }
             RequestBody::Envelope(body) => body,
             RequestBody::Im(op) => request::Body::Im(Box::new(switchboard_proto::ImRequest {
                 topic: Some(topic.clone()),

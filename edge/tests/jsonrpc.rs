@@ -11,9 +11,12 @@ use switchboard_testkit::WsClient;
 use switchboard_testkit::http::{self, Reply};
 use switchboard_testkit::im::ImClient;
 use switchboard_testkit::jsonrpc::{
-    api_post, app_socket, assert_error, assert_ok, call, device_socket, notified, user_socket,
+    api_post, api_put_owner, app_socket, assert_error, assert_ok, call, device_socket, notified,
+    user_socket, user_socket_refused_conv,
 };
-use switchboard_testkit::switchboard::{self, API_KEY, Standalone, app_token, device_token, token};
+use switchboard_testkit::switchboard::{
+    self, API_KEY, Standalone, app_token, device_token, token, token_shaped,
+};
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -59,6 +62,8 @@ switchboard_testkit::against_both_stores! {
     app_keys_are_private_to_app_and_tenant;
     app_channels;
     conversations_and_pushes;
+    the_server_api_sets_conversation_owners;
+    devices_bind_only_where_their_owner_may;
     hardware_binds_to_its_owners_conversation;
     switching_another_users_device_is_refused;
     device_status_is_stored_and_pushed;
@@ -225,7 +230,10 @@ async fn app_channels(env: Env) {
 async fn conversations_and_pushes(env: Env) {
     let mut alice_conv = env.user("alice", Some("c1")).await;
     let mut alice_plain = env.user("alice", None).await;
-    let mut bob = env.user("bob", Some("c1")).await;
+    let mut alice_third = env.user("alice", Some("c1")).await;
+    // c1 is alice's (she bound it first): bob's connect with it is refused
+    // and leaves him unbound.
+    let mut bob = user_socket_refused_conv(env.edge(), "bob", "default", "c1").await;
 
     // To a user: every socket of that user.
     let reply = env
@@ -234,13 +242,12 @@ async fn conversations_and_pushes(env: Env) {
             &json!({"to": {"user": "alice"}, "type": "hello", "data": {"x": 1}}),
         )
         .await;
-    assert_eq!((reply.status, reply.json()), (200, json!({"delivered": 2})));
-    for ws in [&mut alice_conv, &mut alice_plain] {
+    assert_eq!((reply.status, reply.json()), (200, json!({"delivered": 3})));
+    for ws in [&mut alice_conv, &mut alice_plain, &mut alice_third] {
         assert_eq!(notified(ws).await, ("hello".to_owned(), json!({"x": 1})));
     }
-    bob.expect_silence(QUIET).await;
 
-    // To a conversation: the sockets bound to it.
+    // To a conversation: the sockets bound to it, bob's not among them.
     let reply = env
         .post(
             "/api/v1/notify",
@@ -249,8 +256,25 @@ async fn conversations_and_pushes(env: Env) {
         .await;
     assert_eq!(reply.json(), json!({"delivered": 2}));
     assert_eq!(notified(&mut alice_conv).await.0, "t");
-    assert_eq!(notified(&mut bob).await.0, "t");
-    alice_plain.expect_silence(QUIET).await;
+    assert_eq!(notified(&mut alice_third).await.0, "t");
+    let refused = call(
+        &mut bob,
+        "hardwares.switchConvId",
+        json!({"convId": "c1"}),
+        json!("b1"),
+    )
+    .await;
+    assert_error(&refused, 4401, &json!("b1"));
+    env.post(
+        "/api/v1/notify",
+        &json!({"to": {"user": "bob"}, "type": "sentinel"}),
+    )
+    .await;
+    assert_eq!(
+        notified(&mut bob).await.0,
+        "sentinel",
+        "bob heard nothing of c1"
+    );
 
     // Switching moves this socket only.
     let switched = call(
@@ -265,13 +289,30 @@ async fn conversations_and_pushes(env: Env) {
         json!({"convId": "c2", "hdId": null})
     );
     let switched = call(
-        &mut bob,
+        &mut alice_third,
         "hardwares.switchConvId",
         json!({"convId": "c2"}),
         json!(2),
     )
     .await;
     assert_ok(&switched, &json!(2));
+    // c2 is alice's now too; bob stays where he is (his own c3).
+    let mine = call(
+        &mut bob,
+        "hardwares.switchConvId",
+        json!({"convId": "c3"}),
+        json!("b2"),
+    )
+    .await;
+    assert_ok(&mine, &json!("b2"));
+    let refused = call(
+        &mut bob,
+        "hardwares.switchConvId",
+        json!({"convId": "c2"}),
+        json!("b3"),
+    )
+    .await;
+    assert_error(&refused, 4401, &json!("b3"));
     let reply = env
         .post(
             "/api/v1/notify",
@@ -280,14 +321,30 @@ async fn conversations_and_pushes(env: Env) {
         .await;
     assert_eq!(reply.json(), json!({"delivered": 2}));
     assert_eq!(notified(&mut alice_plain).await.0, "t2");
-    assert_eq!(notified(&mut bob).await.0, "t2");
+    assert_eq!(notified(&mut alice_third).await.0, "t2");
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"conv": "c3"}, "type": "bobs"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 1}));
+    assert_eq!(
+        notified(&mut bob).await.0,
+        "bobs",
+        "bob is still bound to c3 and heard nothing of c2"
+    );
     let reply = env
         .post(
             "/api/v1/notify",
             &json!({"to": {"conv": "c1"}, "type": "t3"}),
         )
         .await;
-    assert_eq!(reply.json(), json!({"delivered": 1}), "bob left c1");
+    assert_eq!(
+        reply.json(),
+        json!({"delivered": 1}),
+        "alice's third socket left c1"
+    );
 
     // A stream arrives in seq order, even when the chunks are posted out of order.
     let chunk = |seq: u64, done: bool| json!({"to": {"conv": "c2"}, "streamId": "s1", "seq": seq, "delta": format!("d{seq}"), "done": done});
@@ -297,7 +354,7 @@ async fn conversations_and_pushes(env: Env) {
         tokio::spawn(async move { api_post(api, "/api/v1/stream", "default", &body).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for ws in [&mut alice_plain, &mut bob] {
+    for ws in [&mut alice_plain, &mut alice_third] {
         for seq in 0..4u64 {
             let (kind, data) = notified(ws).await;
             assert_eq!(kind, "stream");
@@ -309,6 +366,71 @@ async fn conversations_and_pushes(env: Env) {
     }
     let _ = alice_conv.recv_json().await; // t3
     alice_conv.expect_silence(QUIET).await;
+}
+
+/// The server API names a conversation's owner before anyone binds it;
+/// the owner never changes afterwards.
+async fn the_server_api_sets_conversation_owners(env: Env) {
+    let put = |conv: &'static str, body: Value| {
+        let api = env.api();
+        async move { api_put_owner(api, conv, "default", &body).await }
+    };
+    let set = put("pc1", json!({"owner": "carol"})).await;
+    assert_eq!(
+        (set.status, set.json()),
+        (200, json!({"convId": "pc1", "owner": "carol"}))
+    );
+    let again = put("pc1", json!({"owner": "carol"})).await;
+    assert_eq!(again.status, 200, "naming the owner again");
+    let taken = put("pc1", json!({"owner": "dave"})).await;
+    assert_eq!(taken.status, 409, "{:?}", taken.body);
+    for bad in [json!({}), json!({"owner": 5}), json!({"owner": "a b"})] {
+        let refused = put("pc1", bad).await;
+        assert_eq!(refused.status, 400);
+        assert_eq!(refused.json()["error"]["field"], "owner");
+    }
+    // dave may not bind carol's conversation, not even first.
+    let mut dave = user_socket_refused_conv(env.edge(), "dave", "default", "pc1").await;
+    let mut carol = env.user("carol", Some("pc1")).await;
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"conv": "pc1"}, "type": "for-carol"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 1}));
+    assert_eq!(notified(&mut carol).await.0, "for-carol");
+    // An owner a user became by binding first cannot be overridden either,
+    // and a refused PUT hands nothing to carol.
+    let claimed = call(
+        &mut dave,
+        "hardwares.switchConvId",
+        json!({"convId": "c-dave"}),
+        json!(1),
+    )
+    .await;
+    assert_ok(&claimed, &json!(1));
+    let taken = put("c-dave", json!({"owner": "carol"})).await;
+    assert_eq!(taken.status, 409, "{:?}", taken.body);
+    let refused = call(
+        &mut carol,
+        "hardwares.switchConvId",
+        json!({"convId": "c-dave"}),
+        json!(2),
+    )
+    .await;
+    assert_error(&refused, 4401, &json!(2));
+    // Another tenant's conversation of the same id is its own.
+    let mut other_tenant = user_socket(env.edge(), "dave", "tenant2", Some("pc1")).await;
+    let reply = api_post(
+        env.api(),
+        "/api/v1/notify",
+        "tenant2",
+        &json!({"to": {"conv": "pc1"}, "type": "t2"}),
+    )
+    .await;
+    assert_eq!(reply.json(), json!({"delivered": 1}));
+    assert_eq!(notified(&mut other_tenant).await.0, "t2");
 }
 
 async fn hardware_binds_to_its_owners_conversation(env: Env) {
@@ -381,6 +503,93 @@ async fn hardware_binds_to_its_owners_conversation(env: Env) {
     assert_eq!(notified(&mut device).await.0, "t4");
 }
 
+/// A device binds with its owner's rights, on connect too: a stored
+/// binding its (new) owner may not keep is dropped, and it follows its
+/// owner's last conversation instead. A user cannot move even her own
+/// device into someone else's conversation.
+async fn devices_bind_only_where_their_owner_may(env: Env) {
+    let mut alice = env.user("alice", Some("ca")).await;
+    let mut bob = env.user("bob", Some("cb")).await;
+    let mut device = env.device("hd7", Some("alice")).await;
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"conv": "ca"}, "type": "t1"}),
+        )
+        .await;
+    assert_eq!(
+        reply.json(),
+        json!({"delivered": 2}),
+        "alice and her device"
+    );
+    assert_eq!(notified(&mut alice).await.0, "t1");
+    assert_eq!(notified(&mut device).await.0, "t1");
+    let refused = call(
+        &mut alice,
+        "hardwares.switchConvId",
+        json!({"convId": "cb", "hdId": "hd7"}),
+        json!(1),
+    )
+    .await;
+    assert_error(&refused, 4401, &json!(1));
+    // The device now belongs to bob: on connect it leaves alice's ca and
+    // follows bob's last conversation.
+    drop(device);
+    let mut device = env.device("hd7", Some("bob")).await;
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"conv": "ca"}, "type": "t2"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 1}), "alice only");
+    assert_eq!(notified(&mut alice).await.0, "t2");
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"conv": "cb"}, "type": "t3"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 2}), "bob and his device");
+    assert_eq!(notified(&mut bob).await.0, "t3");
+    assert_eq!(
+        notified(&mut device).await.0,
+        "t3",
+        "the device heard nothing of ca"
+    );
+    // A device without an owner binds nothing, and keeps no old binding.
+    drop(device);
+    let mut device = env.device("hd7", None).await;
+    let refused = call(
+        &mut device,
+        "hardwares.switchConvId",
+        json!({"convId": "c-free"}),
+        json!(2),
+    )
+    .await;
+    assert_error(&refused, 4401, &json!(2));
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"conv": "cb"}, "type": "t4"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 1}), "bob only");
+    assert_eq!(notified(&mut bob).await.0, "t4");
+    let reply = env
+        .post(
+            "/api/v1/notify",
+            &json!({"to": {"device": "hd7"}, "type": "direct"}),
+        )
+        .await;
+    assert_eq!(reply.json(), json!({"delivered": 1}));
+    assert_eq!(
+        notified(&mut device).await.0,
+        "direct",
+        "the first thing it heard"
+    );
+}
+
 async fn switching_another_users_device_is_refused(env: Env) {
     let _device = env.device("hd2", Some("alice")).await;
     let mut mallory = env.user("mallory", None).await;
@@ -403,8 +612,17 @@ async fn switching_another_users_device_is_refused(env: Env) {
 
 async fn device_status_is_stored_and_pushed(env: Env) {
     let mut alice = env.user("alice", None).await;
-    let mut watcher = env.user("carol", Some("c20")).await;
+    let _carol = env.user("carol", Some("c21")).await;
     let mut device = env.device("hd3", Some("alice")).await;
+    // A device binds with its owner's rights: not carol's conversation.
+    let refused = call(
+        &mut device,
+        "hardwares.switchConvId",
+        json!({"convId": "c21"}),
+        json!("r"),
+    )
+    .await;
+    assert_error(&refused, 4401, &json!("r"));
     let switched = call(
         &mut device,
         "hardwares.switchConvId",
@@ -413,6 +631,16 @@ async fn device_status_is_stored_and_pushed(env: Env) {
     )
     .await;
     assert_ok(&switched, &json!(0));
+    // Another of alice's devices follows the same conversation.
+    let mut watcher = env.device("hd3w", Some("alice")).await;
+    let followed = call(
+        &mut watcher,
+        "hardwares.switchConvId",
+        json!({"convId": "c20"}),
+        json!(1),
+    )
+    .await;
+    assert_ok(&followed, &json!(1));
     let status = json!({"status": "online", "battery": 80});
     device
         .send_json(
@@ -491,6 +719,55 @@ async fn tokens_are_checked_with_close_code_4401() {
         assert_eq!(code, 4401, "{url}");
         assert!(!reason.is_empty(), "the reason names the problem: {url}");
     }
+    // Each route takes one token kind; the reason names the kind it got.
+    let no_kind = |sub: &str| token_shaped(sub, "default", |c| c.kind = None);
+    let kinded =
+        |sub: &str, kind: &str| token_shaped(sub, "default", |c| c.kind = Some(kind.into()));
+    let app_claim_elsewhere = token_shaped("app1", "default", |c| {
+        c.kind = Some("app".into());
+        c.app = Some("app2".into());
+    });
+    let kind_cases = [
+        (
+            format!("/v3/wss?token={}", kinded("a", "service")),
+            "service",
+        ),
+        (format!("/v3/wss?token={}", kinded("a", "client")), "client"),
+        (format!("/v3/wss?token={}", kinded("a", "robot")), "robot"),
+        (format!("/v3/wss?token={}", kinded("a", "app")), "app"),
+        (
+            format!("/v3/wss/app1/tool1?token={}", kinded("app1", "user")),
+            "user",
+        ),
+        (
+            format!("/v3/wss/app1/tool1?token={}", no_kind("app1")),
+            "no kind",
+        ),
+        (
+            format!("/v3/wss/app1/tool1?token={}", kinded("app1", "device")),
+            "device",
+        ),
+        (
+            format!("/v3/wss/app1/tool1?token={app_claim_elsewhere}"),
+            "app1",
+        ),
+        (format!("/v3/wss/hd1?token={}", no_kind("hd1")), "no kind"),
+        (format!("/v3/wss/hd1?token={}", kinded("hd1", "app")), "app"),
+        (
+            format!("/v3/wss/hd1?token={}", kinded("hd1", "nonsense")),
+            "nonsense",
+        ),
+    ];
+    for (path, named) in kind_cases {
+        let mut ws = WsClient::open(&format!("ws://{edge}{path}")).await;
+        let (code, reason) = ws.recv_close(Duration::from_secs(5)).await;
+        assert_eq!(code, 4401, "{path}");
+        assert!(reason.contains(named), "{path}: {reason:?} names {named}");
+    }
+    // A user token without a kind is a user token.
+    let mut ws = WsClient::open(&format!("ws://{edge}/v3/wss?token={}", no_kind("alice"))).await;
+    ws.send_text("ping").await;
+    assert_eq!(ws.recv_text().await, "pong");
     // An app token whose sub is the app id is accepted too.
     let by_sub = token("app1", "app", "default", None);
     let mut ws = WsClient::open(&format!("ws://{edge}/v3/wss/app1/tool1?token={by_sub}")).await;

@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use switchboard_testkit::WsClient;
 use switchboard_testkit::cluster::Cluster;
+use switchboard_testkit::http;
 use switchboard_testkit::jsonrpc::{api_post, app_socket, device_socket, notified, user_socket};
 use switchboard_testkit::switchboard::device_token;
 
@@ -54,6 +55,25 @@ async fn tool_calls_across_edges(transport: &str) {
         let request = tool.recv_json().await;
         assert_eq!(request["params"], json!([1, router]));
         let id = request["id"].clone();
+        // A socket of the same tenant, app and tool on the other edge,
+        // connected after the call was handed out, answers first with the
+        // id it was not sent: refused (and counted), never relayed. Only on
+        // the last call, so no later call of this tool is handed to it.
+        let _impostor = if router == 2 {
+            let mut impostor = app_socket(cluster.edge(0), "app1", "calc", "t1").await;
+            let before = refused_answers(&cluster).await;
+            impostor
+                .send_json(&json!({"jsonrpc": "2.0", "method": "_notify",
+                    "params": {"type": "tool.progress", "data": {"id": id, "impostor": true}}}))
+                .await;
+            impostor
+                .send_json(&json!({"jsonrpc": "2.0", "result": "impostor", "id": id}))
+                .await;
+            wait_refused(&cluster, before + 2.0).await;
+            Some(impostor)
+        } else {
+            None
+        };
         tool.send_json(&json!({"jsonrpc": "2.0", "method": "_notify",
             "params": {"type": "tool.progress", "data": {"id": id}}}))
             .await;
@@ -79,6 +99,37 @@ async fn tool_calls_across_edges(transport: &str) {
     )
     .await;
     assert_eq!(missing.status, 404);
+}
+
+/// Tool answers and notes refused by any router, summed over the cluster.
+async fn refused_answers(cluster: &Cluster) -> f64 {
+    let mut total = 0.0;
+    for router in &cluster.routers {
+        let metrics = http::get(router.addr("router-admin"), "/metrics", &[]).await;
+        let text = String::from_utf8_lossy(&metrics.body).into_owned();
+        for reason in ["wrong_socket", "unknown_call"] {
+            total += http::metric(
+                &text,
+                &format!("switchboard_router_tool_answers_refused_total{{reason=\"{reason}\"}}"),
+            );
+        }
+    }
+    total
+}
+
+async fn wait_refused(cluster: &Cluster, at_least: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused = refused_answers(cluster).await;
+        if refused >= at_least {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {refused} refused answers counted, wanted {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 switchboard_testkit::over_both_transports! {

@@ -45,27 +45,54 @@ pub fn channel_message_frame(channel: &str, message: &Value) -> Bytes {
     notify_frame("message", &json!({"channel": channel, "message": message}))
 }
 
-/// The topic name of an app channel.
+/// Escapes `%` and `/` in a topic name part, so the parts of a name made
+/// of several ids can always be told apart, whatever they contain.
+fn name_part(id: &str) -> std::borrow::Cow<'_, str> {
+    if !id.bytes().any(|b| matches!(b, b'%' | b'/')) {
+        return std::borrow::Cow::Borrowed(id);
+    }
+    let mut out = String::with_capacity(id.len() + 8);
+    for c in id.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The topic name of an app channel: `{appId}/{channel}`, the app id
+/// escaped so that no (app, channel) pair shares a name with another.
 pub fn channel_topic_name(app: &str, channel: &str) -> String {
-    format!("{app}/{channel}")
+    format!("{}/{channel}", name_part(app))
 }
 
-/// The topic name of an app tool's sockets.
+/// The topic name of an app tool's sockets: `{appId}/{toolId}`, escaped
+/// like [`channel_topic_name`].
 pub fn tool_topic_name(app: &str, tool: &str) -> String {
-    format!("{app}/{tool}")
+    format!("{}/{tool}", name_part(app))
 }
 
-/// A tool call id: unique per router, and naming the router that waits
-/// for the answer, so any router can relay the answer to it.
-pub fn call_id(sequence: u64, router_id: &str) -> String {
-    format!("sb-{sequence}@{router_id}")
+/// Longest call id taken from a socket; the gateway's own are far shorter
+/// (prefix, 32 hex digits, `@`, a process id of at most 128 bytes).
+pub const MAX_CALL_ID_BYTES: usize = 192;
+
+/// A tool call id: 128 random bits, so nobody can guess a call they were
+/// not sent, and the router that waits for the answer, so any router can
+/// relay the answer to it.
+pub fn call_id(random: u128, router_id: &str) -> String {
+    format!("sb-{random:032x}@{router_id}")
 }
 
 /// The router named by a call id, when it is one the gateway made.
 pub fn call_router(call_id: &str) -> Option<&str> {
+    if call_id.len() > MAX_CALL_ID_BYTES {
+        return None;
+    }
     let rest = call_id.strip_prefix("sb-")?;
-    let (sequence, router) = rest.split_once('@')?;
-    (!sequence.is_empty() && sequence.bytes().all(|b| b.is_ascii_digit()) && !router.is_empty())
+    let (random, router) = rest.split_once('@')?;
+    (random.len() == 32 && random.bytes().all(|b| b.is_ascii_hexdigit()) && !router.is_empty())
         .then_some(router)
 }
 
@@ -86,11 +113,50 @@ mod tests {
     #[test]
     fn call_ids_name_their_router() {
         let id = call_id(7, "router-a");
-        assert_eq!(id, "sb-7@router-a");
+        assert_eq!(id, "sb-00000000000000000000000000000007@router-a");
         assert_eq!(call_router(&id), Some("router-a"));
-        for foreign in ["7@router-a", "sb-@r", "sb-x@r", "sb-1@", "set123", ""] {
+        let random = call_id(u128::MAX, "r");
+        assert_eq!(call_router(&random), Some("r"));
+        let too_long = call_id(1, &"r".repeat(MAX_CALL_ID_BYTES));
+        let short = format!("sb-{}@r", "0".repeat(31));
+        for foreign in [
+            "7@router-a",
+            "sb-@r",
+            "sb-7@router-a",
+            short.as_str(),
+            "sb-0000000000000000000000000000000g@r",
+            "sb-00000000000000000000000000000007@",
+            "set123",
+            "",
+            too_long.as_str(),
+        ] {
             assert_eq!(call_router(foreign), None, "{foreign}");
         }
+    }
+
+    #[test]
+    fn names_of_several_ids_never_collide() {
+        let ids = [
+            "", "a", "a/b", "b", "a%2Fb", "%", "/", "%25", "a/", "/b", "a b", "{t}", ":",
+        ];
+        let mut seen = std::collections::HashMap::new();
+        for app in ids {
+            for second in ids {
+                for name in [
+                    channel_topic_name(app, second),
+                    tool_topic_name(app, second),
+                ] {
+                    if let Some(earlier) = seen.insert(name.clone(), (app, second)) {
+                        assert_eq!(earlier, (app, second), "{name} is shared");
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            channel_topic_name("shop", "news"),
+            "shop/news",
+            "plain ids read as before"
+        );
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/apps/{appId}/tools/{toolId}/call"),
     ("GET", "/api/v1/devices/{hdId}/status"),
     ("POST", "/api/v1/im/messages"),
+    ("PUT", "/api/v1/conversations/{convId}"),
 ];
 
 /// Response bodies: whole, or streamed (tool calls relaying progress).
@@ -223,6 +224,7 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Routed {
         ["api", "v1", "apps", _, "tools", _, "call"] => ("tool_call", Method::POST),
         ["api", "v1", "devices", _, "status"] => ("device_status", Method::GET),
         ["api", "v1", "im", "messages"] => ("im_messages", Method::POST),
+        ["api", "v1", "conversations", _] => ("conversation_owner", Method::PUT),
         _ => {
             return Err((
                 "unknown",
@@ -278,6 +280,13 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Routed {
                 .await
                 .map(|response| (route, response))
                 .map_err(fail);
+        }
+        ["api", "v1", "conversations", conv] => {
+            let conv = api_rpc::ref_id("convId", conv).map_err(fail)?;
+            let body = json_body(request.into_body()).await.map_err(fail)?;
+            api_rpc::conversation_owner(node, &tenant, &conv, body)
+                .await
+                .map(ok)
         }
         ["api", "v1", "devices", hd, "status"] => {
             let hd = api_rpc::ref_id("hdId", hd).map_err(fail)?;

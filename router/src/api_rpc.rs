@@ -1,6 +1,6 @@
 //! The server API's JSON-RPC routes, shared by HTTP and NATS: `_notify`
-//! pushes, stream chunks, app channel publishes, device status and tool
-//! calls. Each takes the parsed JSON body and answers JSON or an
+//! pushes, stream chunks, app channel publishes, device status,
+//! conversation owners and tool calls. Each takes the parsed JSON body and answers JSON or an
 //! [`ApiError`].
 
 use std::time::Duration;
@@ -198,6 +198,39 @@ pub async fn device_status(node: &RouterNode, tenant: &str, hd: &str) -> Result<
         .map(Value::take)
         .unwrap_or(Value::Null);
     Ok(json!({"hdId": hd, "status": status, "updated_at": updated_at}))
+}
+
+/// `PUT /api/v1/conversations/{convId}` with `{"owner": userId}`: sets the
+/// owner of a conversation nobody owns yet; naming its current owner again
+/// is a success, naming anyone else is 409 (an owner never changes).
+pub async fn conversation_owner(
+    node: &RouterNode,
+    tenant: &str,
+    conv: &str,
+    body: Map<String, Value>,
+) -> Result<Value, ApiError> {
+    let owner = match body.get("owner") {
+        Some(Value::String(owner)) => ref_id("owner", owner)?,
+        _ => {
+            return Err(ApiError::field(
+                "owner",
+                "owner must be a user id matching [A-Za-z0-9_.:@-]{1,128}",
+            ));
+        }
+    };
+    rpc::set_conversation_owner(node, tenant, conv, &owner)
+        .await
+        .map_err(|e| match e {
+            rpc::OwnerError::Taken { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            rpc::OwnerError::Store(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
+        })?;
+    Ok(json!({"convId": conv, "owner": owner}))
 }
 
 /// The tool call a body asks for.

@@ -38,7 +38,7 @@ pub async fn run<S>(
     let mut connections: HashMap<u64, Connection> = HashMap::new();
     while let Some(frame) = inbound.next().await {
         let Some(body) = frame.body else { continue };
-        handle(node, edge, &mut connections, body, &tx).await;
+        handle(node, edge, edge_id, &mut connections, body, &tx).await;
     }
     tracing::debug!(
         edge_id,
@@ -82,6 +82,7 @@ fn out_of_order(what: &'static str, conn: u64) {
 async fn handle(
     node: &Arc<RouterNode>,
     edge: EdgeIdx,
+    edge_id: &str,
     connections: &mut HashMap<u64, Connection>,
     body: edge_frame::Body,
     tx: &mpsc::Sender<RouterFrame>,
@@ -230,7 +231,8 @@ async fn handle(
                 }
             }
         }
-        edge_frame::Body::Request(request) => {
+        edge_frame::Body::Request(mut request) => {
+            stamp_sender(&mut request, edge_id);
             let reply = Reply::Edge {
                 tx: tx.clone(),
                 correlation_id: request.correlation_id,
@@ -251,6 +253,17 @@ async fn handle(
                 tokio::spawn(async move { reply.send(node.request(request).await) });
             }
         }
+    }
+}
+
+/// Names the edge a request came from by this session, never by what the
+/// edge wrote: a tool answer is taken only from the socket (edge and
+/// connection) its call was handed to, and an IM echo skips the sender.
+fn stamp_sender(request: &mut Request, edge_id: &str) {
+    match &mut request.body {
+        Some(request::Body::ToolEvent(event)) => edge_id.clone_into(&mut event.from_edge),
+        Some(request::Body::Im(im)) => edge_id.clone_into(&mut im.from_edge),
+        _ => {}
     }
 }
 

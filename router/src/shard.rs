@@ -61,11 +61,11 @@ pub enum ShardCommand {
         reply: tokio::sync::oneshot::Sender<Vec<(EdgeIdx, Vec<u64>)>>,
     },
     /// Hands `payload` to one subscriber of `topic` (tool calls), taking
-    /// turns; answers whether there was one.
+    /// turns; answers which connection took it, if one did.
     Dispatch {
         topic: TopicKey,
         payload: Payload,
-        reply: tokio::sync::oneshot::Sender<bool>,
+        reply: tokio::sync::oneshot::Sender<Option<(EdgeIdx, u64)>>,
     },
     /// Forwarded to the presence worker so it runs after earlier joins.
     PresenceQuery {
@@ -378,11 +378,9 @@ impl Shard {
     }
 
     /// Hands `payload` to one subscriber of `topic`, a different one each
-    /// time; false when none can take it.
-    fn dispatch(&mut self, topic: &TopicKey, payload: &Payload) -> bool {
-        let Some(state) = self.topics.get(topic) else {
-            return false;
-        };
+    /// time; `None` when none can take it.
+    fn dispatch(&mut self, topic: &TopicKey, payload: &Payload) -> Option<(EdgeIdx, u64)> {
+        let state = self.topics.get(topic)?;
         let candidates: Vec<(EdgeIdx, u64)> = state
             .by_edge
             .iter()
@@ -390,13 +388,14 @@ impl Shard {
             .flat_map(|(edge, conns)| conns.ids.iter().map(move |conn| (*edge, *conn)))
             .collect();
         if candidates.is_empty() {
-            return false;
+            return None;
         }
         self.turns = self.turns.wrapping_add(1);
         let (edge, conn) = candidates[self.turns % candidates.len()];
         self.edges
             .get(&edge)
             .is_some_and(|tx| send_delivery(tx, vec![conn], payload) == 1)
+            .then_some((edge, conn))
     }
 
     /// Hands `payload` to every edge with subscribers of `topic`, one frame

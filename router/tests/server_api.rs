@@ -371,3 +371,56 @@ async fn health_and_metrics() {
     assert!(text.contains("switchboard_api_requests_total"), "{text}");
     assert!(text.contains("switchboard_router_edges"));
 }
+
+/// `PUT /api/v1/conversations/{convId}` is tenant-scoped like every route:
+/// a service token sets owners in its own tenant only.
+#[tokio::test]
+async fn conversation_owners_are_set_per_tenant() {
+    let c = Cluster::start().await;
+    let put = |conv: &str, auth: String, tenant: Option<&'static str>, body: Value| {
+        let api = c.api();
+        let path = format!("/api/v1/conversations/{conv}");
+        async move {
+            let mut headers = vec![("authorization", auth.as_str())];
+            if let Some(tenant) = tenant {
+                headers.push(("x-tenant", tenant));
+            }
+            http::put_json(api, &path, &headers, &body).await
+        }
+    };
+    let set = put("c1", service("t1"), None, json!({"owner": "alice"})).await;
+    assert_eq!(
+        (set.status, set.json()),
+        (200, json!({"convId": "c1", "owner": "alice"}))
+    );
+    let taken = put("c1", service("t1"), None, json!({"owner": "bob"})).await;
+    assert_eq!(error_code(&taken).0, 409);
+    // The same id in tenant t2 is another conversation, free to own.
+    let other = put("c1", service("t2"), None, json!({"owner": "bob"})).await;
+    assert_eq!(other.status, 200, "{:?}", other.body);
+    let cross = put("c2", service("t1"), Some("t2"), json!({"owner": "bob"})).await;
+    assert_eq!(error_code(&cross).0, 403);
+    let key = format!("Bearer {API_KEY}");
+    let by_key = put("c1", key.clone(), Some("t2"), json!({"owner": "bob"})).await;
+    assert_eq!(by_key.status, 200, "t2's c1 is bob's already");
+    let by_key = put("c1", key, Some("t2"), json!({"owner": "alice"})).await;
+    assert_eq!(error_code(&by_key).0, 409);
+    let unauthenticated = put("c3", "Bearer nope".to_owned(), None, json!({"owner": "a"})).await;
+    assert_eq!(unauthenticated.status, 401);
+    let bad = put("a%20b", service("t1"), None, json!({"owner": "a"})).await;
+    assert_eq!(
+        error_code(&bad),
+        (
+            400,
+            "validation_error".to_owned(),
+            Some("convId".to_owned())
+        )
+    );
+    let wrong_method = http::get(
+        c.api(),
+        "/api/v1/conversations/c1",
+        &[("authorization", &service("t1"))],
+    )
+    .await;
+    assert_eq!(error_code(&wrong_method).0, 405);
+}

@@ -86,6 +86,17 @@ pub async fn post_json(
     request("POST", addr, path, &all, body.to_string()).await
 }
 
+pub async fn put_json(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> Reply {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    request("PUT", addr, path, &all, body.to_string()).await
+}
+
 /// The value of an unlabelled or labelled sample in Prometheus text, e.g.
 /// `metric(text, "switchboard_router_deliveries_total")`; 0 when absent.
 pub fn metric(text: &str, series: &str) -> f64 {

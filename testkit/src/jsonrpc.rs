@@ -15,12 +15,37 @@ pub async fn user_socket(
     tenant: &str,
     conv: Option<&str>,
 ) -> WsClient {
+    ready(user_socket_unchecked(edge, user, tenant, conv).await).await
+}
+
+/// A user socket, without waiting for its open work: for connects whose
+/// first frame is not the pong (a refused `convId`).
+pub async fn user_socket_unchecked(
+    edge: SocketAddr,
+    user: &str,
+    tenant: &str,
+    conv: Option<&str>,
+) -> WsClient {
     let token = token(user, "user", tenant, None);
     let mut url = format!("ws://{edge}/v3/wss?token={token}");
     if let Some(conv) = conv {
         url.push_str(&format!("&convId={conv}"));
     }
-    ready(WsClient::open(&url).await).await
+    WsClient::open(&url).await
+}
+
+/// A user socket connecting with a `convId` it may not bind: the first
+/// frame is the 4401 refusal (null id), then the socket works, unbound.
+pub async fn user_socket_refused_conv(
+    edge: SocketAddr,
+    user: &str,
+    tenant: &str,
+    conv: &str,
+) -> WsClient {
+    let mut ws = user_socket_unchecked(edge, user, tenant, Some(conv)).await;
+    let refusal = ws.recv_json().await;
+    assert_error(&refusal, 4401, &Value::Null);
+    ready(ws).await
 }
 
 pub async fn app_socket(edge: SocketAddr, app: &str, tool: &str, tenant: &str) -> WsClient {
@@ -61,6 +86,24 @@ pub async fn api_post(api: SocketAddr, path: &str, tenant: &str, body: &Value) -
         body,
     )
     .await
+}
+
+/// `PUT /api/v1/conversations/{conv}` with the API key for `tenant`.
+pub async fn api_put_owner(api: SocketAddr, conv: &str, tenant: &str, body: &Value) -> Reply {
+    let auth = format!("Bearer {API_KEY}");
+    http::put_json(
+        api,
+        &format!("/api/v1/conversations/{conv}"),
+        &[("authorization", &auth), ("x-tenant", tenant)],
+        body,
+    )
+    .await
+}
+
+/// A POST with a `kind=service` token of `tenant` (the tenant it acts for).
+pub async fn service_post(api: SocketAddr, path: &str, tenant: &str, body: &Value) -> Reply {
+    let auth = format!("Bearer {}", token("backend", "service", tenant, None));
+    http::post_json(api, path, &[("authorization", &auth)], body).await
 }
 
 pub async fn call(ws: &mut WsClient, method: &str, params: Value, id: Value) -> Value {

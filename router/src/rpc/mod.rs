@@ -1,7 +1,12 @@
 //! The JSON-RPC dialect's shared state on a router: app keys, conversation
-//! bindings, device ownership and status, `_notify` pushes, streams and
-//! tool calls. Everything durable lives in the store, so a binding
-//! survives reconnects and the loss of the router that wrote it.
+//! bindings and ownership, device ownership and status, `_notify` pushes,
+//! streams and tool calls. Everything durable lives in the store, so a
+//! binding survives reconnects and the loss of the router that wrote it.
+//!
+//! A conversation belongs to one user: the first to bind it (or the one
+//! the server API names first). Only that user's sockets, and devices
+//! whose token names that user as owner, may bind it; the check and the
+//! binding are one atomic store step ([`ConvBind`]).
 //!
 //! - [`streams`]: stream chunks in `seq` order, per stream.
 //! - [`tools`]: tool calls and the relay of their answers.
@@ -23,7 +28,7 @@ use crate::node::{NodeError, RouterNode, error_response};
 use crate::reply::Reply;
 use crate::shard::ShardCommand;
 use crate::store::StoreError;
-use crate::store::kv::keys;
+use crate::store::{ConvBind, ConvBound, DeviceBind, keys};
 use crate::topic::TopicKey;
 
 /// Who a `_notify` from the server API is for.
@@ -102,17 +107,55 @@ async fn kv(node: &RouterNode, op: KvOp) -> Response {
     result.unwrap_or_else(|e| store_failed(&e))
 }
 
-async fn bind_device(
+/// Why a binding was refused, as the caller hears it.
+fn bind_refusal(bound: &ConvBound, conv: &str, user: &str, hd: Option<&str>) -> Option<Response> {
+    let message = match bound {
+        ConvBound::Bound => return None,
+        ConvBound::OwnedBy(_) => format!("conversation {conv} belongs to another user"),
+        ConvBound::DeviceNotOwned => {
+            format!("device {} is not owned by {user}", hd.unwrap_or_default())
+        }
+    };
+    metrics::counter!("switchboard_router_bindings_refused_total").increment(1);
+    Some(error_response(ErrorCode::Forbidden, &message))
+}
+
+/// Binds `conv` for `user` (its owner, or its first binder), with the
+/// user's last conversation and/or a device, atomically.
+async fn bind_as(
     node: &RouterNode,
     tenant: &str,
-    hd: &str,
     conv: &str,
-) -> Result<(), StoreError> {
+    user: &str,
+    last: bool,
+    device: Option<(&str, bool)>,
+) -> Result<ConvBound, StoreError> {
+    let owner_key = keys::conv_owner(tenant, conv);
+    let last_key = keys::user_conv(tenant, user);
     let (prefix, suffix) = keys::conv_devices_parts(tenant);
-    node.store()
-        .kv_rebind(&keys::device_conv(tenant, hd), conv, hd, &prefix, suffix)
-        .await
-        .map(drop)
+    let device_keys = device.map(|(hd, checked)| {
+        (
+            hd,
+            keys::device_conv(tenant, hd),
+            checked.then(|| keys::device_owner(tenant, hd)),
+        )
+    });
+    let bind = ConvBind {
+        owner_key: &owner_key,
+        conv,
+        user,
+        last: last.then_some(last_key.as_str()),
+        device: device_keys
+            .as_ref()
+            .map(|(hd, pointer, owned_by)| DeviceBind {
+                pointer,
+                member: hd,
+                set_prefix: &prefix,
+                set_suffix: suffix,
+                owned_by: owned_by.as_deref(),
+            }),
+    };
+    node.store().conv_bind(&bind).await
 }
 
 async fn bind_conversation(node: &RouterNode, bind: BindConversation) -> Response {
@@ -121,30 +164,35 @@ async fn bind_conversation(node: &RouterNode, bind: BindConversation) -> Respons
         Err(response) => return *response,
     };
     let tenant = topic.tenant.as_str();
-    let store = node.store();
-    let result = async {
-        if !bind.hd_id.is_empty() {
-            if !bind.user.is_empty() {
-                let owner = store
-                    .kv_get(&keys::device_owner(tenant, &bind.hd_id))
-                    .await?;
-                if owner.as_deref() != Some(bind.user.as_str()) {
-                    return Ok(Some(error_response(
-                        ErrorCode::Forbidden,
-                        &format!("device {} is not owned by {}", bind.hd_id, bind.user),
-                    )));
-                }
-            }
-            bind_device(node, tenant, &bind.hd_id, &bind.conv_id).await?;
+    let hd = (!bind.hd_id.is_empty()).then_some(bind.hd_id.as_str());
+    let conv = bind.conv_id.as_str();
+    let result = if !bind.user.is_empty() {
+        // A user socket: the user's own binding, and the device's if named.
+        bind_as(
+            node,
+            tenant,
+            conv,
+            &bind.user,
+            true,
+            hd.map(|hd| (hd, true)),
+        )
+        .await
+        .map(|bound| bind_refusal(&bound, conv, &bind.user, hd))
+    } else if let Some(hd) = hd {
+        // A device switching itself binds with its owner's rights.
+        if bind.owner.is_empty() {
+            metrics::counter!("switchboard_router_bindings_refused_total").increment(1);
+            return error_response(
+                ErrorCode::Forbidden,
+                &format!("device {hd} has no owner, so it may not bind conversations"),
+            );
         }
-        if !bind.user.is_empty() {
-            store
-                .kv_set(&keys::user_conv(tenant, &bind.user), &bind.conv_id, None)
-                .await?;
-        }
-        Ok::<_, StoreError>(None)
-    }
-    .await;
+        bind_as(node, tenant, conv, &bind.owner, false, Some((hd, false)))
+            .await
+            .map(|bound| bind_refusal(&bound, conv, &bind.owner, Some(hd)))
+    } else {
+        return error_response(ErrorCode::Invalid, "a binding names a user or a device");
+    };
     match result {
         Ok(Some(refused)) => refused,
         Ok(None) => Response::default(),
@@ -152,6 +200,10 @@ async fn bind_conversation(node: &RouterNode, bind: BindConversation) -> Respons
     }
 }
 
+/// A device socket opened: records (or forgets) its owner and binds it to
+/// its last conversation, else its owner's last one, whichever its owner
+/// may bind; a stored binding its owner may not keep is dropped, so
+/// pushes to that conversation stop reaching the device.
 async fn device_attach(node: &RouterNode, attach: DeviceAttach) -> Response {
     let topic = match topic_of(attach.topic.clone()) {
         Ok(topic) => topic,
@@ -159,26 +211,35 @@ async fn device_attach(node: &RouterNode, attach: DeviceAttach) -> Response {
     };
     let (tenant, hd) = (topic.tenant.as_str(), topic.name.as_str());
     let store = node.store();
+    let owner = attach.owner.as_str();
     let result = async {
-        if !attach.owner.is_empty() {
+        let owner_key = keys::device_owner(tenant, hd);
+        if owner.is_empty() {
+            store.kv_del(&owner_key).await?;
+        } else {
+            store.kv_set(&owner_key, owner, None).await?;
+        }
+        let current = store.kv_get(&keys::device_conv(tenant, hd)).await?;
+        if !owner.is_empty() {
+            let owners_last = store.kv_get(&keys::user_conv(tenant, owner)).await?;
+            for conv in [current.as_deref(), owners_last.as_deref()]
+                .into_iter()
+                .flatten()
+            {
+                if bind_as(node, tenant, conv, owner, false, Some((hd, false))).await?
+                    == ConvBound::Bound
+                {
+                    return Ok(Some(conv.to_owned()));
+                }
+            }
+        }
+        if current.is_some() {
+            let (prefix, suffix) = keys::conv_devices_parts(tenant);
             store
-                .kv_set(&keys::device_owner(tenant, hd), &attach.owner, None)
+                .kv_unbind(&keys::device_conv(tenant, hd), hd, &prefix, suffix)
                 .await?;
         }
-        if let Some(conv) = store.kv_get(&keys::device_conv(tenant, hd)).await? {
-            return Ok(Some(conv));
-        }
-        if attach.owner.is_empty() {
-            return Ok(None);
-        }
-        let Some(conv) = store
-            .kv_get(&keys::user_conv(tenant, &attach.owner))
-            .await?
-        else {
-            return Ok(None);
-        };
-        bind_device(node, tenant, hd, &conv).await?;
-        Ok::<_, StoreError>(Some(conv))
+        Ok::<_, StoreError>(None)
     }
     .await;
     match result {
@@ -187,6 +248,40 @@ async fn device_attach(node: &RouterNode, attach: DeviceAttach) -> Response {
             ..Response::default()
         },
         Err(e) => store_failed(&e),
+    }
+}
+
+/// Why the server API could not set a conversation's owner.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnerError {
+    #[error("conversation {conv} already belongs to another user")]
+    Taken { conv: String },
+    #[error("store unavailable: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// `PUT /api/v1/conversations/{convId}`: makes `owner` the owner of a
+/// conversation nobody owns yet (or confirms it). An owner never changes,
+/// so a binding allowed once is never silently handed to someone else.
+pub async fn set_conversation_owner(
+    node: &RouterNode,
+    tenant: &str,
+    conv: &str,
+    owner: &str,
+) -> Result<(), OwnerError> {
+    let owner_key = keys::conv_owner(tenant, conv);
+    let bind = ConvBind {
+        owner_key: &owner_key,
+        conv,
+        user: owner,
+        last: None,
+        device: None,
+    };
+    match node.store().conv_bind(&bind).await? {
+        ConvBound::Bound => Ok(()),
+        ConvBound::OwnedBy(_) | ConvBound::DeviceNotOwned => Err(OwnerError::Taken {
+            conv: conv.to_owned(),
+        }),
     }
 }
 

@@ -1,19 +1,22 @@
 //! Tool calls: the server API asks an app tool (appId, toolId) to run a
-//! method. The router that takes the call makes an id naming itself,
-//! asks the tool topic's owner to hand the request to one tool socket, and
-//! waits. The app's answer and its `tool.progress` notes travel back from
-//! whichever edge holds the tool socket through any router, which relays
-//! them to the router named in the id.
+//! method. The router that takes the call makes an id naming itself (and
+//! 128 random bits, so nobody guesses it), asks the tool topic's owner to
+//! hand the request to one tool socket, and waits. The owner answers which
+//! socket (edge id, connection id) got it. The app's answer and its
+//! `tool.progress` notes travel back from whichever edge holds the tool
+//! socket through any router, which relays them to the router named in the
+//! id, stamped with the edge session they came on; the waiting router
+//! takes them only from the socket it handed the call to, and drops and
+//! counts everything else.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_proto::jsonrpc::{call_id, call_router, tool_topic_name};
 use switchboard_proto::{
-    ErrorCode, Payload, Request, Response, ToolCall, ToolEvent, TopicKind, request,
+    EdgeTargets, ErrorCode, Payload, Request, Response, ToolCall, ToolEvent, TopicKind, request,
 };
 use tokio::sync::mpsc;
 
@@ -41,11 +44,36 @@ enum Heard {
     Answer(Value),
 }
 
+/// One tool socket: the edge (as its router session names it) and the
+/// connection on that edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Socket {
+    edge: String,
+    conn: u64,
+}
+
+/// An event for a waiting call, with the socket it came from.
+struct Event {
+    from: Socket,
+    topic: Option<TopicKey>,
+    heard: Heard,
+}
+
+/// Events queued for one waiting call before it reads them; more are a
+/// flood (nobody sends hundreds of progress notes between two reads) and
+/// are dropped.
+const EVENT_QUEUE: usize = 256;
+
 /// Calls waiting for an answer on this router.
 #[derive(Default)]
 pub struct Tools {
-    next: AtomicU64,
-    waiting: Mutex<HashMap<String, mpsc::UnboundedSender<Heard>>>,
+    waiting: Mutex<HashMap<String, mpsc::Sender<Event>>>,
+}
+
+/// Why an answer or progress note was not taken (a bounded label).
+fn refused(reason: &'static str) {
+    metrics::counter!("switchboard_router_tool_answers_refused_total", "reason" => reason)
+        .increment(1);
 }
 
 /// Removes a waiting call however its caller stops (answer, timeout, drop).
@@ -91,8 +119,8 @@ pub async fn call(
     } = call;
     let timeout = *timeout;
     let tools = node.tools();
-    let id = call_id(tools.next.fetch_add(1, Ordering::Relaxed), node.view_id());
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let id = call_id(rand::random::<u128>(), node.view_id());
+    let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
     tools
         .waiting
         .lock()
@@ -116,8 +144,15 @@ pub async fn call(
             })),
         })
         .await;
-    match ErrorCode::try_from(response.error) {
-        Ok(ErrorCode::Unspecified) => {}
+    let sent_to = match ErrorCode::try_from(response.error) {
+        Ok(ErrorCode::Unspecified) => match handed_to(&response) {
+            Some(socket) => socket,
+            None => {
+                return Err(ToolError::Unavailable(
+                    "the tool topic's owner did not say which socket took the call".to_owned(),
+                ));
+            }
+        },
         Ok(ErrorCode::NotFound) => {
             return Err(ToolError::NotConnected {
                 app: app.clone(),
@@ -125,15 +160,27 @@ pub async fn call(
             });
         }
         _ => return Err(ToolError::Unavailable(response.error_message)),
-    }
+    };
     metrics::counter!("switchboard_router_tool_calls_total").increment(1);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(Heard::Progress(note))) => {
+            // Events that came before the owner's answer wait in the queue,
+            // so they are checked here too.
+            Ok(Some(event)) if event.from != sent_to || event.topic.as_ref() != Some(&topic) => {
+                refused("wrong_socket");
+                tracing::debug!(call_id = %id, "tool event from a socket the call was not sent to");
+            }
+            Ok(Some(Event {
+                heard: Heard::Progress(note),
+                ..
+            })) => {
                 let _ = progress.send(note);
             }
-            Ok(Some(Heard::Answer(answer))) => return Ok(answer),
+            Ok(Some(Event {
+                heard: Heard::Answer(answer),
+                ..
+            })) => return Ok(answer),
             Ok(None) => return Err(ToolError::Unavailable("router stopping".to_owned())),
             Err(_) => {
                 metrics::counter!("switchboard_router_tool_timeouts_total").increment(1);
@@ -161,24 +208,49 @@ pub(crate) async fn dispatch(node: &Arc<RouterNode>, call: ToolCall, reply: Repl
         },
     )
     .await;
-    let response = match rx.await {
-        Ok(true) => Response {
+    let taken = rx
+        .await
+        .ok()
+        .flatten()
+        .and_then(|(edge, conn)| Some((node.edge_link(edge)?.0, conn)));
+    let response = match taken {
+        Some((edge_id, conn)) => Response {
             delivered: 1,
+            targets: vec![EdgeTargets {
+                edge_id,
+                conn_ids: vec![conn],
+            }],
             ..Response::default()
         },
-        _ => error_response(ErrorCode::NotFound, "no tool socket is connected"),
+        None => error_response(ErrorCode::NotFound, "no tool socket is connected"),
     };
     reply.send(response);
+}
+
+/// The one socket a dispatched call went to, from the owner's answer.
+fn handed_to(response: &Response) -> Option<Socket> {
+    match response.targets.as_slice() {
+        [EdgeTargets { edge_id, conn_ids }] if !edge_id.is_empty() => match conn_ids.as_slice() {
+            [conn] => Some(Socket {
+                edge: edge_id.clone(),
+                conn: *conn,
+            }),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Hands an app's answer or progress note to the router waiting for it:
 /// this one, or the one its id names.
 pub(crate) async fn relay(node: &RouterNode, event: ToolEvent) -> Response {
     let Some(router) = call_router(&event.call_id) else {
+        refused("unknown_call");
         return error_response(ErrorCode::NotFound, "not a call id of this gateway");
     };
     if router != node.view_id() {
         let Some(peer) = node.router_info(router) else {
+            refused("unknown_call");
             return error_response(ErrorCode::NotFound, "the calling router is gone");
         };
         let request = Request {
@@ -187,6 +259,7 @@ pub(crate) async fn relay(node: &RouterNode, event: ToolEvent) -> Response {
         };
         return node.forward_to(&peer, request).await;
     }
+    let event_call_id = event.call_id.clone();
     let Ok(json) = serde_json::from_slice::<Value>(&event.json) else {
         return error_response(ErrorCode::Invalid, "tool answer is not JSON");
     };
@@ -195,13 +268,32 @@ pub(crate) async fn relay(node: &RouterNode, event: ToolEvent) -> Response {
     } else {
         Heard::Answer(json)
     };
+    let event = Event {
+        from: Socket {
+            edge: event.from_edge,
+            conn: event.from_conn,
+        },
+        topic: event.topic.map(TopicKey::from),
+        heard,
+    };
     let waiting = node
         .tools()
         .waiting
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    match waiting.get(&event.call_id) {
-        Some(tx) if tx.send(heard).is_ok() => Response::default(),
-        _ => error_response(ErrorCode::NotFound, "no call waits for this id"),
+    let Some(tx) = waiting.get(&event_call_id) else {
+        refused("unknown_call");
+        return error_response(ErrorCode::NotFound, "no call waits for this id");
+    };
+    match tx.try_send(event) {
+        Ok(()) => Response::default(),
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            refused("flood");
+            error_response(ErrorCode::Internal, "too many events queued for this call")
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            refused("unknown_call");
+            error_response(ErrorCode::NotFound, "no call waits for this id")
+        }
     }
 }

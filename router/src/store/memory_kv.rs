@@ -5,7 +5,8 @@ use std::collections::{BTreeSet, HashMap};
 use async_trait::async_trait;
 use switchboard_common::clock::now_ms;
 
-use super::kv::KvStore;
+use super::keys::part;
+use super::kv::{ConvBind, ConvBound, KvStore};
 use super::{MemoryStore, StoreError};
 
 /// Values (with their expiry, ms since the epoch) and sets.
@@ -23,6 +24,38 @@ impl KvState {
             self.values.remove(key);
         }
         self.values.get(key).map(|(value, _)| value)
+    }
+
+    /// Takes `member` out of the set of `value`, dropping an empty set.
+    fn leave_set(&mut self, value: &str, member: &str, prefix: &str, suffix: &str) {
+        let set = format!("{prefix}{}{suffix}", part(value));
+        if let Some(members) = self.sets.get_mut(&set) {
+            members.remove(member);
+            if members.is_empty() {
+                self.sets.remove(&set);
+            }
+        }
+    }
+
+    fn rebind(
+        &mut self,
+        pointer: &str,
+        value: &str,
+        member: &str,
+        prefix: &str,
+        suffix: &str,
+    ) -> Option<String> {
+        let old = self.live(pointer, now_ms()).cloned();
+        if let Some(old) = &old {
+            self.leave_set(old, member, prefix, suffix);
+        }
+        self.values
+            .insert(pointer.to_owned(), (value.to_owned(), None));
+        self.sets
+            .entry(format!("{prefix}{}{suffix}", part(value)))
+            .or_default()
+            .insert(member.to_owned());
+        old
     }
 }
 
@@ -73,24 +106,57 @@ impl KvStore for MemoryStore {
         set_prefix: &str,
         set_suffix: &str,
     ) -> Result<Option<String>, StoreError> {
+        Ok(self.with_kv(|kv| kv.rebind(pointer, value, member, set_prefix, set_suffix)))
+    }
+
+    async fn kv_unbind(
+        &self,
+        pointer: &str,
+        member: &str,
+        set_prefix: &str,
+        set_suffix: &str,
+    ) -> Result<Option<String>, StoreError> {
         Ok(self.with_kv(|kv| {
             let old = kv.live(pointer, now_ms()).cloned();
             if let Some(old) = &old {
-                let old_set = format!("{set_prefix}{old}{set_suffix}");
-                if let Some(members) = kv.sets.get_mut(&old_set) {
-                    members.remove(member);
-                    if members.is_empty() {
-                        kv.sets.remove(&old_set);
-                    }
+                kv.leave_set(old, member, set_prefix, set_suffix);
+            }
+            kv.values.remove(pointer);
+            old
+        }))
+    }
+
+    async fn conv_bind(&self, bind: &ConvBind<'_>) -> Result<ConvBound, StoreError> {
+        // One lock for the whole binding: the memory store's atomicity.
+        Ok(self.with_kv(|kv| {
+            let now = now_ms();
+            if let Some(owned_by) = bind.device.as_ref().and_then(|d| d.owned_by)
+                && kv.live(owned_by, now).map(String::as_str) != Some(bind.user)
+            {
+                return ConvBound::DeviceNotOwned;
+            }
+            match kv.live(bind.owner_key, now) {
+                Some(owner) if owner != bind.user => return ConvBound::OwnedBy(owner.clone()),
+                Some(_) => {}
+                None => {
+                    kv.values
+                        .insert(bind.owner_key.to_owned(), (bind.user.to_owned(), None));
                 }
             }
-            kv.values
-                .insert(pointer.to_owned(), (value.to_owned(), None));
-            kv.sets
-                .entry(format!("{set_prefix}{value}{set_suffix}"))
-                .or_default()
-                .insert(member.to_owned());
-            old
+            if let Some(last) = bind.last {
+                kv.values
+                    .insert(last.to_owned(), (bind.conv.to_owned(), None));
+            }
+            if let Some(device) = &bind.device {
+                kv.rebind(
+                    device.pointer,
+                    bind.conv,
+                    device.member,
+                    device.set_prefix,
+                    device.set_suffix,
+                );
+            }
+            ConvBound::Bound
         }))
     }
 }
@@ -122,5 +188,20 @@ mod tests {
     #[tokio::test]
     async fn tenants_and_apps_are_isolated() {
         contract::tenants_and_apps_are_isolated(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn colliding_apps_are_isolated() {
+        contract::colliding_apps_are_isolated(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn conversations_have_one_owner() {
+        contract::conversations_have_one_owner(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn device_bindings_follow_ownership() {
+        contract::device_bindings_follow_ownership(&store()).await;
     }
 }

@@ -1,9 +1,10 @@
 //! Shared state that outlives a router: presence, app keys and bindings
-//! ([`kv`]), IM sessions and stored messages ([`im`]). Two implementations
-//! behave the same and run the same tests: [`MemoryStore`] (standalone
-//! mode, unit tests) and [`RedisStore`].
+//! ([`kv`]), IM sessions and stored messages ([`im`]), every key built by
+//! [`keys`]. Two implementations behave the same and run the same tests:
+//! [`MemoryStore`] (standalone mode, unit tests) and [`RedisStore`].
 
 pub mod im;
+pub mod keys;
 pub mod kv;
 mod memory;
 mod memory_im;
@@ -15,7 +16,7 @@ mod redis_kv;
 use async_trait::async_trait;
 
 pub use im::ImStore;
-pub use kv::KvStore;
+pub use kv::{ConvBind, ConvBound, DeviceBind, KvStore};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 

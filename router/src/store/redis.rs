@@ -141,7 +141,7 @@ impl RedisStore {
     }
 
     fn presence_key(group: &GroupRef<'_>) -> String {
-        format!("sb:{{{}}}:presence:{}", group.tenant, group.group)
+        super::keys::presence(group.tenant, group.group)
     }
 
     fn cutoff(&self, now_ms: u64) -> u64 {

@@ -126,13 +126,13 @@ impl Default for ImScripts {
 }
 
 fn session_key(tenant: &str, session_id: &str) -> String {
-    format!("sb:{{{tenant}}}:im:session:{session_id}")
+    super::keys::im_session(tenant, session_id)
 }
 
 fn queue_keys(user: ImUser<'_>) -> (String, String) {
     (
-        format!("sb:{{{}}}:im:queue:{}", user.tenant, user.user),
-        format!("sb:{{{}}}:im:msg:{}", user.tenant, user.user),
+        super::keys::im_queue(user.tenant, user.user),
+        super::keys::im_messages(user.tenant, user.user),
     )
 }
 

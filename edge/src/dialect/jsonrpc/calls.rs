@@ -55,23 +55,27 @@ const METHODS: &[(&str, &str)] = &[
     ("device.status", "hardware"),
 ];
 
-pub(super) fn bind(
-    tenant: &str,
-    user: &str,
-    conv: &str,
-    hd: Option<&str>,
-    user_topic: bool,
-) -> RequestBody {
-    let topic = if user_topic {
-        Topic::new(tenant, TopicKind::User, user)
-    } else {
-        Topic::new(tenant, TopicKind::Device, hd.unwrap_or_default())
-    };
+/// A user socket's binding (and, with `hd`, that device's), routed by the
+/// user's topic.
+pub(super) fn bind(tenant: &str, user: &str, conv: &str, hd: Option<&str>) -> RequestBody {
     RequestBody::Envelope(request::Body::Bind(BindConversation {
-        topic: Some(topic),
+        topic: Some(Topic::new(tenant, TopicKind::User, user)),
         conv_id: conv.to_owned(),
         user: user.to_owned(),
         hd_id: hd.unwrap_or_default().to_owned(),
+        owner: String::new(),
+    }))
+}
+
+/// A device binding itself, with the rights of the owner its token names
+/// (none: the router refuses), routed by the device's topic.
+fn bind_device(tenant: &str, hd: &str, owner: Option<&str>, conv: &str) -> RequestBody {
+    RequestBody::Envelope(request::Body::Bind(BindConversation {
+        topic: Some(Topic::new(tenant, TopicKind::Device, hd)),
+        conv_id: conv.to_owned(),
+        user: String::new(),
+        hd_id: hd.to_owned(),
+        owner: owner.unwrap_or_default().to_owned(),
     }))
 }
 
@@ -189,10 +193,10 @@ impl RpcSession {
                         hd: hd.clone(),
                     },
                     Topic::new(&self.tenant, TopicKind::User, user),
-                    bind(&self.tenant, user, &conv, hd.as_deref(), true),
+                    bind(&self.tenant, user, &conv, hd.as_deref()),
                 ))
             }
-            (SocketKind::Hardware { hd, .. }, "hardwares.switchConvId") => {
+            (SocketKind::Hardware { hd, owner }, "hardwares.switchConvId") => {
                 let params = params_object(params)?;
                 let conv = ref_param(&params, "convId")?
                     .ok_or_else(|| RpcError::InvalidParams("convId is required".to_owned()))?;
@@ -202,7 +206,7 @@ impl RpcSession {
                         hd: Some(hd.clone()),
                     },
                     Topic::new(&self.tenant, TopicKind::Device, hd),
-                    bind(&self.tenant, "", &conv, Some(hd), false),
+                    bind_device(&self.tenant, hd, owner.as_deref(), &conv),
                 ))
             }
             (SocketKind::Hardware { hd, .. }, "device.status") => {
@@ -372,6 +376,10 @@ impl RpcSession {
                 call_id,
                 json: json.into(),
                 progress,
+                // Filled in on the way: the connection by the edge's
+                // upstream, the edge by the router's session.
+                from_edge: String::new(),
+                from_conn: 0,
             })),
             token: super::OPEN_TOKEN,
         })

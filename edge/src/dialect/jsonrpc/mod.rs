@@ -87,6 +87,34 @@ fn route(path: &str) -> Option<Result<Vec<&str>, &'static str>> {
     }
 }
 
+/// Which token kind a route takes: user sockets `user` (or a token without
+/// a kind), app sockets `app`, hardware sockets `device`. Anything else,
+/// a kind this gateway does not know included, is refused with a reason
+/// naming the kind. One small function, so a shared kind check can replace
+/// it without touching the routes.
+fn check_kind(socket: &str, kind: Option<&str>) -> Result<(), String> {
+    const KNOWN: &[&str] = &["user", "app", "device", "client", "service"];
+    let wanted = match socket {
+        "user" => "user",
+        "app" => "app",
+        _ => "device",
+    };
+    match kind {
+        None if wanted == "user" => Ok(()),
+        Some(kind) if kind == wanted => Ok(()),
+        None => Err(format!(
+            "{socket} sockets need a token of kind {wanted}; this token has no kind"
+        )),
+        Some(kind) if KNOWN.contains(&kind) => Err(format!(
+            "{socket} sockets need a token of kind {wanted}, not {kind}"
+        )),
+        Some(kind) => Err(format!(
+            "token kind {:?} is unknown; {socket} sockets need kind {wanted}",
+            kind.chars().take(32).collect::<String>()
+        )),
+    }
+}
+
 /// The session that closes a socket at once: a refused token.
 fn refused(reason: String) -> Accept {
     Accept::Session {
@@ -111,17 +139,21 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
         Err(e) => return Some(refused(e.to_string())),
     };
     let kind = claims.kind.as_deref();
+    let label = match segments.len() {
+        0 => "user",
+        2 => "app",
+        _ => "hardware",
+    };
+    if let Err(reason) = check_kind(label, kind) {
+        return Some(refused(reason));
+    }
     let socket = match segments.as_slice() {
-        [] => {
-            if !matches!(kind, None | Some("user")) {
-                return Some(refused("a user socket needs a user token".to_owned()));
-            }
-            SocketKind::User {
-                user: claims.sub.clone(),
-            }
-        }
+        [] => SocketKind::User {
+            user: claims.sub.clone(),
+        },
         [app, tool] => {
-            if claims.app.as_deref() != Some(app) && claims.sub != *app {
+            // The `app` claim names the app; only without one does `sub`.
+            if claims.app.as_deref().unwrap_or(claims.sub.as_str()) != *app {
                 return Some(refused(format!("the token does not act for app {app}")));
             }
             SocketKind::App {
@@ -130,7 +162,7 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
             }
         }
         [hd] => {
-            if kind != Some("device") || claims.sub != *hd {
+            if claims.sub != *hd {
                 return Some(refused(format!("the token is not device {hd}'s")));
             }
             SocketKind::Hardware {
@@ -232,6 +264,10 @@ pub struct RpcSession {
 /// The token of requests whose answers nobody is told (opening work,
 /// relays of tool answers).
 const OPEN_TOKEN: u64 = 0;
+
+/// The token of the binding a `convId` in the connect query asks for: the
+/// socket joins the conversation only once the router allows it.
+const OPEN_BIND_TOKEN: u64 = u64::MAX;
 
 impl RpcSession {
     fn topic(&self, kind: TopicKind, name: &str) -> Topic {
@@ -340,14 +376,12 @@ impl DialectSession for RpcSession {
         match &self.socket {
             SocketKind::User { user } => {
                 subscribe(self.topic(TopicKind::User, user));
-                if let Some(conv) = self.open_conv.take() {
-                    subscribe(self.topic(TopicKind::Conv, &conv));
+                if let Some(conv) = &self.open_conv {
                     actions.push(Action::Await {
                         topic: self.topic(TopicKind::User, user),
-                        body: calls::bind(&self.tenant, user, &conv, None, true),
-                        token: OPEN_TOKEN,
+                        body: calls::bind(&self.tenant, user, conv, None),
+                        token: OPEN_BIND_TOKEN,
                     });
-                    self.conv = Some(conv);
                 }
             }
             SocketKind::App { app, tool } => {
@@ -377,6 +411,9 @@ impl DialectSession for RpcSession {
     }
 
     fn on_response(&mut self, token: u64, response: Result<Response, Unavailable>) -> Vec<Action> {
+        if token == OPEN_BIND_TOKEN {
+            return self.opened_bind(response);
+        }
         if token == OPEN_TOKEN {
             if let Err(Unavailable) | Ok(Response { error: 1.., .. }) = &response {
                 tracing::debug!(
@@ -412,6 +449,34 @@ impl DialectSession for RpcSession {
             &self.current_id(),
             &RpcError::Internal("router unavailable".to_owned()),
         )
+    }
+}
+
+impl RpcSession {
+    /// The answer to the connect query's binding: the socket joins the
+    /// conversation (confirmed before it reads on, so a client that got its
+    /// first answer gets every push), or hears why not in an error with a
+    /// null id (there is no call to answer) and stays unbound.
+    fn opened_bind(&mut self, response: Result<Response, Unavailable>) -> Vec<Action> {
+        let Some(conv) = self.open_conv.take() else {
+            return Vec::new();
+        };
+        let (result, mut actions) = self.complete(
+            Pending::Switch {
+                conv: conv.clone(),
+                hd: None,
+            },
+            response,
+        );
+        match result {
+            Ok(_) => actions.push(Action::Await {
+                topic: self.topic(TopicKind::Conv, &conv),
+                body: RequestBody::Sync,
+                token: OPEN_TOKEN,
+            }),
+            Err(error) => actions.push(Action::Reply(wire::failure(&Id::null(), &error))),
+        }
+        actions
     }
 }
 
