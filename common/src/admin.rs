@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{Body, bytes_response, text_response};
-use crate::http_server::{self, Listener};
+use crate::http_server::{self, ListenerConfig};
 
 /// Tells whether the process is ready to take work.
 pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
@@ -19,7 +19,7 @@ pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 /// of `listener` ([`crate::http_server`]).
 pub async fn serve(
     listener: TcpListener,
-    config: Listener,
+    config: ListenerConfig,
     metrics: PrometheusHandle,
     ready: Readiness,
     shutdown: CancellationToken,

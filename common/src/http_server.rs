@@ -66,7 +66,7 @@ impl Default for HttpSettings {
 /// One listener: its metrics label, its limits, and how long requests in
 /// flight get to finish once it is told to stop.
 #[derive(Debug, Clone)]
-pub struct Listener {
+pub struct ListenerConfig {
     /// The `listener` label of its metrics: a fixed name, never input.
     pub name: &'static str,
     pub limits: HttpSettings,
@@ -140,7 +140,7 @@ fn describe(name: &'static str) {
 /// in flight finish for up to the listener's grace.
 pub async fn serve<S, F, B>(
     listener: TcpListener,
-    config: Listener,
+    config: ListenerConfig,
     service: S,
     stop: CancellationToken,
 ) where
@@ -200,7 +200,7 @@ fn refuse(stream: &TcpStream, name: &'static str) {
 async fn serve_connection<S, F, B>(
     stream: TcpStream,
     slot: OwnedSemaphorePermit,
-    config: Listener,
+    config: ListenerConfig,
     service: S,
     stop: CancellationToken,
 ) where

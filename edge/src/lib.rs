@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use switchboard_common::auth::Verifier;
-use switchboard_common::http_server::Listener;
+use switchboard_common::http_server::ListenerConfig;
 use switchboard_common::{admin, net, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -179,12 +179,12 @@ pub async fn serve(
     let readiness: admin::Readiness =
         Arc::new(move || !ready_draining.is_cancelled() && ready_upstream.ready());
     let admin_stop = CancellationToken::new();
-    let admin_config = Listener {
+    let admin_config = ListenerConfig {
         name: "edge-admin",
         limits: settings.http.clone(),
         grace: Duration::from_secs(1),
     };
-    let edge_config = Listener {
+    let edge_config = ListenerConfig {
         name: "edge",
         limits: settings.http.clone(),
         grace: Duration::from_secs(5),

@@ -13,7 +13,7 @@ use hyper::{Request, Response};
 use serde_json::json;
 use switchboard_common::auth::{AuthError, Verifier, token_from_request};
 use switchboard_common::http::{Body, bytes_response, json_response, query_map};
-use switchboard_common::http_server::{self, Listener};
+use switchboard_common::http_server::{self, ListenerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -63,7 +63,7 @@ impl EdgeServer {
 /// are finished gracefully, upgraded sockets are left to the drain.
 pub async fn serve(
     listener: TcpListener,
-    config: Listener,
+    config: ListenerConfig,
     server: Arc<EdgeServer>,
     stop: CancellationToken,
 ) {

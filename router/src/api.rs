@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use switchboard_common::auth::{DEFAULT_TENANT, Verifier};
 use switchboard_common::clock::iso8601_now;
 use switchboard_common::http::{Body, BodyError, bytes_response, json_response, read_body};
-use switchboard_common::http_server::{self, Listener};
+use switchboard_common::http_server::{self, ListenerConfig};
 use switchboard_proto::group::{self, GroupError, Sender, Target};
 use switchboard_proto::{Payload, TopicKind, is_valid_id};
 use tokio::net::TcpListener;
@@ -161,7 +161,7 @@ impl From<BodyError> for ApiError {
 /// ([`switchboard_common::http_server`]); in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
-    config: Listener,
+    config: ListenerConfig,
     context: Arc<ApiContext>,
     shutdown: CancellationToken,
 ) {

@@ -260,14 +260,14 @@ impl RouterHttp {
         admin_listener: tokio::net::TcpListener,
         stop: CancellationToken,
     ) -> Self {
-        use switchboard_common::http_server::Listener;
+        use switchboard_common::http_server::ListenerConfig;
         let ready = readiness(parts.node.clone(), parts.store);
-        let admin_config = Listener {
+        let admin_config = ListenerConfig {
             name: "router-admin",
             limits: parts.http.clone(),
             grace: std::time::Duration::from_secs(1),
         };
-        let api_config = Listener {
+        let api_config = ListenerConfig {
             name: "router-api",
             limits: parts.http,
             grace: parts.drain_timeout,
