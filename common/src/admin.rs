@@ -1,46 +1,34 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hyper::service::service_fn;
+use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{Body, bytes_response, text_response};
+use crate::http_server::{self, ListenerConfig};
 
 /// Tells whether the process is ready to take work.
 pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 
-/// Serves the admin routes until `shutdown` fires.
+/// Serves the admin routes until `shutdown` fires, under the HTTP limits
+/// of `listener` ([`crate::http_server`]).
 pub async fn serve(
     listener: TcpListener,
+    config: ListenerConfig,
     metrics: PrometheusHandle,
     ready: Readiness,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.cancelled() => return,
-        };
-        let Ok((stream, _)) = accepted else { continue };
-        let metrics = metrics.clone();
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let response = route(&req, &metrics, &ready);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    let service = move |req: Request<Incoming>| {
+        let response = route(&req, &metrics, &ready);
+        async move { response }
+    };
+    http_server::serve(listener, config, service, shutdown).await;
 }
 
 fn route<B>(req: &Request<B>, metrics: &PrometheusHandle, ready: &Readiness) -> Response<Body> {

@@ -5,7 +5,9 @@
 //! - [`admin`]: the `/metrics`, `/healthz`, `/readyz` listener.
 //! - [`telemetry`]: tracing and the Prometheus recorder.
 //! - [`net`]: binding listeners and announcing their addresses.
-//! - [`http`]: small response helpers for hyper services.
+//! - [`http`]: small response helpers for hyper services, bounded body reads.
+//! - [`http_server`]: the accept loop of every HTTP listener, with its
+//!   header and body timeouts and its connection cap.
 //! - [`clock`]: timestamps used on the wire.
 //! - [`fd_limit`]: raising the open-file limit at start.
 //! - [`trust`]: the cluster secret's proofs and the internal plane's settings.
@@ -17,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod fd_limit;
 pub mod http;
+pub mod http_server;
 pub mod net;
 pub mod telemetry;
 pub mod trust;

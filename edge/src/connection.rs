@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 
 use crate::dialect::{Action, Dialect, DialectSession};
-use crate::limits::{Limits, OverLimit, TokenBucket};
+use crate::limits::{Limits, OverLimit, TokenBucket, UnauthenticatedSockets};
 use crate::outbound::{ConnHandle, Outbound, Registry};
 use crate::socket_io::{self, SocketRead, encode_close, encode_frame};
 use crate::upstream::Upstream;
@@ -29,6 +29,8 @@ pub struct SocketEnv {
     pub upstream: Arc<Upstream>,
     pub registry: Arc<Registry>,
     pub draining: tokio_util::sync::CancellationToken,
+    /// The cap on sockets that have yet to authenticate.
+    pub unauthenticated: UnauthenticatedSockets,
 }
 
 /// A socket that passed its dialect's checks, ready to run.
@@ -38,6 +40,9 @@ pub struct Accepted {
     pub session: Box<dyn DialectSession>,
     pub tenant: String,
     pub principal: String,
+    /// Close with this code and reason right after the upgrade, before the
+    /// dialect sees anything (the unauthenticated-socket cap).
+    pub close_at_once: Option<(u16, &'static str)>,
 }
 
 /// Runs an upgraded socket to its end.
@@ -53,6 +58,7 @@ pub async fn run(env: Arc<SocketEnv>, io: Upgraded, accepted: Accepted) {
         mut session,
         tenant,
         principal,
+        close_at_once,
     } = accepted;
     let (mut raw_read, raw_write) = match socket_io::into_tcp(io) {
         Ok(halves) => halves,
@@ -96,11 +102,16 @@ pub async fn run(env: Arc<SocketEnv>, io: Upgraded, accepted: Accepted) {
     ));
     if env.draining.is_cancelled() {
         handle.close(1001, "server shutting down", false);
+    } else if let Some((code, reason)) = close_at_once {
+        handle.close(code, reason, false);
     } else {
         let actions = session.open();
         Box::pin(execute(&env, &handle, session.as_mut(), actions)).await;
     }
     read_loop(&env, &handle, session.as_mut(), &mut reader, &last_seen).await;
+    // What the session holds (a slot under the unauthenticated cap, say)
+    // is freed as soon as the socket stops reading.
+    drop(session);
     if handle.close_reason().is_none() {
         // The peer vanished without a close frame: just stop the writer.
         handle.kill.cancel();
@@ -113,7 +124,8 @@ pub async fn run(env: Arc<SocketEnv>, io: Upgraded, accepted: Accepted) {
     Box::pin(env.upstream.closed(&handle)).await;
     let code = handle.close_reason().map_or(1006, |r| r.code);
     metrics::gauge!("switchboard_edge_connections", "dialect" => label).decrement(1.0);
-    metrics::counter!("switchboard_edge_closes_total", "code" => code.to_string()).increment(1);
+    let code_label = crate::metrics::close_code_label(code);
+    metrics::counter!("switchboard_edge_closes_total", "code" => code_label).increment(1);
     tracing::debug!(conn_id, code, "socket closed");
 }
 

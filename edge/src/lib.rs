@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use switchboard_common::auth::Verifier;
+use switchboard_common::http_server::ListenerConfig;
 use switchboard_common::{admin, net, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -169,6 +170,7 @@ pub async fn serve(
         upstream: upstream.clone(),
         registry: registry.clone(),
         draining: draining.clone(),
+        unauthenticated: limits::UnauthenticatedSockets::new(settings.max_unauthenticated_sockets),
     });
     let server = EdgeServer::new(env, verifier, settings.allow_anonymous, settings.im_path());
 
@@ -177,15 +179,26 @@ pub async fn serve(
     let readiness: admin::Readiness =
         Arc::new(move || !ready_draining.is_cancelled() && ready_upstream.ready());
     let admin_stop = CancellationToken::new();
+    let admin_config = ListenerConfig {
+        name: "edge-admin",
+        limits: settings.http.clone(),
+        grace: Duration::from_secs(1),
+    };
+    let edge_config = ListenerConfig {
+        name: "edge",
+        limits: settings.http.clone(),
+        grace: Duration::from_secs(5),
+    };
     let admin = tokio::spawn(admin::serve(
         admin_listener,
+        admin_config,
         metrics,
         readiness,
         admin_stop.clone(),
     ));
     tracing::info!(edge_id = %edge_id, "edge started");
 
-    server::serve(listener, server.clone(), shutdown.clone()).await;
+    server::serve(listener, edge_config, server.clone(), shutdown.clone()).await;
 
     // Drain: report not ready, close every socket, let queues flush.
     draining.cancel();

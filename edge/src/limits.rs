@@ -1,7 +1,11 @@
-//! Per-socket limits (`00-common.md`, "Frames") and the token bucket
-//! behind the inbound rate limit.
+//! Per-socket limits (`00-common.md`, "Frames"), the token bucket
+//! behind the inbound rate limit, and the edge's cap on sockets that have
+//! not authenticated yet.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Limits every socket gets; defaults are the spec's.
 #[derive(Debug, Clone)]
@@ -104,9 +108,55 @@ impl OverLimit {
     }
 }
 
+/// The edge's cap on sockets that have not authenticated yet (the IM
+/// socket before it registers): each holds an [`UnauthenticatedSlot`].
+pub struct UnauthenticatedSockets {
+    slots: Arc<Semaphore>,
+}
+
+impl UnauthenticatedSockets {
+    pub fn new(max: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    /// A slot for one more such socket; `None` at the cap (counted).
+    pub fn try_hold(&self) -> Option<UnauthenticatedSlot> {
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            metrics::counter!("switchboard_edge_unauthenticated_refused_total").increment(1);
+            return None;
+        };
+        metrics::gauge!("switchboard_edge_unauthenticated_sockets").increment(1.0);
+        Some(UnauthenticatedSlot { _permit: permit })
+    }
+}
+
+/// One socket's place under [`UnauthenticatedSockets`]: dropped when the
+/// socket authenticates or closes, which frees it.
+pub struct UnauthenticatedSlot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for UnauthenticatedSlot {
+    fn drop(&mut self) {
+        metrics::gauge!("switchboard_edge_unauthenticated_sockets").decrement(1.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unauthenticated_slots_are_capped_and_freed_on_drop() {
+        let cap = UnauthenticatedSockets::new(2);
+        let first = cap.try_hold().expect("first slot");
+        let _second = cap.try_hold().expect("second slot");
+        assert!(cap.try_hold().is_none(), "at the cap");
+        drop(first);
+        assert!(cap.try_hold().is_some(), "a freed slot is reused");
+    }
 
     #[test]
     fn burst_then_rate() {

@@ -4,10 +4,33 @@
 use metrics::{describe_counter, describe_gauge};
 
 const DIALECTS: [&str; 3] = ["group", "group_v2", "iot"];
-/// Close codes the edge sends itself.
-const CLOSE_CODES: [&str; 9] = [
-    "1000", "1001", "1002", "1003", "1006", "1007", "1008", "1009", "1013",
+/// Close codes the `code` label of `switchboard_edge_closes_total` names:
+/// those the edge sends itself, 1006 (no close frame) and the standard
+/// codes a client may send, whose close the edge echoes. Any other code
+/// is counted as [`OTHER_CLOSE_CODE`], so a client cannot mint series.
+const CLOSE_CODES: [(u16, &str); 11] = [
+    (1000, "1000"),
+    (1001, "1001"),
+    (1002, "1002"),
+    (1003, "1003"),
+    (1006, "1006"),
+    (1007, "1007"),
+    (1008, "1008"),
+    (1009, "1009"),
+    (1011, "1011"),
+    (1013, "1013"),
+    (4401, "4401"),
 ];
+/// The label of every close code not in [`CLOSE_CODES`].
+pub const OTHER_CLOSE_CODE: &str = "other";
+
+/// The `code` label for a close code: itself when known, else `other`.
+pub fn close_code_label(code: u16) -> &'static str {
+    CLOSE_CODES
+        .iter()
+        .find(|(known, _)| *known == code)
+        .map_or(OTHER_CLOSE_CODE, |(_, label)| label)
+}
 
 pub fn register() {
     switchboard_router::metrics::register_cluster();
@@ -64,6 +87,14 @@ pub fn register() {
         "switchboard_edge_im_logins_total",
         "IM login sessions opened"
     );
+    describe_gauge!(
+        "switchboard_edge_unauthenticated_sockets",
+        "Sockets that have yet to authenticate (IM sockets before they register)"
+    );
+    describe_counter!(
+        "switchboard_edge_unauthenticated_refused_total",
+        "Sockets closed with 1008 because the unauthenticated-socket cap was reached"
+    );
 
     for dialect in DIALECTS {
         metrics::gauge!("switchboard_edge_connections", "dialect" => dialect).increment(0.0);
@@ -73,7 +104,8 @@ pub fn register() {
         metrics::counter!("switchboard_edge_slow_consumer_closes_total", "dialect" => dialect)
             .absolute(0);
     }
-    for code in CLOSE_CODES {
+    let labels = CLOSE_CODES.iter().map(|(_, label)| *label);
+    for code in labels.chain([OTHER_CLOSE_CODE]) {
         metrics::counter!("switchboard_edge_closes_total", "code" => code).absolute(0);
     }
     for status in ["400", "401"] {
@@ -81,6 +113,7 @@ pub fn register() {
             .absolute(0);
     }
     metrics::gauge!("switchboard_edge_router_links_up").increment(0.0);
+    metrics::gauge!("switchboard_edge_unauthenticated_sockets").increment(0.0);
     for name in [
         "switchboard_edge_messages_out_total",
         "switchboard_edge_deliveries_total",
@@ -89,7 +122,28 @@ pub fn register() {
         "switchboard_edge_replayed_subscriptions_total",
         "switchboard_edge_request_timeouts_total",
         "switchboard_edge_im_logins_total",
+        "switchboard_edge_unauthenticated_refused_total",
     ] {
         metrics::counter!(name).absolute(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_code_labels_are_bounded() {
+        for (code, label) in CLOSE_CODES {
+            assert_eq!(label, code.to_string());
+            assert_eq!(close_code_label(code), label);
+        }
+        let labels: std::collections::HashSet<&str> =
+            (0..=u16::MAX).map(close_code_label).collect();
+        assert_eq!(labels.len(), CLOSE_CODES.len() + 1, "{labels:?}");
+        assert!(labels.contains(OTHER_CLOSE_CODE));
+        assert_eq!(close_code_label(3000), OTHER_CLOSE_CODE);
+        assert_eq!(close_code_label(4999), OTHER_CLOSE_CODE);
+        assert_eq!(close_code_label(1005), OTHER_CLOSE_CODE);
     }
 }

@@ -3,20 +3,17 @@
 //! login endpoints ([`crate::im_login`]) and the playground page at `/`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use switchboard_common::auth::{AuthError, Verifier, token_from_request};
 use switchboard_common::http::{Body, bytes_response, json_response, query_map};
+use switchboard_common::http_server::{self, ListenerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -61,57 +58,26 @@ impl EdgeServer {
     }
 }
 
-/// Accepts connections until `stop` fires; HTTP requests in flight are
-/// finished gracefully, upgraded sockets are left to the drain.
-pub async fn serve(listener: TcpListener, server: Arc<EdgeServer>, stop: CancellationToken) {
-    let connections = TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = stop.cancelled() => break,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of file descriptors and the like: back off, keep serving.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+/// Accepts connections until `stop` fires, under the HTTP limits of
+/// `config` ([`switchboard_common::http_server`]); HTTP requests in flight
+/// are finished gracefully, upgraded sockets are left to the drain.
+pub async fn serve(
+    listener: TcpListener,
+    config: ListenerConfig,
+    server: Arc<EdgeServer>,
+    stop: CancellationToken,
+) {
+    let service = move |request: Request<Incoming>| {
         let server = server.clone();
-        let stop = stop.clone();
-        connections.spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let server = server.clone();
-                async move {
-                    let login =
-                        im_login::client_name_segment(request.uri().path()).map(str::to_owned);
-                    let response = match login {
-                        Some(name) => im_login::handle(&server, request, &name).await,
-                        None => handle(&server, request),
-                    };
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = &mut connection => {}
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
-                }
+        async move {
+            let login = im_login::client_name_segment(request.uri().path()).map(str::to_owned);
+            match login {
+                Some(name) => im_login::handle(&server, request, &name).await,
+                None => handle(&server, request),
             }
-        });
-    }
-    connections.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
+        }
+    };
+    http_server::serve(listener, config, service, stop).await;
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
@@ -154,7 +120,7 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
     let Some(accept) = dialect::accept(&upgrade) else {
         return error(StatusCode::NOT_FOUND, "not_found", "no such route");
     };
-    let (dialect, session, tenant, principal, trace_id) = match accept {
+    let (dialect, mut session, tenant, principal, trace_id) = match accept {
         Accept::Refuse { status, body } => {
             metrics::counter!("switchboard_edge_rejected_upgrades_total", "status" => status.as_u16().to_string())
                 .increment(1);
@@ -186,6 +152,15 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
         Ok(pair) => pair,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string()),
     };
+    // A socket that has yet to authenticate takes a slot under the edge's
+    // cap, or is closed with 1008 right after its upgrade.
+    let mut close_at_once = None;
+    if session.unauthenticated() {
+        match server.env.unauthenticated.try_hold() {
+            Some(slot) => session.hold_until_authenticated(slot),
+            None => close_at_once = Some((1008, "too many unauthenticated sockets")),
+        }
+    }
     let env = server.env.clone();
     // Every log line about this connection names it (and its trace).
     let span = tracing::info_span!(
@@ -204,6 +179,7 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
                         session,
                         tenant,
                         principal,
+                        close_at_once,
                     };
                     connection::run(env, ws.into_inner().into_inner(), accepted).await;
                 }

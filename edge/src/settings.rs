@@ -75,6 +75,18 @@ pub struct EdgeSettings {
     /// Subscriptions one socket may hold.
     #[arg(long, env = "SWITCHBOARD_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
     pub max_subscriptions: usize,
+    /// Sockets that have yet to authenticate (IM sockets before they
+    /// register); one more is closed with 1008.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_UNAUTHENTICATED_SOCKETS",
+        default_value_t = 10_000
+    )]
+    pub max_unauthenticated_sockets: usize,
+    /// Header and body timeouts and the connection cap of every HTTP
+    /// listener (in standalone mode, the router's too).
+    #[command(flatten)]
+    pub http: switchboard_common::http_server::HttpSettings,
     #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value = "25s", value_parser = duration)]
     pub ping_interval: Duration,
     /// A socket silent for this long is closed.
@@ -199,6 +211,10 @@ mod tests {
         assert_eq!(limits.ping_interval, Duration::from_secs(25));
         assert_eq!(limits.idle_timeout, Duration::from_secs(60));
         assert_eq!(s.im_path(), "/websocket");
+        assert_eq!(s.max_unauthenticated_sockets, 10_000);
+        assert_eq!(s.http.http_header_timeout, Duration::from_secs(10));
+        assert_eq!(s.http.http_body_timeout, Duration::from_secs(30));
+        assert_eq!(s.http.max_http_connections, 10_000);
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub async fn run(
             store,
             verifier: Some(verifier.clone()),
             api_key: settings.api_key.clone(),
+            http: settings.http.clone(),
+            drain_timeout: settings.drain_timeout,
         },
         api_listener,
         admin_listener,

@@ -13,18 +13,16 @@ use http::{Method, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use switchboard_common::auth::{DEFAULT_TENANT, Kind, Verifier};
 use switchboard_common::clock::iso8601_now;
 use switchboard_common::http::{Body, BodyError, bytes_response, json_response, read_body};
+use switchboard_common::http_server::{self, ListenerConfig};
 use switchboard_proto::group::{self, GroupError, Sender, Target};
 use switchboard_proto::{Payload, TopicKind, is_valid_id};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::api_rpc;
 use crate::node::{RouterNode, dialect_label};
@@ -152,40 +150,28 @@ impl From<BodyError> for ApiError {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
             }
             BodyError::Read(_) => Self::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
+            BodyError::TimedOut(_) => Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                e.to_string(),
+            ),
         }
     }
 }
 
-/// Serves the API until `shutdown`; in-flight requests finish.
-pub async fn serve(listener: TcpListener, context: Arc<ApiContext>, shutdown: CancellationToken) {
-    let tracker = TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.cancelled() => break,
-        };
-        let Ok((stream, _)) = accepted else { continue };
+/// Serves the API until `shutdown`, under the HTTP limits of `config`
+/// ([`switchboard_common::http_server`]); in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    config: ListenerConfig,
+    context: Arc<ApiContext>,
+    shutdown: CancellationToken,
+) {
+    let service = move |request| {
         let context = context.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let service = service_fn(move |request| {
-                let context = context.clone();
-                async move { Ok::<_, Infallible>(handle(&context, request).await) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = &mut connection => {}
-                () = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
-        });
-    }
-    tracker.close();
-    tracker.wait().await;
+        async move { handle(&context, request).await }
+    };
+    http_server::serve(listener, config, service, shutdown).await;
 }
 
 async fn handle(context: &ApiContext, request: Request<Incoming>) -> Response<ApiBody> {

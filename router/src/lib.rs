@@ -125,6 +125,8 @@ pub async fn run(settings: RouterSettings, shutdown: CancellationToken) -> anyho
             store,
             verifier,
             api_key: settings.api_key.clone(),
+            http: settings.http.clone(),
+            drain_timeout: settings.drain_timeout,
         },
         api_listener,
         admin_listener,
@@ -238,6 +240,10 @@ pub struct HttpParts {
     pub store: Arc<dyn Store>,
     pub verifier: Option<Arc<switchboard_common::auth::Verifier>>,
     pub api_key: Option<String>,
+    /// The HTTP request-phase limits both listeners apply.
+    pub http: switchboard_common::http_server::HttpSettings,
+    /// Time API requests in flight get to finish once stopped.
+    pub drain_timeout: std::time::Duration,
 }
 
 /// The server API and admin listeners of a running node.
@@ -254,9 +260,21 @@ impl RouterHttp {
         admin_listener: tokio::net::TcpListener,
         stop: CancellationToken,
     ) -> Self {
+        use switchboard_common::http_server::ListenerConfig;
         let ready = readiness(parts.node.clone(), parts.store);
+        let admin_config = ListenerConfig {
+            name: "router-admin",
+            limits: parts.http.clone(),
+            grace: std::time::Duration::from_secs(1),
+        };
+        let api_config = ListenerConfig {
+            name: "router-api",
+            limits: parts.http,
+            grace: parts.drain_timeout,
+        };
         let admin = tokio::spawn(admin::serve(
             admin_listener,
+            admin_config,
             telemetry::metrics(),
             ready,
             stop.clone(),
@@ -271,7 +289,7 @@ impl RouterHttp {
                 None => vec![node.id().to_owned()],
             }),
         });
-        let api = tokio::spawn(api::serve(api_listener, context, stop));
+        let api = tokio::spawn(api::serve(api_listener, api_config, context, stop));
         Self { api, admin }
     }
 

@@ -68,6 +68,9 @@ pub struct RouterSettings {
     /// State shards (tasks); default: one per core.
     #[arg(long, env = "SWITCHBOARD_ROUTER_SHARDS")]
     pub shards: Option<usize>,
+    /// Header and body timeouts and the connection cap of the HTTP listeners.
+    #[command(flatten)]
+    pub http: switchboard_common::http_server::HttpSettings,
     /// Time open streams and requests get to finish on SIGTERM.
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub drain_timeout: Duration,

@@ -132,6 +132,16 @@ impl WsClient {
         let _ = self.stream.close(None).await;
     }
 
+    /// Starts the closing handshake with `code` (any code, valid or not).
+    pub async fn close_with(&mut self, code: u16) {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: "".into(),
+        };
+        let _ = self.stream.close(Some(frame)).await;
+    }
+
     async fn send(&mut self, message: Message) {
         self.stream.send(message).await.expect("send to server");
     }

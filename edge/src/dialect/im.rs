@@ -19,6 +19,7 @@ use switchboard_proto::{
 use tokio_util::sync::CancellationToken;
 
 use super::{Accept, Action, Dialect, DialectSession, RequestBody, Unavailable, UpgradeRequest};
+use crate::limits::UnauthenticatedSlot;
 
 /// The IM socket route unless configured otherwise.
 pub const DEFAULT_PATH: &str = "/websocket";
@@ -98,6 +99,9 @@ pub struct ImSession {
     registered: Option<Registered>,
     /// Cancelled once registered: stops the registration deadline.
     registration: CancellationToken,
+    /// This socket's place under the edge's cap on unregistered sockets,
+    /// given up once registered.
+    unregistered_slot: Option<UnauthenticatedSlot>,
     waiting: Option<Waiting>,
     /// The id and sender of the message being handled, for the reply when
     /// the router cannot take it.
@@ -184,6 +188,7 @@ impl ImSession {
             notice: im.notice,
         });
         self.registration.cancel();
+        self.unregistered_slot = None;
         // The owner answers the sync before it reads the subscription sent
         // right behind it: the reply comes before the kept messages the
         // subscription brings, and anything sent to the user once the reply
@@ -320,6 +325,16 @@ impl From<Result<Response, Unavailable>> for Answer {
 }
 
 impl DialectSession for ImSession {
+    fn unauthenticated(&self) -> bool {
+        self.registered.is_none()
+    }
+
+    fn hold_until_authenticated(&mut self, slot: UnauthenticatedSlot) {
+        if self.registered.is_none() {
+            self.unregistered_slot = Some(slot);
+        }
+    }
+
     fn open(&mut self) -> Vec<Action> {
         vec![Action::CloseAfter {
             after: REGISTER_WITHIN,
@@ -460,7 +475,28 @@ mod tests {
         let reply = on_response(Ok(&Response::default())).unwrap();
         assert_eq!(code(&[Action::Reply(reply)]), 200);
         assert!(s.registration.is_cancelled(), "the deadline stops");
+        assert!(!s.unauthenticated(), "a registered socket is authenticated");
         s
+    }
+
+    #[test]
+    fn registering_gives_up_the_unregistered_slot() {
+        let cap = crate::limits::UnauthenticatedSockets::new(1);
+        let mut s = session();
+        assert!(s.unauthenticated());
+        s.hold_until_authenticated(cap.try_hold().expect("a slot"));
+        assert!(cap.try_hold().is_none(), "the socket holds the only slot");
+        let _ = s.on_text(&register_text());
+        let not_found = Ok(Response {
+            error: ErrorCode::NotFound as i32,
+            ..Response::default()
+        });
+        let _ = s.on_response(0, not_found);
+        assert!(cap.try_hold().is_none(), "a failed register keeps it");
+        let _ = s.on_text(&register_text());
+        let _ = s.on_response(0, answer("alice", false));
+        assert!(!s.unauthenticated());
+        assert!(cap.try_hold().is_some(), "registered: the slot is free");
     }
 
     #[test]

@@ -20,6 +20,8 @@ use switchboard_common::auth::{AuthError, Claims};
 use switchboard_proto::{Payload, Response, Topic};
 use tokio_util::sync::CancellationToken;
 
+use crate::limits::UnauthenticatedSlot;
+
 /// What a dialect asks the connection layer to do.
 pub enum Action {
     /// Send this frame to the socket.
@@ -108,6 +110,15 @@ pub trait DialectSession: Send + Sync + 'static {
     fn rate_limited(&self) -> Bytes;
     /// The reply when the router cannot take a message.
     fn unavailable(&self) -> Bytes;
+    /// Whether the socket has yet to authenticate (the IM socket before it
+    /// registers). Such sockets are capped per edge: each gets a slot, see
+    /// [`DialectSession::hold_until_authenticated`].
+    fn unauthenticated(&self) -> bool {
+        false
+    }
+    /// Keeps `slot` until the socket authenticates, then drops it; a
+    /// socket that closes first drops it with its session.
+    fn hold_until_authenticated(&mut self, _slot: UnauthenticatedSlot) {}
     /// The answer to an [`Action::Await`].
     fn on_response(
         &mut self,
