@@ -171,10 +171,11 @@ async fn join_cluster(
         transport,
         tenant_pools,
         subject_prefix,
+        nats_auth,
     } = &settings.cluster;
     let pools = TenantPools::parse(tenant_pools)?;
     if let Some(url) = nats_url {
-        let client = cluster::nats::connect(url, id).await?;
+        let client = cluster::nats::connect(url, nats_auth, subject_prefix, id).await?;
         let me = cluster::RouterInfo {
             id: id.to_owned(),
             grpc_addr: advertise.to_owned(),
