@@ -69,6 +69,22 @@ async fn backends_cannot_touch_the_internal_tree() {
         .send_json(&json!({"msg_type":"msg","target":"group","msg":"hello across"}))
         .await;
     assert_eq!(dave.recv_json_until(is_msg).await["msg"], "hello across");
+    // The tenant's backend user sends into its own room, as from `server`.
+    let default = cluster.nats.backend("default").await;
+    let subject = "switchboard.api.default.groups.messages";
+    let missing = default
+        .request_json(subject, &json!({"msg_type":"msg","target":"group","msg":"x"}))
+        .await;
+    assert_eq!(missing["error"]["field"], "group_id", "{missing}");
+    let reply = default
+        .request_json(
+            subject,
+            &json!({"group_id":"room","msg_type":"msg","target":"group","msg":"from backend"}),
+        )
+        .await;
+    assert_eq!(reply, json!({"delivered": 2}));
+    let pushed = dave.recv_json_until(is_msg).await;
+    assert_eq!((&pushed["msg"], &pushed["from_id"]), (&json!("from backend"), &json!("server")));
 
     let real_view = vec![ROUTERS.map(str::to_owned).to_vec(); 2];
     assert_eq!(views(&cluster).await, real_view);
