@@ -465,10 +465,7 @@ async fn iot_events_over_nats(transport: &str) {
         .unwrap();
     let bad: Value = serde_json::from_slice(&bad.payload).unwrap();
     assert_eq!(bad["error"]["field"], "body");
-    let garbage = client
-        .request(subject, "not json".into())
-        .await
-        .unwrap();
+    let garbage = client.request(subject, "not json".into()).await.unwrap();
     let garbage: Value = serde_json::from_slice(&garbage.payload).unwrap();
     assert_eq!(garbage["error"]["code"], "invalid_json");
     let event = json!({"code":"deviceConn","body":{"device":{"productID":"prod","deviceName":"d1"},"online":true}});

@@ -113,10 +113,7 @@ async fn server_api_over_http_and_nats(transport: &str) {
     assert_eq!(bob.recv_message().await["id"], "n1");
     // Refused messages are answered and do not stop the consumer.
     let bad = client
-        .request(
-            subject,
-            r#"{"type":2001,"to":"","body":"x"}"#.into(),
-        )
+        .request(subject, r#"{"type":2001,"to":"","body":"x"}"#.into())
         .await
         .unwrap();
     let bad: Value = serde_json::from_slice(&bad.payload).unwrap();

@@ -189,11 +189,7 @@ async fn server_api_over_nats() {
     .await;
     assert_eq!(reply, json!({"delivered": 1}));
     assert_eq!(notified(&mut user).await, ("n".to_owned(), json!(1)));
-    let bad = request(
-        "switchboard.api.t1.notify",
-        json!({"type": "n"}),
-    )
-    .await;
+    let bad = request("switchboard.api.t1.notify", json!({"type": "n"})).await;
     assert_eq!(bad["error"]["field"], "to");
 
     // Published back to back, taken by different routers, delivered in order.
@@ -225,7 +221,11 @@ async fn server_api_over_nats() {
     let mut answers = client.subscribe(inbox.clone()).await.unwrap();
     let call = json!({"appId": "app1", "toolId": "calc", "method": "sum", "params": [1, 2]});
     client
-        .publish_with_reply("switchboard.api.t1.tools.call", inbox, call.to_string().into())
+        .publish_with_reply(
+            "switchboard.api.t1.tools.call",
+            inbox,
+            call.to_string().into(),
+        )
         .await
         .unwrap();
     let asked = tool.recv_json().await;

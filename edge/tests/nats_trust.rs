@@ -73,7 +73,10 @@ async fn backends_cannot_touch_the_internal_tree() {
     let default = cluster.nats.backend("default").await;
     let subject = "switchboard.api.default.groups.messages";
     let missing = default
-        .request_json(subject, &json!({"msg_type":"msg","target":"group","msg":"x"}))
+        .request_json(
+            subject,
+            &json!({"msg_type":"msg","target":"group","msg":"x"}),
+        )
         .await;
     assert_eq!(missing["error"]["field"], "group_id", "{missing}");
     let reply = default
@@ -84,7 +87,10 @@ async fn backends_cannot_touch_the_internal_tree() {
         .await;
     assert_eq!(reply, json!({"delivered": 2}));
     let pushed = dave.recv_json_until(is_msg).await;
-    assert_eq!((&pushed["msg"], &pushed["from_id"]), (&json!("from backend"), &json!("server")));
+    assert_eq!(
+        (&pushed["msg"], &pushed["from_id"]),
+        (&json!("from backend"), &json!("server"))
+    );
 
     let real_view = vec![ROUTERS.map(str::to_owned).to_vec(); 2];
     assert_eq!(views(&cluster).await, real_view);
@@ -92,9 +98,13 @@ async fn backends_cannot_touch_the_internal_tree() {
     let mut acme = cluster.nats.backend("acme").await;
 
     // Membership: a router that does not exist, a goodbye for one that does.
-    let forged_router = json!({"id":"forged-router","grpc_addr":"127.0.0.1:1","pool":"forged","epoch":1});
+    let forged_router =
+        json!({"id":"forged-router","grpc_addr":"127.0.0.1:1","pool":"forged","epoch":1});
     for (subject, body) in [
-        ("switchboard.internal.cluster.routers", forged_router.to_string()),
+        (
+            "switchboard.internal.cluster.routers",
+            forged_router.to_string(),
+        ),
         ("switchboard.internal.cluster.leave", "router-0".to_owned()),
         ("switchboard.internal.cluster.probe", String::new()),
     ] {
@@ -153,7 +163,8 @@ async fn backends_cannot_touch_the_internal_tree() {
     // Membership still works for the cluster user, and only its
     // announcement changed the views: router-0 never left.
     let operator = cluster.nats.cluster_member().await;
-    let sentinel = json!({"id":"sentinel-router","grpc_addr":"127.0.0.1:1","pool":"sentinel","epoch":1});
+    let sentinel =
+        json!({"id":"sentinel-router","grpc_addr":"127.0.0.1:1","pool":"sentinel","epoch":1});
     operator
         .publish_json("switchboard.internal.cluster.routers", &sentinel)
         .await;
@@ -172,7 +183,8 @@ async fn backends_cannot_touch_the_internal_tree() {
             break;
         }
         assert!(
-            seen.iter().all(|v| !v.contains(&"forged-router".to_owned())),
+            seen.iter()
+                .all(|v| !v.contains(&"forged-router".to_owned())),
             "{seen:?}"
         );
         assert!(

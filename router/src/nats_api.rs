@@ -98,7 +98,15 @@ pub async fn serve(
             let reply = message.reply.clone();
             let outcome = match subject_tenant(message.subject.as_str(), &tree, subject) {
                 Ok(tenant) => {
-                    handle(&node, &client, subject, tenant, reply.clone(), &message.payload).await
+                    handle(
+                        &node,
+                        &client,
+                        subject,
+                        tenant,
+                        reply.clone(),
+                        &message.payload,
+                    )
+                    .await
                 }
                 Err(error) => Err(error),
             };
@@ -120,11 +128,7 @@ pub async fn serve(
 }
 
 /// The tenant token of `{tree}{tenant}.{suffix}`, validated.
-fn subject_tenant<'a>(
-    full: &'a str,
-    tree: &str,
-    subject: Subject,
-) -> Result<&'a str, ApiError> {
+fn subject_tenant<'a>(full: &'a str, tree: &str, subject: Subject) -> Result<&'a str, ApiError> {
     let tenant = full
         .strip_prefix(tree)
         .and_then(|rest| rest.strip_suffix(subject.suffix()))

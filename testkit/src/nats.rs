@@ -21,7 +21,10 @@ pub const CLUSTER_PASSWORD: &str = "pw-cluster-test";
 
 /// The shipped configuration's backend user of `tenant` and its test password.
 pub fn backend_user(tenant: &str) -> (String, String) {
-    (format!("backend-{tenant}"), format!("pw-backend-{tenant}-test"))
+    (
+        format!("backend-{tenant}"),
+        format!("pw-backend-{tenant}-test"),
+    )
 }
 
 /// Tenants the shipped configuration has backend users for.
@@ -67,7 +70,10 @@ impl NatsServer {
         )];
         for tenant in SHIPPED_TENANTS {
             env.push((
-                format!("SWITCHBOARD_NATS_BACKEND_{}_PASSWORD", tenant.to_uppercase()),
+                format!(
+                    "SWITCHBOARD_NATS_BACKEND_{}_PASSWORD",
+                    tenant.to_uppercase()
+                ),
                 backend_user(tenant).1,
             ));
         }

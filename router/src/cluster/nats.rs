@@ -29,7 +29,10 @@ impl std::fmt::Debug for NatsAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsAuth")
             .field("nats_creds", &self.nats_creds)
-            .field("nats_token", &self.nats_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "nats_token",
+                &self.nats_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("nats_tls_ca", &self.nats_tls_ca)
             .finish()
     }
