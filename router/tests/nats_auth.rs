@@ -1,5 +1,6 @@
 //! A router's NATS connection authenticates: with a token, with user and
-//! password in the URL, over TLS (`tls://`) with a private CA. Membership
+//! password in the URL, over TLS (`tls://`) with a private CA and a client
+//! certificate when the server verifies clients. Membership
 //! runs over NATS, so a router that counts itself among the live routers
 //! has connected and been allowed to publish and subscribe. A router with
 //! a wrong password is refused and never prints the password.
@@ -65,89 +66,104 @@ async fn user_and_password_in_the_url_authenticate() {
     wait_self_in_view(&router).await;
 }
 
-/// A CA, and a server certificate for 127.0.0.1 signed by it.
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
+/// PEM files made by `openssl` for one test.
+struct Certificates {
+    ca: PathBuf,
+    server: (PathBuf, PathBuf),
+    client: (PathBuf, PathBuf),
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate,
+/// both signed by it.
+fn certificates(dir: &Path) -> Certificates {
+    let openssl = |line: &str| {
         let status = Command::new("openssl")
-            .args(args)
+            .args(line.split_whitespace())
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .expect("openssl must be installed");
-        assert!(status.success(), "openssl {args:?}");
+        assert!(status.success(), "openssl {line}");
     };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "server.pem",
-    ]);
-    (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
+    openssl(
+        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout ca.key -out ca.pem",
+    );
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for (name, subject) in [("server", "/CN=127.0.0.1"), ("client", "/CN=router")] {
+        openssl(&format!(
+            "req -newkey rsa:2048 -nodes -subj {subject} -keyout {name}.key -out {name}.csr"
+        ));
+        openssl(&format!(
+            "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+             -extfile {name}.ext -out {name}.pem"
+        ));
+    }
+    let pair = |name: &str| {
+        (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        )
+    };
+    Certificates {
+        ca: dir.join("ca.pem"),
+        server: pair("server"),
+        client: pair("client"),
+    }
+}
+
+fn tls_config(dir: &Path, certs: &Certificates, verify_clients: bool) -> PathBuf {
+    let config = dir.join("tls.conf");
+    let verify = if verify_clients {
+        format!(", ca_file: \"{}\", verify: true", certs.ca.display())
+    } else {
+        String::new()
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "tls {{ cert_file: \"{}\", key_file: \"{}\"{verify} }}\n",
+            certs.server.0.display(),
+            certs.server.1.display()
+        ),
     )
+    .unwrap();
+    config
 }
 
 #[tokio::test]
 async fn tls_urls_use_tls_with_a_private_ca() {
     let dir = scratch("tls");
-    let (ca, cert, key) = certificates(&dir);
-    let config = dir.join("tls.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "tls {{ cert_file: \"{}\", key_file: \"{}\" }}\n",
-            cert.display(),
-            key.display()
-        ),
-    )
-    .unwrap();
-    let nats = NatsServer::with_config(&config, &[]).await;
+    let certs = certificates(&dir);
+    let nats = NatsServer::with_config(&tls_config(&dir, &certs, false), &[]).await;
     let url = nats.url().replace("nats://", "tls://");
     let router = router_on(
         url,
-        &[("SWITCHBOARD_NATS_TLS_CA", ca.display().to_string())],
+        &[("SWITCHBOARD_NATS_TLS_CA", certs.ca.display().to_string())],
+    );
+    wait_self_in_view(&router).await;
+}
+
+#[tokio::test]
+async fn a_client_certificate_satisfies_a_verifying_server() {
+    let dir = scratch("mtls");
+    let certs = certificates(&dir);
+    let nats = NatsServer::with_config(&tls_config(&dir, &certs, true), &[]).await;
+    let url = nats.url().replace("nats://", "tls://");
+    let router = router_on(
+        url,
+        &[
+            ("SWITCHBOARD_NATS_TLS_CA", certs.ca.display().to_string()),
+            (
+                "SWITCHBOARD_NATS_TLS_CERT",
+                certs.client.0.display().to_string(),
+            ),
+            (
+                "SWITCHBOARD_NATS_TLS_KEY",
+                certs.client.1.display().to_string(),
+            ),
+        ],
     );
     wait_self_in_view(&router).await;
 }

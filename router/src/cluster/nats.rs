@@ -23,6 +23,13 @@ pub struct NatsAuth {
     /// `tls://` URLs (the system's roots otherwise).
     #[arg(long, env = "SWITCHBOARD_NATS_TLS_CA")]
     pub nats_tls_ca: Option<PathBuf>,
+    /// PEM client certificate for NATS servers that verify clients
+    /// (`tls { verify: true }`); needs SWITCHBOARD_NATS_TLS_KEY.
+    #[arg(long, env = "SWITCHBOARD_NATS_TLS_CERT", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// PEM private key of SWITCHBOARD_NATS_TLS_CERT.
+    #[arg(long, env = "SWITCHBOARD_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for NatsAuth {
@@ -34,6 +41,8 @@ impl std::fmt::Debug for NatsAuth {
                 &self.nats_token.as_ref().map(|_| "<redacted>"),
             )
             .field("nats_tls_ca", &self.nats_tls_ca)
+            .field("nats_tls_cert", &self.nats_tls_cert)
+            .field("nats_tls_key", &self.nats_tls_key)
             .finish()
     }
 }
@@ -160,6 +169,14 @@ pub async fn connect(
             return Err(fail(format!("TLS CA file {} not found", ca.display())));
         }
         options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&auth.nats_tls_cert, &auth.nats_tls_key) {
+        for file in [cert, key] {
+            if !file.is_file() {
+                return Err(fail(format!("TLS file {} not found", file.display())));
+            }
+        }
+        options = options.add_client_certificate(cert.clone(), key.clone());
     }
     options
         .name(name)
