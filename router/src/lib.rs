@@ -11,6 +11,7 @@
 //! - [`grpc`]: the `Attach` stream service.
 //! - [`rpc`]: the JSON-RPC dialect's keys, bindings, pushes and tool calls.
 //! - [`api`]: the server API (HTTP).
+//! - [`nats_api`]: the server API over NATS, the tenant a subject token.
 //! - [`settings`]: flags, env vars, config file.
 #![forbid(unsafe_code)]
 
