@@ -63,7 +63,13 @@ pub async fn run(settings: EdgeSettings, shutdown: CancellationToken) -> anyhow:
     let cluster = &settings.cluster;
     let (view, connector): (watch::Receiver<View>, Connector) = if let Some(url) = &cluster.nats_url
     {
-        let client = switchboard_router::cluster::nats::connect(url, &edge_id).await?;
+        let client = switchboard_router::cluster::nats::connect(
+            url,
+            &cluster.nats_auth,
+            &cluster.subject_prefix,
+            &edge_id,
+        )
+        .await?;
         let stop = shutdown.child_token();
         let view = membership::watch(client.clone(), cluster.subject_prefix.clone(), stop).await?;
         let connector: Connector = match cluster.transport {

@@ -2,8 +2,10 @@
 //! name in the Grafana dashboards and the Prometheus alert rules (and the
 //! Helm chart's copy of them) is exported by a running edge and router,
 //! after some traffic, and every label they group or filter by is one
-//! those metrics carry or the scrape adds. The compose file parses and
-//! names files that exist.
+//! those metrics carry or the scrape adds. The compose file parses, names
+//! files that exist, ships no fixed secret (each comes from the `.env` the
+//! user creates, which `.env.example` lists) and runs NATS with the shipped
+//! configuration, whose users' passwords it passes from the same `.env`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -301,8 +303,121 @@ fn compose_file_parses_and_names_files_that_exist() {
     );
 }
 
+/// The `${NAME:?message}` references of `text`: variables that must be set.
+fn required_vars(text: &str) -> BTreeSet<String> {
+    text.split("${")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(":?"))
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+/// The `$NAME` references of a nats-server config that it does not define
+/// itself (`NAME = …`): variables it reads from the environment.
+fn nats_config_vars(text: &str) -> BTreeSet<String> {
+    let defined: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|line| line.trim().split_once(" = "))
+        .map(|(name, _)| name)
+        .collect();
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .flat_map(|line| line.split('$').skip(1))
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|name| !name.is_empty() && !defined.contains(name.as_str()))
+        .collect()
+}
+
+#[test]
+fn compose_takes_every_secret_from_the_env_file() {
+    let text = manifests::read("deploy/compose.yaml");
+    assert!(!text.contains("change-me"), "a fixed secret is back");
+    let compose = manifests::yaml("deploy/compose.yaml");
+    let services = &compose["services"];
+    for process in ["router-1", "router-2", "edge-1", "edge-2"] {
+        let env = &services[process]["environment"];
+        for secret in [
+            "SWITCHBOARD_JWT_SECRET",
+            "SWITCHBOARD_API_KEY",
+            "SWITCHBOARD_CLUSTER_SECRET",
+        ] {
+            let value = env[secret].as_str().unwrap_or_default();
+            assert!(
+                value.starts_with(&format!("${{{secret}:?")),
+                "{process}: {secret} must be required from .env, is {value:?}"
+            );
+        }
+        let url = env["SWITCHBOARD_NATS_URL"].as_str().unwrap_or_default();
+        assert!(
+            url.starts_with("nats://switchboard:${SWITCHBOARD_NATS_PASSWORD:?"),
+            "{process} logs in to NATS as the cluster user: {url}"
+        );
+    }
+    // NATS runs the shipped configuration and gets every password it reads.
+    let nats = &services["nats"];
+    let mounted = nats["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find(|v| v.starts_with("./nats/nats-server.conf:"))
+        .expect("the nats service mounts nats/nats-server.conf");
+    let target = mounted.split(':').nth(1).unwrap_or_default();
+    let command: Vec<&str> = nats["command"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(command, ["--config", target], "nats runs the mounted file");
+    let wanted = nats_config_vars(&manifests::read("deploy/nats/nats-server.conf"));
+    assert_eq!(
+        wanted,
+        BTreeSet::from(
+            [
+                "SWITCHBOARD_NATS_PASSWORD",
+                "SWITCHBOARD_NATS_BACKEND_DEFAULT_PASSWORD",
+                "SWITCHBOARD_NATS_BACKEND_ACME_PASSWORD",
+            ]
+            .map(str::to_owned)
+        ),
+        "the config's passwords (and only those) come from the environment"
+    );
+    for var in &wanted {
+        let value = nats["environment"][var].as_str().unwrap_or_default();
+        assert!(
+            value.starts_with(&format!("${{{var}:?")),
+            "nats: {var} must be required from .env, is {value:?}"
+        );
+    }
+    // The example lists every variable compose requires, with no value.
+    let example = manifests::read("deploy/.env.example");
+    let listed: BTreeSet<String> = example
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(name, value)| {
+            assert!(value.is_empty(), "{name} has a value in .env.example");
+            name.to_owned()
+        })
+        .collect();
+    assert_eq!(listed, required_vars(&text));
+}
+
 #[test]
 fn name_extraction() {
+    assert_eq!(
+        required_vars("a: ${X:?set X} ${Y:-d} nats://u:${P:?p}@h"),
+        BTreeSet::from(["X".to_owned(), "P".to_owned()])
+    );
+    assert_eq!(
+        nats_config_vars("# $NOT\nOWN = {a: 1}\npassword: $PW_1\nx: {p: $B, q: $OWN}\n"),
+        BTreeSet::from(["PW_1".to_owned(), "B".to_owned()])
+    );
     let text = r#"rate(switchboard_api_request_seconds_bucket[5m]) job="switchboard-router" x_switchboard_y"#;
     assert_eq!(
         referenced(text),

@@ -102,8 +102,8 @@ async fn server_api_over_http_and_nats(transport: &str) {
     let cluster = Cluster::start(transport, 3, 2).await;
     let mut bob = ImClient::connect(cluster.edge(1), "t1", "bob", None).await;
     let client = async_nats::connect(cluster.nats.url()).await.unwrap();
-    let subject = "switchboard.api.im.messages";
-    let message = json!({"tenant":"t1","id":"n1","type":2001,"to":"bob,dave","body":"over NATS"});
+    let subject = "switchboard.api.t1.im.messages";
+    let message = json!({"id":"n1","type":2001,"to":"bob,dave","body":"over NATS"});
     let reply = client
         .request(subject, message.to_string().into())
         .await
@@ -113,10 +113,7 @@ async fn server_api_over_http_and_nats(transport: &str) {
     assert_eq!(bob.recv_message().await["id"], "n1");
     // Refused messages are answered and do not stop the consumer.
     let bad = client
-        .request(
-            subject,
-            r#"{"tenant":"t1","type":2001,"to":"","body":"x"}"#.into(),
-        )
+        .request(subject, r#"{"type":2001,"to":"","body":"x"}"#.into())
         .await
         .unwrap();
     let bad: Value = serde_json::from_slice(&bad.payload).unwrap();

@@ -234,26 +234,22 @@ async fn server_api_over_nats() {
     };
 
     let reply = request(
-        "switchboard.api.notify",
-        json!({"tenant": "t1", "to": {"user": "alice"}, "type": "n", "data": 1}),
+        "switchboard.api.t1.notify",
+        json!({"to": {"user": "alice"}, "type": "n", "data": 1}),
     )
     .await;
     assert_eq!(reply, json!({"delivered": 1}));
     assert_eq!(notified(&mut user).await, ("n".to_owned(), json!(1)));
-    let bad = request(
-        "switchboard.api.notify",
-        json!({"tenant": "t1", "type": "n"}),
-    )
-    .await;
+    let bad = request("switchboard.api.t1.notify", json!({"type": "n"})).await;
     assert_eq!(bad["error"]["field"], "to");
 
     // Published back to back, taken by different routers, delivered in order.
     const CHUNKS: u64 = 30;
     for seq in 0..CHUNKS {
-        let chunk = json!({"tenant": "t1", "to": {"user": "alice"}, "streamId": "s",
+        let chunk = json!({"to": {"user": "alice"}, "streamId": "s",
             "seq": seq, "delta": seq, "done": seq == CHUNKS - 1});
         client
-            .publish("switchboard.api.stream", chunk.to_string().into())
+            .publish("switchboard.api.t1.stream", chunk.to_string().into())
             .await
             .unwrap();
     }
@@ -264,8 +260,8 @@ async fn server_api_over_nats() {
     }
 
     let reply = request(
-        "switchboard.api.apps.publish",
-        json!({"tenant": "t1", "appId": "app1", "channel": "c", "message": "m"}),
+        "switchboard.api.t1.apps.publish",
+        json!({"appId": "app1", "channel": "c", "message": "m"}),
     )
     .await;
     assert_eq!(reply, json!({"receivers": 1}));
@@ -274,9 +270,13 @@ async fn server_api_over_nats() {
     let mut tool = app_socket(cluster.edge(1), "app1", "calc", "t1").await;
     let inbox = client.new_inbox();
     let mut answers = client.subscribe(inbox.clone()).await.unwrap();
-    let call = json!({"tenant": "t1", "appId": "app1", "toolId": "calc", "method": "sum", "params": [1, 2]});
+    let call = json!({"appId": "app1", "toolId": "calc", "method": "sum", "params": [1, 2]});
     client
-        .publish_with_reply("switchboard.api.tools.call", inbox, call.to_string().into())
+        .publish_with_reply(
+            "switchboard.api.t1.tools.call",
+            inbox,
+            call.to_string().into(),
+        )
         .await
         .unwrap();
     let asked = tool.recv_json().await;
@@ -302,8 +302,8 @@ async fn server_api_over_nats() {
         ]
     );
     let missing = request(
-        "switchboard.api.tools.call",
-        json!({"tenant": "t1", "appId": "app1", "toolId": "none", "method": "m"}),
+        "switchboard.api.t1.tools.call",
+        json!({"appId": "app1", "toolId": "none", "method": "m"}),
     )
     .await;
     assert_eq!(missing["error"]["code"], "not_found");

@@ -112,6 +112,11 @@ impl ApiError {
         }
     }
 
+    /// The error code, a closed set (safe as a metric label).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
     /// `{"error":{"code","message","field"?}}`, as HTTP and NATS answer.
     pub fn body(&self) -> Value {
         let mut error = json!({"code": self.code, "message": self.message});
@@ -281,7 +286,9 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Routed {
         ["api", "v1", "groups", group_id, "messages"] => {
             let group_id = path_id("group_id", group_id).map_err(fail)?;
             let body = json_body(request.into_body()).await.map_err(fail)?;
-            group_message(context, &tenant, &group_id, body).await
+            group_message(node, &tenant, &group_id, body)
+                .await
+                .map(delivered)
         }
         ["api", "v1", "groups", group_id, "presence"] => {
             let group_id = path_id("group_id", group_id).map_err(fail)?;
@@ -445,7 +452,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn path_id(field: &str, id: &str) -> Result<String, ApiError> {
+pub(crate) fn path_id(field: &str, id: &str) -> Result<String, ApiError> {
     if is_valid_id(id) {
         Ok(id.to_owned())
     } else {
@@ -477,12 +484,14 @@ fn unavailable() -> ApiError {
     )
 }
 
-async fn group_message(
-    context: &ApiContext,
+/// Sends a V3 message as from `server` to a group or one of its clients;
+/// the number of sockets it reached. Shared by HTTP and the NATS consumer.
+pub async fn group_message(
+    node: &RouterNode,
     tenant: &str,
     group_id: &str,
     body: serde_json::Map<String, Value>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<u32, ApiError> {
     let sender = Sender {
         client_id: None,
         group_id,
@@ -502,12 +511,9 @@ async fn group_message(
         }
     };
     let wire = message.complete("server", group_id, &iso8601_now());
-    let n = context
-        .node
-        .publish(topic, Payload::json(wire))
+    node.publish(topic, Payload::json(wire))
         .await
-        .map_err(|_| unavailable())?;
-    Ok(delivered(n))
+        .map_err(|_| unavailable())
 }
 
 async fn broadcast(

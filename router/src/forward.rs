@@ -80,7 +80,7 @@ pub struct NatsForwarder {
 }
 
 pub fn forward_subject(prefix: &str, router_id: &str) -> String {
-    format!("{prefix}.router.{router_id}.forward")
+    format!("{prefix}.internal.router.{router_id}.forward")
 }
 
 #[async_trait]

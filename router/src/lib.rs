@@ -11,6 +11,7 @@
 //! - [`grpc`]: the `Attach` stream service.
 //! - [`rpc`]: the JSON-RPC dialect's keys, bindings, pushes and tool calls.
 //! - [`api`]: the server API (HTTP).
+//! - [`nats_api`]: the server API over NATS, the tenant a subject token.
 //! - [`settings`]: flags, env vars, config file.
 #![forbid(unsafe_code)]
 
@@ -173,10 +174,11 @@ async fn join_cluster(
         transport,
         tenant_pools,
         subject_prefix,
+        nats_auth,
     } = &settings.cluster;
     let pools = TenantPools::parse(tenant_pools)?;
     if let Some(url) = nats_url {
-        let client = cluster::nats::connect(url, id).await?;
+        let client = cluster::nats::connect(url, nats_auth, subject_prefix, id).await?;
         let me = cluster::RouterInfo {
             id: id.to_owned(),
             grpc_addr: advertise.to_owned(),

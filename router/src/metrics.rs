@@ -140,7 +140,7 @@ pub fn register() {
     );
     describe_counter!(
         "switchboard_api_nats_rejected_total",
-        "NATS API messages refused"
+        "NATS API messages refused, by subject (without the tenant) and error code; `forbidden` is a body tenant other than the subject's"
     );
     describe_counter!(
         "switchboard_router_tool_calls_total",
@@ -178,7 +178,11 @@ pub fn register() {
     for op in STORE_OPS {
         metrics::counter!("switchboard_store_errors_total", "op" => op).absolute(0);
     }
-    for subject in ["iot.events", "im.messages"] {
-        metrics::counter!("switchboard_api_nats_rejected_total", "subject" => subject).absolute(0);
+    for subject in crate::nats_api::Subject::ALL {
+        for code in ["validation_error", "forbidden"] {
+            metrics::counter!("switchboard_api_nats_rejected_total",
+                "subject" => subject.suffix(), "code" => code)
+            .absolute(0);
+        }
     }
 }

@@ -1,16 +1,23 @@
-//! The server API over NATS (`{prefix}.api.iot.events`, `.notify`,
-//! `.stream`, `.apps.publish` with `appId`, `.tools.call` as
-//! request/reply with `appId` and `toolId`, `.im.messages`): the same JSON bodies as HTTP
-//! plus a `tenant` field, consumed in a queue group so each message is handled by one
-//! router. Publishing on NATS is trusted (NATS' own accounts guard it). A
-//! message that fails validation is answered with the HTTP error JSON when
-//! it has a reply subject, counted, and never stops the consumer.
+//! The server API over NATS. The tenant is a subject token,
+//! `{prefix}.api.{tenant}.notify` (also `.stream`, `.iot.events`,
+//! `.apps.publish` with `appId`, `.groups.messages` with `group_id`,
+//! `.im.messages`, and `.tools.call` as request/reply with `appId` and
+//! `toolId`), so NATS permissions can confine a backend's user to its own
+//! tenant. Bodies are HTTP's; a `tenant` field, if present, must equal the
+//! subject's. Messages are consumed in a queue group so each is handled by
+//! one router. Publishing on NATS is trusted as far as NATS' accounts and
+//! permissions allow. A refused message is answered with the HTTP error
+//! JSON when it has a reply subject, counted, and never stops the consumer.
+//!
+//! The tenant token is one NATS token: tenants with a `.` in their name are
+//! served over HTTP only (a wildcard over several tokens would let a
+//! backend allowed `acme.>` act for a tenant `acme.x`).
 
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use http::StatusCode;
 use serde_json::{Map, Value, json};
-use switchboard_common::auth::DEFAULT_TENANT;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiError};
@@ -21,44 +28,49 @@ use crate::rpc::tools;
 /// Queue group shared by every router.
 pub const QUEUE: &str = "switchboard-routers";
 
-pub fn iot_subject(prefix: &str) -> String {
-    format!("{prefix}.api.iot.events")
+/// The subject a backend of `tenant` publishes `subject` on.
+pub fn api_subject(prefix: &str, tenant: &str, subject: Subject) -> String {
+    format!("{prefix}.api.{tenant}.{}", subject.suffix())
 }
 
 /// The API subjects this module consumes, and what each is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Subject {
+pub enum Subject {
     IotEvents,
     Notify,
     Stream,
     AppsPublish,
+    GroupsMessages,
     ToolsCall,
     ImMessages,
 }
 
 impl Subject {
-    const ALL: [Subject; 6] = [
+    pub const ALL: [Subject; 7] = [
         Self::IotEvents,
         Self::Notify,
         Self::Stream,
         Self::AppsPublish,
+        Self::GroupsMessages,
         Self::ToolsCall,
         Self::ImMessages,
     ];
 
-    fn suffix(self) -> &'static str {
+    /// What follows the tenant token; also the metric label.
+    pub fn suffix(self) -> &'static str {
         match self {
             Self::IotEvents => "iot.events",
             Self::Notify => "notify",
             Self::Stream => "stream",
             Self::AppsPublish => "apps.publish",
+            Self::GroupsMessages => "groups.messages",
             Self::ToolsCall => "tools.call",
             Self::ImMessages => "im.messages",
         }
     }
 }
 
-/// Consumes the API subjects until `stop`.
+/// Consumes the API subjects of every tenant until `stop`.
 pub async fn serve(
     client: async_nats::Client,
     prefix: String,
@@ -68,14 +80,12 @@ pub async fn serve(
     let mut subscriptions = Vec::new();
     for subject in Subject::ALL {
         let subscriber = client
-            .queue_subscribe(
-                format!("{prefix}.api.{}", subject.suffix()),
-                QUEUE.to_owned(),
-            )
+            .queue_subscribe(api_subject(&prefix, "*", subject), QUEUE.to_owned())
             .await?;
         subscriptions.push(subscriber.map(move |message| (subject, message)));
     }
     let mut messages = futures_util::stream::select_all(subscriptions);
+    let tree = Arc::new(format!("{prefix}.api."));
     loop {
         let (subject, message) = tokio::select! {
             Some(next) = messages.next() => next,
@@ -83,14 +93,29 @@ pub async fn serve(
         };
         let node = node.clone();
         let client = client.clone();
+        let tree = tree.clone();
         tokio::spawn(async move {
             let reply = message.reply.clone();
-            let outcome = handle(&node, &client, subject, reply.clone(), &message.payload).await;
+            let outcome = match subject_tenant(message.subject.as_str(), &tree, subject) {
+                Ok(tenant) => {
+                    handle(
+                        &node,
+                        &client,
+                        subject,
+                        tenant,
+                        reply.clone(),
+                        &message.payload,
+                    )
+                    .await
+                }
+                Err(error) => Err(error),
+            };
             let answer = match outcome {
                 Ok(answer) => answer,
                 Err(error) => {
-                    metrics::counter!("switchboard_api_nats_rejected_total", "subject" => subject.suffix())
-                        .increment(1);
+                    metrics::counter!("switchboard_api_nats_rejected_total",
+                        "subject" => subject.suffix(), "code" => error.code())
+                    .increment(1);
                     tracing::debug!(error = ?error, subject = subject.suffix(), "NATS API message refused");
                     error.body()
                 }
@@ -102,23 +127,41 @@ pub async fn serve(
     }
 }
 
-fn parse(payload: &[u8]) -> Result<(String, Map<String, Value>), ApiError> {
+/// The tenant token of `{tree}{tenant}.{suffix}`, validated.
+fn subject_tenant<'a>(full: &'a str, tree: &str, subject: Subject) -> Result<&'a str, ApiError> {
+    let tenant = full
+        .strip_prefix(tree)
+        .and_then(|rest| rest.strip_suffix(subject.suffix()))
+        .and_then(|rest| rest.strip_suffix('.'))
+        .unwrap_or_default();
+    if switchboard_proto::ids::is_valid_tenant(tenant) && !tenant.contains('.') {
+        Ok(tenant)
+    } else {
+        Err(ApiError::field(
+            "tenant",
+            "the subject's tenant token must be a valid tenant name",
+        ))
+    }
+}
+
+/// The body as a JSON object, without its `tenant` field, which may only
+/// repeat the subject's tenant.
+fn parse(payload: &[u8], tenant: &str) -> Result<Map<String, Value>, ApiError> {
     let mut body = match serde_json::from_slice(payload) {
         Ok(Value::Object(map)) => map,
         Ok(_) => return Err(ApiError::invalid("the message must be a JSON object")),
         Err(e) => return Err(ApiError::invalid_json(&e)),
     };
-    let tenant = match body.remove("tenant") {
-        None | Some(Value::Null) => DEFAULT_TENANT.to_owned(),
-        Some(Value::String(t)) if switchboard_proto::ids::is_valid_tenant(&t) => t,
-        Some(_) => {
-            return Err(ApiError::field(
-                "tenant",
-                "tenant must be a valid tenant name",
-            ));
-        }
-    };
-    Ok((tenant, body))
+    match body.remove("tenant") {
+        None | Some(Value::Null) => Ok(body),
+        Some(Value::String(named)) if named == tenant => Ok(body),
+        Some(Value::String(named)) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("a message on tenant {tenant}'s subject cannot act for {named}"),
+        )),
+        Some(_) => Err(ApiError::field("tenant", "tenant must be a string")),
+    }
 }
 
 /// One message: its answer, or the error the requester gets.
@@ -126,24 +169,35 @@ async fn handle(
     node: &RouterNode,
     client: &async_nats::Client,
     subject: Subject,
+    tenant: &str,
     reply: Option<async_nats::Subject>,
     payload: &[u8],
 ) -> Result<Value, ApiError> {
-    let (tenant, mut body) = parse(payload)?;
+    let mut body = parse(payload, tenant)?;
     match subject {
-        Subject::IotEvents => api::iot_event(node, &tenant, body)
+        Subject::IotEvents => api::iot_event(node, tenant, body)
             .await
             .map(|delivered| json!({ "delivered": delivered })),
-        Subject::Notify => api_rpc::notify(node, &tenant, body).await,
-        Subject::Stream => api_rpc::stream(node, &tenant, body).await,
+        Subject::Notify => api_rpc::notify(node, tenant, body).await,
+        Subject::Stream => api_rpc::stream(node, tenant, body).await,
         Subject::AppsPublish => {
             let app = api_rpc::ref_field(&mut body, "appId")?;
-            api_rpc::app_publish(node, &tenant, &app, body).await
+            api_rpc::app_publish(node, tenant, &app, body).await
+        }
+        Subject::GroupsMessages => {
+            // HTTP takes it from the path; the message may repeat it.
+            let group_id = match body.get("group_id") {
+                Some(Value::String(g)) => api::path_id("group_id", g)?,
+                _ => return Err(ApiError::field("group_id", "group_id is required")),
+            };
+            api::group_message(node, tenant, &group_id, body)
+                .await
+                .map(|delivered| json!({ "delivered": delivered }))
         }
         Subject::ToolsCall => {
             let app = api_rpc::ref_field(&mut body, "appId")?;
             let tool = api_rpc::ref_field(&mut body, "toolId")?;
-            let call = api_rpc::tool_request(&tenant, app, tool, &body)?;
+            let call = api_rpc::tool_request(tenant, app, tool, &body)?;
             // Progress notes go to the reply subject as they come.
             let (progress_tx, mut progress) = tokio::sync::mpsc::unbounded_channel::<Value>();
             let relay = reply.map(|reply| {
@@ -161,6 +215,46 @@ async fn handle(
             }
             Ok(api_rpc::tool_answer(&outcome?))
         }
-        Subject::ImMessages => crate::im::api::post_message(node, &tenant, body).await,
+        Subject::ImMessages => crate::im::api::post_message(node, tenant, body).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tenant_is_the_subject_token() {
+        let tree = "sb.api.";
+        assert_eq!(
+            subject_tenant("sb.api.acme.notify", tree, Subject::Notify).unwrap(),
+            "acme"
+        );
+        assert_eq!(
+            subject_tenant("sb.api.t-1.iot.events", tree, Subject::IotEvents).unwrap(),
+            "t-1"
+        );
+        for bad in ["sb.api.a$b.notify", "sb.api..notify", "other.api.x.notify"] {
+            let error = subject_tenant(bad, tree, Subject::Notify).unwrap_err();
+            assert_eq!(error.body()["error"]["field"], "tenant", "{bad}");
+        }
+        assert_eq!(
+            api_subject("switchboard", "acme", Subject::GroupsMessages),
+            "switchboard.api.acme.groups.messages"
+        );
+    }
+
+    #[test]
+    fn a_body_tenant_must_repeat_the_subjects() {
+        let body = parse(br#"{"tenant":"acme","x":1}"#, "acme").unwrap();
+        assert!(!body.contains_key("tenant"), "the tenant field is consumed");
+        assert_eq!(body["x"], 1);
+        assert!(parse(br#"{"x":1}"#, "acme").is_ok());
+        let other = parse(br#"{"tenant":"default"}"#, "acme").unwrap_err();
+        assert_eq!(other.code(), "forbidden");
+        assert_eq!(other.body()["error"]["code"], "forbidden");
+        let typed = parse(br#"{"tenant":7}"#, "acme").unwrap_err();
+        assert_eq!(typed.body()["error"]["field"], "tenant");
+        assert_eq!(parse(b"[]", "acme").unwrap_err().code(), "validation_error");
     }
 }

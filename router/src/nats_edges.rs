@@ -21,11 +21,11 @@ use crate::node::RouterNode;
 pub const SESSION_EXPIRY: Duration = Duration::from_secs(6);
 
 pub fn router_subject(prefix: &str, router_id: &str, edge_id: &str) -> String {
-    format!("{prefix}.r.{router_id}.{edge_id}")
+    format!("{prefix}.internal.r.{router_id}.{edge_id}")
 }
 
 pub fn edge_subject(prefix: &str, edge_id: &str, router_id: &str) -> String {
-    format!("{prefix}.e.{edge_id}.{router_id}")
+    format!("{prefix}.internal.e.{edge_id}.{router_id}")
 }
 
 struct EdgeSession {
@@ -42,7 +42,7 @@ pub async fn serve(
 ) -> Result<(), async_nats::SubscribeError> {
     let router_id = node.id().to_owned();
     let mut inbound = client
-        .subscribe(format!("{prefix}.r.{router_id}.*"))
+        .subscribe(format!("{prefix}.internal.r.{router_id}.*"))
         .await?;
     let mut sessions: HashMap<String, EdgeSession> = HashMap::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(1));

@@ -12,6 +12,9 @@ use crate::redis::RedisServer;
 pub struct Cluster {
     pub redis: RedisServer,
     pub nats: NatsServer,
+    /// The NATS URL every process gets (with the cluster user's
+    /// credentials on a secured server).
+    nats_url: String,
     pub routers: Vec<Process>,
     pub edges: Vec<Process>,
     transport: String,
@@ -48,9 +51,34 @@ impl Cluster {
         edges: usize,
         env: &[(&'static str, String)],
     ) -> Self {
+        let nats = NatsServer::start().await;
+        let nats_url = nats.url();
+        Self::on_nats(nats, nats_url, transport, pools, tenant_pools, edges, env).await
+    }
+
+    /// Like [`Cluster::start`], on a NATS server run from the shipped
+    /// configuration (`deploy/nats/nats-server.conf`): every router and
+    /// edge connects as its cluster user; backends must use theirs.
+    pub async fn secured(transport: &str, routers: usize, edges: usize) -> Self {
+        let nats = NatsServer::shipped().await;
+        let nats_url = nats.cluster_url();
+        let pools = vec!["default"; routers];
+        Self::on_nats(nats, nats_url, transport, &pools, "", edges, &[]).await
+    }
+
+    async fn on_nats(
+        nats: NatsServer,
+        nats_url: String,
+        transport: &str,
+        pools: &[&str],
+        tenant_pools: &str,
+        edges: usize,
+        env: &[(&'static str, String)],
+    ) -> Self {
         let mut cluster = Self {
             redis: RedisServer::start().await,
-            nats: NatsServer::start().await,
+            nats,
+            nats_url,
             routers: Vec::new(),
             edges: Vec::new(),
             transport: transport.to_owned(),
@@ -93,7 +121,7 @@ impl Cluster {
     /// come from the process helpers).
     fn env(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![
-            ("SWITCHBOARD_NATS_URL", self.nats.url()),
+            ("SWITCHBOARD_NATS_URL", self.nats_url.clone()),
             ("SWITCHBOARD_TRANSPORT", self.transport.clone()),
             ("SWITCHBOARD_TENANT_POOLS", self.tenant_pools.clone()),
         ];

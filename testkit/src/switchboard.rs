@@ -55,7 +55,8 @@ pub fn group_v2_url(edge: SocketAddr, group: &str, client: &str, token: &str) ->
     format!("ws://{edge}/ws/group/{group}/client/{client}?token={token}")
 }
 
-fn common_env() -> Vec<(&'static str, String)> {
+/// What every process the helpers start gets: secrets, API key, text logs.
+pub fn common_env() -> Vec<(&'static str, String)> {
     vec![
         ("SWITCHBOARD_JWT_SECRET", SECRET.to_owned()),
         ("SWITCHBOARD_API_KEY", API_KEY.to_owned()),

@@ -19,15 +19,15 @@ pub const HEARTBEAT: Duration = Duration::from_millis(500);
 pub const EXPIRY: Duration = Duration::from_millis(2_000);
 
 fn announce_subject(prefix: &str) -> String {
-    format!("{prefix}.cluster.routers")
+    format!("{prefix}.internal.cluster.routers")
 }
 
 fn leave_subject(prefix: &str) -> String {
-    format!("{prefix}.cluster.leave")
+    format!("{prefix}.internal.cluster.leave")
 }
 
 fn probe_subject(prefix: &str) -> String {
-    format!("{prefix}.cluster.probe")
+    format!("{prefix}.internal.cluster.probe")
 }
 
 /// Announces `me` until `stop`, then says goodbye.

@@ -3,7 +3,7 @@
 //! owns a topic.
 //!
 //! - [`membership`]: routers announce themselves on NATS; everyone watches.
-//! - [`nats`]: connecting to NATS with the events counted.
+//! - [`nats`]: connecting to NATS, authenticated, with the events counted.
 
 pub mod membership;
 pub mod nats;
@@ -116,9 +116,14 @@ impl TenantPools {
 /// Cluster settings shared by edges and routers.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterSettings {
-    /// NATS URL: router membership (and the NATS transport) run over it.
-    #[arg(long, env = "SWITCHBOARD_NATS_URL")]
+    /// NATS URL(s), comma-separated: router membership, the NATS transport
+    /// and the NATS server API run over it. `nats://user:password@host:4222`
+    /// authenticates; `tls://` requires TLS.
+    #[arg(long, env = "SWITCHBOARD_NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
+    /// NATS credentials besides those in the URL.
+    #[command(flatten)]
+    pub nats_auth: nats::NatsAuth,
     /// Static router gRPC addresses `host:port,…`, for clusters without NATS.
     #[arg(long, env = "SWITCHBOARD_ROUTERS", value_delimiter = ',')]
     pub routers: Vec<String>,
