@@ -330,18 +330,6 @@ fn ci_example_configs_load_into_the_binaries() {
     assert!(load_with::<RouterSettings>("router", "shards = \"many\"\n").is_err());
 }
 
-/// Settings of the trust work (`spec/00-common.md`, "Cluster trust", and
-/// the token checks) that the chart passes while the binaries gain them.
-/// Each is set only when its value is given. Once the binaries read them,
-/// the check below covers them like any other, and they leave this list.
-const WIRED_AHEAD: &[&str] = &[
-    "SWITCHBOARD_NATS_CREDS",
-    "SWITCHBOARD_NATS_TOKEN",
-    "SWITCHBOARD_JWT_AUDIENCE",
-    "SWITCHBOARD_JWT_ISSUER",
-    "SWITCHBOARD_JWT_MAX_LIFETIME",
-];
-
 #[test]
 fn every_environment_variable_the_chart_sets_exists() {
     let known: BTreeSet<String> = env_names(&EdgeSettings::command())
@@ -371,21 +359,15 @@ fn every_environment_variable_the_chart_sets_exists() {
         "SWITCHBOARD_TLS_CERT",
         "SWITCHBOARD_TLS_KEY",
         "SWITCHBOARD_TLS_CA",
-    ]
-    .into_iter()
-    .chain(WIRED_AHEAD.iter().copied())
-    {
+        "SWITCHBOARD_NATS_CREDS",
+        "SWITCHBOARD_NATS_TOKEN",
+        "SWITCHBOARD_JWT_AUDIENCE",
+        "SWITCHBOARD_JWT_ISSUER",
+        "SWITCHBOARD_JWT_MAX_LIFETIME",
+    ] {
         assert!(used.contains(wanted), "the chart does not set {wanted}");
     }
-    for name in WIRED_AHEAD {
-        if !known.contains(*name) {
-            eprintln!("note: the chart sets {name}, which the binaries do not read yet");
-        }
-    }
-    let unknown: Vec<_> = used
-        .difference(&known)
-        .filter(|name| !WIRED_AHEAD.contains(&name.as_str()))
-        .collect();
+    let unknown: Vec<_> = used.difference(&known).collect();
     assert!(
         unknown.is_empty(),
         "the chart sets unknown variables {unknown:?}"

@@ -242,9 +242,12 @@ async fn in_cluster_nats_confines_each_backend_to_its_tenant() {
         .expect("subscribe internal");
     cluster.flush().await.expect("flush");
 
-    let (acme, mut acme_errors) = connect(&nats.url("backend-acme"))
-        .await
-        .expect("acme's backend connects");
+    let (acme, mut acme_errors) = connect_with(
+        &nats.url("backend-acme"),
+        async_nats::ConnectOptions::new().custom_inbox_prefix("_INBOX.acme"),
+    )
+    .await
+    .expect("acme's backend connects");
 
     // Forged publishes: another tenant's API, the internal tree.
     for subject in [
@@ -317,7 +320,7 @@ async fn in_cluster_nats_confines_each_backend_to_its_tenant() {
 }
 
 #[tokio::test]
-async fn private_inboxes_keep_answers_to_their_tenant() {
+async fn backend_inboxes_keep_answers_to_their_tenant() {
     let helm = require_helm!();
     let Some(program) = nats_program() else {
         eprintln!("skipped: nats-server is not installed");
@@ -326,7 +329,7 @@ async fn private_inboxes_keep_answers_to_their_tenant() {
     let mut nats = Rendered::start(
         &helm,
         program,
-        json!({"backendTenants": ["acme", "globex"], "privateInboxes": true}),
+        json!({"backendTenants": ["acme", "globex"]}),
     )
     .await;
     let cluster = nats.cluster.clone();
@@ -340,7 +343,7 @@ async fn private_inboxes_keep_answers_to_their_tenant() {
     let (globex, mut globex_errors) = connect(&nats.url("backend-globex"))
         .await
         .expect("globex's backend connects");
-    for inboxes in ["_INBOX.>", "_INBOX_acme.>"] {
+    for inboxes in ["_INBOX.>", "_INBOX.acme.>"] {
         let _eavesdrop = globex.subscribe(inboxes).await.expect("subscribe");
         globex.flush().await.expect("flush");
         refused(&mut globex_errors, "subscription", inboxes).await;
@@ -349,7 +352,7 @@ async fn private_inboxes_keep_answers_to_their_tenant() {
     // acme's backend, with its inbox prefix, asks and is answered.
     let (acme, _acme_errors) = connect_with(
         &nats.url("backend-acme"),
-        async_nats::ConnectOptions::new().custom_inbox_prefix("_INBOX_acme"),
+        async_nats::ConnectOptions::new().custom_inbox_prefix("_INBOX.acme"),
     )
     .await
     .expect("acme's backend connects");
@@ -369,11 +372,11 @@ async fn private_inboxes_keep_answers_to_their_tenant() {
     assert_eq!(&answered.payload[..], b"answer");
     assert!(
         nats.cluster_errors.try_recv().is_err(),
-        "the cluster user may answer private inboxes"
+        "the cluster user may answer a tenant's inboxes"
     );
 
-    // With the shared prefix the same backend gets no answer: it may not
-    // read _INBOX.> any more.
+    // With the default prefix the same backend gets no answer: it may
+    // read only its tenant's inboxes.
     let (shared, mut shared_errors) = connect(&nats.url("backend-acme")).await.expect("connects");
     let pending = tokio::spawn(async move {
         shared
