@@ -365,19 +365,11 @@ impl Verifier {
         let mut validation = Validation::new(key.algorithm);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
-        let mut required = vec!["exp", "sub"];
-        match &self.policy.audience {
-            Some(audience) => {
-                validation.set_audience(&[audience]);
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        if let Some(issuer) = &self.policy.issuer {
-            validation.set_issuer(&[issuer]);
-            required.push("iss");
-        }
-        validation.set_required_spec_claims(&required);
+        // Audience and issuer are checked below, in a fixed order: the
+        // library finds missing claims in hash-set order, so a token
+        // lacking both would be refused for either at random.
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "sub"]);
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
@@ -386,19 +378,29 @@ impl Verifier {
                 ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
                     AuthError::BadSignature
                 }
-                ErrorKind::InvalidAudience => AuthError::WrongAudience,
-                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
-                ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
-                    AuthError::WrongAudience
-                }
-                ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => AuthError::WrongIssuer,
                 ErrorKind::Json(_) | ErrorKind::MissingRequiredClaim(_) => {
                     AuthError::InvalidClaims(e.to_string())
                 }
                 _ => AuthError::Malformed(e.to_string()),
             }
         })?;
-        Ok(data.claims)
+        let claims = data.claims;
+        if let Some(audience) = &self.policy.audience {
+            let named = match &claims.aud {
+                Some(Audience::One(one)) => one == audience,
+                Some(Audience::Many(many)) => many.iter().any(|a| a == audience),
+                None => false,
+            };
+            if !named {
+                return Err(AuthError::WrongAudience);
+            }
+        }
+        if let Some(issuer) = &self.policy.issuer
+            && claims.iss.as_deref() != Some(issuer.as_str())
+        {
+            return Err(AuthError::WrongIssuer);
+        }
+        Ok(claims)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use switchboard_testkit::cluster::Cluster;
 use switchboard_testkit::dialects::ALL;
-use switchboard_testkit::switchboard::{self, group_url, join_group, token};
+use switchboard_testkit::switchboard::{self, group_url, join_group, token, until_one_crosses};
 use switchboard_testkit::ws::Event;
 use switchboard_testkit::{WsClient, http};
 
@@ -162,23 +162,7 @@ async fn a_router_drains_and_exits_zero_while_sockets_stay_open() {
     cluster.wait_views(1).await;
     cluster.wait_links(1).await;
     // The same sockets, now served by the remaining router.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut n = 0;
-    loop {
-        n += 1;
-        let text = format!("after-drain-{n}");
-        a.send_json(&json!({"msg_type":"msg","target":"group","msg":text}))
-            .await;
-        if let Some(Event::Text(got)) = b.recv(Duration::from_secs(2)).await
-            && got.contains("after-drain-")
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the sockets never got a new owner"
-        );
-    }
+    until_one_crosses(&mut a, &mut b, "after-drain").await;
     // Neither socket was closed on the way.
     a.send_json(&json!({"msg_type":"msg","target":"echo","msg":"open"}))
         .await;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use switchboard_testkit::WsClient;
 use switchboard_testkit::cluster::{Cluster, scrape};
 use switchboard_testkit::http::{self, metric};
-use switchboard_testkit::switchboard::{Standalone, join_group};
+use switchboard_testkit::switchboard::{Standalone, join_group, until_one_crosses};
 use switchboard_testkit::ws::Event;
 
 /// Long enough for any correctness wait here; never a speed target.
@@ -196,44 +196,12 @@ async fn nats_killed_then_restarted(transport: &str) {
     cluster.wait_views(3).await;
     // Deliveries resume on the sockets that stayed open (over NATS the
     // links come back first; retry until one message crosses).
-    let deadline = Instant::now() + LIMIT;
-    let mut n = 0;
-    loop {
-        n += 1;
-        let text = format!("after-{n}");
-        a.send_json(&json!({"msg_type":"msg","target":"group","msg":text}))
-            .await;
-        if let Some(Event::Text(got)) = b.recv(Duration::from_secs(2)).await
-            && got.contains("after-")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "deliveries never resumed");
-    }
+    until_one_crosses(&mut a, &mut b, "after").await;
     assert_eq!(live_routers(&cluster).await, vec![3.0; 5]);
 }
 
 switchboard_testkit::over_both_transports! {
     nats_killed_then_restarted;
-}
-
-/// Sends group messages from `from` until one reaches `to` (ownership may
-/// be moving); returns how many were tried.
-async fn until_one_crosses(from: &mut WsClient, to: &mut WsClient, tag: &str) -> usize {
-    let deadline = Instant::now() + LIMIT;
-    let mut n = 0;
-    loop {
-        n += 1;
-        let text = format!("{tag}-{n}");
-        from.send_json(&json!({"msg_type":"msg","target":"group","msg":text}))
-            .await;
-        if let Some(Event::Text(got)) = to.recv(Duration::from_secs(2)).await
-            && got.contains(tag)
-        {
-            return n;
-        }
-        assert!(Instant::now() < deadline, "{tag}: nothing crossed");
-    }
 }
 
 /// A router that stops answering (frozen, not dead) is dropped from every

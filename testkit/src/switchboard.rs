@@ -261,3 +261,30 @@ pub async fn join_group(
     .await;
     ws
 }
+
+/// Sends group messages tagged `tag` from `from` until one reaches `to`,
+/// for when ownership is moving and early ones may be lost; returns how
+/// many were sent. Panics after 30 s.
+pub async fn until_one_crosses(
+    from: &mut crate::WsClient,
+    to: &mut crate::WsClient,
+    tag: &str,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut sent = 0;
+    loop {
+        sent += 1;
+        let text = format!("{tag}-{sent}");
+        from.send_json(&serde_json::json!({"msg_type":"msg","target":"group","msg":text}))
+            .await;
+        if let Some(crate::ws::Event::Text(got)) = to.recv(std::time::Duration::from_secs(2)).await
+            && got.contains(tag)
+        {
+            return sent;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{tag}: no group message crossed"
+        );
+    }
+}
