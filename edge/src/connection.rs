@@ -240,6 +240,35 @@ fn close_for(error: &WebSocketError) -> Option<(u16, &'static str)> {
     }
 }
 
+/// Largest payload of a control frame (RFC 6455 5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// The code and reason that answer a client's close frame (RFC 6455 5.5.1,
+/// 7.4): its own code when the frame is well formed, 1002 for a malformed
+/// frame or a code no endpoint may send, 1007 for a reason that is not
+/// UTF-8.
+fn answer_to_close(payload: &[u8]) -> (u16, &'static str) {
+    if payload.len() > MAX_CONTROL_PAYLOAD {
+        return (1002, "control frame over 125 bytes");
+    }
+    let Some((code, reason)) = payload.split_first_chunk::<2>() else {
+        return match payload.len() {
+            0 => (1000, ""),
+            _ => (1002, "close frame of one byte"),
+        };
+    };
+    let code = u16::from_be_bytes(*code);
+    if std::str::from_utf8(reason).is_err() {
+        return (1007, "close reason is not UTF-8");
+    }
+    // Codes defined for use on the wire, and those for applications and
+    // libraries; 1004-1006, 1015 and unassigned ranges are refused.
+    match code {
+        1000..=1003 | 1007..=1014 | 3000..=4999 => (code, ""),
+        _ => (1002, "invalid close code"),
+    }
+}
+
 async fn read_loop(
     env: &SocketEnv,
     handle: &ConnHandle,
@@ -313,22 +342,15 @@ async fn read_loop(
             }
             OpCode::Binary => return handle.close(1003, "binary frames are not supported", false),
             OpCode::Close => {
-                let code = match frame.payload.get(..2) {
-                    Some(code) => u16::from_be_bytes([code[0], code[1]]),
-                    None => 1000,
-                };
-                // Echo a valid code; answer a forbidden one with 1002.
-                let echo =
-                    if (1000..=4999).contains(&code) && ![1004, 1005, 1006, 1015].contains(&code) {
-                        code
-                    } else {
-                        1002
-                    };
-                return handle.close(echo, "", false);
+                let (code, reason) = answer_to_close(&frame.payload);
+                return handle.close(code, reason, false);
             }
             OpCode::Ping => {
                 handle.pong(Bytes::from(frame.payload.to_vec()));
                 continue;
+            }
+            OpCode::Pong if frame.payload.len() > MAX_CONTROL_PAYLOAD => {
+                return handle.close(1002, "control frame over 125 bytes", false);
             }
             OpCode::Pong => continue,
         };
@@ -447,4 +469,49 @@ async fn write_loop(
     }
     encode_close(&mut out, reason.code, &reason.reason);
     let _ = tokio::time::timeout(limits.flush_timeout, stream.write_all(&out)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answer_to_close;
+
+    fn frame(code: u16, reason: &[u8]) -> Vec<u8> {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason);
+        payload
+    }
+
+    #[test]
+    fn close_frames_are_answered_as_rfc_6455_says() {
+        assert_eq!(answer_to_close(&[]).0, 1000);
+        assert_eq!(answer_to_close(&[0x03]).0, 1002, "one byte");
+        for code in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999,
+        ] {
+            assert_eq!(
+                answer_to_close(&frame(code, b"bye")).0,
+                code,
+                "{code} echoed"
+            );
+        }
+        for code in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            assert_eq!(answer_to_close(&frame(code, b"")).0, 1002, "{code} refused");
+        }
+        assert_eq!(
+            answer_to_close(&frame(1000, &[0xce, 0xba, 0xe1, 0xbd])).0,
+            1007
+        );
+        assert_eq!(
+            answer_to_close(&frame(1000, &[b'x'; 124])).0,
+            1002,
+            "126 bytes"
+        );
+        assert_eq!(
+            answer_to_close(&frame(1000, &[b'x'; 123])).0,
+            1000,
+            "125 bytes"
+        );
+    }
 }
