@@ -23,11 +23,11 @@ use crate::trust::{Gate, PEER_MISMATCH, Plane, refused};
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 pub const EXPIRY: Duration = Duration::from_millis(2_000);
 
-fn announce_subject(prefix: &str) -> String {
+pub fn announce_subject(prefix: &str) -> String {
     format!("{prefix}.cluster.routers")
 }
 
-fn leave_subject(prefix: &str) -> String {
+pub fn leave_subject(prefix: &str) -> String {
     format!("{prefix}.cluster.leave")
 }
 
