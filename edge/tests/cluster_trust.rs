@@ -710,3 +710,41 @@ async fn nats_hellos_forwards_and_announcements_need_proofs() {
     assert_eq!(changes(&scrape(router_admin).await), changes(&router_before));
     assert_eq!(changes(&scrape(edge_admin).await), changes(&edge_before));
 }
+
+/// An edge that dies and comes back under the same id is let in again:
+/// over gRPC once the router saw the stream end, over NATS once the dead
+/// session expired (the refused edge stays silent meanwhile).
+async fn a_restarted_edge_recovers_its_id(transport: &str) {
+    let mut cluster = Cluster::start(transport, 1, 1).await;
+    let mut old = join_group(cluster.edge(0), "t1", "room", "old", None).await;
+    old.send_json(&json!({"msg_type":"msg","target":"group","msg":"before"}))
+        .await;
+    assert_eq!(next_msg(&mut old).await, "before");
+    cluster.edges[0].signal("KILL");
+    cluster.edges[0].wait_exit(Duration::from_secs(5));
+    let edge = switchboard::edge_with_env(
+        &[],
+        &[
+            ("SWITCHBOARD_NATS_URL", cluster.nats.url()),
+            ("SWITCHBOARD_TRANSPORT", transport.to_owned()),
+            ("SWITCHBOARD_EDGE_ID", "edge-0".to_owned()),
+        ],
+    );
+    switchboard::wait_ready(edge.addr("edge-admin")).await;
+    let mut alice = join_group(edge.addr("edge"), "t1", "room", "alice", None).await;
+    let mut bob = join_group(edge.addr("edge"), "t1", "room", "bob", None).await;
+    alice
+        .send_json(&json!({"msg_type":"msg","target":"group","msg":"after"}))
+        .await;
+    assert_eq!(next_msg(&mut bob).await, "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_grpc_edge_recovers_its_id() {
+    a_restarted_edge_recovers_its_id("grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_nats_edge_recovers_its_id() {
+    a_restarted_edge_recovers_its_id("nats").await;
+}
