@@ -545,7 +545,12 @@ mod tests {
         ] {
             assert!(text.contains(name), "{text}");
         }
-        assert!(settings(&["--insecure-cluster"]).cluster_trust().unwrap().is_insecure());
+        assert!(
+            settings(&["--insecure-cluster"])
+                .cluster_trust()
+                .unwrap()
+                .is_insecure()
+        );
         let secret = settings(&["--cluster-secret", "0123456789abcdef"]);
         let trust = secret.cluster_trust().unwrap();
         assert!(trust.secret.is_some() && trust.tls.is_none());
@@ -560,7 +565,10 @@ mod tests {
             .cluster_trust()
             .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("SWITCHBOARD_TLS_KEY and SWITCHBOARD_TLS_CA missing"), "{text}");
+        assert!(
+            text.contains("SWITCHBOARD_TLS_KEY and SWITCHBOARD_TLS_CA missing"),
+            "{text}"
+        );
         let err = settings(&["--tls-cert", "c", "--tls-key", "k", "--insecure-cluster"])
             .cluster_trust()
             .unwrap_err();
@@ -576,7 +584,10 @@ mod tests {
     fn a_bound_proof_proves_its_body_only() {
         let s = secret("0123456789abcdef0123");
         let proof = s.prove(Purpose::Announce, &bound_peer("r1", b"body"));
-        assert!(s.verify(Purpose::Announce, &bound_peer("r1", b"body"), &proof).is_ok());
+        assert!(
+            s.verify(Purpose::Announce, &bound_peer("r1", b"body"), &proof)
+                .is_ok()
+        );
         assert_eq!(
             s.verify(Purpose::Announce, &bound_peer("r1", b"other"), &proof),
             Err(ProofError::BadMac)

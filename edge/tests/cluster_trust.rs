@@ -70,9 +70,11 @@ async fn metrics_until(admin: SocketAddr, ok: impl Fn(&str) -> bool) -> String {
 fn group_json(text: &str) -> Payload {
     Payload {
         body: Some(payload::Body::Json(
-            serde_json::to_vec(&json!({"msg_type":"msg","target":"group","msg":text,"from_id":"x"}))
-                .unwrap()
-                .into(),
+            serde_json::to_vec(
+                &json!({"msg_type":"msg","target":"group","msg":text,"from_id":"x"}),
+            )
+            .unwrap()
+            .into(),
         )),
     }
 }
@@ -160,7 +162,10 @@ async fn attach(
     if let Some(peer) = peer {
         request = with_proof(request, peer, proof);
     }
-    client.attach(request).await.map(tonic::Response::into_inner)
+    client
+        .attach(request)
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 async fn next_msg(ws: &mut WsClient) -> String {
@@ -202,10 +207,7 @@ async fn grpc_attach_and_forward_need_a_valid_proof() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
-    let text = metrics_until(admin, |t| {
-        refusals(t, "grpc", "attach", "replayed") >= 1.0
-    })
-    .await;
+    let text = metrics_until(admin, |t| refusals(t, "grpc", "attach", "replayed") >= 1.0).await;
     assert_eq!(refusals(&text, "grpc", "attach", "missing"), 1.0);
     assert_eq!(refusals(&text, "grpc", "attach", "bad_mac"), 1.0);
     assert_eq!(refusals(&text, "grpc", "attach", "peer_mismatch"), 1.0);
@@ -330,7 +332,11 @@ fn unprotected_processes_refuse_to_start() {
         assert!(stderr.contains(name), "{name} not named: {stderr}");
     }
     let edge_args = ["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"];
-    let (ok, stderr) = run_to_exit("edge", &edge_args, &[("SWITCHBOARD_ROUTERS", "127.0.0.1:1")]);
+    let (ok, stderr) = run_to_exit(
+        "edge",
+        &edge_args,
+        &[("SWITCHBOARD_ROUTERS", "127.0.0.1:1")],
+    );
     assert!(!ok, "an edge without the secret or TLS must not start");
     assert!(
         stderr.contains("SWITCHBOARD_CLUSTER_SECRET") && stderr.contains("SWITCHBOARD_TLS_CA"),
@@ -348,7 +354,11 @@ fn unprotected_processes_refuse_to_start() {
         "{stderr}"
     );
     // A short secret is refused, naming the variable.
-    let (ok, stderr) = run_to_exit("router", &EPHEMERAL, &[("SWITCHBOARD_CLUSTER_SECRET", "short")]);
+    let (ok, stderr) = run_to_exit(
+        "router",
+        &EPHEMERAL,
+        &[("SWITCHBOARD_CLUSTER_SECRET", "short")],
+    );
     assert!(!ok);
     assert!(stderr.contains("SWITCHBOARD_CLUSTER_SECRET"), "{stderr}");
 }
@@ -398,7 +408,10 @@ fn the_insecure_flag_starts_and_warns_and_standalone_needs_nothing() {
         &[&EPHEMERAL[..], &["--insecure-cluster"]].concat(),
         "router-admin",
     );
-    assert!(log.contains("WARN") && log.contains("INSECURE CLUSTER"), "{log}");
+    assert!(
+        log.contains("WARN") && log.contains("INSECURE CLUSTER"),
+        "{log}"
+    );
     let log = started_with_log(
         "edge",
         &[
@@ -417,7 +430,10 @@ fn the_insecure_flag_starts_and_warns_and_standalone_needs_nothing() {
     assert!(!log.contains("INSECURE"), "{log}");
 }
 
-fn tls_client_config(cert: Option<&switchboard_testkit::tls::TestCert>, ca_pem: &str) -> ClientTlsConfig {
+fn tls_client_config(
+    cert: Option<&switchboard_testkit::tls::TestCert>,
+    ca_pem: &str,
+) -> ClientTlsConfig {
     let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
     match cert {
         Some(cert) => {
@@ -429,7 +445,11 @@ fn tls_client_config(cert: Option<&switchboard_testkit::tls::TestCert>, ca_pem: 
 }
 
 /// A raw TLS attach; `Err` when the connection or the call is refused.
-async fn tls_attach(addr: SocketAddr, config: ClientTlsConfig, edge_id: &str) -> Result<(), String> {
+async fn tls_attach(
+    addr: SocketAddr,
+    config: ClientTlsConfig,
+    edge_id: &str,
+) -> Result<(), String> {
     let channel = Endpoint::from_shared(format!("https://{addr}"))
         .unwrap()
         .tls_config(config)
@@ -487,7 +507,12 @@ async fn a_mutual_tls_cluster_delivers_and_refuses_strangers() {
     // A certificate from another CA.
     let other = TestCa::new("other");
     let stranger = other.issue("stranger");
-    let refused = tls_attach(grpc, tls_client_config(Some(&stranger), &ca_pem), "stranger").await;
+    let refused = tls_attach(
+        grpc,
+        tls_client_config(Some(&stranger), &ca_pem),
+        "stranger",
+    )
+    .await;
     assert!(refused.is_err(), "a certificate of another CA attached");
     // The same client with a certificate of the cluster's CA is let in.
     let member = ca.issue("member");
@@ -529,7 +554,10 @@ async fn publish_frame(
 ) {
     let body = frame.encode_to_vec();
     match headers {
-        Some(headers) => nats.publish_with_headers(subject, headers, body.into()).await,
+        Some(headers) => {
+            nats.publish_with_headers(subject, headers, body.into())
+                .await
+        }
         None => nats.publish(subject, body.into()).await,
     }
     .unwrap();
@@ -543,10 +571,18 @@ fn hello(edge_id: &str) -> EdgeFrame {
     .into()
 }
 
-fn proven_headers(secret: &ClusterSecret, purpose: Purpose, peer: &str, body: &[u8]) -> async_nats::HeaderMap {
+fn proven_headers(
+    secret: &ClusterSecret,
+    purpose: Purpose,
+    peer: &str,
+    body: &[u8],
+) -> async_nats::HeaderMap {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(PEER_HEADER, peer);
-    headers.insert(PROOF_HEADER, secret.prove(purpose, &bound_peer(peer, body)).as_str());
+    headers.insert(
+        PROOF_HEADER,
+        secret.prove(purpose, &bound_peer(peer, body)).as_str(),
+    );
     headers
 }
 
@@ -576,7 +612,10 @@ async fn intrude(
     )
     .await;
     let (frame, verdict) = next_nats(&mut from_router).await;
-    assert!(verdict.is_none() && is_reset(&frame), "no session: {frame:?} {verdict:?}");
+    assert!(
+        verdict.is_none() && is_reset(&frame),
+        "no session: {frame:?} {verdict:?}"
+    );
     for frame in eavesdrop_frames("t1", "room") {
         publish_frame(nats, to_router.clone(), frame, None).await;
     }
@@ -594,7 +633,10 @@ async fn intrude(
     .await;
     for _ in 0..3 {
         let (frame, verdict) = next_nats(&mut from_router).await;
-        assert!(verdict.is_none() && is_reset(&frame), "leaked: {frame:?} {verdict:?}");
+        assert!(
+            verdict.is_none() && is_reset(&frame),
+            "leaked: {frame:?} {verdict:?}"
+        );
     }
 }
 
@@ -626,7 +668,13 @@ async fn nats_hellos_forwards_and_announcements_need_proofs() {
         .await
         .unwrap();
     nats.flush().await.unwrap();
-    publish_frame(&nats, router_subject(PREFIX, "router-0", "edge-0"), hello("edge-0"), Some(headers)).await;
+    publish_frame(
+        &nats,
+        router_subject(PREFIX, "router-0", "edge-0"),
+        hello("edge-0"),
+        Some(headers),
+    )
+    .await;
     loop {
         let message = tokio::time::timeout(Duration::from_secs(10), verdicts.next())
             .await
@@ -649,7 +697,10 @@ async fn nats_hellos_forwards_and_announcements_need_proofs() {
         .await;
     assert_eq!(next_msg(&mut bob).await, "m3");
     let text = scrape(router_admin).await;
-    assert_eq!(metric(&text, "switchboard_router_edge_sessions_refused_total"), 1.0);
+    assert_eq!(
+        metric(&text, "switchboard_router_edge_sessions_refused_total"),
+        1.0
+    );
 
     // A forwarded request without a proof is answered with an error and
     // delivers nothing; the sentinel after it arrives first.
@@ -707,7 +758,10 @@ async fn nats_hellos_forwards_and_announcements_need_proofs() {
         .await;
         assert_eq!(metric(&text, "switchboard_live_routers"), 1.0, "{text}");
     }
-    assert_eq!(changes(&scrape(router_admin).await), changes(&router_before));
+    assert_eq!(
+        changes(&scrape(router_admin).await),
+        changes(&router_before)
+    );
     assert_eq!(changes(&scrape(edge_admin).await), changes(&edge_before));
 }
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use prost::Message;
+use switchboard_common::trust::Purpose;
 use switchboard_proto::router_client::RouterClient;
 use switchboard_proto::{Request, Response};
-use switchboard_common::trust::Purpose;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::cluster::RouterInfo;
@@ -82,7 +82,12 @@ impl Forwarder for GrpcForwarder {
     async fn forward(&self, to: &RouterInfo, request: Request) -> Result<Response, ForwardError> {
         let mut client = self.client(to)?;
         let mut request = tonic::Request::new(request);
-        prove_request(&self.access.gate, Purpose::Forward, &self.self_id, &mut request);
+        prove_request(
+            &self.access.gate,
+            Purpose::Forward,
+            &self.self_id,
+            &mut request,
+        );
         client
             .forward(request)
             .await

@@ -93,8 +93,8 @@ pub async fn serve(
         node,
         gate: access.gate.clone(),
     })
-        .max_decoding_message_size(MAX_FRAME)
-        .max_encoding_message_size(MAX_FRAME);
+    .max_decoding_message_size(MAX_FRAME)
+    .max_encoding_message_size(MAX_FRAME);
     let stopping = shutdown.clone();
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &access.tls {

@@ -115,7 +115,11 @@ pub async fn serve(
             } else {
                 node.attach(edge_id.clone(), ReceiverStream::new(rx)).ok()
             };
-            let verdict = if attached.is_some() { ATTACHED } else { REFUSED };
+            let verdict = if attached.is_some() {
+                ATTACHED
+            } else {
+                REFUSED
+            };
             publish_verdict(&client, &reply, &nonce, verdict).await;
             if let Some(downstream) = attached {
                 // After the verdict, so the edge sees it first.
@@ -235,11 +239,8 @@ pub async fn serve_forwards(
         let gate = gate.clone();
         tokio::spawn(async move {
             // Checked before the request is even decoded.
-            let proven = gate.admit_message(
-                Purpose::Forward,
-                message.headers.as_ref(),
-                &message.payload,
-            );
+            let proven =
+                gate.admit_message(Purpose::Forward, message.headers.as_ref(), &message.payload);
             let response = match proven {
                 Err(_) => crate::node::error_response(
                     switchboard_proto::ErrorCode::Forbidden,

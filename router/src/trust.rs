@@ -151,7 +151,12 @@ impl Gate {
     }
 
     /// NATS headers proving one message of `peer` with `body`.
-    pub fn message_headers(&self, purpose: Purpose, peer: &str, body: &[u8]) -> async_nats::HeaderMap {
+    pub fn message_headers(
+        &self,
+        purpose: Purpose,
+        peer: &str,
+        body: &[u8],
+    ) -> async_nats::HeaderMap {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(PEER_HEADER, peer);
         if let Some(proof) = self.prove_message(purpose, peer, body) {
@@ -162,7 +167,12 @@ impl Gate {
 }
 
 /// Puts a fresh proof by `peer` on a gRPC request.
-pub fn prove_request<T>(gate: &Gate, purpose: Purpose, peer: &str, request: &mut tonic::Request<T>) {
+pub fn prove_request<T>(
+    gate: &Gate,
+    purpose: Purpose,
+    peer: &str,
+    request: &mut tonic::Request<T>,
+) {
     let metadata = request.metadata_mut();
     if let Ok(value) = peer.parse() {
         metadata.insert(PEER_HEADER, value);

@@ -72,8 +72,9 @@ impl TestCa {
     /// A certificate for `localhost` and `127.0.0.1`, for a server or a
     /// client, named `name`.
     pub fn issue(&self, name: &str) -> TestCert {
-        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("leaf params");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .expect("leaf params");
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -84,7 +85,9 @@ impl TestCa {
             KeyUsagePurpose::KeyEncipherment,
         ];
         let key = KeyPair::generate().expect("leaf key");
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf certificate");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("leaf certificate");
         let cert_path = self.dir.join(format!("{name}.pem"));
         let key_path = self.dir.join(format!("{name}.key"));
         std::fs::write(&cert_path, cert.pem()).expect("write certificate");

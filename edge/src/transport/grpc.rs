@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use switchboard_proto::router_client::RouterClient;
 use switchboard_common::trust::Purpose;
+use switchboard_proto::router_client::RouterClient;
 use switchboard_proto::{EdgeFrame, Hello, edge_frame};
 use switchboard_router::trust::{Access, prove_request};
 use tokio::sync::mpsc;

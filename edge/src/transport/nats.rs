@@ -13,8 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use prost::Message;
-use switchboard_proto::{EdgeFrame, Heartbeat, Hello, RouterFrame, edge_frame, router_frame};
 use std::sync::Arc;
+use switchboard_proto::{EdgeFrame, Heartbeat, Hello, RouterFrame, edge_frame, router_frame};
 
 use switchboard_common::trust::Purpose;
 use switchboard_router::nats_edges::{

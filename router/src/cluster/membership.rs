@@ -152,7 +152,11 @@ pub async fn watch(
 /// with no secret configured); `None`: refused, and counted.
 fn proven_by(gate: &Gate, message: &async_nats::Message) -> Option<Option<String>> {
     let proven = gate
-        .admit_message(Purpose::Announce, message.headers.as_ref(), &message.payload)
+        .admit_message(
+            Purpose::Announce,
+            message.headers.as_ref(),
+            &message.payload,
+        )
         .ok()?;
     Some(proven.filter(|_| gate.requires_proofs()))
 }
