@@ -469,29 +469,76 @@ async fn tls_attach(
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mutual_tls_cluster_delivers_and_refuses_strangers() {
+    // Two routers (NATS membership) and two edges, mutual TLS and no secret.
     let ca = TestCa::new("cluster");
-    let router_cert = ca.issue("router");
-    let router = switchboard::router_without_secret(&[], &router_cert.env());
-    let grpc = router.addr("router-grpc");
+    let nats = switchboard_testkit::NatsServer::start().await;
+    let mut routers = Vec::new();
+    for i in 0..2 {
+        let mut env = ca.issue(&format!("router-{i}")).env();
+        env.push(("SWITCHBOARD_NATS_URL", nats.url()));
+        env.push(("SWITCHBOARD_ROUTER_ID", format!("router-{i}")));
+        routers.push(switchboard::router_without_secret(&[], &env));
+    }
+    let grpc = routers[0].addr("router-grpc");
     let mut edges = Vec::new();
     for name in ["edge-a", "edge-b"] {
-        let cert = ca.issue(name);
-        let mut env = cert.env();
-        env.push(("SWITCHBOARD_ROUTERS", grpc.to_string()));
+        let mut env = ca.issue(name).env();
+        env.push(("SWITCHBOARD_NATS_URL", nats.url()));
         env.push(("SWITCHBOARD_EDGE_ID", name.to_owned()));
         edges.push(switchboard::edge_without_secret(&[], &env));
     }
     for edge in &edges {
-        switchboard::wait_ready(edge.addr("edge-admin")).await;
-    }
-    let mut alice = join_group(edges[0].addr("edge"), "t1", "room", "alice", None).await;
-    let mut bob = join_group(edges[1].addr("edge"), "t1", "room", "bob", None).await;
-    alice
-        .send_json(&json!({"msg_type":"msg","target":"group","msg":"over mTLS"}))
+        metrics_until(edge.addr("edge-admin"), |t| {
+            metric(t, "switchboard_edge_router_links_up") == 2.0
+        })
         .await;
-    assert_eq!(next_msg(&mut bob).await, "over mTLS");
+    }
+    for router in &routers {
+        metrics_until(router.addr("router-admin"), |t| {
+            metric(t, "switchboard_live_routers") == 2.0
+        })
+        .await;
+    }
+    let service = format!(
+        "Bearer {}",
+        switchboard::token("backend", "service", "t1", None)
+    );
+    for i in 0..6 {
+        let group = format!("room_{i}");
+        let mut alice = join_group(edges[0].addr("edge"), "t1", &group, "alice", None).await;
+        let mut bob = join_group(edges[1].addr("edge"), "t1", &group, "bob", None).await;
+        alice
+            .send_json(&json!({"msg_type":"msg","target":"group","msg":"over mTLS"}))
+            .await;
+        assert_eq!(next_msg(&mut bob).await, "over mTLS");
+        assert_eq!(next_msg(&mut alice).await, "over mTLS", "the sender's copy");
+        // Through either router's API: the one that does not own the group
+        // forwards over mutual TLS.
+        for router in &routers {
+            let reply = switchboard_testkit::http::post_json(
+                router.addr("router-api"),
+                &format!("/api/v1/groups/{group}/messages"),
+                &[("authorization", &service)],
+                &json!({"msg_type":"msg","target":"group","msg":"from api"}),
+            )
+            .await;
+            assert_eq!(reply.json(), json!({"delivered": 2}), "{group}");
+            assert_eq!(next_msg(&mut alice).await, "from api");
+            assert_eq!(next_msg(&mut bob).await, "from api");
+        }
+    }
+    let mut forwarded = 0.0;
+    for router in &routers {
+        let text = scrape(router.addr("router-admin")).await;
+        forwarded += metric(&text, "switchboard_router_forwarded_total");
+        assert_eq!(
+            metric(&text, "switchboard_router_forward_errors_total"),
+            0.0
+        );
+    }
+    assert!(forwarded > 0.0, "no call crossed routers");
 
     let ca_pem = std::fs::read_to_string(&ca.ca).unwrap();
     // Plain text: no TLS at all.
