@@ -62,6 +62,7 @@ pub async fn run(settings: EdgeSettings, shutdown: CancellationToken) -> anyhow:
     )?;
     let edge_id = edge_id(&settings)?;
     let trust = settings.trust.cluster_trust()?;
+    switchboard_router::trust::check_nats(&trust, &settings.cluster)?;
     let access = Access::load(&trust, "edge")?;
     let cluster = &settings.cluster;
     let (view, connector): (watch::Receiver<View>, Connector) = if let Some(url) = &cluster.nats_url

@@ -849,3 +849,20 @@ async fn a_restarted_grpc_edge_recovers_its_id() {
 async fn a_restarted_nats_edge_recovers_its_id() {
     a_restarted_edge_recovers_its_id("nats").await;
 }
+
+#[test]
+fn the_nats_transport_needs_the_secret_even_with_tls() {
+    let ca = TestCa::new("nats-only");
+    let cert = ca.issue("router");
+    let env: Vec<(&str, String)> = cert.env();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("SWITCHBOARD_NATS_URL", "nats://127.0.0.1:1"));
+    env.push(("SWITCHBOARD_TRANSPORT", "nats"));
+    let (ok, stderr) = run_to_exit("router", &EPHEMERAL, &env);
+    assert!(!ok, "TLS does not protect NATS sessions");
+    assert!(
+        stderr.contains("SWITCHBOARD_TRANSPORT=nats")
+            && stderr.contains("SWITCHBOARD_CLUSTER_SECRET"),
+        "{stderr}"
+    );
+}

@@ -68,6 +68,7 @@ pub async fn run(settings: RouterSettings, shutdown: CancellationToken) -> anyho
     let _metrics = telemetry::metrics();
     metrics::register();
     let trust = settings.trust.cluster_trust()?;
+    trust::check_nats(&trust, &settings.cluster)?;
     let access = trust::Access::load(&trust, "router")?;
     let id = settings
         .router_id

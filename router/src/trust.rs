@@ -217,6 +217,30 @@ pub fn unauthenticated() -> tonic::Status {
     tonic::Status::unauthenticated("cluster proof required")
 }
 
+/// What mutual TLS alone does not cover: NATS. With the NATS transport, a
+/// secret is required (edge sessions would be open to anyone on NATS);
+/// with NATS membership alone, announcements go unproven (a stranger could
+/// add routers no one can dial), which is worth a warning.
+pub fn check_nats(
+    trust: &ClusterTrust,
+    cluster: &crate::cluster::ClusterSettings,
+) -> anyhow::Result<()> {
+    if trust.secret.is_some() || trust.is_insecure() || cluster.nats_url.is_none() {
+        return Ok(());
+    }
+    if cluster.transport == crate::cluster::TransportKind::Nats {
+        anyhow::bail!(
+            "SWITCHBOARD_TRANSPORT=nats is protected by SWITCHBOARD_CLUSTER_SECRET only \
+             (SWITCHBOARD_TLS_CERT/KEY/CA cover gRPC): set the secret as well"
+        );
+    }
+    tracing::warn!(
+        "membership announcements on NATS are not proven without SWITCHBOARD_CLUSTER_SECRET; \
+         mutual TLS protects gRPC only"
+    );
+    Ok(())
+}
+
 /// Mutual TLS as read from its PEM files at start.
 #[derive(Clone)]
 pub struct Tls {
