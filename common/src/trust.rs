@@ -18,10 +18,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 /// gRPC metadata key (and NATS header name) that carries a proof.
 pub const PROOF_HEADER: &str = "x-switchboard-proof";
+
+/// gRPC metadata key (and NATS header name) naming the caller a proof is
+/// by: the edge id on an attach, the calling router's id on a forward.
+pub const PEER_HEADER: &str = "x-switchboard-peer";
 
 /// How far a proof's timestamp may be from the verifier's clock.
 pub const PROOF_WINDOW: Duration = Duration::from_secs(30);
@@ -243,6 +247,13 @@ pub fn check(
     guard.admit(nonce)
 }
 
+/// The peer a proof over one NATS message names: the sender's id bound to
+/// a digest of the message body. Anyone allowed on a subject sees its
+/// headers; bound, a proof lifted off one message proves no other body.
+pub fn bound_peer(peer: &str, body: &[u8]) -> String {
+    format!("{peer}#{}", hex(&Sha256::digest(body)))
+}
+
 /// How the internal plane is protected; flattened into the edge's and the
 /// router's settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -266,11 +277,98 @@ pub struct TrustSettings {
     /// PEM CA that signed every edge's and router's certificate.
     #[arg(long, env = "SWITCHBOARD_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// Name checked in a router's certificate when dialing it (default:
+    /// the host of the address dialed), for certificates that name a
+    /// service rather than each router's address.
+    #[arg(long, env = "SWITCHBOARD_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
     /// Run the internal plane with neither the secret nor TLS: anyone who
     /// reaches a router's gRPC port can read and inject every tenant's
     /// traffic. For local experiments only.
     #[arg(long, env = "SWITCHBOARD_INSECURE_CLUSTER")]
     pub insecure_cluster: bool,
+}
+
+/// Mutual TLS files, all three given.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    pub server_name: Option<String>,
+}
+
+/// How the internal plane is protected, once the settings are checked.
+/// With both a secret and TLS, both are required of every peer.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterTrust {
+    pub secret: Option<ClusterSecret>,
+    pub tls: Option<TlsFiles>,
+}
+
+impl ClusterTrust {
+    /// Neither a secret nor TLS (`--insecure-cluster`).
+    pub fn is_insecure(&self) -> bool {
+        self.secret.is_none() && self.tls.is_none()
+    }
+}
+
+/// Why a process in cluster mode will not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrustConfigError {
+    #[error(
+        "the internal plane would be open to anyone who reaches it: set \
+         SWITCHBOARD_CLUSTER_SECRET (at least {MIN_SECRET_LEN} bytes, e.g. `openssl rand -hex 32`, \
+         the same on every edge and router) and/or SWITCHBOARD_TLS_CERT, SWITCHBOARD_TLS_KEY and \
+         SWITCHBOARD_TLS_CA for mutual TLS; --insecure-cluster runs without either, for local \
+         experiments only"
+    )]
+    Unprotected,
+    #[error(
+        "mutual TLS is half configured: {missing} missing (SWITCHBOARD_TLS_CERT, \
+         SWITCHBOARD_TLS_KEY and SWITCHBOARD_TLS_CA go together)"
+    )]
+    IncompleteTls { missing: String },
+}
+
+impl TrustSettings {
+    /// Checks the settings of a process on the internal plane: a secret,
+    /// complete TLS, or both; neither only with `--insecure-cluster`.
+    pub fn cluster_trust(&self) -> Result<ClusterTrust, TrustConfigError> {
+        let parts = [
+            ("SWITCHBOARD_TLS_CERT", &self.tls_cert),
+            ("SWITCHBOARD_TLS_KEY", &self.tls_key),
+            ("SWITCHBOARD_TLS_CA", &self.tls_ca),
+        ];
+        let given = parts.iter().filter(|(_, p)| p.is_some()).count();
+        let tls = match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+                server_name: self.tls_server_name.clone(),
+            }),
+            _ if given > 0 => {
+                let missing: Vec<&str> = parts
+                    .iter()
+                    .filter(|(_, p)| p.is_none())
+                    .map(|(name, _)| *name)
+                    .collect();
+                return Err(TrustConfigError::IncompleteTls {
+                    missing: missing.join(" and "),
+                });
+            }
+            _ => None,
+        };
+        let trust = ClusterTrust {
+            secret: self.cluster_secret.clone(),
+            tls,
+        };
+        if trust.is_insecure() && !self.insecure_cluster {
+            return Err(TrustConfigError::Unprotected);
+        }
+        Ok(trust)
+    }
 }
 
 fn now_ms() -> u64 {
@@ -419,6 +517,81 @@ mod tests {
             guard.admit_at(format!("n{i}"), later).unwrap();
         }
         assert!(guard.len() <= REPLAY_CAPACITY + 1);
+    }
+
+    fn settings(args: &[&str]) -> TrustSettings {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            trust: TrustSettings,
+        }
+        let mut argv = vec!["test"];
+        argv.extend_from_slice(args);
+        <Cli as clap::Parser>::try_parse_from(argv).unwrap().trust
+    }
+
+    #[test]
+    fn the_plane_needs_a_secret_or_complete_tls_or_the_insecure_flag() {
+        let none = settings(&[]);
+        let err = none.cluster_trust().unwrap_err();
+        assert_eq!(err, TrustConfigError::Unprotected);
+        let text = err.to_string();
+        for name in [
+            "SWITCHBOARD_CLUSTER_SECRET",
+            "SWITCHBOARD_TLS_CERT",
+            "SWITCHBOARD_TLS_KEY",
+            "SWITCHBOARD_TLS_CA",
+            "--insecure-cluster",
+        ] {
+            assert!(text.contains(name), "{text}");
+        }
+        assert!(
+            settings(&["--insecure-cluster"])
+                .cluster_trust()
+                .unwrap()
+                .is_insecure()
+        );
+        let secret = settings(&["--cluster-secret", "0123456789abcdef"]);
+        let trust = secret.cluster_trust().unwrap();
+        assert!(trust.secret.is_some() && trust.tls.is_none());
+        let tls = settings(&["--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"]);
+        let trust = tls.cluster_trust().unwrap();
+        assert!(trust.secret.is_none() && trust.tls.is_some());
+    }
+
+    #[test]
+    fn half_configured_tls_names_what_is_missing() {
+        let err = settings(&["--tls-cert", "c", "--cluster-secret", "0123456789abcdef"])
+            .cluster_trust()
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("SWITCHBOARD_TLS_KEY and SWITCHBOARD_TLS_CA missing"),
+            "{text}"
+        );
+        let err = settings(&["--tls-cert", "c", "--tls-key", "k", "--insecure-cluster"])
+            .cluster_trust()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            TrustConfigError::IncompleteTls {
+                missing: "SWITCHBOARD_TLS_CA".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_bound_proof_proves_its_body_only() {
+        let s = secret("0123456789abcdef0123");
+        let proof = s.prove(Purpose::Announce, &bound_peer("r1", b"body"));
+        assert!(
+            s.verify(Purpose::Announce, &bound_peer("r1", b"body"), &proof)
+                .is_ok()
+        );
+        assert_eq!(
+            s.verify(Purpose::Announce, &bound_peer("r1", b"other"), &proof),
+            Err(ProofError::BadMac)
+        );
     }
 
     #[test]

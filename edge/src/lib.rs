@@ -8,7 +8,8 @@
 //! - [`dialect`]: one module per wire dialect.
 //! - [`outbound`]: per-socket queues and the connection registry.
 //! - [`upstream`]: ownership, router links, replay, delivery dispatch.
-//! - [`transport`]: in-process and gRPC links to routers.
+//! - [`transport`]: in-process, gRPC and NATS links to routers, proving
+//!   the cluster secret (and over mutual TLS when configured).
 //! - [`standalone`]: edge + router in one process.
 //! - [`settings`], [`limits`]: configuration.
 #![forbid(unsafe_code)]
@@ -42,6 +43,7 @@ use crate::outbound::Registry;
 use crate::server::EdgeServer;
 use crate::upstream::{Connector, Upstream};
 use switchboard_router::cluster::{RouterInfo, TenantPools, TransportKind, View, membership};
+use switchboard_router::trust::Access;
 use tokio::sync::watch;
 
 /// Runs the process the settings describe until `shutdown` fires.
@@ -60,6 +62,9 @@ pub async fn run(settings: EdgeSettings, shutdown: CancellationToken) -> anyhow:
         "an edge needs SWITCHBOARD_JWT_SECRET, SWITCHBOARD_JWT_PUBLIC_KEY or SWITCHBOARD_JWT_JWKS",
     )?;
     let edge_id = edge_id(&settings)?;
+    let trust = settings.trust.cluster_trust()?;
+    switchboard_router::trust::check_nats(&trust, &settings.cluster)?;
+    let access = Access::load(&trust, "edge")?;
     let cluster = &settings.cluster;
     let (view, connector): (watch::Receiver<View>, Connector) = if let Some(url) = &cluster.nats_url
     {
@@ -71,16 +76,24 @@ pub async fn run(settings: EdgeSettings, shutdown: CancellationToken) -> anyhow:
         )
         .await?;
         let stop = shutdown.child_token();
-        let view = membership::watch(client.clone(), cluster.subject_prefix.clone(), stop).await?;
+        let view = membership::watch(
+            client.clone(),
+            cluster.subject_prefix.clone(),
+            access.gate.clone(),
+            stop,
+        )
+        .await?;
         let connector: Connector = match cluster.transport {
-            TransportKind::Grpc => grpc_connector(),
+            TransportKind::Grpc => grpc_connector(access),
             TransportKind::Nats => {
                 let prefix = cluster.subject_prefix.clone();
+                let gate = access.gate.clone();
                 Arc::new(move |info: &RouterInfo| {
                     Ok(Arc::new(transport::nats::Nats {
                         client: client.clone(),
                         prefix: prefix.clone(),
                         router_id: info.id.clone(),
+                        gate: gate.clone(),
                     }) as Arc<dyn transport::Transport>)
                 })
             }
@@ -92,7 +105,7 @@ pub async fn run(settings: EdgeSettings, shutdown: CancellationToken) -> anyhow:
         }
         (
             membership::fixed(View::from_addrs(&cluster.routers)),
-            grpc_connector(),
+            grpc_connector(access),
         )
     } else {
         anyhow::bail!(
@@ -117,9 +130,12 @@ pub async fn run(settings: EdgeSettings, shutdown: CancellationToken) -> anyhow:
     .await
 }
 
-fn grpc_connector() -> Connector {
-    Arc::new(|info: &RouterInfo| {
-        Ok(Arc::new(transport::grpc::Grpc::new(&info.grpc_addr)?) as Arc<dyn transport::Transport>)
+fn grpc_connector(access: Access) -> Connector {
+    Arc::new(move |info: &RouterInfo| {
+        Ok(
+            Arc::new(transport::grpc::Grpc::new(&info.grpc_addr, access.clone())?)
+                as Arc<dyn transport::Transport>,
+        )
     })
 }
 

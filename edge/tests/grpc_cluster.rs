@@ -103,7 +103,13 @@ async fn presence_is_kept_in_redis_and_an_edge_survives_a_router_restart() {
             "--redis-url",
             &redis.url(),
         ],
-        &[("SWITCHBOARD_JWT_SECRET", switchboard::SECRET.to_owned())],
+        &[
+            ("SWITCHBOARD_JWT_SECRET", switchboard::SECRET.to_owned()),
+            (
+                "SWITCHBOARD_CLUSTER_SECRET",
+                switchboard::CLUSTER_SECRET.to_owned(),
+            ),
+        ],
         &["router-grpc"],
     );
     // Sockets stayed open; once the edge replays, group delivery resumes

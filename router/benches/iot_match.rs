@@ -40,7 +40,9 @@ async fn node_with(subscriptions: usize) -> (Arc<RouterNode>, mpsc::Sender<EdgeF
         CancellationToken::new(),
     );
     let (tx, rx) = mpsc::channel(65_536);
-    let mut deliveries = node.attach("bench-edge".into(), ReceiverStream::new(rx));
+    let mut deliveries = node
+        .attach("bench-edge".into(), ReceiverStream::new(rx))
+        .expect("the only edge");
     tokio::spawn(async move { while deliveries.recv().await.is_some() {} });
     for conn in 0..(subscriptions / PER_CONN) as u64 {
         let opened: EdgeFrame = edge_frame::Body::Opened(ConnectionOpened {

@@ -1,17 +1,20 @@
 //! Router-to-router forwarding: a request for a topic another router owns
-//! goes to that router, over gRPC (`Forward`) or NATS request/reply.
+//! goes to that router, over gRPC (`Forward`) or NATS request/reply. Each
+//! call carries a fresh proof of the cluster secret by the calling router.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use prost::Message;
+use switchboard_common::trust::Purpose;
 use switchboard_proto::router_client::RouterClient;
 use switchboard_proto::{Request, Response};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::cluster::RouterInfo;
+use crate::trust::{Access, Gate, prove_request};
 
 /// How long a forwarded request may take.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,13 +33,23 @@ pub trait Forwarder: Send + Sync + 'static {
 }
 
 /// gRPC: one lazily connected channel per peer, replaced when its address
-/// changes (a restarted peer).
-#[derive(Default)]
+/// changes (a restarted peer); over TLS when configured.
 pub struct GrpcForwarder {
+    /// This router's id, the peer its proofs name.
+    self_id: String,
+    access: Access,
     peers: Mutex<HashMap<String, (String, RouterClient<Channel>)>>,
 }
 
 impl GrpcForwarder {
+    pub fn new(self_id: String, access: Access) -> Self {
+        Self {
+            self_id,
+            access,
+            peers: Mutex::default(),
+        }
+    }
+
     fn client(&self, to: &RouterInfo) -> Result<RouterClient<Channel>, ForwardError> {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((addr, client)) = peers.get(&to.id)
@@ -44,11 +57,17 @@ impl GrpcForwarder {
         {
             return Ok(client.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{}", to.grpc_addr))
-            .map_err(|e| ForwardError::Unreachable {
-                router: to.id.clone(),
-                reason: e.to_string(),
-            })?
+        let unreachable = |e: tonic::transport::Error| ForwardError::Unreachable {
+            router: to.id.clone(),
+            reason: e.to_string(),
+        };
+        let mut endpoint =
+            Endpoint::from_shared(format!("{}://{}", self.access.scheme(), to.grpc_addr))
+                .map_err(unreachable)?;
+        if let Some(tls) = &self.access.tls {
+            endpoint = endpoint.tls_config(tls.client()).map_err(unreachable)?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(2))
             .timeout(FORWARD_TIMEOUT)
             .tcp_nodelay(true);
@@ -62,6 +81,13 @@ impl GrpcForwarder {
 impl Forwarder for GrpcForwarder {
     async fn forward(&self, to: &RouterInfo, request: Request) -> Result<Response, ForwardError> {
         let mut client = self.client(to)?;
+        let mut request = tonic::Request::new(request);
+        prove_request(
+            &self.access.gate,
+            Purpose::Forward,
+            &self.self_id,
+            &mut request,
+        );
         client
             .forward(request)
             .await
@@ -77,6 +103,9 @@ impl Forwarder for GrpcForwarder {
 pub struct NatsForwarder {
     pub client: async_nats::Client,
     pub prefix: String,
+    /// This router's id, the peer its proofs name.
+    pub self_id: String,
+    pub gate: Arc<Gate>,
 }
 
 pub fn forward_subject(prefix: &str, router_id: &str) -> String {
@@ -87,9 +116,14 @@ pub fn forward_subject(prefix: &str, router_id: &str) -> String {
 impl Forwarder for NatsForwarder {
     async fn forward(&self, to: &RouterInfo, request: Request) -> Result<Response, ForwardError> {
         let subject = forward_subject(&self.prefix, &to.id);
+        let body = request.encode_to_vec();
+        let headers = self
+            .gate
+            .message_headers(Purpose::Forward, &self.self_id, &body);
         let reply = tokio::time::timeout(
             FORWARD_TIMEOUT,
-            self.client.request(subject, request.encode_to_vec().into()),
+            self.client
+                .request_with_headers(subject, headers, body.into()),
         )
         .await
         .map_err(|_| ForwardError::Failed {

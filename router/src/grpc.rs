@@ -1,4 +1,7 @@
-//! The gRPC face of a router: one bidirectional `Attach` stream per edge.
+//! The gRPC face of a router: one bidirectional `Attach` stream per edge,
+//! and `Forward` calls from other routers. Both prove the cluster secret in
+//! their metadata, checked before anything of the call is read; with
+//! mutual TLS, the server also requires a client certificate.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,13 +16,17 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::node::RouterNode;
+use switchboard_common::trust::Purpose;
+
+use crate::node::{AttachError, RouterNode};
+use crate::trust::{Access, Gate, PEER_MISMATCH, Plane, admit_request, refused, unauthenticated};
 
 /// Largest frame accepted from an edge: a 1 MiB API body plus headroom.
 const MAX_FRAME: usize = 4 << 20;
 
 pub struct GrpcRouter {
     node: Arc<RouterNode>,
+    gate: Arc<Gate>,
 }
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<RouterFrame, Status>> + Send>>;
@@ -32,6 +39,7 @@ impl Router for GrpcRouter {
         &self,
         request: Request<Streaming<EdgeFrame>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        let proven = admit_request(&self.gate, Purpose::Attach, &request)?;
         let mut inbound = request.into_inner();
         let edge_id = match inbound.message().await? {
             Some(EdgeFrame {
@@ -39,6 +47,11 @@ impl Router for GrpcRouter {
             }) if !hello.edge_id.is_empty() => hello.edge_id,
             _ => return Err(Status::invalid_argument("the first frame must be Hello")),
         };
+        // The proof is for one edge id; a Hello may not claim another.
+        if self.gate.requires_proofs() && edge_id != proven {
+            refused(Plane::Grpc, Purpose::Attach, PEER_MISMATCH);
+            return Err(unauthenticated());
+        }
         let frames = futures_util::stream::unfold(inbound, |mut inbound| async move {
             match inbound.message().await {
                 Ok(Some(frame)) => Some((frame, inbound)),
@@ -49,7 +62,10 @@ impl Router for GrpcRouter {
                 }
             }
         });
-        let rx = self.node.attach(edge_id, Box::pin(frames));
+        let rx = self
+            .node
+            .attach(edge_id, Box::pin(frames))
+            .map_err(|e: AttachError| Status::already_exists(e.to_string()))?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
     }
 
@@ -57,6 +73,7 @@ impl Router for GrpcRouter {
         &self,
         request: Request<switchboard_proto::Request>,
     ) -> Result<Response<switchboard_proto::Response>, Status> {
+        admit_request(&self.gate, Purpose::Forward, &request)?;
         Ok(Response::new(
             self.node.request_here(request.into_inner()).await,
         ))
@@ -68,14 +85,22 @@ impl Router for GrpcRouter {
 pub async fn serve(
     listener: TcpListener,
     node: Arc<RouterNode>,
+    access: Access,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> Result<(), tonic::transport::Error> {
-    let service = RouterServer::new(GrpcRouter { node })
-        .max_decoding_message_size(MAX_FRAME)
-        .max_encoding_message_size(MAX_FRAME);
+    let service = RouterServer::new(GrpcRouter {
+        node,
+        gate: access.gate.clone(),
+    })
+    .max_decoding_message_size(MAX_FRAME)
+    .max_encoding_message_size(MAX_FRAME);
     let stopping = shutdown.clone();
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &access.tls {
+        builder = builder.tls_config(tls.server())?;
+    }
+    let server = builder
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .tcp_nodelay(true)

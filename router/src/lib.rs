@@ -9,6 +9,7 @@
 //! - [`session`]: one attached edge's connection table.
 //! - [`store`]: the `Store` trait, in memory and on Redis.
 //! - [`grpc`]: the `Attach` stream service.
+//! - [`trust`]: cluster proofs checked and made, mutual TLS configuration.
 //! - [`rpc`]: the JSON-RPC dialect's keys, bindings, pushes and tool calls.
 //! - [`api`]: the server API (HTTP).
 //! - [`nats_api`]: the server API over NATS, the tenant a subject token.
@@ -33,6 +34,7 @@ pub mod settings;
 pub mod shard;
 pub mod store;
 pub mod topic;
+pub mod trust;
 
 use std::sync::Arc;
 
@@ -66,6 +68,9 @@ pub async fn run(settings: RouterSettings, shutdown: CancellationToken) -> anyho
     // earlier would be lost.
     let _metrics = telemetry::metrics();
     metrics::register();
+    let trust = settings.trust.cluster_trust()?;
+    trust::check_nats(&trust, &settings.cluster)?;
+    let access = trust::Access::load(&trust, "router")?;
     let id = settings
         .router_id
         .clone()
@@ -92,7 +97,7 @@ pub async fn run(settings: RouterSettings, shutdown: CancellationToken) -> anyho
         config.shards = shards;
     }
     config.im = settings.im.config();
-    let joined = join_cluster(&settings, &id, &advertise, &api_listener, &stop).await?;
+    let joined = join_cluster(&settings, &id, &advertise, &api_listener, &access, &stop).await?;
     let node = RouterNode::start_in_cluster(config, store.clone(), stop.clone(), joined.cluster);
     if let Some(client) = joined.nats {
         let prefix = settings.cluster.subject_prefix.clone();
@@ -107,18 +112,21 @@ pub async fn run(settings: RouterSettings, shutdown: CancellationToken) -> anyho
                 client.clone(),
                 prefix.clone(),
                 node.clone(),
+                access.gate.clone(),
                 stop.clone(),
             ));
             tokio::spawn(nats_edges::serve_forwards(
                 client,
                 prefix,
                 node.clone(),
+                access.gate.clone(),
                 stop.clone(),
             ));
         }
     }
     tracing::info!(router_id = %id, pool = %settings.pool, advertise = %advertise,
-        redis = settings.redis_url.is_some(), nats = settings.cluster.nats_url.is_some(), "router started");
+        redis = settings.redis_url.is_some(), nats = settings.cluster.nats_url.is_some(),
+        cluster_secret = trust.secret.is_some(), mutual_tls = trust.tls.is_some(), "router started");
 
     let http = RouterHttp::spawn(
         HttpParts {
@@ -133,7 +141,13 @@ pub async fn run(settings: RouterSettings, shutdown: CancellationToken) -> anyho
         admin_listener,
         stop.clone(),
     );
-    let grpc = grpc::serve(grpc_listener, node, stop.clone(), settings.drain_timeout);
+    let grpc = grpc::serve(
+        grpc_listener,
+        node,
+        access,
+        stop.clone(),
+        settings.drain_timeout,
+    );
     let result = grpc.await;
     stop.cancel();
     http.stop(settings.drain_timeout).await;
@@ -165,6 +179,7 @@ async fn join_cluster(
     id: &str,
     advertise: &str,
     api_listener: &tokio::net::TcpListener,
+    access: &trust::Access,
     stop: &CancellationToken,
 ) -> anyhow::Result<Joined> {
     use cluster::{ClusterSettings, TenantPools, TransportKind, View, membership};
@@ -190,17 +205,26 @@ async fn join_cluster(
             client.clone(),
             subject_prefix.clone(),
             me,
+            access.gate.clone(),
             stop.clone(),
         ));
-        let view = membership::watch(client.clone(), subject_prefix.clone(), stop.clone()).await?;
+        let view = membership::watch(
+            client.clone(),
+            subject_prefix.clone(),
+            access.gate.clone(),
+            stop.clone(),
+        )
+        .await?;
         let nats = *transport == TransportKind::Nats;
         let forwarder: Arc<dyn forward::Forwarder> = if nats {
             Arc::new(forward::NatsForwarder {
                 client: client.clone(),
                 prefix: subject_prefix.clone(),
+                self_id: id.to_owned(),
+                gate: access.gate.clone(),
             })
         } else {
-            Arc::new(forward::GrpcForwarder::default())
+            Arc::new(forward::GrpcForwarder::new(id.to_owned(), access.clone()))
         };
         return Ok(Joined {
             cluster: Some(node::Cluster {
@@ -223,7 +247,10 @@ async fn join_cluster(
                 self_id: advertise.to_owned(),
                 view: membership::fixed(View::from_addrs(routers)),
                 pools,
-                forwarder: Arc::new(forward::GrpcForwarder::default()),
+                forwarder: Arc::new(forward::GrpcForwarder::new(
+                    advertise.to_owned(),
+                    access.clone(),
+                )),
             }),
             nats: None,
             nats_transport: false,

@@ -61,6 +61,18 @@ pub fn register_cluster() {
         "switchboard_nats_events_total",
         "NATS client events (disconnects, slow consumers, ...)"
     );
+    describe_counter!(
+        "switchboard_cluster_auth_refused_total",
+        "Internal calls and messages refused for want of a valid proof of the cluster secret, \
+         by plane, purpose and reason"
+    );
+    for (plane, purpose) in crate::trust::REFUSAL_SERIES {
+        for reason in crate::trust::REFUSAL_REASONS {
+            metrics::counter!("switchboard_cluster_auth_refused_total",
+                "plane" => plane, "purpose" => purpose, "reason" => reason)
+            .absolute(0);
+        }
+    }
     metrics::gauge!("switchboard_live_routers").increment(0.0);
     metrics::gauge!("switchboard_membership_frozen").set(0.0);
     metrics::counter!("switchboard_membership_changes_total").absolute(0);
@@ -103,6 +115,10 @@ pub fn register() {
     describe_counter!(
         "switchboard_router_edge_queue_full_total",
         "Deliveries dropped because an edge's queue was full"
+    );
+    describe_counter!(
+        "switchboard_router_edge_sessions_refused_total",
+        "Edge sessions refused because another session holds the edge id"
     );
     describe_counter!(
         "switchboard_router_forwarded_total",
@@ -166,6 +182,7 @@ pub fn register() {
         "switchboard_router_deliveries_total",
         "switchboard_router_delivered_sockets_total",
         "switchboard_router_edge_queue_full_total",
+        "switchboard_router_edge_sessions_refused_total",
         "switchboard_router_forwarded_total",
         "switchboard_router_forward_errors_total",
         "switchboard_router_presence_expired_total",

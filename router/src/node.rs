@@ -163,6 +163,13 @@ pub struct RouterNode {
     streams: crate::rpc::streams::Streams,
 }
 
+/// Why an edge's session was not attached.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("an edge with this id is attached already")]
+    AlreadyAttached,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("{0}")]
@@ -324,19 +331,34 @@ impl RouterNode {
 
     /// Attaches an edge: frames from `inbound` are handled until it ends,
     /// then the edge's connections are dropped (presence leaves follow).
-    /// Returns the stream of frames for the edge.
-    pub fn attach<S>(self: &Arc<Self>, edge_id: String, inbound: S) -> mpsc::Receiver<RouterFrame>
+    /// Returns the stream of frames for the edge. One edge id is held by
+    /// one live session: while one is attached, another is refused (the id
+    /// is free again once the first session's stream has ended).
+    pub fn attach<S>(
+        self: &Arc<Self>,
+        edge_id: String,
+        inbound: S,
+    ) -> Result<mpsc::Receiver<RouterFrame>, AttachError>
     where
         S: Stream<Item = EdgeFrame> + Send + Unpin + 'static,
     {
         let (tx, rx) = mpsc::channel(self.config.edge_queue);
+        let edge = self.next_edge.fetch_add(1, Ordering::Relaxed);
+        {
+            // Checked and taken under one lock, so two racing Hellos with
+            // the same id cannot both win.
+            let mut edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
+            if edges.values().any(|(id, _)| *id == edge_id) {
+                drop(edges);
+                metrics::counter!("switchboard_router_edge_sessions_refused_total").increment(1);
+                tracing::warn!(edge_id = %edge_id, router_id = %self.id(),
+                    "second session for a live edge id refused");
+                return Err(AttachError::AlreadyAttached);
+            }
+            edges.insert(edge, (edge_id.clone(), tx.clone()));
+        }
         let node = self.clone();
         tokio::spawn(async move {
-            let edge = node.next_edge.fetch_add(1, Ordering::Relaxed);
-            node.edges
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(edge, (edge_id.clone(), tx.clone()));
             metrics::gauge!("switchboard_router_edges").increment(1.0);
             tracing::info!(edge_id = %edge_id, router_id = %node.id(), "edge attached");
             node.to_all_shards(|| ShardCommand::EdgeUp {
@@ -353,7 +375,7 @@ impl RouterNode {
             metrics::gauge!("switchboard_router_edges").decrement(1.0);
             tracing::info!(edge_id = %edge_id, router_id = %node.id(), "edge detached");
         });
-        rx
+        Ok(rx)
     }
 
     /// Who owns `topic` in the current view.
@@ -574,7 +596,8 @@ impl RouterNode {
     ) -> u32 {
         let senders: HashMap<String, mpsc::Sender<RouterFrame>> = {
             let edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
-            // The newest session of an edge wins (an old one may linger).
+            // One session per edge id (`attach` refuses a second); by
+            // index, so the newest would win if that ever changed.
             let mut newest: Vec<_> = edges.iter().collect();
             newest.sort_by_key(|(idx, _)| **idx);
             newest

@@ -332,7 +332,9 @@ mod tests {
             stop.clone(),
         );
         let (tx, rx) = mpsc::channel(16);
-        let downstream = node.attach("edge-1".into(), ReceiverStream::new(rx));
+        let downstream = node
+            .attach("edge-1".into(), ReceiverStream::new(rx))
+            .expect("the only edge");
         (node, tx, downstream, stop)
     }
 
@@ -349,6 +351,37 @@ mod tests {
             .unwrap();
         eventually(&node, &[]).await;
         assert_eq!(node.stats.connections(Dialect::Group), 0);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_live_edge_id_is_held_by_one_session_until_it_ends() {
+        let (node, tx, _downstream, stop) = attached_edge();
+        tx.send(opened(1)).await.unwrap();
+        tx.send(subscribe(1, "alice")).await.unwrap();
+        eventually(&node, &["alice"]).await;
+        let (_other_tx, other_rx) = mpsc::channel(16);
+        assert!(matches!(
+            node.attach("edge-1".into(), ReceiverStream::new(other_rx)),
+            Err(crate::node::AttachError::AlreadyAttached)
+        ));
+        // The live session is untouched.
+        eventually(&node, &["alice"]).await;
+        assert_eq!(node.edges(), vec!["edge-1".to_owned()]);
+        drop(tx);
+        eventually(&node, &[]).await;
+        for _ in 0..100 {
+            if node.edges().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (_again_tx, again_rx) = mpsc::channel(16);
+        assert!(
+            node.attach("edge-1".into(), ReceiverStream::new(again_rx))
+                .is_ok(),
+            "the id is free once its session ended"
+        );
         stop.cancel();
     }
 

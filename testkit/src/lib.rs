@@ -14,6 +14,7 @@
 //! - [`manifests`]: deployment files (YAML, JSON) as data, Helm's values
 //!   merge and JSON Schema checks.
 //! - [`switchboard`]: standalone, edge and router processes, tokens, URLs.
+//! - [`tls`]: a CA and certificates made at run time for mutual TLS.
 #![forbid(unsafe_code)]
 
 pub mod cluster;
@@ -26,6 +27,7 @@ pub mod nats;
 pub mod process;
 pub mod redis;
 pub mod switchboard;
+pub mod tls;
 pub mod ws;
 
 pub use nats::NatsServer;

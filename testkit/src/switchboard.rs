@@ -100,6 +100,33 @@ pub fn standalone_with_env(extra: &[&str], env: &[(&str, String)]) -> Process {
 
 /// A `router` process on ephemeral ports.
 pub fn router(extra: &[&str], env: &[(&str, String)]) -> Process {
+    router_from(common_env(), extra, env)
+}
+
+/// [`router`] without the shared cluster secret (mutual TLS alone, or
+/// `--insecure-cluster`, must then come from `extra` or `env`).
+pub fn router_without_secret(extra: &[&str], env: &[(&str, String)]) -> Process {
+    router_from(without_secret(), extra, env)
+}
+
+/// [`edge_with_env`] without the shared cluster secret.
+pub fn edge_without_secret(extra: &[&str], env: &[(&str, String)]) -> Process {
+    edge_from(without_secret(), extra, env)
+}
+
+fn without_secret() -> Vec<(&'static str, String)> {
+    common_env()
+        .into_iter()
+        .filter(|(key, _)| *key != "SWITCHBOARD_CLUSTER_SECRET")
+        .collect()
+}
+
+fn router_from(
+    shared: Vec<(&'static str, String)>,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> Process {
+    let mut all: Vec<(&str, String)> = shared;
     let mut args = vec![
         "--grpc-addr",
         "127.0.0.1:0",
@@ -109,7 +136,6 @@ pub fn router(extra: &[&str], env: &[(&str, String)]) -> Process {
         "127.0.0.1:0",
     ];
     args.extend_from_slice(extra);
-    let mut all = common_env();
     all.extend(env.iter().cloned());
     Process::start(
         binary("router"),
@@ -127,9 +153,17 @@ pub fn edge(routers: &[SocketAddr], extra: &[&str]) -> Process {
 
 /// An `edge` process on ephemeral ports, told where routers are by `env`.
 pub fn edge_with_env(extra: &[&str], env: &[(&str, String)]) -> Process {
+    edge_from(common_env(), extra, env)
+}
+
+fn edge_from(
+    shared: Vec<(&'static str, String)>,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> Process {
+    let mut all: Vec<(&str, String)> = shared;
     let mut args = vec!["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"];
     args.extend_from_slice(extra);
-    let mut all = common_env();
     all.extend(env.iter().cloned());
     Process::start(binary("edge"), &args, &all, &["edge", "edge-admin"])
 }

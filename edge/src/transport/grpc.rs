@@ -1,11 +1,15 @@
 //! The gRPC transport: one tonic bidirectional `Attach` stream per
 //! edge↔router pair, HTTP/2 keepalive so a dead peer is noticed in seconds.
+//! Each stream carries a fresh proof of the cluster secret by this edge's
+//! id; with mutual TLS the edge dials `https` and presents its certificate.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use switchboard_common::trust::Purpose;
 use switchboard_proto::router_client::RouterClient;
 use switchboard_proto::{EdgeFrame, Hello, edge_frame};
+use switchboard_router::trust::{Access, prove_request};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
@@ -17,21 +21,26 @@ const MAX_FRAME: usize = 4 << 20;
 pub struct Grpc {
     addr: String,
     endpoint: Endpoint,
+    access: Access,
 }
 
 impl Grpc {
-    /// `addr` is `host:port` (or a full `http://` URI).
-    pub fn new(addr: &str) -> Result<Self, TransportError> {
+    /// `addr` is `host:port` (or a full `http://`/`https://` URI).
+    pub fn new(addr: &str, access: Access) -> Result<Self, TransportError> {
         let uri = if addr.contains("://") {
             addr.to_owned()
         } else {
-            format!("http://{addr}")
+            format!("{}://{addr}", access.scheme())
         };
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| TransportError::Connect {
-                addr: addr.to_owned(),
-                reason: e.to_string(),
-            })?
+        let failed = |e: tonic::transport::Error| TransportError::Connect {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        };
+        let mut endpoint = Endpoint::from_shared(uri).map_err(failed)?;
+        if let Some(tls) = &access.tls {
+            endpoint = endpoint.tls_config(tls.client()).map_err(failed)?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
@@ -40,6 +49,7 @@ impl Grpc {
         Ok(Self {
             addr: addr.to_owned(),
             endpoint,
+            access,
         })
     }
 }
@@ -65,8 +75,10 @@ impl Transport for Grpc {
         .into();
         // The channel is empty and open: this cannot fail.
         let _ = tx.send(hello).await;
+        let mut request = tonic::Request::new(ReceiverStream::new(upstream));
+        prove_request(&self.access.gate, Purpose::Attach, edge_id, &mut request);
         let response = client
-            .attach(ReceiverStream::new(upstream))
+            .attach(request)
             .await
             .map_err(|status| TransportError::Refused {
                 addr: self.addr.clone(),

@@ -32,7 +32,11 @@ impl Transport for InProcess {
         let (tx, upstream) = mpsc::channel(UPSTREAM_QUEUE);
         let downstream = self
             .node
-            .attach(edge_id.to_owned(), ReceiverStream::new(upstream));
+            .attach(edge_id.to_owned(), ReceiverStream::new(upstream))
+            .map_err(|e| TransportError::Refused {
+                addr: "in-process".to_owned(),
+                reason: e.to_string(),
+            })?;
         Ok(TransportSession {
             tx,
             rx: Box::pin(ReceiverStream::new(downstream)),

@@ -5,6 +5,10 @@
 //! the whole set without waiting for the next heartbeat. While a watcher's
 //! own NATS connection is down it keeps its last view instead of expiring
 //! everyone.
+//!
+//! Announcements and goodbyes carry a proof of the cluster secret by the
+//! router they name, bound to the message; watchers ignore (and count) any
+//! other, so a stranger on NATS cannot add a router or remove one.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -13,16 +17,19 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use switchboard_common::trust::Purpose;
+
 use super::{RouterInfo, View};
+use crate::trust::{Gate, PEER_MISMATCH, Plane, refused};
 
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 pub const EXPIRY: Duration = Duration::from_millis(2_000);
 
-fn announce_subject(prefix: &str) -> String {
+pub fn announce_subject(prefix: &str) -> String {
     format!("{prefix}.internal.cluster.routers")
 }
 
-fn leave_subject(prefix: &str) -> String {
+pub fn leave_subject(prefix: &str) -> String {
     format!("{prefix}.internal.cluster.leave")
 }
 
@@ -35,6 +42,7 @@ pub async fn announce(
     client: async_nats::Client,
     prefix: String,
     me: RouterInfo,
+    gate: std::sync::Arc<Gate>,
     stop: CancellationToken,
 ) {
     let payload = match serde_json::to_vec(&me) {
@@ -55,16 +63,20 @@ pub async fn announce(
             Some(_) = async { match probes.as_mut() { Some(p) => p.next().await, None => None } } => {}
             () = stop.cancelled() => break,
         }
+        // A fresh proof each time: watchers admit every proof once.
+        let headers = gate.message_headers(Purpose::Announce, &me.id, &payload);
         if client
-            .publish(announce_subject(&prefix), payload.clone())
+            .publish_with_headers(announce_subject(&prefix), headers, payload.clone())
             .await
             .is_err()
         {
             metrics::counter!("switchboard_membership_errors_total").increment(1);
         }
     }
+    let goodbye = bytes::Bytes::from(me.id.clone());
+    let headers = gate.message_headers(Purpose::Announce, &me.id, &goodbye);
     let _ = client
-        .publish(leave_subject(&prefix), me.id.clone().into())
+        .publish_with_headers(leave_subject(&prefix), headers, goodbye)
         .await;
     let _ = client.flush().await;
 }
@@ -73,6 +85,7 @@ pub async fn announce(
 pub async fn watch(
     client: async_nats::Client,
     prefix: String,
+    gate: std::sync::Arc<Gate>,
     stop: CancellationToken,
 ) -> Result<watch::Receiver<View>, async_nats::SubscribeError> {
     let mut announcements = client.subscribe(announce_subject(&prefix)).await?;
@@ -91,13 +104,23 @@ pub async fn watch(
         loop {
             tokio::select! {
                 Some(message) = announcements.next() => {
+                    let Some(proven) = proven_by(&gate, &message) else { continue };
                     match serde_json::from_slice::<RouterInfo>(&message.payload) {
+                        Ok(info) if proven.is_some_and(|p| p != info.id) => {
+                            refused(Plane::Nats, Purpose::Announce, PEER_MISMATCH);
+                            continue;
+                        }
                         Ok(info) => { live.insert(info.id.clone(), (info, Instant::now())); }
                         Err(_) => metrics::counter!("switchboard_membership_errors_total").increment(1),
                     }
                 }
                 Some(message) = leaves.next() => {
+                    let Some(proven) = proven_by(&gate, &message) else { continue };
                     let id = String::from_utf8_lossy(&message.payload).into_owned();
+                    if proven.is_some_and(|p| p != id) {
+                        refused(Plane::Nats, Purpose::Announce, PEER_MISMATCH);
+                        continue;
+                    }
                     live.remove(&id);
                 }
                 _ = tick.tick() => {
@@ -160,6 +183,19 @@ pub async fn watch(
         }
     });
     Ok(rx)
+}
+
+/// `Some(peer)`: the message proves the secret by `peer` (`Some(None)`
+/// with no secret configured); `None`: refused, and counted.
+fn proven_by(gate: &Gate, message: &async_nats::Message) -> Option<Option<String>> {
+    let proven = gate
+        .admit_message(
+            Purpose::Announce,
+            message.headers.as_ref(),
+            &message.payload,
+        )
+        .ok()?;
+    Some(proven.filter(|_| gate.requires_proofs()))
 }
 
 /// A view that never changes (`SWITCHBOARD_ROUTERS`): its sender is gone,
