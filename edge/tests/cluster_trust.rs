@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use prost::Message;
 use serde_json::json;
-use switchboard_common::trust::{ClusterSecret, PEER_HEADER, PROOF_HEADER, Purpose, bound_peer};
+use switchboard_common::trust::{ClusterSecret, PEER_HEADER, PROOF_HEADER, Purpose};
 use switchboard_proto::router_client::RouterClient;
 use switchboard_proto::{
     ConnectionOpened, Dialect, EdgeFrame, Heartbeat, Hello, Payload, Publish, Request, RouterFrame,
@@ -25,6 +25,7 @@ use switchboard_router::nats_edges::{
 };
 use switchboard_testkit::cluster::{Cluster, scrape};
 use switchboard_testkit::http::metric;
+use switchboard_testkit::nats::proven_headers;
 use switchboard_testkit::switchboard::{self, CLUSTER_SECRET, join_group};
 use switchboard_testkit::tls::TestCa;
 use switchboard_testkit::{WsClient, binary};
@@ -616,21 +617,6 @@ fn hello(edge_id: &str) -> EdgeFrame {
         edge_id: edge_id.into(),
     })
     .into()
-}
-
-fn proven_headers(
-    secret: &ClusterSecret,
-    purpose: Purpose,
-    peer: &str,
-    body: &[u8],
-) -> async_nats::HeaderMap {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(PEER_HEADER, peer);
-    headers.insert(
-        PROOF_HEADER,
-        secret.prove(purpose, &bound_peer(peer, body)).as_str(),
-    );
-    headers
 }
 
 /// An unproven (or falsely proven) `Hello` opens no session: the router

@@ -2,6 +2,7 @@
 //! server API (HTTP, and NATS in a cluster) pushes events.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -10,7 +11,8 @@ use switchboard_testkit::switchboard::{self, token};
 use switchboard_testkit::{Process, WsClient};
 
 const ROUTE: &str = "/api/v1/system/common/websocket/connect";
-const QUIET: Duration = Duration::from_millis(300);
+/// Numbers each sentinel device, so no two sentinels match each other.
+static SENTINELS: AtomicUsize = AtomicUsize::new(0);
 
 struct Env {
     process: Process,
@@ -88,6 +90,34 @@ fn device_event(code: &str, extra: Value) -> Value {
         body.extend(extra);
     }
     json!({"code": code, "projectID": "proj_1", "areaID": "area_1", "body": body})
+}
+
+/// Proves that `ws` (of `tenant`) got nothing since it was last read: it
+/// subscribes to a device of its own, an event of that device is pushed
+/// through the server API (the path a leak would take), and that event
+/// must be the first thing it receives.
+async fn sentinel(env: &Env, tenant: &str, ws: &mut WsClient) {
+    let device = format!("sentinel_{}", SENTINELS.fetch_add(1, Ordering::Relaxed));
+    let params = json!({"productID":"sentinel","deviceName":device});
+    ws.send_json(&json!({"type":"up.sub","body":{"code":"deviceOtaReport","params":params}}))
+        .await;
+    let first = ws.recv_json().await;
+    assert_eq!(
+        (first["type"].as_str(), first["code"].as_u64()),
+        (Some("down.subRet"), Some(200)),
+        "received something before its sentinel: {first}"
+    );
+    let event = json!({"code":"deviceOtaReport","body":{"device":params,"step":"sentinel"}});
+    assert_eq!(env.push(tenant, &event).await.json()["delivered"], 1);
+    let first = ws.recv_json().await;
+    assert_eq!(
+        (
+            first["path"].as_str(),
+            first["body"]["device"]["deviceName"].as_str()
+        ),
+        (Some("deviceOtaReport"), Some(device.as_str())),
+        "received something before its sentinel: {first}"
+    );
 }
 
 #[tokio::test]
@@ -220,7 +250,7 @@ async fn property_shape_matches_identifier_and_v2_param_keys() {
         .await;
     assert_eq!(reply.json()["delivered"], 1);
     assert_eq!(power.recv_json().await["body"]["identifier"], "power");
-    color.expect_silence(QUIET).await;
+    sentinel(&env, "t1", &mut color).await;
 
     let mut v2 = env.connect("t1", None).await;
     subscribe(
@@ -284,7 +314,7 @@ async fn one_copy_per_socket_and_no_double_subscriptions() {
         .await;
     assert_eq!(reply.json(), json!({"delivered": 1}));
     assert_eq!(ws.recv_json().await["type"], "down.pub");
-    ws.expect_silence(QUIET).await;
+    sentinel(&env, "t1", &mut ws).await;
 }
 
 #[tokio::test]
@@ -305,14 +335,22 @@ async fn unsubscribe_and_close_remove_subscriptions() {
     );
     let event = device_event("deviceConn", json!({}));
     assert_eq!(env.push("t1", &event).await.json()["delivered"], 0);
-    ws.expect_silence(QUIET).await;
+    sentinel(&env, "t1", &mut ws).await;
 
     let mut gone = env.connect("t1", None).await;
     subscribe(&mut gone, "deviceConn", json!({"projectID":"proj_1"})).await;
+    assert_eq!(env.push("t1", &event).await.json()["delivered"], 1);
     gone.close().await;
     drop(gone);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(env.push("t1", &event).await.json()["delivered"], 0);
+    // The close reaches the router in its own time: wait for its effect.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while env.push("t1", &event).await.json()["delivered"] != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a closed socket kept its subscriptions"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -401,7 +439,8 @@ async fn tenants_are_isolated() {
         .await;
     assert_eq!(reply.json()["delivered"], 1);
     a.recv_json().await;
-    b.expect_silence(QUIET).await;
+    sentinel(&env, "tenant_b", &mut b).await;
+    sentinel(&env, "tenant_a", &mut a).await;
 }
 
 #[tokio::test]

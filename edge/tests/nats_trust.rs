@@ -10,13 +10,15 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use prost::Message;
 use serde_json::{Value, json};
+use switchboard_common::trust::{ClusterSecret, Purpose};
 use switchboard_proto::{
     EdgeFrame, Hello, Payload, Publish, Request, Topic, TopicKind, edge_frame, request,
 };
 use switchboard_testkit::cluster::{Cluster, scrape};
 use switchboard_testkit::http::{self, metric};
 use switchboard_testkit::jsonrpc::{notified, user_socket};
-use switchboard_testkit::switchboard::{API_KEY, join_group};
+use switchboard_testkit::nats::proven_headers;
+use switchboard_testkit::switchboard::{API_KEY, CLUSTER_SECRET, join_group};
 
 const ROUTERS: [&str; 2] = ["router-0", "router-1"];
 
@@ -167,11 +169,22 @@ async fn backends_cannot_touch_the_internal_tree() {
         json!({"id":"sentinel-router","grpc_addr":"127.0.0.1:1","pool":"sentinel","epoch":1});
     // Announced like a live router (heartbeats), so it stays in the views
     // however slow the checks below are.
+    // Proven as a router's own announcement must be.
+    let secret = ClusterSecret::parse(CLUSTER_SECRET).unwrap();
+    let body = sentinel.to_string().into_bytes();
     let heartbeats = tokio::spawn(async move {
         loop {
+            let headers = proven_headers(&secret, Purpose::Announce, "sentinel-router", &body);
             operator
-                .publish_json("switchboard.internal.cluster.routers", &sentinel)
-                .await;
+                .client
+                .publish_with_headers(
+                    "switchboard.internal.cluster.routers",
+                    headers,
+                    body.clone().into(),
+                )
+                .await
+                .expect("publish");
+            operator.client.flush().await.expect("flush");
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     });

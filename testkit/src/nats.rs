@@ -257,3 +257,21 @@ impl NatsUser {
         self.client.flush().await.expect("flush");
     }
 }
+
+/// NATS headers that prove `secret` for `purpose` by `peer`, bound to
+/// `body`, as edges and routers send them (Hello, forwards, announcements).
+pub fn proven_headers(
+    secret: &switchboard_common::trust::ClusterSecret,
+    purpose: switchboard_common::trust::Purpose,
+    peer: &str,
+    body: &[u8],
+) -> async_nats::HeaderMap {
+    use switchboard_common::trust::{PEER_HEADER, PROOF_HEADER, bound_peer};
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(PEER_HEADER, peer);
+    headers.insert(
+        PROOF_HEADER,
+        secret.prove(purpose, &bound_peer(peer, body)).as_str(),
+    );
+    headers
+}
