@@ -37,12 +37,14 @@ async fn one_delivery_per_edge_for_many_sockets() {
         );
     }
     let mut on_b = join_group(edge_b.addr("edge"), "t1", "big_room", "b_0", None).await;
-    // Let every presence event settle before measuring.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Presence events go out in join order: once every socket has seen the
+    // last join, none is left in flight to disturb the counts below.
     for ws in &mut sockets {
-        while ws.recv(Duration::from_millis(1)).await.is_some() {}
+        ws.recv_json_until(|m| {
+            m["payload"]["event"] == "join" && m["payload"]["client_id"] == "b_0"
+        })
+        .await;
     }
-    while on_b.recv(Duration::from_millis(50)).await.is_some() {}
 
     let router_admin = router.addr("router-admin");
     let before = scrape(router_admin).await;

@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 use switchboard_proto::{Topic, TopicKind};
 use switchboard_router::cluster::{RouterInfo, TenantPools, View};
 use switchboard_testkit::cluster::{Cluster, scrape};
-use switchboard_testkit::http::metric;
+use switchboard_testkit::http::{self, metric};
 use switchboard_testkit::im::{self, ImClient, receipt, status_of};
+use switchboard_testkit::switchboard::API_KEY;
 
 /// Index of the router (`router-<i>`) that owns `user`'s IM topic while
 /// all `routers` are alive.
@@ -94,7 +95,19 @@ async fn nothing_lost_when_the_owner_dies(transport: &str) {
     for i in 2..=6 {
         assert_eq!(again.recv_message().await["id"], format!("m{i}"));
     }
-    again.ws.expect_silence(Duration::from_millis(300)).await;
+    // Nothing else is kept for bob: a system message sent now through a
+    // live router is the next thing his socket gets.
+    let auth = format!("Bearer {API_KEY}");
+    let reply = http::post_json(
+        cluster.router_api((owner + 1) % 3),
+        "/api/v1/im/messages",
+        &[("authorization", &auth), ("x-tenant", "t1")],
+        &json!({"id":"sentinel","type":2001,"to":"bob","body":"sentinel"}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.json());
+    let next = again.ws.recv_json().await;
+    assert_eq!(next["id"], "sentinel", "{next}");
     let _ = cluster.routers[owner].wait_exit(Duration::from_secs(1));
 }
 
