@@ -11,14 +11,12 @@ use switchboard_testkit::WsClient;
 use switchboard_testkit::http::{self, Reply};
 use switchboard_testkit::im::ImClient;
 use switchboard_testkit::jsonrpc::{
-    api_post, api_put_owner, app_socket, assert_error, assert_ok, call, device_socket, notified,
-    user_socket, user_socket_refused_conv,
+    api_post, api_put_owner, app_sentinel, app_socket, assert_error, assert_ok, call,
+    device_socket, notified, notify_sentinel, user_socket, user_socket_refused_conv,
 };
 use switchboard_testkit::switchboard::{
     self, API_KEY, Standalone, app_token, device_token, token, token_shaped,
 };
-
-const QUIET: Duration = Duration::from_millis(300);
 
 struct Env(Standalone);
 
@@ -195,8 +193,8 @@ async fn app_channels(env: Env) {
         (kind.as_str(), data),
         ("message", json!({"channel": "news", "message": {"n": 1}}))
     );
-    other_app.expect_silence(QUIET).await;
-    other_tenant.expect_silence(QUIET).await;
+    app_sentinel(env.api(), "default", "app2", &mut other_app).await;
+    app_sentinel(env.api(), "tenant2", "app1", &mut other_tenant).await;
 
     // The server API publishes like an app socket.
     let reply = env
@@ -224,7 +222,7 @@ async fn app_channels(env: Env) {
         )
         .await;
     assert_eq!(reply.json(), json!({"receivers": 0}));
-    sub.expect_silence(QUIET).await;
+    app_sentinel(env.api(), "default", "app1", &mut sub).await;
 }
 
 async fn conversations_and_pushes(env: Env) {
@@ -365,7 +363,8 @@ async fn conversations_and_pushes(env: Env) {
         }
     }
     let _ = alice_conv.recv_json().await; // t3
-    alice_conv.expect_silence(QUIET).await;
+    // c1's socket got no chunk of c2's stream.
+    notify_sentinel(env.api(), "default", json!({"conv": "c1"}), &mut alice_conv).await;
 }
 
 /// The server API names a conversation's owner before anyone binds it;
@@ -863,7 +862,13 @@ async fn every_error_code_and_malformed_input() {
         r#"{"jsonrpc":"2.0","method":"hardwares.switchConvId","params":{"convId":"cn"}}"#,
     )
     .await;
-    user.expect_silence(QUIET).await;
+    // Calls are answered in order: the pong comes first if nothing else does.
+    user.send_text("ping").await;
+    assert_eq!(
+        user.recv_text().await,
+        "pong",
+        "a notification was answered"
+    );
     let reply = env
         .post(
             "/api/v1/notify",
@@ -896,11 +901,14 @@ async fn every_error_code_and_malformed_input() {
     assert_error(&items[2], -32600, &null);
     user.send_text(r#"[{"jsonrpc":"2.0","method":"nope"}]"#)
         .await;
-    user.expect_silence(QUIET).await;
-
-    // The socket is still fine, and so is the edge.
+    // A batch of notifications gets no answer: the pong comes first. The
+    // socket is still fine, and so is the edge.
     user.send_text("ping").await;
-    assert_eq!(user.recv_text().await, "pong");
+    assert_eq!(
+        user.recv_text().await,
+        "pong",
+        "a notification batch was answered"
+    );
     user.send_binary(b"\x00\x01").await;
     assert_eq!(user.recv_close(Duration::from_secs(5)).await.0, 1003);
     let mut again = env.user("alice", None).await;
@@ -1171,5 +1179,14 @@ async fn notify_notice_reaches_im_sockets_too() {
         .await;
     assert_eq!(reply.json(), json!({"delivered": 1}));
     assert_eq!(notified(&mut rpc).await.0, "hello");
-    im.ws.expect_silence(QUIET).await;
+    // The IM socket got no copy of "hello": the next thing it gets is a
+    // system message sent to bob afterwards.
+    let reply = env
+        .post(
+            "/api/v1/im/messages",
+            &json!({"id": "sentinel", "type": 2001, "to": "bob", "body": "sentinel"}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.json());
+    assert_eq!(im.ws.recv_json().await["id"], "sentinel");
 }

@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use switchboard_testkit::WsClient;
 use switchboard_testkit::cluster::Cluster;
 use switchboard_testkit::http;
-use switchboard_testkit::jsonrpc::{api_post, app_socket, device_socket, notified, user_socket};
+use switchboard_testkit::jsonrpc::{
+    api_post, app_socket, device_socket, notified, notify_sentinel, user_socket,
+};
 use switchboard_testkit::switchboard::device_token;
 
 async fn notify_reaches_a_user_on_both_edges(transport: &str) {
@@ -31,9 +33,13 @@ async fn notify_reaches_a_user_on_both_edges(transport: &str) {
             assert_eq!(notified(ws).await, ("n".to_owned(), json!(router)));
         }
     }
-    other_tenant
-        .expect_silence(Duration::from_millis(300))
-        .await;
+    notify_sentinel(
+        cluster.router_api(0),
+        "t2",
+        json!({"user": "alice"}),
+        &mut other_tenant,
+    )
+    .await;
 }
 
 /// The tool socket is on edge 1; every router takes a call in turn, so the

@@ -123,8 +123,7 @@ async fn api_key_acts_for_x_tenant() {
         "no X-Tenant: tenant default"
     );
     default.recv_json_until(|m| m["msg_type"] == "msg").await;
-    t1.expect_silence(std::time::Duration::from_millis(300))
-        .await;
+    switchboard::group_sentinel(c.api(), "t1", "room", &mut t1).await;
 }
 
 #[tokio::test]
@@ -291,9 +290,7 @@ async fn delivery_counts_and_what_sockets_receive() {
         assert_eq!(m["target"], "broadcast");
         assert_eq!(m["from_id"], "server");
     }
-    other
-        .expect_silence(std::time::Duration::from_millis(300))
-        .await;
+    switchboard::group_sentinel(c.api(), "t2", "room", &mut other).await;
 
     let reply = http::get(
         c.api(),

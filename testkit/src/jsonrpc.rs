@@ -140,3 +140,57 @@ pub async fn notified(ws: &mut WsClient) -> (String, Value) {
         .to_owned();
     (kind, frame["params"]["data"].clone())
 }
+
+/// Numbers sentinels so no two are alike.
+static SENTINELS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn next_sentinel() -> String {
+    let n = SENTINELS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("sentinel-{n}")
+}
+
+/// Proves that app socket `ws` of (`tenant`, `app`) got nothing since it
+/// was last read: it subscribes to a channel of its own, which must be
+/// answered first; a message published there through the server API (the
+/// path a leak would take) must then be the next thing it receives.
+pub async fn app_sentinel(api: SocketAddr, tenant: &str, app: &str, ws: &mut WsClient) {
+    let channel = next_sentinel();
+    let id = json!(channel);
+    let answer = call(ws, "subscribe", json!({"channel": channel}), id.clone()).await;
+    assert_eq!(
+        answer["id"], id,
+        "received something before its sentinel: {answer}"
+    );
+    let reply = api_post(
+        api,
+        &format!("/api/v1/apps/{app}/publish"),
+        tenant,
+        &json!({"channel": channel, "message": "sentinel"}),
+    )
+    .await;
+    assert_eq!(reply.json(), json!({"receivers": 1}));
+    let (kind, data) = notified(ws).await;
+    assert_eq!(
+        (kind.as_str(), &data["channel"]),
+        ("message", &json!(channel)),
+        "received something before its sentinel: {data}"
+    );
+}
+
+/// Proves that `ws` got nothing since it was last read: a `_notify` sent
+/// through the server API to `to` (`{"user": …}`, `{"conv": …}`, or
+/// `{"device": …}` of `tenant`, which must reach `ws`) travels the path a
+/// leak would take and must be the next thing it gets.
+pub async fn notify_sentinel(api: SocketAddr, tenant: &str, to: Value, ws: &mut WsClient) {
+    let kind = next_sentinel();
+    let reply = api_post(
+        api,
+        "/api/v1/notify",
+        tenant,
+        &json!({"to": to, "type": kind}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.json());
+    let (got, data) = notified(ws).await;
+    assert_eq!(got, kind, "received something before its sentinel: {data}");
+}

@@ -322,3 +322,41 @@ pub async fn until_one_crosses(
         );
     }
 }
+
+/// Proves that group socket `ws` (in `group` of `tenant`) got nothing since
+/// it was last read but its group's presence: a group message sent through
+/// the server API `api` (the path a leak would take) must be the next
+/// thing it receives. Every socket of that group gets the sentinel too.
+pub async fn group_sentinel(
+    api: SocketAddr,
+    tenant: &str,
+    group: &str,
+    ws: &mut crate::WsClient,
+) -> serde_json::Value {
+    let text = format!("sentinel-{}", sentinel_number());
+    let auth = format!("Bearer {API_KEY}");
+    let reply = crate::http::post_json(
+        api,
+        &format!("/api/v1/groups/{group}/messages"),
+        &[("authorization", &auth), ("x-tenant", tenant)],
+        &serde_json::json!({"msg_type":"msg","target":"group","msg":text}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.json());
+    let first = ws
+        .recv_json_skipping(|m| {
+            m["msg_type"] == "presence" && m["target"] == "group" && m["group_id"] == group
+        })
+        .await;
+    assert_eq!(
+        first["msg"], text,
+        "received something before its sentinel: {first}"
+    );
+    first
+}
+
+fn sentinel_number() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
