@@ -233,11 +233,6 @@ impl WsClient {
         }
     }
 
-    /// Asserts that nothing arrives for `quiet`.
-    pub async fn expect_silence(&mut self, quiet: Duration) {
-        if let Some(event) = self.recv(quiet).await {
-            panic!("expected nothing, got {event:?}");
-        }
     }
 }
 
