@@ -232,8 +232,6 @@ impl WsClient {
             }
         }
     }
-
-    }
 }
 
 /// Byte-level access to a socket, for tests of how the server splits what
