@@ -5,13 +5,10 @@
 use std::time::Duration;
 
 use serde_json::json;
-use switchboard_testkit::http::{self, metric};
+use switchboard_testkit::RedisServer;
+use switchboard_testkit::cluster::scrape;
+use switchboard_testkit::http::metric;
 use switchboard_testkit::switchboard::{self, join_group};
-use switchboard_testkit::{Process, RedisServer};
-
-async fn scrape(admin: std::net::SocketAddr) -> String {
-    String::from_utf8_lossy(&http::get(admin, "/metrics", &[]).await.body).into_owned()
-}
 
 #[tokio::test]
 async fn one_delivery_per_edge_for_many_sockets() {
@@ -93,26 +90,9 @@ async fn presence_is_kept_in_redis_and_an_edge_survives_a_router_restart() {
     router.signal("KILL");
     router.wait_exit(Duration::from_secs(5));
     let grpc_port = grpc.to_string();
-    let _router = Process::start(
-        switchboard_testkit::binary("router"),
-        &[
-            "--grpc-addr",
-            &grpc_port,
-            "--api-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--redis-url",
-            &redis.url(),
-        ],
-        &[
-            ("SWITCHBOARD_JWT_SECRET", switchboard::SECRET.to_owned()),
-            (
-                "SWITCHBOARD_CLUSTER_SECRET",
-                switchboard::CLUSTER_SECRET.to_owned(),
-            ),
-        ],
-        &["router-grpc"],
+    let _router = switchboard::router(
+        &["--grpc-addr", &grpc_port, "--redis-url", &redis.url()],
+        &[],
     );
     // Sockets stayed open; once the edge replays, group delivery resumes
     // and no one re-joins (presence survived in Redis).

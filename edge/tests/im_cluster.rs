@@ -4,52 +4,14 @@
 //! recipient's registration: the kept messages live in Redis, so nothing
 //! is lost. Runs over the gRPC and the NATS transport.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_proto::{Topic, TopicKind};
-use switchboard_router::cluster::{RouterInfo, TenantPools, View};
-use switchboard_testkit::cluster::{Cluster, scrape};
+use switchboard_testkit::cluster::{Cluster, owner_of, scrape};
 use switchboard_testkit::http::{self, metric};
 use switchboard_testkit::im::{self, ImClient, receipt, status_of};
 use switchboard_testkit::switchboard::API_KEY;
-
-/// Index of the router (`router-<i>`) that owns `user`'s IM topic while
-/// all `routers` are alive.
-fn owner_of(tenant: &str, user: &str, routers: usize) -> usize {
-    let view = View::new(
-        (0..routers)
-            .map(|i| RouterInfo {
-                id: format!("router-{i}"),
-                grpc_addr: String::new(),
-                api_addr: String::new(),
-                pool: "default".into(),
-                epoch: 0,
-            })
-            .collect(),
-    );
-    let hash = Topic::new(tenant, TopicKind::ImUser, user).stable_hash();
-    let owner = view.owner(&TenantPools::default(), tenant, hash);
-    let id = owner.map(|r| r.id.clone()).unwrap_or_default();
-    id.trim_start_matches("router-").parse().unwrap_or(0)
-}
-
-/// Waits until every edge's membership view has `routers` routers.
-async fn wait_view(cluster: &Cluster, routers: usize) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    for edge in &cluster.edges {
-        loop {
-            let text = scrape(edge.addr("edge-admin")).await;
-            if metric(&text, "switchboard_live_routers") as usize == routers {
-                break;
-            }
-            assert!(Instant::now() < deadline, "views never shrank to {routers}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    // The routers too: one that still counts the dead router forwards to it.
-    cluster.wait_views(routers).await;
-}
 
 async fn nothing_lost_when_the_owner_dies(transport: &str) {
     let mut cluster = Cluster::start(transport, 3, 2).await;
@@ -61,7 +23,7 @@ async fn nothing_lost_when_the_owner_dies(transport: &str) {
             .send_text(&format!("m{i}"), "bob", &format!("while bob is away {i}"))
             .await;
     }
-    let owner = owner_of("t1", "bob", 3);
+    let owner = owner_of(&Topic::new("t1", TopicKind::ImUser, "bob"), 3);
     let text = scrape(cluster.routers[owner].addr("router-admin")).await;
     assert_eq!(
         metric(&text, "switchboard_router_im_messages_kept_total"),
@@ -69,7 +31,7 @@ async fn nothing_lost_when_the_owner_dies(transport: &str) {
         "bob's owner kept his messages"
     );
     cluster.routers[owner].signal("KILL");
-    wait_view(&cluster, 2).await;
+    cluster.wait_views(2).await;
 
     // Bob registers with the session he got before the router died.
     let mut bob = ImClient::with_session(recipient_edge, "bob", &bob_session).await;

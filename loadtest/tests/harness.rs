@@ -9,7 +9,7 @@ use loadtest::run::{Options, RunError, run};
 use loadtest::scenario::{Dialect, Scenario};
 use loadtest::summary::Summary;
 use switchboard_testkit::Process;
-use switchboard_testkit::switchboard::{SECRET, standalone};
+use switchboard_testkit::switchboard::{SECRET, Standalone};
 
 fn scenario(text: &str, target: &str) -> Scenario {
     let mut s = Scenario::parse("test", &format!("name='test'\n{text}")).unwrap();
@@ -45,7 +45,9 @@ fn scenario_file(text: &str) -> PathBuf {
 
 #[tokio::test]
 async fn echo_and_fanout_against_standalone_deliver_everything() {
-    let edge = standalone(&["--rate-limit", "10000", "--rate-burst", "10000"]);
+    let edge = Standalone::memory(&["--rate-limit", "10000", "--rate-burst", "10000"])
+        .await
+        .process;
     let url = format!("ws://{}", edge.addr("edge"));
 
     let echo = scenario(
@@ -77,7 +79,7 @@ async fn echo_and_fanout_against_standalone_deliver_everything() {
 
 #[tokio::test]
 async fn idle_sockets_are_held_and_server_memory_is_watched() {
-    let edge = standalone(&[]);
+    let edge = Standalone::memory(&[]).await.process;
     let idle = scenario(
         "kind='idle'\nvus=20\ngroup_size=5\nheartbeat='200ms'\nduration='1s'\nstages=[{duration='500ms',target=20}]\n",
         &format!("ws://{}", edge.addr("edge")),
@@ -120,9 +122,11 @@ async fn the_baseline_echoes_broadcasts_and_refuses_other_routes() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
-#[test]
-fn exit_codes_json_summaries_and_several_processes() {
-    let edge = standalone(&["--rate-limit", "10000", "--rate-burst", "10000"]);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_json_summaries_and_several_processes() {
+    let edge = Standalone::memory(&["--rate-limit", "10000", "--rate-burst", "10000"])
+        .await
+        .process;
     let url = format!("ws://{}", edge.addr("edge"));
     let file = scenario_file(
         "name='fanout'\nkind='fanout'\nvus=6\nduration='1s'\nsettle='300ms'\nthresholds=['delivered >= 100%']\n[message]\nrate=10\n",

@@ -97,13 +97,18 @@ impl Cluster {
         cluster
     }
 
-    /// Waits until every router that answers counts `routers` live routers,
-    /// so all of them agree on who owns what.
+    /// Waits until every router that answers, and every edge, counts
+    /// `routers` live routers, so all of them agree on who owns what.
     pub async fn wait_views(&self, routers: usize) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        for router in &self.routers {
+        let admins = self
+            .routers
+            .iter()
+            .map(|r| r.addr("router-admin"))
+            .chain(self.edges.iter().map(|e| e.addr("edge-admin")));
+        for admin in admins {
             loop {
-                let text = scrape(router.addr("router-admin")).await;
+                let text = scrape(admin).await;
                 let live = metric(&text, "switchboard_live_routers");
                 if text.is_empty() || live as usize == routers {
                     break;
@@ -177,6 +182,15 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Index `n` of the router (`router-<n>`, as [`Cluster`] names them) that
+/// owns `topic` while routers `0..routers` of one pool are alive: what
+/// every edge and router computes from that view.
+pub fn owner_of(topic: &switchboard_proto::Topic, routers: usize) -> usize {
+    let ids: Vec<String> = (0..routers).map(|i| format!("router-{i}")).collect();
+    switchboard_proto::ownership::owner_index(&ids, topic.stable_hash())
+        .expect("at least one router")
 }
 
 /// The Prometheus text of an admin listener ("" when it does not answer).
