@@ -227,13 +227,19 @@ async fn wait_every_group_delivers(pairs: &mut Pairs, since: Instant, bound: Dur
     since.elapsed()
 }
 
+/// How long a test waits for the cluster to heal: a correctness bound,
+/// never a speed target (those are measured by the benchmarks).
+const FAILOVER_LIMIT: Duration = Duration::from_secs(60);
+
 async fn router_killed(transport: &str) {
     let mut cluster = Cluster::start(transport, 3, 2).await;
     let mut pairs = pairs(&cluster, "t1").await;
     exchange(&mut pairs, "before").await;
     let killed = Instant::now();
     cluster.routers[0].signal("KILL");
-    let resumed = wait_every_group_delivers(&mut pairs, killed, Duration::from_secs(10)).await;
+    // A correctness bound, far past the membership timeout; how fast
+    // failover is belongs to the benchmarks.
+    let resumed = wait_every_group_delivers(&mut pairs, killed, FAILOVER_LIMIT).await;
     println!("{transport}: every group delivered again {resumed:?} after kill -9");
     // Sockets on both edges stayed open; their errors while the owner was
     // gone were `internal`, never a close.
@@ -257,7 +263,7 @@ async fn router_joins(transport: &str) {
     cluster.add_router("default");
     cluster.wait_links(3).await;
     let since = Instant::now();
-    wait_every_group_delivers(&mut pairs, since, Duration::from_secs(10)).await;
+    wait_every_group_delivers(&mut pairs, since, FAILOVER_LIMIT).await;
     exchange(&mut pairs, "three routers").await;
     assert!(
         router_publishes(&cluster, 2).await > 0.0,
@@ -273,7 +279,7 @@ async fn edge_killed(transport: &str) {
     for (i, ws) in pairs.left.iter_mut().enumerate() {
         let right = format!("right_{i}");
         let leave = loop {
-            let left = Duration::from_secs(12).saturating_sub(killed.elapsed());
+            let left = FAILOVER_LIMIT.saturating_sub(killed.elapsed());
             match ws.recv(left).await {
                 Some(Event::Text(text)) => {
                     let m: Value = serde_json::from_str(&text).unwrap();
@@ -290,7 +296,6 @@ async fn edge_killed(transport: &str) {
     }
     let took = killed.elapsed();
     println!("{transport}: presence leaves for a killed edge after {took:?}");
-    assert!(took < Duration::from_secs(10), "leaves took {took:?}");
     drop(pairs.right);
 }
 

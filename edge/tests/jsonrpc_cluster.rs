@@ -147,16 +147,17 @@ switchboard_testkit::over_both_transports! {
 /// some of them.
 const DEVICES: usize = 8;
 
+/// How long a test waits for the cluster to heal after a kill: a
+/// correctness bound, not a speed target.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(60);
+
 /// A device socket on edge 0 whose open went through: until the cluster
 /// drops the killed router from its view, its topics answer `-32603`.
 async fn device_after_failover(cluster: &Cluster, hd: &str, killed: Instant) -> WsClient {
     let token = device_token(hd, Some("alice"), "t1");
     let url = format!("ws://{}/v3/wss/{hd}?token={token}", cluster.edge(0));
     loop {
-        assert!(
-            killed.elapsed() < Duration::from_secs(10),
-            "{hd} never opened"
-        );
+        assert!(killed.elapsed() < FAILOVER_LIMIT, "{hd} never opened");
         let mut ws = WsClient::open(&url).await;
         ws.send_text("ping").await;
         if ws.recv_text().await == "pong" {
@@ -194,7 +195,7 @@ async fn bindings_survive_the_router_that_wrote_them() {
         // Routers see the dead one go at slightly different moments.
         loop {
             assert!(
-                killed.elapsed() < Duration::from_secs(10),
+                killed.elapsed() < FAILOVER_LIMIT,
                 "conv_{i} never reached {hd} again"
             );
             let reply = api_post(
