@@ -15,9 +15,10 @@ build: ## Build release binaries: target/release/{edge,router,loadtest}
 	$(CARGO) build --release --workspace --bins
 
 .PHONY: test
-test: ## Run every test (needs redis-server and nats-server; .ci/run installs them)
+test: ## Run every test (needs redis-server, nats-server, and root with iptables for network faults; .ci/run installs them)
 	@command -v redis-server >/dev/null || { echo "redis-server not found: apt-get install redis-server (or run .ci/run)"; exit 1; }
 	@command -v nats-server >/dev/null || test -x /usr/sbin/nats-server || { echo "nats-server not found: apt-get install nats-server (or run .ci/run)"; exit 1; }
+	@command -v iptables >/dev/null || test -x /usr/sbin/iptables || { echo "iptables not found: apt-get install iptables (or run .ci/run); network-fault tests need it and root"; exit 1; }
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 

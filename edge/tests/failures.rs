@@ -1,5 +1,6 @@
 //! When a dependency fails (`00-common.md`): Redis paused or killed and
-//! restarted, NATS killed and restarted under both transports. Real
+//! restarted, NATS killed and restarted under both transports, a router
+//! frozen, an edge cut off by the network (a namespace). Real
 //! servers, real processes; every wait is on an event (a reply, a metric,
 //! a readiness change) with a generous correctness limit.
 
@@ -7,11 +8,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use switchboard_testkit::WsClient;
 use switchboard_testkit::cluster::{Cluster, scrape};
 use switchboard_testkit::http::{self, metric};
+use switchboard_testkit::netns::TestHost;
+use switchboard_testkit::switchboard;
 use switchboard_testkit::switchboard::{Standalone, join_group, until_one_crosses};
 use switchboard_testkit::ws::Event;
+use switchboard_testkit::{NatsServer, RedisServer, WsClient, binary};
 
 /// Long enough for any correctness wait here; never a speed target.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -262,4 +265,118 @@ async fn a_frozen_router_is_dropped_then_rejoins_cleanly() {
     }
     let expected: Vec<String> = (0..20).map(|i| format!("once-{i}")).collect();
     assert_eq!(got, expected, "every message once, in order");
+}
+
+/// An edge cut off from the routers and NATS by the network, while every
+/// process stays alive: the routers drop its sockets (their clients leave
+/// their groups), and when the network heals it rejoins with one session
+/// per router, its clients present again and delivering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_cut_off_by_the_network_is_dropped_then_rejoins() {
+    let host = TestHost::create();
+    let nats = NatsServer::start_on(&host.host_ip).await;
+    let redis = RedisServer::start().await;
+    let grpc_bind = format!("{}:0", host.host_ip);
+    let routers: Vec<_> = (0..2)
+        .map(|i| {
+            switchboard::router(
+                &["--grpc-addr", &grpc_bind],
+                &[
+                    ("SWITCHBOARD_ROUTER_ID", format!("router-{i}")),
+                    ("SWITCHBOARD_NATS_URL", nats.url()),
+                    ("SWITCHBOARD_REDIS_URL", redis.url()),
+                ],
+            )
+        })
+        .collect();
+    let nats_env = [("SWITCHBOARD_NATS_URL", nats.url())];
+    let near = switchboard::edge_with_env(
+        &[],
+        &[
+            nats_env[0].clone(),
+            ("SWITCHBOARD_EDGE_ID", "edge-near".to_owned()),
+        ],
+    );
+    // The far edge lives in the namespace: it reaches routers and NATS
+    // over the link, and its clients reach it over the same link.
+    let mut env = switchboard::common_env();
+    env.extend([
+        nats_env[0].clone(),
+        ("SWITCHBOARD_EDGE_ID", "edge-far".to_owned()),
+    ]);
+    let far_addr = format!("{}:0", host.ip);
+    let far = host.start(
+        &binary("edge"),
+        &["--addr", &far_addr, "--admin-addr", &far_addr],
+        &env,
+        &["edge", "edge-admin"],
+    );
+    for edge in [&near, &far] {
+        wait_metric(
+            edge.addr("edge-admin"),
+            "switchboard_edge_router_links_up",
+            2.0,
+        )
+        .await;
+    }
+    let mut a = join_group(near.addr("edge"), "t1", "room", "alice", None).await;
+    let mut b = join_group(far.addr("edge"), "t1", "room", "bob", None).await;
+    a.recv_json_until(|m| m["payload"]["event"] == "join" && m["payload"]["client_id"] == "bob")
+        .await;
+
+    let router_ports: Vec<u16> = routers
+        .iter()
+        .map(|r| r.addr("router-grpc").port())
+        .collect();
+    let mut cut = router_ports.clone();
+    cut.push(nats.port());
+    host.cut(&cut);
+    // The routers notice the silent link (keepalive) and drop its sockets.
+    let leave = recv_within(&mut a, Duration::from_secs(60), |m| {
+        m["payload"]["event"] == "leave"
+    })
+    .await;
+    assert_eq!(leave["payload"]["client_id"], "bob");
+    for router in &routers {
+        wait_metric(router.addr("router-admin"), "switchboard_router_edges", 1.0).await;
+    }
+
+    host.heal();
+    // The far edge comes back on its own: one session per router, bob
+    // present again, messages crossing both ways on the same sockets.
+    let join = recv_within(&mut a, Duration::from_secs(60), |m| {
+        m["payload"]["event"] == "join"
+    })
+    .await;
+    assert_eq!(join["payload"]["client_id"], "bob");
+    for router in &routers {
+        wait_metric(router.addr("router-admin"), "switchboard_router_edges", 2.0).await;
+    }
+    until_one_crosses(&mut b, &mut a, "healed-far").await;
+    until_one_crosses(&mut a, &mut b, "healed-near").await;
+    for router in &routers {
+        let text = scrape(router.addr("router-admin")).await;
+        assert_eq!(
+            metric(&text, "switchboard_router_edges"),
+            2.0,
+            "no duplicate sessions"
+        );
+    }
+}
+
+/// Polls `admin`'s metrics until `series` reads `value`.
+async fn wait_metric(admin: SocketAddr, series: &str, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = scrape(admin).await;
+        if metric(&text, series) == value {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{admin}: {series} = {} never became {value}",
+            metric(&text, series)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -4,6 +4,7 @@
 //!   on ephemeral ports.
 //! - [`cluster`]: routers and edges as processes over gRPC or NATS.
 //! - [`dialects`]: one socket per dialect and a probe each answers.
+//! - [`netns`]: a second host (network namespace and veth pair) to cut off.
 //! - [`process`]: Switchboard binaries started as child processes, with the
 //!   addresses they print (`listening <name> <addr>`).
 //! - [`ws`]: a WebSocket client (tokio-tungstenite, an implementation
@@ -24,6 +25,7 @@ pub mod im;
 pub mod jsonrpc;
 pub mod manifests;
 pub mod nats;
+pub mod netns;
 pub mod process;
 pub mod redis;
 pub mod switchboard;

@@ -32,6 +32,8 @@ pub const SHIPPED_TENANTS: [&str; 2] = ["default", "acme"];
 
 pub struct NatsServer {
     child: Child,
+    /// The address it listens on (loopback unless started with [`NatsServer::start_on`]).
+    ip: String,
     port: u16,
     /// How it was started, so [`NatsServer::restart`] starts it the same way.
     args: Vec<String>,
@@ -49,10 +51,10 @@ fn program() -> &'static str {
     .expect("nats-server must be installed (.ci/run installs it)")
 }
 
-fn spawn_child(args: &[String], env: &[(String, String)], port: u16) -> Child {
+fn spawn_child(args: &[String], env: &[(String, String)], ip: &str, port: u16) -> Child {
     Command::new(program())
         .args(args)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-a", ip, "-p", &port.to_string()])
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -64,14 +66,19 @@ impl NatsServer {
     /// Starts `nats-server` (from PATH, or Debian's /usr/sbin) without
     /// authentication and waits for it.
     pub async fn start() -> Self {
-        Self::spawn(&[], &[]).await
+        Self::spawn(&[], &[], "127.0.0.1").await
+    }
+
+    /// Like [`NatsServer::start`], listening on `ip` (a test host's link).
+    pub async fn start_on(ip: &str) -> Self {
+        Self::spawn(&[], &[], ip).await
     }
 
     /// Starts `nats-server -c config` with `env` (the variables the file
     /// reads); the port on the command line overrides the file's.
     pub async fn with_config(config: &Path, env: &[(String, String)]) -> Self {
         let config = config.to_str().expect("UTF-8 config path");
-        Self::spawn(&["-c", config], env).await
+        Self::spawn(&["-c", config], env, "127.0.0.1").await
     }
 
     /// Starts the repository's `deploy/nats/nats-server.conf`, with the
@@ -94,13 +101,14 @@ impl NatsServer {
         Self::with_config(&config, &env).await
     }
 
-    async fn spawn(args: &[&str], env: &[(String, String)]) -> Self {
+    async fn spawn(args: &[&str], env: &[(String, String)], ip: &str) -> Self {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         for _ in 0..5 {
             let port = crate::free_port();
-            let child = spawn_child(&args, env, port);
+            let child = spawn_child(&args, env, ip, port);
             let mut server = Self {
                 child,
+                ip: ip.to_owned(),
                 port,
                 args: args.clone(),
                 env: env.to_vec(),
@@ -125,7 +133,7 @@ impl NatsServer {
     pub async fn restart(&mut self) {
         self.kill();
         for _ in 0..50 {
-            self.child = spawn_child(&self.args, &self.env, self.port);
+            self.child = spawn_child(&self.args, &self.env, &self.ip, self.port);
             if self.wait_ready(Duration::from_secs(5)).await {
                 return;
             }
@@ -137,13 +145,17 @@ impl NatsServer {
     }
 
     /// The URL without credentials.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://{}:{}", self.ip, self.port)
     }
 
     /// The URL with `user` and `password` in it.
     pub fn url_as(&self, user: &str, password: &str) -> String {
-        format!("nats://{user}:{password}@127.0.0.1:{}", self.port)
+        format!("nats://{user}:{password}@{}:{}", self.ip, self.port)
     }
 
     /// The URL routers and edges use with the shipped configuration.
@@ -194,7 +206,9 @@ impl NatsServer {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await {
+            if let Ok(mut stream) =
+                tokio::net::TcpStream::connect((self.ip.as_str(), self.port)).await
+            {
                 let mut greeting = [0u8; 4];
                 if stream.read_exact(&mut greeting).await.is_ok() && &greeting == b"INFO" {
                     return true;
