@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use switchboard_testkit::cluster::{Cluster, scrape};
+use switchboard_testkit::cluster::{Cluster, scrape, wait_metric};
 use switchboard_testkit::http::{self, metric};
 use switchboard_testkit::netns::TestHost;
 use switchboard_testkit::switchboard;
@@ -361,22 +361,5 @@ async fn an_edge_cut_off_by_the_network_is_dropped_then_rejoins() {
             2.0,
             "no duplicate sessions"
         );
-    }
-}
-
-/// Polls `admin`'s metrics until `series` reads `value`.
-async fn wait_metric(admin: SocketAddr, series: &str, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = scrape(admin).await;
-        if metric(&text, series) == value {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{admin}: {series} = {} never became {value}",
-            metric(&text, series)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

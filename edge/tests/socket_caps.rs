@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use switchboard_testkit::http::{self, metric};
+use switchboard_testkit::cluster::wait_metric;
+use switchboard_testkit::http::metric;
 use switchboard_testkit::im::{self, ImClient, SOCKET, is_status_for, status_of};
 use switchboard_testkit::switchboard;
 use switchboard_testkit::{Process, WsClient};
@@ -15,27 +16,6 @@ async fn standalone(extra: &[&str]) -> Process {
     let process = switchboard::standalone(extra);
     switchboard::wait_ready(process.addr("edge-admin")).await;
     process
-}
-
-async fn metrics_text(process: &Process) -> String {
-    let reply = http::get(process.addr("edge-admin"), "/metrics", &[]).await;
-    String::from_utf8_lossy(&reply.body).into_owned()
-}
-
-/// Polls the edge's metrics until `series` reads `value`; panics after 10 s.
-async fn wait_metric(process: &Process, series: &str, value: f64) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = metrics_text(process).await;
-        if metric(&text, series) == value {
-            return text;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{series} never reached {value}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The `code` labels of `switchboard_edge_closes_total` in `text`.
@@ -61,7 +41,7 @@ async fn odd_close_codes_from_clients_are_counted_as_other() {
         assert_eq!(ws.recv_close(Duration::from_secs(5)).await.0, code);
     }
     let text = wait_metric(
-        &process,
+        process.addr("edge-admin"),
         r#"switchboard_edge_closes_total{code="other"}"#,
         50.0,
     )
@@ -103,7 +83,7 @@ async fn unauthenticated_sockets_are_capped() {
     answered_unregistered(&mut first, "a1").await;
     let mut second = ImClient::open(edge, SOCKET).await;
     answered_unregistered(&mut second, "b1").await;
-    wait_metric(&process, gauge, 2.0).await;
+    wait_metric(process.addr("edge-admin"), gauge, 2.0).await;
 
     // The third is over the cap.
     closed_at_the_cap(edge).await;
@@ -114,18 +94,18 @@ async fn unauthenticated_sockets_are_capped() {
         .await;
     let reply = first.recv_json_until(|m| is_status_for(m, "a2")).await;
     assert_eq!(status_of(&reply).0, 200, "{reply}");
-    wait_metric(&process, gauge, 1.0).await;
+    wait_metric(process.addr("edge-admin"), gauge, 1.0).await;
     let mut third = ImClient::open(edge, SOCKET).await;
     answered_unregistered(&mut third, "c1").await;
     closed_at_the_cap(edge).await;
 
     // A socket that closes gives its place up too.
     second.close().await;
-    wait_metric(&process, gauge, 1.0).await;
+    wait_metric(process.addr("edge-admin"), gauge, 1.0).await;
     let mut fourth = ImClient::open(edge, SOCKET).await;
     answered_unregistered(&mut fourth, "d1").await;
 
-    let text = wait_metric(&process, gauge, 2.0).await;
+    let text = wait_metric(process.addr("edge-admin"), gauge, 2.0).await;
     let refused = "switchboard_edge_unauthenticated_refused_total";
     assert_eq!(metric(&text, refused), 2.0, "{text}");
     // The registered socket still works.

@@ -193,6 +193,24 @@ pub fn owner_of(topic: &switchboard_proto::Topic, routers: usize) -> usize {
         .expect("at least one router")
 }
 
+/// Polls the metrics of admin listener `admin` until `series` reads
+/// `value`; returns that text. Panics after 60 s.
+pub async fn wait_metric(admin: SocketAddr, series: &str, value: f64) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = scrape(admin).await;
+        if metric(&text, series) == value {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{admin}: {series} = {} never became {value}",
+            metric(&text, series)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The Prometheus text of an admin listener ("" when it does not answer).
 pub async fn scrape(admin: SocketAddr) -> String {
     if tokio::net::TcpStream::connect(admin).await.is_err() {
