@@ -56,6 +56,10 @@ pub enum Shape {
     },
 }
 
+/// Longest subscription parameter (`00-common.md`, "Frames": lengths),
+/// checked before anything is stored.
+pub const MAX_PARAM_LEN: usize = 128;
+
 impl Shape {
     /// Parses params that have exactly one of the allowed key sets, with
     /// non-empty string values.
@@ -67,6 +71,10 @@ impl Shape {
         keys.sort_unstable();
         let get = |key: &str| -> Result<String, IotError> {
             match map.get(key) {
+                Some(Value::String(s)) if s.len() > MAX_PARAM_LEN => Err(error(
+                    key,
+                    format!("params.{key} is longer than {MAX_PARAM_LEN} bytes"),
+                )),
                 Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
                 _ => Err(error(
                     key,
@@ -319,6 +327,21 @@ mod tests {
                 .field,
             "projectID"
         );
+    }
+
+    #[test]
+    fn params_are_at_most_128_bytes() {
+        let at = "p".repeat(MAX_PARAM_LEN);
+        assert!(Shape::parse("deviceConn", &json!({"projectID": at})).is_ok());
+        let over = "p".repeat(MAX_PARAM_LEN + 1);
+        for params in [
+            json!({"projectID": over}),
+            json!({"projectID": "p", "areaID": over}),
+            json!({"productID": over, "deviceName": "d"}),
+        ] {
+            let err = Shape::parse("deviceConn", &params).unwrap_err();
+            assert!(err.to_string().contains("longer than 128 bytes"), "{err}");
+        }
     }
 
     #[test]
