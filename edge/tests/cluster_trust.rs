@@ -312,14 +312,7 @@ fn run_to_exit(program: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, Str
     )
 }
 
-const EPHEMERAL: [&str; 6] = [
-    "--grpc-addr",
-    "127.0.0.1:0",
-    "--api-addr",
-    "127.0.0.1:0",
-    "--admin-addr",
-    "127.0.0.1:0",
-];
+const EPHEMERAL: [&str; 6] = switchboard::ROUTER_ARGS;
 
 #[test]
 fn unprotected_processes_refuse_to_start() {

@@ -176,14 +176,7 @@ async fn a_wrong_password_is_refused_and_never_logged() {
     let wrong = "pw-wrong-and-secret";
     assert_ne!(wrong, CLUSTER_PASSWORD);
     let mut child = Command::new(binary("router"))
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
+        .args(switchboard::ROUTER_ARGS)
         .envs(switchboard::common_env())
         .env("SWITCHBOARD_ROUTER_ID", "router-w")
         .env("SWITCHBOARD_NATS_URL", nats.url_as(CLUSTER_USER, wrong))

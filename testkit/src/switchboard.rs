@@ -84,6 +84,16 @@ pub const STANDALONE_ARGS: [&str; 9] = [
     "127.0.0.1:0",
 ];
 
+/// `router` arguments with every listener on an ephemeral port.
+pub const ROUTER_ARGS: [&str; 6] = [
+    "--grpc-addr",
+    "127.0.0.1:0",
+    "--api-addr",
+    "127.0.0.1:0",
+    "--admin-addr",
+    "127.0.0.1:0",
+];
+
 /// [`standalone`] with extra environment variables.
 pub fn standalone_with_env(extra: &[&str], env: &[(&str, String)]) -> Process {
     let mut args = STANDALONE_ARGS.to_vec();
@@ -127,14 +137,7 @@ fn router_from(
     env: &[(&str, String)],
 ) -> Process {
     let mut all: Vec<(&str, String)> = shared;
-    let mut args = vec![
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--api-addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-    ];
+    let mut args = ROUTER_ARGS.to_vec();
     args.extend_from_slice(extra);
     all.extend(env.iter().cloned());
     Process::start(
