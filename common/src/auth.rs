@@ -73,10 +73,18 @@ impl Claims {
     }
 
     /// Whether this token may open a route that takes `route` tokens: its
-    /// `kind` must be `route`'s, or absent (it then counts as the route's).
+    /// `kind` must be `route`'s. A token without a kind counts as the
+    /// route's kind only on routes whose kind grants nothing beyond the
+    /// token's own `sub` (user and client routes): the dialect files name
+    /// `kind=app`, `kind=device` and `kind=service` tokens outright, and a
+    /// kindless token minted for a user must not act as a backend.
     pub fn check_kind(&self, route: Kind) -> Result<Kind, KindError> {
         let Some(named) = self.kind.as_deref() else {
-            return Ok(route);
+            return if route.is_privileged() {
+                Err(KindError::Missing { route })
+            } else {
+                Ok(route)
+            };
         };
         match named.parse::<Kind>() {
             Ok(kind) if kind == route => Ok(kind),
@@ -104,6 +112,12 @@ impl Kind {
         Kind::Client,
         Kind::Service,
     ];
+
+    /// Kinds that act beyond their own `sub`: an app, a device's hardware
+    /// socket, a backend on the server API. They must be named in the token.
+    pub fn is_privileged(self) -> bool {
+        matches!(self, Kind::App | Kind::Device | Kind::Service)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -141,6 +155,8 @@ pub enum KindError {
     Unknown(String),
     #[error("this route takes {route} tokens, not a {token} token")]
     Wrong { route: Kind, token: Kind },
+    #[error("this route takes {route} tokens; this token has no kind")]
+    Missing { route: Kind },
 }
 
 impl KindError {

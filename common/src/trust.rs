@@ -9,6 +9,8 @@
 //! and (through [`ReplayGuard`]) only once. Mutual TLS
 //! (`SWITCHBOARD_TLS_CERT`/`KEY`/`CA`) is the other way in, and the one that
 //! also protects against an on-path observer.
+//!
+//! - [`session`]: keys that prove every frame of a NATS edge session.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -18,6 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;
+
+pub mod session;
 use sha2::{Digest, Sha256};
 
 /// gRPC metadata key (and NATS header name) that carries a proof.
@@ -81,10 +85,14 @@ impl ClusterSecret {
         Ok(Self(value.as_bytes().into()))
     }
 
+    /// An HMAC keyed with the secret.
+    fn keyed(&self) -> Hmac<Sha256> {
+        <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
+    }
+
     fn mac(&self, purpose: Purpose, peer: &str, at_ms: u64, nonce: &str) -> Hmac<Sha256> {
-        // Any key length is accepted by HMAC.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        let mut mac = self.keyed();
         for part in [
             "switchboard-cluster",
             VERSION,

@@ -142,11 +142,20 @@ fn each_route_takes_one_kind() {
         "{reason}"
     );
     c.kind = None;
-    for kind in Kind::ALL {
+    for kind in [Kind::User, Kind::Client] {
         assert_eq!(
             c.check_kind(kind),
             Ok(kind),
             "no kind counts as the route's"
+        );
+    }
+    for kind in [Kind::App, Kind::Device, Kind::Service] {
+        let refused = c.check_kind(kind).unwrap_err();
+        assert_eq!(refused, KindError::Missing { route: kind });
+        let reason = refused.to_string();
+        assert!(
+            reason.contains(kind.as_str()) && reason.contains("no kind"),
+            "{reason}"
         );
     }
     c.kind = Some("clients".into());

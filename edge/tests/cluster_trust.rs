@@ -12,7 +12,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use prost::Message;
 use serde_json::json;
-use switchboard_common::trust::{ClusterSecret, PEER_HEADER, PROOF_HEADER, Purpose};
+use switchboard_common::trust::session::{MAC_HEADER, SEQ_HEADER};
+use switchboard_common::trust::{ClusterSecret, PEER_HEADER, PROOF_HEADER, Purpose, bound_peer};
 use switchboard_proto::router_client::RouterClient;
 use switchboard_proto::{
     ConnectionOpened, Dialect, EdgeFrame, Heartbeat, Hello, Payload, Publish, Request, RouterFrame,
@@ -21,8 +22,9 @@ use switchboard_proto::{
 use switchboard_router::cluster::membership::{announce_subject, leave_subject};
 use switchboard_router::forward::forward_subject;
 use switchboard_router::nats_edges::{
-    REFUSED, SESSION_HEADER, VERDICT_HEADER, edge_subject, router_subject,
+    REFUSED, SESSION_HEADER, VERDICT_HEADER, edge_subject, hello_binding, router_subject,
 };
+use switchboard_router::trust::forward_binding;
 use switchboard_testkit::cluster::{Cluster, scrape};
 use switchboard_testkit::http::metric;
 use switchboard_testkit::nats::proven_headers;
@@ -176,7 +178,7 @@ async fn next_msg(ws: &mut WsClient) -> String {
 
 #[tokio::test]
 async fn grpc_attach_and_forward_need_a_valid_proof() {
-    let router = switchboard::router(&[], &[]);
+    let router = switchboard::router(&[], &[("SWITCHBOARD_ROUTER_ID", "router-0".into())]);
     let grpc = router.addr("router-grpc");
     let admin = router.addr("router-admin");
     let edge = switchboard::edge(&[grpc], &[]);
@@ -241,12 +243,36 @@ async fn grpc_attach_and_forward_need_a_valid_proof() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
-    // ...and the same call with a valid proof delivers: it is the sentinel.
-    let proof = right().prove(Purpose::Forward, "router-x");
+    // ...a good proof covers one body for one router: lifted onto another
+    // call, or made for another router, it proves nothing...
+    let forward_proof = |callee: &str, body: &Request| {
+        let bound = bound_peer("router-x", &forward_binding(callee, &body.encode_to_vec()));
+        right().prove(Purpose::Forward, &bound)
+    };
+    let sentinel = publish("t1", "room", "sentinel");
+    let status = raw
+        .forward(with_proof(
+            tonic::Request::new(publish("t1", "room", "injected-lifted")),
+            "router-x",
+            Some(forward_proof("router-0", &sentinel)),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+    let status = raw
+        .forward(with_proof(
+            tonic::Request::new(sentinel.clone()),
+            "router-x",
+            Some(forward_proof("router-1", &sentinel)),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+    // ...and the call with its own valid proof delivers: it is the sentinel.
     raw.forward(with_proof(
-        tonic::Request::new(publish("t1", "room", "sentinel")),
+        tonic::Request::new(sentinel.clone()),
         "router-x",
-        Some(proof),
+        Some(forward_proof("router-0", &sentinel)),
     ))
     .await
     .expect("a proven forward is served");
@@ -254,7 +280,7 @@ async fn grpc_attach_and_forward_need_a_valid_proof() {
     assert_eq!(next_msg(&mut alice).await, "sentinel");
     let text = scrape(admin).await;
     assert_eq!(refusals(&text, "grpc", "forward", "missing"), 1.0);
-    assert_eq!(refusals(&text, "grpc", "forward", "bad_mac"), 2.0);
+    assert_eq!(refusals(&text, "grpc", "forward", "bad_mac"), 4.0);
 }
 
 #[tokio::test]
@@ -355,6 +381,27 @@ fn unprotected_processes_refuse_to_start() {
     );
     assert!(!ok);
     assert!(stderr.contains("SWITCHBOARD_CLUSTER_SECRET"), "{stderr}");
+    // Mutual TLS covers gRPC only: with NATS in use (membership, or the
+    // NATS transport) the secret is required too, for edges and routers.
+    let ca = TestCa::new("nats-needs-secret");
+    for (program, args, transport) in [
+        ("router", &EPHEMERAL[..], "grpc"),
+        ("edge", &edge_args[..], "grpc"),
+    ] {
+        let tls = ca.issue(program).env();
+        let mut env: Vec<(&str, &str)> = tls.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.push(("SWITCHBOARD_NATS_URL", "nats://127.0.0.1:1"));
+        env.push(("SWITCHBOARD_TRANSPORT", transport));
+        let (ok, stderr) = run_to_exit(program, args, &env);
+        assert!(
+            !ok,
+            "{program} over {transport}: TLS alone with NATS started"
+        );
+        assert!(
+            stderr.contains("SWITCHBOARD_CLUSTER_SECRET") && stderr.contains("NATS"),
+            "{program} over {transport}: {stderr}"
+        );
+    }
 }
 
 /// Starts `program`, waits for `listener`, and returns what it logged on
@@ -443,6 +490,7 @@ async fn tls_attach(
     addr: SocketAddr,
     config: ClientTlsConfig,
     edge_id: &str,
+    proven: bool,
 ) -> Result<(), String> {
     let channel = Endpoint::from_shared(format!("https://{addr}"))
         .unwrap()
@@ -452,7 +500,8 @@ async fn tls_attach(
         .await
         .map_err(|e| e.to_string())?;
     let mut raw = RouterClient::new(channel);
-    let mut stream = attach(&mut raw, None, None, edge_id)
+    let proof = proven.then(|| right().prove(Purpose::Attach, edge_id));
+    let mut stream = attach(&mut raw, Some(edge_id), proof, edge_id)
         .await
         .map_err(|e| e.to_string())?;
     // A session is up: the router answers a request on it. With TLS 1.3 a
@@ -465,7 +514,8 @@ async fn tls_attach(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mutual_tls_cluster_delivers_and_refuses_strangers() {
-    // Two routers (NATS membership) and two edges, mutual TLS and no secret.
+    // Two routers (NATS membership, which needs the secret as well) and two
+    // edges, mutual TLS on gRPC: a peer must hold both.
     let ca = TestCa::new("cluster");
     let nats = switchboard_testkit::NatsServer::start().await;
     let mut routers = Vec::new();
@@ -473,7 +523,7 @@ async fn a_mutual_tls_cluster_delivers_and_refuses_strangers() {
         let mut env = ca.issue(&format!("router-{i}")).env();
         env.push(("SWITCHBOARD_NATS_URL", nats.url()));
         env.push(("SWITCHBOARD_ROUTER_ID", format!("router-{i}")));
-        routers.push(switchboard::router_without_secret(&[], &env));
+        routers.push(switchboard::router(&[], &env));
     }
     let grpc = routers[0].addr("router-grpc");
     let mut edges = Vec::new();
@@ -481,7 +531,7 @@ async fn a_mutual_tls_cluster_delivers_and_refuses_strangers() {
         let mut env = ca.issue(name).env();
         env.push(("SWITCHBOARD_NATS_URL", nats.url()));
         env.push(("SWITCHBOARD_EDGE_ID", name.to_owned()));
-        edges.push(switchboard::edge_without_secret(&[], &env));
+        edges.push(switchboard::edge_with_env(&[], &env));
     }
     for edge in &edges {
         metrics_until(edge.addr("edge-admin"), |t| {
@@ -543,7 +593,7 @@ async fn a_mutual_tls_cluster_delivers_and_refuses_strangers() {
     );
     assert!(attach(&mut plain, None, None, "plain").await.is_err());
     // TLS without a client certificate.
-    let refused = tls_attach(grpc, tls_client_config(None, &ca_pem), "no-cert").await;
+    let refused = tls_attach(grpc, tls_client_config(None, &ca_pem), "no-cert", true).await;
     assert!(refused.is_err(), "a client without a certificate attached");
     // A certificate from another CA.
     let other = TestCa::new("other");
@@ -552,14 +602,29 @@ async fn a_mutual_tls_cluster_delivers_and_refuses_strangers() {
         grpc,
         tls_client_config(Some(&stranger), &ca_pem),
         "stranger",
+        true,
     )
     .await;
     assert!(refused.is_err(), "a certificate of another CA attached");
-    // The same client with a certificate of the cluster's CA is let in.
+    // A certificate of the cluster's CA without a proof of the secret.
     let member = ca.issue("member");
-    tls_attach(grpc, tls_client_config(Some(&member), &ca_pem), "member")
-        .await
-        .expect("a certificate of the cluster's CA attaches");
+    let refused = tls_attach(
+        grpc,
+        tls_client_config(Some(&member), &ca_pem),
+        "member",
+        false,
+    )
+    .await;
+    assert!(refused.is_err(), "a certificate alone attached");
+    // With both, the same client is let in.
+    tls_attach(
+        grpc,
+        tls_client_config(Some(&member), &ca_pem),
+        "member",
+        true,
+    )
+    .await
+    .expect("a certificate of the cluster's CA and a proof attach");
 }
 
 /// The router's frames to `edge_id` on NATS, decoded, with the verdict
@@ -687,8 +752,10 @@ async fn nats_hellos_forwards_and_announcements_need_proofs() {
     // An insider's Hello with the live edge's id is refused; the live edge
     // keeps its session and its deliveries.
     let body = hello("edge-0").encode_to_vec();
-    let mut headers = proven_headers(&right(), Purpose::Attach, "edge-0", &body);
-    headers.insert(SESSION_HEADER, "insider-session");
+    let insider_session = format!("{:032x}", 0xfeed_u128);
+    let bound = hello_binding(&body, &insider_session);
+    let mut headers = proven_headers(&right(), Purpose::Attach, "edge-0", &bound);
+    headers.insert(SESSION_HEADER, insider_session.as_str());
     let mut verdicts = nats
         .subscribe(edge_subject(PREFIX, "edge-0", "router-0"))
         .await
@@ -713,7 +780,7 @@ async fn nats_hellos_forwards_and_announcements_need_proofs() {
                 .and_then(|h| h.get(name))
                 .map(|v| v.as_str().to_owned())
         };
-        if header(SESSION_HEADER).as_deref() == Some("insider-session") {
+        if header(SESSION_HEADER).as_deref() == Some(insider_session.as_str()) {
             assert_eq!(header(VERDICT_HEADER).as_deref(), Some(REFUSED));
             break;
         }
@@ -741,7 +808,29 @@ async fn nats_hellos_forwards_and_announcements_need_proofs() {
     assert_ne!(response.error, 0, "an unproven forward must fail");
     assert_eq!(response.delivered, 0);
     let body = publish("t1", "room", "sentinel").encode_to_vec();
-    let headers = proven_headers(&right(), Purpose::Forward, "router-x", &body);
+    // A good proof for another router is refused here.
+    let elsewhere = proven_headers(
+        &right(),
+        Purpose::Forward,
+        "router-x",
+        &forward_binding("router-1", &body),
+    );
+    let reply = nats
+        .request_with_headers(
+            forward_subject(PREFIX, "router-0"),
+            elsewhere,
+            body.clone().into(),
+        )
+        .await
+        .unwrap();
+    let response = switchboard_proto::Response::decode(reply.payload).unwrap();
+    assert_ne!(response.error, 0, "a forward proven for router-1 must fail");
+    let headers = proven_headers(
+        &right(),
+        Purpose::Forward,
+        "router-x",
+        &forward_binding("router-0", &body),
+    );
     let reply = nats
         .request_with_headers(forward_subject(PREFIX, "router-0"), headers, body.into())
         .await
@@ -789,6 +878,70 @@ async fn nats_hellos_forwards_and_announcements_need_proofs() {
         changes(&router_before)
     );
     assert_eq!(changes(&scrape(edge_admin).await), changes(&edge_before));
+}
+
+/// After a proven `Hello`, every frame of a NATS session is sealed under
+/// the session's key: a stranger on the session's subjects can neither
+/// inject frames into the router (a connection eavesdropping on a group, a
+/// forged message) nor deliver to the edge's sockets, and a forged frame
+/// does not keep a session alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_nats_sessions_frames_are_sealed() {
+    let cluster = Cluster::start("nats", 1, 1).await;
+    let router_admin = cluster.routers[0].addr("router-admin");
+    let edge_admin = cluster.edges[0].addr("edge-admin");
+    let mut alice = join_group(cluster.edge(0), "t1", "room", "alice", None).await;
+    let mut bob = join_group(cluster.edge(0), "t1", "room", "bob", None).await;
+    let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
+    let to_router = router_subject(PREFIX, "router-0", "edge-0");
+    let to_edge = edge_subject(PREFIX, "edge-0", "router-0");
+    // Into the router: unsealed, then with a made-up sequence number and MAC.
+    let mut forged = async_nats::HeaderMap::new();
+    forged.insert(SEQ_HEADER, "1000000");
+    forged.insert(MAC_HEADER, "00".repeat(32).as_str());
+    let mut injected = eavesdrop_frames("t1", "room");
+    injected.push(edge_frame::Body::Request(publish("t1", "room", "injected-upstream")).into());
+    for headers in [None, Some(forged.clone())] {
+        for frame in &injected {
+            publish_frame(&nats, to_router.clone(), frame.clone(), headers.clone()).await;
+        }
+    }
+    // Into the edge: deliveries to every likely connection id.
+    let delivery: RouterFrame = router_frame::Body::Delivery(switchboard_proto::Delivery {
+        conn_ids: (0..64).collect(),
+        payload: Some(group_json("injected-downstream")),
+    })
+    .into();
+    for headers in [None, Some(forged)] {
+        let body = delivery.encode_to_vec();
+        match headers {
+            Some(h) => {
+                nats.publish_with_headers(to_edge.clone(), h, body.into())
+                    .await
+            }
+            None => nats.publish(to_edge.clone(), body.into()).await,
+        }
+        .unwrap();
+    }
+    nats.flush().await.unwrap();
+    let text = metrics_until(router_admin, |t| {
+        refusals(t, "nats", "attach", "missing") >= 3.0
+            && refusals(t, "nats", "attach", "bad_mac") >= 3.0
+    })
+    .await;
+    assert_eq!(refusals(&text, "nats", "attach", "missing"), 3.0, "{text}");
+    metrics_until(edge_admin, |t| {
+        refusals(t, "nats", "attach", "missing") >= 1.0
+            && refusals(t, "nats", "attach", "bad_mac") >= 1.0
+    })
+    .await;
+    // The session still works, and the sentinel is the first thing either
+    // socket hears: nothing injected reached anyone.
+    alice
+        .send_json(&json!({"msg_type":"msg","target":"group","msg":"sentinel"}))
+        .await;
+    assert_eq!(next_msg(&mut bob).await, "sentinel");
+    assert_eq!(next_msg(&mut alice).await, "sentinel");
 }
 
 /// An edge that dies and comes back under the same id is let in again:

@@ -314,4 +314,68 @@ async fn server_api_over_nats() {
     )
     .await;
     assert_eq!(missing["error"]["code"], "not_found");
+
+    // A backend naming a reply subject in the gateway's own trees gets the
+    // call run but no answer published there: a router never becomes a
+    // deputy that writes onto internal subjects for a backend.
+    let mut spy = client.subscribe("switchboard.>").await.unwrap();
+    client.flush().await.unwrap();
+    for (i, reply_to) in [
+        "switchboard.internal.cluster.leave",
+        "switchboard.internal.e.edge-0.router-0",
+        "switchboard.api.t1.notify",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = json!({"to": {"user": "alice"}, "type": "deputy", "data": i});
+        client
+            .publish_with_reply(
+                "switchboard.api.t1.notify",
+                reply_to,
+                body.to_string().into(),
+            )
+            .await
+            .unwrap();
+        // Handled: alice hears it, so its answer (if any) went out before
+        // the next call's.
+        assert_eq!(notified(&mut user).await, ("deputy".to_owned(), json!(i)));
+    }
+    let reply = request(
+        "switchboard.api.t1.notify",
+        json!({"to": {"user": "alice"}, "type": "sentinel", "data": 0}),
+    )
+    .await;
+    assert_eq!(reply, json!({"delivered": 1}));
+    assert_eq!(notified(&mut user).await.0, "sentinel");
+    // The spy saw the three calls themselves and then the sentinel call;
+    // no answer ever landed on a subject it watches.
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let message = tokio::time::timeout(Duration::from_secs(5), spy.next())
+            .await
+            .expect("the spy hears the calls")
+            .unwrap();
+        let subject = message.subject.as_str();
+        if subject.starts_with("switchboard.api.") {
+            seen.push(serde_json::from_slice::<Value>(&message.payload).unwrap()["type"].clone());
+        } else {
+            // Membership and forwarding live here too; an answer does not.
+            let body = String::from_utf8_lossy(&message.payload);
+            assert!(
+                subject != "switchboard.internal.cluster.leave" && !body.contains("delivered"),
+                "a router answered onto {subject}: {body}"
+            );
+        }
+    }
+    assert_eq!(seen, ["deputy", "deputy", "deputy", "sentinel"]);
+    let mut refused = 0.0;
+    for router in &cluster.routers {
+        let text = switchboard_testkit::cluster::scrape(router.addr("router-admin")).await;
+        refused += http::metric(
+            &text,
+            r#"switchboard_api_nats_rejected_total{subject="reply",code="forbidden"}"#,
+        );
+    }
+    assert_eq!(refused, 3.0);
 }

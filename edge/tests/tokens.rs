@@ -224,7 +224,8 @@ async fn each_route_takes_its_kind_and_names_the_wrong_one() {
         assert_eq!(answer.0, 401, "api, {kind}");
         assert!(answer.1.contains(kind), "api, {kind}: {}", answer.1);
     }
-    // A token without kind counts as the route's kind everywhere.
+    // A token without kind counts as the route's kind on user and client
+    // routes; the server API takes only tokens that say `service`.
     let kindless = |sub: &str| {
         let mut c = claims(sub, "x", "t1", None, 600);
         c.kind = None;
@@ -233,7 +234,15 @@ async fn each_route_takes_its_kind_and_names_the_wrong_one() {
     assert_eq!(group_answer(edge, "c1", &kindless("c1")).await.0, 101);
     assert_eq!(iot_answer(edge, &kindless("u1")).await.0, 101);
     assert_eq!(im_login_answer(edge, &kindless("u1")).await.0, 200);
-    assert_eq!(api_answer(api, &kindless("backend")).await.0, 200);
+    let answer = api_answer(api, &kindless("backend")).await;
+    assert_eq!(answer.0, 401, "a kindless token never acts as a backend");
+    assert!(answer.1.contains("no kind"), "{}", answer.1);
+    assert_eq!(
+        api_answer(api, &token("backend", "service", "t1", None))
+            .await
+            .0,
+        200
+    );
     // Refusals are counted by route and reason, never by anything a token says.
     let text = switchboard_testkit::cluster::scrape(env.process.addr("edge-admin")).await;
     let series = r#"switchboard_edge_tokens_refused_total{route="group",reason="kind"}"#;

@@ -320,7 +320,7 @@ async fn tool_call(
     node: Arc<RouterNode>,
     call: crate::rpc::tools::ToolRequest,
 ) -> Result<Response<ApiBody>, ApiError> {
-    let (progress_tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    let (progress_tx, mut progress) = tokio::sync::mpsc::channel(crate::rpc::tools::PROGRESS_QUEUE);
     let mut running =
         Box::pin(async move { crate::rpc::tools::call(&node, &call, progress_tx).await });
     // Notes come first: a note sent in the poll that also ends the call
@@ -340,9 +340,13 @@ async fn tool_call(
             }
         },
     };
-    let (lines, body) = tokio::sync::mpsc::unbounded_channel::<Result<Frame<Bytes>, Infallible>>();
+    // Lines wait here for a slow reader; while they do, the call's notes
+    // wait in (and past its bound, drop out of) the progress queue.
+    let (lines, body) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(
+        crate::rpc::tools::PROGRESS_QUEUE,
+    );
     let line = |value: &Value| Ok(Frame::data(Bytes::from(format!("{value}\n"))));
-    let _ = lines.send(line(&first_note));
+    let _ = lines.send(line(&first_note)).await;
     tokio::spawn(async move {
         let outcome = match finished {
             Some(outcome) => outcome,
@@ -350,7 +354,7 @@ async fn tool_call(
                 tokio::select! {
                     biased;
                     Some(note) = progress.recv() => {
-                        if lines.send(line(&note)).is_err() {
+                        if lines.send(line(&note)).await.is_err() {
                             return;
                         }
                     }
@@ -359,15 +363,17 @@ async fn tool_call(
             },
         };
         while let Ok(note) = progress.try_recv() {
-            let _ = lines.send(line(&note));
+            if lines.send(line(&note)).await.is_err() {
+                return;
+            }
         }
         let last = match outcome {
             Ok(answer) => api_rpc::tool_answer(&answer),
             Err(e) => ApiError::from(e).body(),
         };
-        let _ = lines.send(line(&last));
+        let _ = lines.send(line(&last)).await;
     });
-    let stream = StreamBody::new(tokio_stream::wrappers::UnboundedReceiverStream::new(body));
+    let stream = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(body));
     Response::builder()
         .status(StatusCode::OK)
         .header(http::header::CONTENT_TYPE, "application/x-ndjson")

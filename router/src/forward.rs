@@ -14,7 +14,7 @@ use switchboard_proto::{Request, Response};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::cluster::RouterInfo;
-use crate::trust::{Access, Gate, prove_request};
+use crate::trust::{Access, Gate, forward_binding, prove_forward};
 
 /// How long a forwarded request may take.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,12 +82,7 @@ impl Forwarder for GrpcForwarder {
     async fn forward(&self, to: &RouterInfo, request: Request) -> Result<Response, ForwardError> {
         let mut client = self.client(to)?;
         let mut request = tonic::Request::new(request);
-        prove_request(
-            &self.access.gate,
-            Purpose::Forward,
-            &self.self_id,
-            &mut request,
-        );
+        prove_forward(&self.access.gate, &self.self_id, &to.id, &mut request);
         client
             .forward(request)
             .await
@@ -117,9 +112,11 @@ impl Forwarder for NatsForwarder {
     async fn forward(&self, to: &RouterInfo, request: Request) -> Result<Response, ForwardError> {
         let subject = forward_subject(&self.prefix, &to.id);
         let body = request.encode_to_vec();
-        let headers = self
-            .gate
-            .message_headers(Purpose::Forward, &self.self_id, &body);
+        let headers = self.gate.message_headers(
+            Purpose::Forward,
+            &self.self_id,
+            &forward_binding(&to.id, &body),
+        );
         let reply = tokio::time::timeout(
             FORWARD_TIMEOUT,
             self.client

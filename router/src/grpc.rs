@@ -19,7 +19,9 @@ use tonic::{Request, Response, Status, Streaming};
 use switchboard_common::trust::Purpose;
 
 use crate::node::{AttachError, RouterNode};
-use crate::trust::{Access, Gate, PEER_MISMATCH, Plane, admit_request, refused, unauthenticated};
+use crate::trust::{
+    Access, Gate, PEER_MISMATCH, Plane, admit_forward, admit_request, refused, unauthenticated,
+};
 
 /// Largest frame accepted from an edge: a 1 MiB API body plus headroom.
 const MAX_FRAME: usize = 4 << 20;
@@ -73,7 +75,7 @@ impl Router for GrpcRouter {
         &self,
         request: Request<switchboard_proto::Request>,
     ) -> Result<Response<switchboard_proto::Response>, Status> {
-        admit_request(&self.gate, Purpose::Forward, &request)?;
+        admit_forward(&self.gate, self.node.id(), &request)?;
         Ok(Response::new(
             self.node.request_here(request.into_inner()).await,
         ))

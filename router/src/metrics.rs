@@ -58,6 +58,14 @@ pub fn register_cluster() {
         "Edge-router transport failures"
     );
     describe_counter!(
+        "switchboard_transport_sessions_dropped_total",
+        "NATS edge sessions dropped because their frame queue was full (the edge resets and replays)"
+    );
+    describe_counter!(
+        "switchboard_membership_probes_ignored_total",
+        "Membership probes ignored because an announcement went out moments before"
+    );
+    describe_counter!(
         "switchboard_nats_events_total",
         "NATS client events (disconnects, slow consumers, ...)"
     );
@@ -81,6 +89,10 @@ pub fn register_cluster() {
         metrics::counter!("switchboard_transport_errors_total", "transport" => transport)
             .absolute(0);
     }
+    metrics::counter!("switchboard_transport_sessions_dropped_total",
+        "transport" => "nats", "reason" => "queue_full")
+    .absolute(0);
+    metrics::counter!("switchboard_membership_probes_ignored_total").absolute(0);
     for event in ["disconnected", "slow_consumer"] {
         metrics::counter!("switchboard_nats_events_total", "event" => event).absolute(0);
     }
@@ -116,6 +128,11 @@ pub fn register() {
         "switchboard_router_edge_queue_full_total",
         "Deliveries dropped because an edge's queue was full"
     );
+    describe_counter!(
+        "switchboard_router_tool_progress_dropped_total",
+        "Tool-call progress notes dropped because the caller (HTTP body, NATS reply) was not reading"
+    );
+    metrics::counter!("switchboard_router_tool_progress_dropped_total").absolute(0);
     describe_counter!(
         "switchboard_router_edge_sessions_refused_total",
         "Edge sessions refused because another session holds the edge id"
@@ -156,7 +173,7 @@ pub fn register() {
     );
     describe_counter!(
         "switchboard_api_nats_rejected_total",
-        "NATS API messages refused, by subject (without the tenant) and error code; `forbidden` is a body tenant other than the subject's"
+        "NATS API messages refused, by subject (without the tenant) and error code; `forbidden` is a body tenant other than the subject's (under subject `reply`: a reply subject in the gateway's own trees, never answered); `unavailable` is a router at its in-flight bound"
     );
     describe_counter!(
         "switchboard_router_tool_calls_total",

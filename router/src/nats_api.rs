@@ -8,6 +8,8 @@
 //! one router. Publishing on NATS is trusted as far as NATS' accounts and
 //! permissions allow. A refused message is answered with the HTTP error
 //! JSON when it has a reply subject, counted, and never stops the consumer.
+//! Replies never go to a subject in the gateway's own trees (see
+//! [`is_reply_subject`]).
 //!
 //! The tenant token is one NATS token: tenants with a `.` in their name are
 //! served over HTTP only (a wildcard over several tokens would let a
@@ -27,6 +29,11 @@ use crate::rpc::tools;
 
 /// Queue group shared by every router.
 pub const QUEUE: &str = "switchboard-routers";
+
+/// Messages one router handles at once; past this, a message is refused
+/// with `unavailable` (and counted) rather than spawning without bound, and
+/// the queue group's other routers take the rest.
+pub const IN_FLIGHT: usize = 4096;
 
 /// The subject a backend of `tenant` publishes `subject` on.
 pub fn api_subject(prefix: &str, tenant: &str, subject: Subject) -> String {
@@ -86,16 +93,33 @@ pub async fn serve(
     }
     let mut messages = futures_util::stream::select_all(subscriptions);
     let tree = Arc::new(format!("{prefix}.api."));
+    let prefix = Arc::new(prefix);
+    let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     loop {
         let (subject, message) = tokio::select! {
             Some(next) = messages.next() => next,
             () = stop.cancelled() => return Ok(()),
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics::counter!("switchboard_api_nats_rejected_total",
+                "subject" => subject.suffix(), "code" => "unavailable")
+            .increment(1);
+            if let Some(reply) = message.reply.filter(|r| is_reply_subject(r, &prefix)) {
+                let busy = ApiError::unavailable("this router is handling too many messages");
+                let _ = client.publish(reply, busy.body().to_string().into()).await;
+            }
+            continue;
+        };
         let node = node.clone();
         let client = client.clone();
         let tree = tree.clone();
+        let prefix = prefix.clone();
         tokio::spawn(async move {
-            let reply = message.reply.clone();
+            let _permit = permit;
+            let reply = message
+                .reply
+                .clone()
+                .filter(|reply| is_reply_subject(reply, &prefix));
             let outcome = match subject_tenant(message.subject.as_str(), &tree, subject) {
                 Ok(tenant) => {
                     handle(
@@ -125,6 +149,27 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// Whether this router may answer on `reply`. A backend names its reply
+/// subject; answering anywhere it likes would make a router publish, with
+/// its own permissions, onto the internal tree (forged frames, fake
+/// membership) or the API tree (requests that loop). Subjects under
+/// `{prefix}.` and subjects with wildcards are never answered (the call
+/// itself still runs, and is counted), whatever NATS permissions say.
+fn is_reply_subject(reply: &str, prefix: &str) -> bool {
+    let ours = reply
+        .strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'));
+    let wild = reply.split('.').any(|token| token == "*" || token == ">");
+    let valid = !reply.is_empty() && !reply.contains(char::is_whitespace);
+    let answerable = valid && !ours && !wild;
+    if !answerable {
+        metrics::counter!("switchboard_api_nats_rejected_total",
+            "subject" => "reply", "code" => "forbidden")
+        .increment(1);
+    }
+    answerable
 }
 
 /// The tenant token of `{tree}{tenant}.{suffix}`, validated.
@@ -199,7 +244,8 @@ async fn handle(
             let tool = api_rpc::ref_field(&mut body, "toolId")?;
             let call = api_rpc::tool_request(tenant, app, tool, &body)?;
             // Progress notes go to the reply subject as they come.
-            let (progress_tx, mut progress) = tokio::sync::mpsc::unbounded_channel::<Value>();
+            let (progress_tx, mut progress) =
+                tokio::sync::mpsc::channel::<Value>(tools::PROGRESS_QUEUE);
             let relay = reply.map(|reply| {
                 let client = client.clone();
                 tokio::spawn(async move {
@@ -242,6 +288,27 @@ mod tests {
             api_subject("switchboard", "acme", Subject::GroupsMessages),
             "switchboard.api.acme.groups.messages"
         );
+    }
+
+    #[test]
+    fn replies_never_go_into_the_gateways_own_trees() {
+        for good in ["_INBOX.abc.1", "_INBOX.acme.x", "replies.backend"] {
+            assert!(is_reply_subject(good, "switchboard"), "{good}");
+        }
+        for bad in [
+            "switchboard.internal.e.edge-1.router-a",
+            "switchboard.internal.cluster.leave",
+            "switchboard.api.acme.notify",
+            "switchboard",
+            "_INBOX.*",
+            "_INBOX.>",
+            "a b",
+            "",
+        ] {
+            assert!(!is_reply_subject(bad, "switchboard"), "{bad}");
+        }
+        // Only the whole prefix token counts as the gateway's tree.
+        assert!(is_reply_subject("switchboardx.r", "switchboard"));
     }
 
     #[test]

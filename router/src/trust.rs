@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use switchboard_common::trust::{
     ClusterSecret, ClusterTrust, PEER_HEADER, PROOF_HEADER, ProofError, Purpose, ReplayGuard,
-    TlsFiles, bound_peer, check,
+    TlsFiles, bound_peer, check, session::SessionKey,
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
@@ -90,6 +90,14 @@ impl Gate {
     /// Whether proofs are required (a secret is configured).
     pub fn requires_proofs(&self) -> bool {
         self.secret.is_some()
+    }
+
+    /// The key of the NATS session `edge` opened with `router` under
+    /// `nonce`, if a secret is configured (without one frames go unproven).
+    pub fn session_key(&self, edge: &str, router: &str, nonce: &str) -> Option<SessionKey> {
+        self.secret
+            .as_ref()
+            .map(|s| s.session_key(edge, router, nonce))
     }
 
     /// A fresh proof for `purpose` by `peer`, if a secret is configured.
@@ -211,16 +219,85 @@ pub fn admit_request<T>(
     Ok(peer)
 }
 
+/// What a forwarded call's proof covers besides its purpose and caller:
+/// the router it is meant for and its body, so a proof lifted off one call
+/// neither serves another call nor the same call at another router.
+pub fn forward_binding(callee: &str, body: &[u8]) -> Vec<u8> {
+    let mut bound = Vec::with_capacity(callee.len() + 1 + body.len());
+    bound.extend_from_slice(callee.as_bytes());
+    bound.push(0);
+    bound.extend_from_slice(body);
+    bound
+}
+
+/// Puts a fresh proof by `caller` of a call to `callee` on a forwarded
+/// gRPC request, bound to its body.
+pub fn prove_forward<T: prost::Message>(
+    gate: &Gate,
+    caller: &str,
+    callee: &str,
+    request: &mut tonic::Request<T>,
+) {
+    let bound = bound_peer(
+        caller,
+        &forward_binding(callee, &request.get_ref().encode_to_vec()),
+    );
+    let metadata = request.metadata_mut();
+    if let Ok(value) = caller.parse() {
+        metadata.insert(PEER_HEADER, value);
+    }
+    if let Some(proof) = gate.prove(Purpose::Forward, &bound)
+        && let Ok(value) = proof.parse()
+    {
+        metadata.insert(PROOF_HEADER, value);
+    }
+}
+
+/// Checks the proof on a forwarded gRPC request to this router (`own_id`)
+/// against its body, re-encoded: prost encodes a message one way, so the
+/// bytes are the caller's.
+pub fn admit_forward<T: prost::Message>(
+    gate: &Gate,
+    own_id: &str,
+    request: &tonic::Request<T>,
+) -> Result<(), tonic::Status> {
+    if !gate.requires_proofs() {
+        return Ok(());
+    }
+    let text = |name: &str| {
+        request
+            .metadata()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let Some(peer) = text(PEER_HEADER).filter(|p| !p.is_empty()) else {
+        refused(Plane::Grpc, Purpose::Forward, ProofError::Missing.label());
+        return Err(unauthenticated());
+    };
+    let bound = bound_peer(
+        &peer,
+        &forward_binding(own_id, &request.get_ref().encode_to_vec()),
+    );
+    gate.admit(
+        Plane::Grpc,
+        Purpose::Forward,
+        &bound,
+        text(PROOF_HEADER).as_deref(),
+    )
+    .map_err(|_| unauthenticated())
+}
+
 /// The one answer to a caller that did not prove the secret: it never says
 /// why (logs and metrics do).
 pub fn unauthenticated() -> tonic::Status {
     tonic::Status::unauthenticated("cluster proof required")
 }
 
-/// What mutual TLS alone does not cover: NATS. With the NATS transport, a
-/// secret is required (edge sessions would be open to anyone on NATS);
-/// with NATS membership alone, announcements go unproven (a stranger could
-/// add routers no one can dial), which is worth a warning.
+/// What mutual TLS alone does not cover: NATS. Edge sessions, forwarded
+/// calls and membership announcements on NATS are proven by the secret
+/// only; without it a stranger on NATS could read and inject edge frames,
+/// or add and remove routers. So with NATS in use, a secret is required.
 pub fn check_nats(
     trust: &ClusterTrust,
     cluster: &crate::cluster::ClusterSettings,
@@ -228,17 +305,15 @@ pub fn check_nats(
     if trust.secret.is_some() || trust.is_insecure() || cluster.nats_url.is_none() {
         return Ok(());
     }
-    if cluster.transport == crate::cluster::TransportKind::Nats {
-        anyhow::bail!(
-            "SWITCHBOARD_TRANSPORT=nats is protected by SWITCHBOARD_CLUSTER_SECRET only \
-             (SWITCHBOARD_TLS_CERT/KEY/CA cover gRPC): set the secret as well"
-        );
-    }
-    tracing::warn!(
-        "membership announcements on NATS are not proven without SWITCHBOARD_CLUSTER_SECRET; \
-         mutual TLS protects gRPC only"
-    );
-    Ok(())
+    let what = if cluster.transport == crate::cluster::TransportKind::Nats {
+        "SWITCHBOARD_TRANSPORT=nats"
+    } else {
+        "router membership on NATS"
+    };
+    anyhow::bail!(
+        "{what} is protected by SWITCHBOARD_CLUSTER_SECRET only \
+         (SWITCHBOARD_TLS_CERT/KEY/CA cover gRPC, not NATS): set the secret as well"
+    )
 }
 
 /// Mutual TLS as read from its PEM files at start.

@@ -5,7 +5,8 @@
 //!
 //! The `Hello` carries a proof of the cluster secret by this edge's id and
 //! a fresh session nonce; the session is open once the router's verdict for
-//! that nonce says attached. Until then nothing else is sent, so a refused
+//! that nonce says attached (and carries the session's MAC). Every frame
+//! after it, each way, is sealed under the session key. Until then nothing else is sent, so a refused
 //! edge (another session holds its id) lets a dead session expire.
 
 use std::time::Duration;
@@ -17,16 +18,21 @@ use std::sync::Arc;
 use switchboard_proto::{EdgeFrame, Heartbeat, Hello, RouterFrame, edge_frame, router_frame};
 
 use switchboard_common::trust::Purpose;
+use switchboard_common::trust::session::{Direction, MAC_HEADER, Opener, Sealer};
 use switchboard_router::nats_edges::{
-    ATTACHED, SESSION_HEADER, VERDICT_HEADER, edge_subject, publish, router_subject,
+    ATTACHED, SESSION_HEADER, VERDICT_HEADER, edge_subject, hello_binding, open_frame, publish,
+    router_subject, verdict_is_proven,
 };
-use switchboard_router::trust::Gate;
+use switchboard_router::trust::{Gate, Plane, refused};
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Transport, TransportError, TransportSession, UPSTREAM_QUEUE};
 
 /// Heartbeats go out when the edge has sent nothing for this long.
 const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Router frames waiting for the edge's session task.
+const DOWNSTREAM_QUEUE: usize = 1024;
 /// How long a `Hello` waits for the router's verdict.
 const VERDICT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -66,19 +72,27 @@ impl Transport for Nats {
         .into();
         let body = hello.encode_to_vec();
         let nonce = format!("{:032x}", rand::random::<u128>());
-        let mut headers = self.gate.message_headers(Purpose::Attach, edge_id, &body);
+        let bound = hello_binding(&body, &nonce);
+        let mut headers = self.gate.message_headers(Purpose::Attach, edge_id, &bound);
         headers.insert(SESSION_HEADER, nonce.as_str());
         client
             .publish_with_headers(subject.clone(), headers, body.into())
             .await
             .map_err(|e| failed(e.to_string()))?;
+        let key = self.gate.session_key(edge_id, &self.router_id, &nonce);
         // Frames on the subject before the verdict belong to another
-        // session of this id (an edge misconfigured with the same id).
+        // session of this id (an edge misconfigured with the same id); a
+        // verdict that does not carry this session's MAC is not the
+        // router's.
         let verdict = tokio::time::timeout(VERDICT_TIMEOUT, async {
             while let Some(message) = inbound.next().await {
                 if header(&message, SESSION_HEADER) == Some(nonce.as_str())
                     && let Some(verdict) = header(&message, VERDICT_HEADER)
                 {
+                    if !verdict_is_proven(key.as_ref(), verdict, header(&message, MAC_HEADER)) {
+                        refused(Plane::Nats, Purpose::Attach, "bad_mac");
+                        continue;
+                    }
                     return Some(verdict == ATTACHED);
                 }
             }
@@ -96,6 +110,7 @@ impl Transport for Nats {
             Ok(None) => return Err(failed("subscription closed".to_owned())),
             Err(_) => return Err(failed("no answer to Hello".to_owned())),
         }
+        let mut sealer = key.clone().map(|k| Sealer::new(k, Direction::ToRouter));
         tokio::spawn(async move {
             let heartbeat: EdgeFrame = edge_frame::Body::Heartbeat(Heartbeat {}).into();
             loop {
@@ -104,24 +119,62 @@ impl Transport for Nats {
                     Ok(None) => return,
                     Err(_) => heartbeat.clone(),
                 };
-                publish(&client, &subject, &frame).await;
+                publish(&client, &subject, &frame, sealer.as_mut()).await;
             }
         });
-        let rx = inbound
-            .filter_map(|message| async move {
-                if header(&message, VERDICT_HEADER).is_some() {
-                    return None;
-                }
-                RouterFrame::decode(message.payload).ok()
-            })
-            // A reset ends the session; the upstream opens a new one.
-            .take_while(|frame| {
-                let reset = matches!(frame.body, Some(router_frame::Body::Reset(_)));
-                async move { !reset }
-            });
+        let (down_tx, down_rx) = mpsc::channel::<RouterFrame>(DOWNSTREAM_QUEUE);
+        let opener = key.map(|k| Opener::new(k, Direction::ToEdge));
+        let gate = self.gate.clone();
+        let router_id = self.router_id.clone();
+        tokio::spawn(receive(inbound, opener, gate, router_id, down_tx));
+        let rx = ReceiverStream::new(down_rx);
         Ok(TransportSession {
             tx,
             rx: Box::pin(rx),
         })
+    }
+}
+
+/// Passes the router's frames on, each only if it opens under the session
+/// key (a `Reset` also if the router proved it by its id: a router that
+/// lost the session has no key), until a reset or the end of the
+/// subscription.
+async fn receive(
+    mut inbound: async_nats::Subscriber,
+    mut opener: Option<Opener>,
+    gate: Arc<Gate>,
+    router_id: String,
+    frames: mpsc::Sender<RouterFrame>,
+) {
+    while let Some(message) = inbound.next().await {
+        if header(&message, VERDICT_HEADER).is_some() {
+            continue;
+        }
+        let sealed = match opener.as_mut() {
+            None => Ok(()),
+            Some(opener) => open_frame(opener, message.headers.as_ref(), &message.payload),
+        };
+        let Ok(frame) = RouterFrame::decode(message.payload.clone()) else {
+            continue;
+        };
+        let reset = matches!(frame.body, Some(router_frame::Body::Reset(_)));
+        let accepted = match sealed {
+            Ok(()) => true,
+            Err(_) if reset => matches!(
+                gate.admit_message(Purpose::Attach, message.headers.as_ref(), &message.payload),
+                Ok(Some(ref by)) if *by == router_id
+            ),
+            Err(e) => {
+                refused(Plane::Nats, Purpose::Attach, e.label());
+                false
+            }
+        };
+        if !accepted {
+            continue;
+        }
+        // A reset ends the session; the upstream opens a new one.
+        if reset || frames.send(frame).await.is_err() {
+            return;
+        }
     }
 }

@@ -24,6 +24,8 @@ use crate::trust::{Gate, PEER_MISMATCH, Plane, refused};
 
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 pub const EXPIRY: Duration = Duration::from_millis(2_000);
+/// Shortest time between two announcements, however many probes come.
+const PROBE_GAP: Duration = Duration::from_millis(100);
 
 pub fn announce_subject(prefix: &str) -> String {
     format!("{prefix}.internal.cluster.routers")
@@ -57,12 +59,22 @@ pub async fn announce(
         }
     };
     let mut tick = tokio::time::interval(HEARTBEAT);
+    let mut last_sent: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            Some(_) = async { match probes.as_mut() { Some(p) => p.next().await, None => None } } => {}
+            Some(_) = async { match probes.as_mut() { Some(p) => p.next().await, None => None } } => {
+                // Probes are unproven (a new watcher knows nothing yet): a
+                // flood of them gets at most one extra announcement per
+                // gap, not one each.
+                if last_sent.is_some_and(|at| at.elapsed() < PROBE_GAP) {
+                    metrics::counter!("switchboard_membership_probes_ignored_total").increment(1);
+                    continue;
+                }
+            }
             () = stop.cancelled() => break,
         }
+        last_sent = Some(Instant::now());
         // A fresh proof each time: watchers admit every proof once.
         let headers = gate.message_headers(Purpose::Announce, &me.id, &payload);
         if client

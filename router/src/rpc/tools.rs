@@ -63,6 +63,9 @@ struct Event {
 /// flood (nobody sends hundreds of progress notes between two reads) and
 /// are dropped.
 const EVENT_QUEUE: usize = 256;
+/// Progress notes waiting for a slow caller (an HTTP body nobody reads, a
+/// NATS relay); past this, notes are dropped and counted, never buffered.
+pub const PROGRESS_QUEUE: usize = 256;
 
 /// Calls waiting for an answer on this router.
 #[derive(Default)]
@@ -107,7 +110,7 @@ pub struct ToolRequest {
 pub async fn call(
     node: &RouterNode,
     call: &ToolRequest,
-    progress: mpsc::UnboundedSender<Value>,
+    progress: mpsc::Sender<Value>,
 ) -> Result<Value, ToolError> {
     let ToolRequest {
         tenant,
@@ -175,7 +178,10 @@ pub async fn call(
                 heard: Heard::Progress(note),
                 ..
             })) => {
-                let _ = progress.send(note);
+                if let Err(mpsc::error::TrySendError::Full(_)) = progress.try_send(note) {
+                    metrics::counter!("switchboard_router_tool_progress_dropped_total")
+                        .increment(1);
+                }
             }
             Ok(Some(Event {
                 heard: Heard::Answer(answer),

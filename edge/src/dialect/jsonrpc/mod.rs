@@ -15,7 +15,7 @@ use std::collections::{HashSet, VecDeque};
 use bytes::Bytes;
 use http::StatusCode;
 use serde_json::json;
-use switchboard_common::auth::AuthError;
+use switchboard_common::auth::{AuthError, Kind};
 use switchboard_proto::jsonrpc::{is_valid_ref, tool_topic_name};
 use switchboard_proto::{Payload, Response, Topic, TopicKind, payload};
 
@@ -87,34 +87,6 @@ fn route(path: &str) -> Option<Result<Vec<&str>, &'static str>> {
     }
 }
 
-/// Which token kind a route takes: user sockets `user` (or a token without
-/// a kind), app sockets `app`, hardware sockets `device`. Anything else,
-/// a kind this gateway does not know included, is refused with a reason
-/// naming the kind. One small function, so a shared kind check can replace
-/// it without touching the routes.
-fn check_kind(socket: &str, kind: Option<&str>) -> Result<(), String> {
-    const KNOWN: &[&str] = &["user", "app", "device", "client", "service"];
-    let wanted = match socket {
-        "user" => "user",
-        "app" => "app",
-        _ => "device",
-    };
-    match kind {
-        None if wanted == "user" => Ok(()),
-        Some(kind) if kind == wanted => Ok(()),
-        None => Err(format!(
-            "{socket} sockets need a token of kind {wanted}; this token has no kind"
-        )),
-        Some(kind) if KNOWN.contains(&kind) => Err(format!(
-            "{socket} sockets need a token of kind {wanted}, not {kind}"
-        )),
-        Some(kind) => Err(format!(
-            "token kind {:?} is unknown; {socket} sockets need kind {wanted}",
-            kind.chars().take(32).collect::<String>()
-        )),
-    }
-}
-
 /// The session that closes a socket at once: a refused token.
 fn refused(reason: String) -> Accept {
     Accept::Session {
@@ -138,14 +110,13 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
         Err(AuthError::Missing) => return Some(refused("token is required".to_owned())),
         Err(e) => return Some(refused(e.to_string())),
     };
-    let kind = claims.kind.as_deref();
-    let label = match segments.len() {
-        0 => "user",
-        2 => "app",
-        _ => "hardware",
+    let kind = match segments.len() {
+        0 => Kind::User,
+        2 => Kind::App,
+        _ => Kind::Device,
     };
-    if let Err(reason) = check_kind(label, kind) {
-        return Some(refused(reason));
+    if let Err(e) = claims.check_kind(kind) {
+        return Some(refused(e.to_string()));
     }
     let socket = match segments.as_slice() {
         [] => SocketKind::User {
