@@ -367,7 +367,16 @@ async fn read_loop(
             handle.push(session.rate_limited());
             continue;
         }
-        let actions = session.on_text(text);
+        // Each further request in the message (a batch's calls) is charged
+        // too; those past the limit get the dialect's rate-limit answer.
+        let mut charge = || {
+            let taken = bucket.take(Instant::now());
+            if !taken {
+                metrics::counter!("switchboard_edge_rate_limited_total").increment(1);
+            }
+            taken
+        };
+        let actions = session.on_text_charged(text, &mut charge);
         Box::pin(execute(env, handle, session, actions)).await;
     }
 }

@@ -1144,6 +1144,60 @@ async fn methods_per_socket_kind_and_limits() {
     assert_eq!(limited["id"], Value::Null, "{limited}");
 }
 
+/// A batch holds at most 50 calls, and each call in it counts against the
+/// socket's rate limit: one frame cannot do more than the limit allows.
+#[tokio::test]
+async fn batches_are_capped_and_each_call_is_charged() {
+    let process = switchboard::standalone(&["--rate-limit", "0.01", "--rate-burst", "80"]);
+    switchboard::wait_ready(process.addr("edge-admin")).await;
+    let edge = process.addr("edge");
+    let mut user = user_socket(edge, "alice", "default", None).await;
+    let calls = |n: usize, from: usize| {
+        Value::Array(
+            (from..from + n)
+                .map(|i| json!({"jsonrpc": "2.0", "method": "no.such", "id": i}))
+                .collect(),
+        )
+    };
+    // 51 calls: refused whole, one error naming the cap, nothing charged
+    // but the message itself.
+    user.send_json(&calls(51, 0)).await;
+    let refused = user.recv_json().await;
+    assert_error(&refused, -32600, &Value::Null);
+    assert!(
+        refused["error"]["data"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("50"),
+        "{refused}"
+    );
+    // 50 calls: all answered, in order, each charged (52 tokens so far,
+    // with the ping that showed the socket ready and the refused batch).
+    user.send_json(&calls(50, 100)).await;
+    let answers = user.recv_json().await;
+    let answers = answers.as_array().expect("a batch answer is an array");
+    assert_eq!(answers.len(), 50);
+    for (i, answer) in answers.iter().enumerate() {
+        assert_error(answer, -32601, &json!(100 + i));
+    }
+    // 28 tokens are left of the burst of 80: of the next 50 calls the
+    // first 28 are carried out, the other 22 get the rate-limit error with
+    // their own ids.
+    user.send_json(&calls(50, 200)).await;
+    let answers = user.recv_json().await;
+    let answers = answers.as_array().expect("a batch answer is an array");
+    assert_eq!(answers.len(), 50);
+    let codes: Vec<i64> = answers
+        .iter()
+        .map(|a| a["error"]["code"].as_i64().unwrap_or_default())
+        .collect();
+    assert_eq!(codes[..28], [-32601; 28], "{codes:?}");
+    assert_eq!(codes[28..], [4000; 22], "{codes:?}");
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(answer["id"], json!(200 + i));
+    }
+}
+
 /// A `notice` to a user reaches their JSON-RPC sockets as `_notify` and
 /// their IM sockets as a 3001 from SYSTEM; other types skip IM sockets.
 #[tokio::test]

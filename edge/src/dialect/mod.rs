@@ -106,6 +106,13 @@ pub trait DialectSession: Send + Sync + 'static {
     fn open(&mut self) -> Vec<Action>;
     /// One complete text message, already checked to be UTF-8.
     fn on_text(&mut self, text: &str) -> Vec<Action>;
+    /// [`DialectSession::on_text`] for a message that may hold several
+    /// requests (a JSON-RPC batch): the connection has charged the message
+    /// once against the rate limit, and `charge` takes one more token for
+    /// each further request, false when none is left.
+    fn on_text_charged(&mut self, text: &str, _charge: &mut dyn FnMut() -> bool) -> Vec<Action> {
+        self.on_text(text)
+    }
     /// The reply to a message refused by the rate limit.
     fn rate_limited(&self) -> Bytes;
     /// The reply when the router cannot take a message.

@@ -371,13 +371,35 @@ impl DialectSession for RpcSession {
     }
 
     fn on_text(&mut self, text: &str) -> Vec<Action> {
+        self.on_text_charged(text, &mut || true)
+    }
+
+    fn on_text_charged(&mut self, text: &str, charge: &mut dyn FnMut() -> bool) -> Vec<Action> {
         if text == "ping" {
             return vec![Action::Reply(Bytes::from_static(b"pong"))];
         }
         match wire::decode(text) {
             Message::Refused(error) => vec![Action::Reply(wire::failure(&Id::null(), &error))],
             Message::Single(element) => self.start(false, vec![element]),
-            Message::Batch(elements) => self.start(true, elements),
+            Message::Batch(elements) => {
+                // The message paid for its first call; every other call
+                // pays its own way, and one that cannot is answered with
+                // the rate-limit error instead of being carried out.
+                let elements = elements
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, element)| {
+                        if i == 0 || charge() {
+                            return Some(element);
+                        }
+                        element.id().map(|id| Element::Invalid {
+                            id: id.clone(),
+                            error: RpcError::Other("rate limit exceeded".to_owned()),
+                        })
+                    })
+                    .collect();
+                self.start(true, elements)
+            }
         }
     }
 

@@ -104,6 +104,17 @@ pub enum Element {
     Invalid { id: Id, error: RpcError },
 }
 
+impl Element {
+    /// The id its answer carries; `None` for a notification, which is
+    /// never answered.
+    pub fn id(&self) -> Option<&Id> {
+        match self {
+            Element::Call { id, .. } => id.as_ref(),
+            Element::Answer { id, .. } | Element::Invalid { id, .. } => Some(id),
+        }
+    }
+}
+
 /// A whole text message.
 #[derive(Debug)]
 pub enum Message {
@@ -112,6 +123,9 @@ pub enum Message {
     /// Answered by one error object, not an array.
     Refused(RpcError),
 }
+
+/// Most calls one batch may hold (`00-common.md`, "Frames").
+pub const MAX_BATCH: usize = 50;
 
 pub fn decode(text: &str) -> Message {
     let raw: &RawValue = match serde_json::from_str(text) {
@@ -125,6 +139,12 @@ pub fn decode(text: &str) -> Message {
         };
         if items.is_empty() {
             return Message::Refused(RpcError::InvalidRequest("empty batch".to_owned()));
+        }
+        if items.len() > MAX_BATCH {
+            return Message::Refused(RpcError::InvalidRequest(format!(
+                "a batch holds at most {MAX_BATCH} calls, this one {}",
+                items.len()
+            )));
         }
         return Message::Batch(items.into_iter().map(element).collect());
     }
@@ -271,6 +291,24 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_fifty_calls() {
+        let batch = |n: usize| {
+            format!(
+                "[{}]",
+                vec![r#"{"jsonrpc":"2.0","method":"a"}"#; n].join(",")
+            )
+        };
+        let Message::Batch(items) = decode(&batch(MAX_BATCH)) else {
+            panic!("fifty calls are a batch");
+        };
+        assert_eq!(items.len(), MAX_BATCH);
+        let Message::Refused(RpcError::InvalidRequest(why)) = decode(&batch(MAX_BATCH + 1)) else {
+            panic!("fifty-one calls are refused");
+        };
+        assert!(why.contains("50"), "{why}");
     }
 
     #[test]
