@@ -129,6 +129,14 @@ pub fn register() {
         "Deliveries dropped because an edge's queue was full"
     );
     describe_counter!(
+        "switchboard_router_presence_jobs_dropped_total",
+        "Presence store jobs dropped on a full shard queue (the shard resyncs its members once the queue has room), by job"
+    );
+    for job in ["refresh", "leave", "query"] {
+        metrics::counter!("switchboard_router_presence_jobs_dropped_total", "job" => job)
+            .absolute(0);
+    }
+    describe_counter!(
         "switchboard_router_tool_progress_dropped_total",
         "Tool-call progress notes dropped because the caller (HTTP body, NATS reply) was not reading"
     );

@@ -217,7 +217,7 @@ impl RouterNode {
         let mut shards = Vec::with_capacity(config.shards.max(1));
         for _ in 0..config.shards.max(1) {
             let (tx, rx) = mpsc::channel(65_536);
-            let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+            let (jobs_tx, jobs_rx) = mpsc::channel(crate::shard::PRESENCE_QUEUE);
             // Refresh well within the TTL, however short it is configured.
             let touch_interval = config.touch_interval.min(config.presence_ttl / 4);
             let shard = Shard::new(jobs_tx, touch_interval);

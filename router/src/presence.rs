@@ -39,11 +39,7 @@ fn group(topic: &TopicKey) -> GroupRef<'_> {
 }
 
 impl PresenceWorker {
-    pub async fn run(
-        mut self,
-        mut jobs: mpsc::UnboundedReceiver<PresenceJob>,
-        stop: CancellationToken,
-    ) {
+    pub async fn run(mut self, mut jobs: mpsc::Receiver<PresenceJob>, stop: CancellationToken) {
         let mut sweep = tokio::time::interval(self.sweep_interval);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

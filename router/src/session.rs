@@ -23,7 +23,9 @@ struct Connection {
     /// that learns it later (IM, at registration) from its first
     /// subscription. Every subscription must be in it.
     tenant: Option<Arc<str>>,
-    subscriptions: Vec<(TopicKey, Option<Arc<str>>)>,
+    /// Each topic with its presence member: a repeated subscription is
+    /// found in O(1), however many the connection holds.
+    subscriptions: HashMap<TopicKey, Option<Arc<str>>>,
 }
 
 pub async fn run<S>(
@@ -103,7 +105,7 @@ async fn handle(
                 entry.insert(Connection {
                     dialect,
                     tenant,
-                    subscriptions: Vec::new(),
+                    subscriptions: HashMap::new(),
                 });
                 node.stats.add(dialect, 1);
             }
@@ -140,14 +142,14 @@ async fn handle(
                     connection.tenant = Some(tenant);
                 }
             }
-            if connection.subscriptions.iter().any(|(t, _)| *t == topic) {
+            let std::collections::hash_map::Entry::Vacant(entry) =
+                connection.subscriptions.entry(topic.clone())
+            else {
                 return;
-            }
+            };
             let member: Option<Arc<str>> = (!subscribe.presence_member.is_empty())
                 .then(|| Arc::from(subscribe.presence_member.as_str()));
-            connection
-                .subscriptions
-                .push((topic.clone(), member.clone()));
+            entry.insert(member.clone());
             node.to_shard(
                 &topic.clone(),
                 ShardCommand::Subscribe {
@@ -166,14 +168,9 @@ async fn handle(
             let Some(topic) = unsubscribe.topic.map(TopicKey::from) else {
                 return;
             };
-            let Some(position) = connection
-                .subscriptions
-                .iter()
-                .position(|(t, _)| *t == topic)
-            else {
+            let Some((topic, member)) = connection.subscriptions.remove_entry(&topic) else {
                 return;
             };
-            let (topic, member) = connection.subscriptions.swap_remove(position);
             node.to_shard(
                 &topic.clone(),
                 ShardCommand::Unsubscribe {
@@ -193,11 +190,7 @@ async fn handle(
             let Some(topic) = touch.topic.map(TopicKey::from) else {
                 return;
             };
-            let member = connection
-                .subscriptions
-                .iter()
-                .find(|(t, _)| *t == topic)
-                .and_then(|(_, member)| member.clone());
+            let member = connection.subscriptions.get(&topic).cloned().flatten();
             if let Some(member) = member {
                 node.to_shard(&topic.clone(), ShardCommand::Touch { topic, member })
                     .await;

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchboard_proto::{Delivery, Payload, PresenceEvent, Response, RouterFrame, router_frame};
+use switchboard_proto::{
+    Delivery, ErrorCode, Payload, PresenceEvent, Response, RouterFrame, router_frame,
+};
 use tokio::sync::mpsc;
 
 use crate::presence::PresenceJob;
@@ -164,15 +166,22 @@ impl TopicState {
     }
 }
 
-/// The worker lives as long as the shard; a send error means shutdown.
-fn queue(presence: &mpsc::UnboundedSender<PresenceJob>, job: PresenceJob) {
-    let _ = presence.send(job);
-}
+/// Store jobs waiting for a shard's presence worker. While the store is
+/// slow the queue fills; past this, refreshes and leaves are dropped and
+/// counted, queries are answered `unavailable`, and once the worker has
+/// caught up the shard refreshes every member it holds, so presence comes
+/// back to the sockets that are open (a dropped leave ends at the TTL).
+pub const PRESENCE_QUEUE: usize = 65_536;
 
 pub struct Shard {
     topics: HashMap<TopicKey, TopicState>,
     edges: HashMap<EdgeIdx, mpsc::Sender<RouterFrame>>,
-    presence: mpsc::UnboundedSender<PresenceJob>,
+    presence: mpsc::Sender<PresenceJob>,
+    /// A job was dropped on a full queue: resync once there is room.
+    presence_lost: bool,
+    /// Members a resync cut short by a full queue already refreshed, so
+    /// the next round goes on from there instead of starving the rest.
+    resync_from: usize,
     /// How often a member's presence is written to the store at most.
     touch_interval: Duration,
     /// Turn counter for [`ShardCommand::Dispatch`].
@@ -180,11 +189,13 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(presence: mpsc::UnboundedSender<PresenceJob>, touch_interval: Duration) -> Self {
+    pub fn new(presence: mpsc::Sender<PresenceJob>, touch_interval: Duration) -> Self {
         Self {
             topics: HashMap::new(),
             edges: HashMap::new(),
             presence,
+            presence_lost: false,
+            resync_from: 0,
             touch_interval,
             turns: 0,
         }
@@ -197,6 +208,10 @@ impl Shard {
     }
 
     fn handle(&mut self, command: ShardCommand) {
+        if self.presence_lost && self.presence.capacity() > self.presence.max_capacity() / 2 {
+            self.presence_lost = false;
+            self.resync_presence();
+        }
         match command {
             ShardCommand::EdgeUp { edge, tx } => {
                 self.edges.insert(edge, tx);
@@ -272,8 +287,31 @@ impl Shard {
         }
     }
 
-    fn queue_presence(&self, job: PresenceJob) {
-        queue(&self.presence, job);
+    /// Queues a store job without waiting: the shard never blocks on the
+    /// store. The worker lives as long as the shard; a closed queue means
+    /// shutdown.
+    fn queue_presence(&mut self, job: PresenceJob) {
+        let job = match self.presence.try_send(job) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
+            Err(mpsc::error::TrySendError::Full(job)) => job,
+        };
+        let label = match job {
+            PresenceJob::Refresh { .. } => "refresh",
+            PresenceJob::Leave { .. } => "leave",
+            PresenceJob::Query { reply, .. } => {
+                reply.send(Response {
+                    error: ErrorCode::Internal as i32,
+                    error_message: "presence store is behind; try again".to_owned(),
+                    ..Response::default()
+                });
+                "query"
+            }
+        };
+        metrics::counter!("switchboard_router_presence_jobs_dropped_total", "job" => label)
+            .increment(1);
+        if label != "query" {
+            self.presence_lost = true;
+        }
     }
 
     fn subscribe(&mut self, edge: EdgeIdx, conn: u64, topic: TopicKey, member: Option<Arc<str>>) {
@@ -289,13 +327,10 @@ impl Shard {
             entry.conns += 1;
             if entry.conns == 1 {
                 entry.last_refresh = Instant::now();
-                queue(
-                    &self.presence,
-                    PresenceJob::Refresh {
-                        topic,
-                        member: member.to_string(),
-                    },
-                );
+                self.queue_presence(PresenceJob::Refresh {
+                    topic,
+                    member: member.to_string(),
+                });
             }
         }
     }
@@ -320,6 +355,7 @@ impl Shard {
         if state.by_edge[at].1.ids.is_empty() {
             state.by_edge.swap_remove(at);
         }
+        let mut left = None;
         if let Some(member) = member
             && let Some(entry) = state.members.get_mut(&member)
         {
@@ -327,18 +363,18 @@ impl Shard {
             if entry.conns == 0 {
                 state.members.remove(&member);
                 if !moved {
-                    queue(
-                        &self.presence,
-                        PresenceJob::Leave {
-                            topic: topic.clone(),
-                            member: member.to_string(),
-                        },
-                    );
+                    left = Some(PresenceJob::Leave {
+                        topic: topic.clone(),
+                        member: member.to_string(),
+                    });
                 }
             }
         }
         if state.is_empty() {
             self.topics.remove(topic);
+        }
+        if let Some(job) = left {
+            self.queue_presence(job);
         }
     }
 
@@ -365,16 +401,28 @@ impl Shard {
     /// expiry clock restarts, the price of not knowing its last activity.
     fn resync_presence(&mut self) {
         let now = Instant::now();
+        let mut refreshes = Vec::new();
         for (topic, state) in &mut self.topics {
             for (member, entry) in &mut state.members {
                 entry.last_refresh = now;
-                let refresh = PresenceJob::Refresh {
+                refreshes.push(PresenceJob::Refresh {
                     topic: topic.clone(),
                     member: member.to_string(),
-                };
-                queue(&self.presence, refresh);
+                });
             }
         }
+        let total = refreshes.len();
+        let from = self.resync_from.min(total);
+        for (sent, refresh) in refreshes.into_iter().skip(from).enumerate() {
+            if let Err(mpsc::error::TrySendError::Full(_)) = self.presence.try_send(refresh) {
+                metrics::counter!("switchboard_router_presence_jobs_dropped_total", "job" => "refresh")
+                    .increment(1);
+                self.resync_from = from + sent;
+                self.presence_lost = true;
+                return;
+            }
+        }
+        self.resync_from = 0;
     }
 
     /// Hands `payload` to one subscriber of `topic`, a different one each
@@ -449,9 +497,52 @@ mod tests {
     use super::*;
     use switchboard_proto::TopicKind;
 
-    fn shard() -> (Shard, mpsc::UnboundedReceiver<PresenceJob>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    fn shard() -> (Shard, mpsc::Receiver<PresenceJob>) {
+        shard_with_queue(64)
+    }
+
+    fn shard_with_queue(capacity: usize) -> (Shard, mpsc::Receiver<PresenceJob>) {
+        let (tx, rx) = mpsc::channel(capacity);
         (Shard::new(tx, Duration::from_secs(10)), rx)
+    }
+
+    #[test]
+    fn a_full_presence_queue_drops_then_resyncs_when_the_worker_catches_up() {
+        let (mut shard, mut jobs) = shard_with_queue(2);
+        for (conn, member) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            shard.subscribe(1, conn as u64, group(), Some(Arc::from(member)));
+        }
+        // Two joins fit; two were dropped, and nothing waits on the store.
+        assert!(shard.presence_lost);
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+        // A query while full is answered at once, not queued.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        shard.handle(ShardCommand::PresenceQuery {
+            topic: group(),
+            reply: Reply::Local(reply),
+        });
+        let answer = answer.blocking_recv().expect("answered");
+        assert_eq!(answer.error, ErrorCode::Internal as i32);
+        // The worker drains; the next command resyncs. The queue holds two
+        // at a time, so a round stops when it is full and the next goes on
+        // where it stopped: every member is refreshed, none starved.
+        let mut rounds = Vec::new();
+        for _ in 0..2 {
+            while jobs.try_recv().is_ok() {}
+            shard.handle(ShardCommand::EdgeDown { edge: 9 });
+            let mut round = Vec::new();
+            while let Ok(PresenceJob::Refresh { member, .. }) = jobs.try_recv() {
+                seen.insert(member.clone());
+                round.push(member);
+            }
+            rounds.push(round);
+        }
+        assert_eq!(rounds[0].len(), 2, "{rounds:?}");
+        assert_eq!(rounds[1].len(), 2, "{rounds:?}");
+        let mut seen: Vec<String> = seen.into_iter().collect();
+        seen.sort();
+        assert_eq!(seen, ["a", "b", "c", "d"]);
+        assert!(!shard.presence_lost, "the resync is through");
     }
 
     fn group() -> TopicKey {
