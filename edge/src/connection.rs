@@ -159,6 +159,10 @@ async fn execute(
                 handle.push(frame);
                 Ok(())
             }
+            Action::ReplyBinary(frame) => {
+                handle.push_binary(frame);
+                Ok(())
+            }
             Action::Subscribe { topic, member } => {
                 env.upstream.subscribe(handle, topic, member).await
             }
@@ -277,7 +281,8 @@ async fn read_loop(
     last_seen: &AtomicU64,
 ) {
     let limits = &env.limits;
-    let mut fragments: Option<BytesMut> = None;
+    // A message being reassembled, and whether it is binary.
+    let mut fragments: Option<(BytesMut, bool)> = None;
     let mut bucket = TokenBucket::new(limits.rate_per_sec, limits.rate_burst);
     let mut over_limit = OverLimit::default();
     let mut no_obligations = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
@@ -313,22 +318,23 @@ async fn read_loop(
             }
         };
         last_seen.store(now_ms(), Ordering::Relaxed);
-        let message = match frame.opcode {
-            OpCode::Text if frame.fin => {
-                if fragments.is_some() {
-                    return handle.close(1002, "new message inside a fragmented one", false);
-                }
-                into_bytes(frame.payload)
+        let (message, binary) = match frame.opcode {
+            OpCode::Text | OpCode::Binary if fragments.is_some() => {
+                return handle.close(1002, "new message inside a fragmented one", false);
             }
-            OpCode::Text => {
-                if fragments.is_some() {
-                    return handle.close(1002, "new message inside a fragmented one", false);
-                }
-                fragments = Some(BytesMut::from(&frame.payload[..]));
+            OpCode::Binary if !session.accepts_binary() => {
+                return handle.close(1003, "binary frames are not supported", false);
+            }
+            OpCode::Text | OpCode::Binary if frame.fin => {
+                (into_bytes(frame.payload), frame.opcode == OpCode::Binary)
+            }
+            OpCode::Text | OpCode::Binary => {
+                let binary = frame.opcode == OpCode::Binary;
+                fragments = Some((BytesMut::from(&frame.payload[..]), binary));
                 continue;
             }
             OpCode::Continuation => {
-                let Some(buffer) = fragments.as_mut() else {
+                let Some((buffer, _)) = fragments.as_mut() else {
                     return handle.close(1002, "continuation without a message", false);
                 };
                 if buffer.len() + frame.payload.len() > limits.max_message {
@@ -338,9 +344,11 @@ async fn read_loop(
                 if !frame.fin {
                     continue;
                 }
-                fragments.take().map(BytesMut::freeze).unwrap_or_default()
+                match fragments.take() {
+                    Some((buffer, binary)) => (buffer.freeze(), binary),
+                    None => continue,
+                }
             }
-            OpCode::Binary => return handle.close(1003, "binary frames are not supported", false),
             OpCode::Close => {
                 let (code, reason) = answer_to_close(&frame.payload);
                 return handle.close(code, reason, false);
@@ -354,8 +362,12 @@ async fn read_loop(
             }
             OpCode::Pong => continue,
         };
-        let Ok(text) = std::str::from_utf8(&message) else {
-            return handle.close(1007, "invalid UTF-8", false);
+        let text = match binary {
+            true => None,
+            false => match std::str::from_utf8(&message) {
+                Ok(text) => Some(text),
+                Err(_) => return handle.close(1007, "invalid UTF-8", false),
+            },
         };
         messages_in.increment(1);
         let now = Instant::now();
@@ -367,6 +379,11 @@ async fn read_loop(
             handle.push(session.rate_limited());
             continue;
         }
+        let Some(text) = text else {
+            let actions = session.on_binary(message);
+            Box::pin(execute(env, handle, session, actions)).await;
+            continue;
+        };
         // Each further request in the message (a batch's calls) is charged
         // too; those past the limit get the dialect's rate-limit answer.
         let mut charge = || {
@@ -394,6 +411,10 @@ fn encode_one(out: &mut Vec<u8>, handle: &ConnHandle, message: Outbound) {
     match message {
         Outbound::Text(bytes) => {
             encode_frame(out, OpCode::Text, &bytes);
+            handle.written(bytes.len());
+        }
+        Outbound::Binary(bytes) => {
+            encode_frame(out, OpCode::Binary, &bytes);
             handle.written(bytes.len());
         }
         Outbound::Pong(bytes) => encode_frame(out, OpCode::Pong, &bytes),

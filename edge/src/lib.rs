@@ -194,7 +194,13 @@ pub async fn serve(
         draining: draining.clone(),
         unauthenticated: limits::UnauthenticatedSockets::new(settings.max_unauthenticated_sockets),
     });
-    let server = EdgeServer::new(env, verifier, settings.allow_anonymous, settings.im_path());
+    let server = EdgeServer::new(
+        env,
+        verifier,
+        settings.allow_anonymous,
+        settings.im_path(),
+        settings.conformance_echo_path.clone(),
+    );
 
     let ready_upstream = upstream.clone();
     let ready_draining = draining.clone();

@@ -16,6 +16,7 @@ use crate::dialect::Dialect;
 /// A frame for the writer task.
 pub enum Outbound {
     Text(Bytes),
+    Binary(Bytes),
     Pong(Bytes),
 }
 
@@ -102,12 +103,23 @@ impl ConnHandle {
     /// Queues a frame; a socket whose queue is full is closed with 1013
     /// instead of slowing anyone else down. Returns whether it was queued.
     pub fn push(&self, frame: Bytes) -> bool {
+        self.push_message(Outbound::Text(frame))
+    }
+
+    /// Queues a binary frame, under the same bounds as text.
+    pub fn push_binary(&self, frame: Bytes) -> bool {
+        self.push_message(Outbound::Binary(frame))
+    }
+
+    fn push_message(&self, message: Outbound) -> bool {
         if self.kill.is_cancelled() {
             return false;
         }
-        let len = frame.len();
+        let len = match &message {
+            Outbound::Text(frame) | Outbound::Binary(frame) | Outbound::Pong(frame) => frame.len(),
+        };
         let queued = self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
-        if queued > self.max_bytes || !self.enqueue(Outbound::Text(frame)) {
+        if queued > self.max_bytes || !self.enqueue(message) {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             metrics::counter!("switchboard_edge_slow_consumer_closes_total", "dialect" => self.dialect.label())
                 .increment(1);

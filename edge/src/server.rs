@@ -31,6 +31,8 @@ pub struct EdgeServer {
     pub allow_anonymous: bool,
     /// The IM socket route.
     pub im_path: String,
+    /// The conformance echo route, when configured.
+    pub echo_path: Option<String>,
     /// Socket tasks, awaited by the drain.
     pub sockets: TaskTracker,
     next_conn: AtomicU64,
@@ -45,12 +47,14 @@ impl EdgeServer {
         verifier: Arc<Verifier>,
         allow_anonymous: bool,
         im_path: String,
+        echo_path: Option<String>,
     ) -> Arc<Self> {
         Arc::new(Self {
             env,
             verifier,
             allow_anonymous,
             im_path,
+            echo_path,
             sockets: TaskTracker::new(),
             next_conn: AtomicU64::new(1),
             epoch: base36(switchboard_common::clock::now_ms()),
@@ -116,6 +120,7 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
         connect_id: connect_id.clone(),
         max_subscriptions: server.env.limits.max_subscriptions,
         im_path: &server.im_path,
+        echo_path: server.echo_path.as_deref(),
     };
     let Some(accept) = dialect::accept(&upgrade) else {
         return error(StatusCode::NOT_FOUND, "not_found", "no such route");

@@ -54,6 +54,12 @@ pub struct EdgeSettings {
         default_value = crate::dialect::im::DEFAULT_PATH
     )]
     pub im_websocket_path: String,
+    /// Route of a conformance echo socket (e.g. `/conformance/echo`):
+    /// every text and binary message is echoed through the same frame
+    /// layer as the dialects, for an outside WebSocket test suite. Off
+    /// unless given; not for production.
+    #[arg(long, env = "SWITCHBOARD_CONFORMANCE_ECHO_PATH")]
+    pub conformance_echo_path: Option<String>,
     /// Let group clients connect without a token (tenant `default`).
     #[arg(long, env = "SWITCHBOARD_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,

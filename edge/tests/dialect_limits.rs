@@ -84,6 +84,32 @@ async fn frame_errors_close_every_dialect_with_the_spec_codes() {
     }
 }
 
+/// A client's close is answered with its own code on every dialect, after
+/// an error reply too (RFC 6455 5.5.1): a bad message leaves nothing that
+/// turns the close into another code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_close_is_answered_with_its_code_after_an_error_reply() {
+    let edge = start(&[]).await;
+    let addr = edge.addr("edge");
+    for dialect in ALL {
+        for code in [1000, 3000, 4999] {
+            let mut ws = dialect.open(addr, "closer").await;
+            ws.send_text("Hello, world").await;
+            // Whatever the dialect answers to text that is not its own.
+            assert!(
+                matches!(ws.recv(CLOSE_WAIT).await, Some(Event::Text(_))),
+                "{dialect:?}: an error reply"
+            );
+            ws.close_with(code).await;
+            assert_eq!(
+                ws.recv_close(CLOSE_WAIT).await.0,
+                code,
+                "{dialect:?} close {code}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fragments_are_reassembled_with_a_ping_between_them() {
     let edge = start(&[]).await;

@@ -183,6 +183,14 @@ impl WsClient {
         }
     }
 
+    /// The next message as binary.
+    pub async fn recv_binary(&mut self) -> Vec<u8> {
+        match self.recv(RECV_TIMEOUT).await {
+            Some(Event::Binary(bytes)) => bytes,
+            other => panic!("expected a binary message, got {other:?}"),
+        }
+    }
+
     /// Skips messages until one satisfies `wanted`; panics after the timeout.
     pub async fn recv_json_until(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;

