@@ -18,7 +18,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use crate::dialect::{Action, Dialect, DialectSession};
 use crate::limits::{Limits, OverLimit, TokenBucket, UnauthenticatedSockets};
 use crate::outbound::{ConnHandle, Outbound, Registry};
-use crate::socket_io::{self, SocketRead, encode_close, encode_frame};
+use crate::socket_io::{self, SocketRead, encode_close, encode_compressed, encode_frame};
 use crate::upstream::Upstream;
 
 type Reader<'a> = WebSocketRead<&'a mut SocketRead>;
@@ -43,6 +43,8 @@ pub struct Accepted {
     /// Close with this code and reason right after the upgrade, before the
     /// dialect sees anything (the unauthenticated-socket cap).
     pub close_at_once: Option<(u16, &'static str)>,
+    /// What permessage-deflate agreed, if the client offered it.
+    pub deflate: Option<crate::deflate::Deflate>,
 }
 
 /// Runs an upgraded socket to its end.
@@ -59,6 +61,7 @@ pub async fn run(env: Arc<SocketEnv>, io: Upgraded, accepted: Accepted) {
         tenant,
         principal,
         close_at_once,
+        deflate,
     } = accepted;
     let (mut raw_read, raw_write) = match socket_io::into_tcp(io) {
         Ok(halves) => halves,
@@ -76,17 +79,21 @@ pub async fn run(env: Arc<SocketEnv>, io: Upgraded, accepted: Accepted) {
     reader.set_auto_close(false);
     reader.set_auto_pong(false);
     reader.set_release_buffer_when_empty(true);
+    // RSV1 marks a compressed message, once permessage-deflate is agreed.
+    reader.set_allow_rsv1(deflate.is_some());
     // fastwebsockets refuses a frame whose length is >= this value.
     reader.set_max_message_size(env.limits.max_message + 1);
 
-    let handle = Arc::new(ConnHandle::new(
+    let mut handle = ConnHandle::new(
         conn_id,
         dialect,
         tenant,
         principal,
         env.limits.outbound_messages,
         env.limits.outbound_bytes,
-    ));
+    );
+    handle.deflate = deflate;
+    let handle = Arc::new(handle);
     env.registry.insert(handle.clone());
     let label = dialect.label();
     metrics::gauge!("switchboard_edge_connections", "dialect" => label).increment(1.0);
@@ -281,8 +288,9 @@ async fn read_loop(
     last_seen: &AtomicU64,
 ) {
     let limits = &env.limits;
-    // A message being reassembled, and whether it is binary.
-    let mut fragments: Option<(BytesMut, bool)> = None;
+    // A message being reassembled: its bytes, whether it is binary, and
+    // whether it is compressed.
+    let mut fragments: Option<(BytesMut, bool, bool)> = None;
     let mut bucket = TokenBucket::new(limits.rate_per_sec, limits.rate_burst);
     let mut over_limit = OverLimit::default();
     let mut no_obligations = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
@@ -318,7 +326,12 @@ async fn read_loop(
             }
         };
         last_seen.store(now_ms(), Ordering::Relaxed);
-        let (message, binary) = match frame.opcode {
+        // RSV1 belongs on the first frame of a data message only (RFC 7692
+        // 6); the reader lets it through only once deflate is agreed.
+        if frame.rsv1 && !matches!(frame.opcode, OpCode::Text | OpCode::Binary) {
+            return handle.close(1002, "RSV1 on a frame that cannot carry it", false);
+        }
+        let (message, binary, compressed) = match frame.opcode {
             OpCode::Text | OpCode::Binary if fragments.is_some() => {
                 return handle.close(1002, "new message inside a fragmented one", false);
             }
@@ -326,15 +339,16 @@ async fn read_loop(
                 return handle.close(1003, "binary frames are not supported", false);
             }
             OpCode::Text | OpCode::Binary if frame.fin => {
-                (into_bytes(frame.payload), frame.opcode == OpCode::Binary)
+                let (binary, compressed) = (frame.opcode == OpCode::Binary, frame.rsv1);
+                (into_bytes(frame.payload), binary, compressed)
             }
             OpCode::Text | OpCode::Binary => {
-                let binary = frame.opcode == OpCode::Binary;
-                fragments = Some((BytesMut::from(&frame.payload[..]), binary));
+                let (binary, compressed) = (frame.opcode == OpCode::Binary, frame.rsv1);
+                fragments = Some((BytesMut::from(&frame.payload[..]), binary, compressed));
                 continue;
             }
             OpCode::Continuation => {
-                let Some((buffer, _)) = fragments.as_mut() else {
+                let Some((buffer, _, _)) = fragments.as_mut() else {
                     return handle.close(1002, "continuation without a message", false);
                 };
                 if buffer.len() + frame.payload.len() > limits.max_message {
@@ -345,7 +359,7 @@ async fn read_loop(
                     continue;
                 }
                 match fragments.take() {
-                    Some((buffer, binary)) => (buffer.freeze(), binary),
+                    Some((buffer, binary, compressed)) => (buffer.freeze(), binary, compressed),
                     None => continue,
                 }
             }
@@ -361,6 +375,21 @@ async fn read_loop(
                 return handle.close(1002, "control frame over 125 bytes", false);
             }
             OpCode::Pong => continue,
+        };
+        // Inflated under the same size limit as any message: a small
+        // compressed message never becomes a large allocation.
+        let message = if compressed {
+            match crate::deflate::decompress(&message, limits.max_message) {
+                Ok(message) => message,
+                Err(crate::deflate::InflateError::TooBig) => {
+                    return handle.close(1009, "message too big", false);
+                }
+                Err(crate::deflate::InflateError::Invalid) => {
+                    return handle.close(1007, "invalid compressed data", false);
+                }
+            }
+        } else {
+            message
         };
         let text = match binary {
             true => None,
@@ -406,15 +435,30 @@ fn into_bytes(payload: Payload<'_>) -> Bytes {
     }
 }
 
+/// Appends a data message, compressed when the socket agreed to deflate
+/// and the message is not too small to gain from it.
+fn encode_data(out: &mut Vec<u8>, handle: &ConnHandle, opcode: OpCode, payload: &[u8]) {
+    match handle.deflate {
+        Some(deflate) if deflate.compresses(payload.len()) => {
+            encode_compressed(out, opcode, &crate::deflate::compress(payload, deflate));
+        }
+        _ => encode_frame(out, opcode, payload),
+    }
+}
+
 /// Appends a queued message to the batch being written.
 fn encode_one(out: &mut Vec<u8>, handle: &ConnHandle, message: Outbound) {
     match message {
         Outbound::Text(bytes) => {
-            encode_frame(out, OpCode::Text, &bytes);
+            encode_data(out, handle, OpCode::Text, &bytes);
             handle.written(bytes.len());
         }
         Outbound::Binary(bytes) => {
-            encode_frame(out, OpCode::Binary, &bytes);
+            encode_data(out, handle, OpCode::Binary, &bytes);
+            handle.written(bytes.len());
+        }
+        Outbound::CompressedText(bytes) => {
+            encode_compressed(out, OpCode::Text, &bytes);
             handle.written(bytes.len());
         }
         Outbound::Pong(bytes) => encode_frame(out, OpCode::Pong, &bytes),

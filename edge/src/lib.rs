@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod connection;
+pub mod deflate;
 pub mod dialect;
 pub mod im_login;
 pub mod limits;

@@ -28,6 +28,10 @@ pub struct Limits {
     pub flush_timeout: Duration,
     /// Subscriptions one socket may hold.
     pub max_subscriptions: usize,
+    /// Whether permessage-deflate is negotiated when a client offers it.
+    pub deflate: bool,
+    /// Messages shorter than this go uncompressed on a deflate socket.
+    pub deflate_threshold: usize,
 }
 
 impl Default for Limits {
@@ -43,6 +47,8 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             flush_timeout: Duration::from_secs(5),
             max_subscriptions: 1024,
+            deflate: true,
+            deflate_threshold: 256,
         }
     }
 }

@@ -17,6 +17,9 @@ use crate::dialect::Dialect;
 pub enum Outbound {
     Text(Bytes),
     Binary(Bytes),
+    /// A text message already compressed for this socket's deflate
+    /// parameters (a delivery compressed once for many sockets).
+    CompressedText(Bytes),
     Pong(Bytes),
 }
 
@@ -65,6 +68,8 @@ pub struct ConnHandle {
     pub dialect: &'static dyn Dialect,
     pub tenant: String,
     pub principal: String,
+    /// What permessage-deflate agreed, if it was negotiated.
+    pub deflate: Option<crate::deflate::Deflate>,
     queue: Queue,
     max_messages: usize,
     queued_bytes: AtomicUsize,
@@ -90,6 +95,7 @@ impl ConnHandle {
             dialect,
             tenant,
             principal,
+            deflate: None,
             queue: Queue::default(),
             max_messages,
             queued_bytes: AtomicUsize::new(0),
@@ -106,6 +112,12 @@ impl ConnHandle {
         self.push_message(Outbound::Text(frame))
     }
 
+    /// Queues a text message compressed for this socket's deflate
+    /// parameters, under the same bounds.
+    pub fn push_compressed(&self, frame: Bytes) -> bool {
+        self.push_message(Outbound::CompressedText(frame))
+    }
+
     /// Queues a binary frame, under the same bounds as text.
     pub fn push_binary(&self, frame: Bytes) -> bool {
         self.push_message(Outbound::Binary(frame))
@@ -116,7 +128,10 @@ impl ConnHandle {
             return false;
         }
         let len = match &message {
-            Outbound::Text(frame) | Outbound::Binary(frame) | Outbound::Pong(frame) => frame.len(),
+            Outbound::Text(frame)
+            | Outbound::Binary(frame)
+            | Outbound::CompressedText(frame)
+            | Outbound::Pong(frame) => frame.len(),
         };
         let queued = self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
         if queued > self.max_bytes || !self.enqueue(message) {

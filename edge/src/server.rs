@@ -153,10 +153,27 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
             "this route takes WebSocket upgrades",
         );
     }
-    let (response, upgraded) = match fastwebsockets::upgrade::upgrade(&mut request) {
+    let agreed = if server.env.limits.deflate {
+        let offers = request
+            .headers()
+            .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        crate::deflate::negotiate(offers, server.env.limits.deflate_threshold)
+    } else {
+        None
+    };
+    let (mut response, upgraded) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(pair) => pair,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string()),
     };
+    let deflate = agreed.and_then(|agreed| {
+        let value = http::HeaderValue::from_str(&agreed.response).ok()?;
+        response
+            .headers_mut()
+            .insert(http::header::SEC_WEBSOCKET_EXTENSIONS, value);
+        Some(agreed.deflate)
+    });
     // A socket that has yet to authenticate takes a slot under the edge's
     // cap, or is closed with 1008 right after its upgrade.
     let mut close_at_once = None;
@@ -185,6 +202,7 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
                         tenant,
                         principal,
                         close_at_once,
+                        deflate,
                     };
                     connection::run(env, ws.into_inner().into_inner(), accepted).await;
                 }

@@ -78,6 +78,19 @@ pub struct EdgeSettings {
     /// Outbound queue per socket, in bytes (close 1013 when full).
     #[arg(long, env = "SWITCHBOARD_OUTBOUND_BYTES", default_value_t = 4 << 20)]
     pub outbound_bytes: usize,
+    /// Negotiate permessage-deflate (RFC 7692) when a client offers it;
+    /// `false` declines every offer.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_PERMESSAGE_DEFLATE",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub permessage_deflate: bool,
+    /// Outbound messages shorter than this (bytes) go uncompressed on a
+    /// socket that negotiated permessage-deflate.
+    #[arg(long, env = "SWITCHBOARD_DEFLATE_THRESHOLD", default_value_t = 256)]
+    pub deflate_threshold: usize,
     /// Subscriptions one socket may hold.
     #[arg(long, env = "SWITCHBOARD_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
     pub max_subscriptions: usize,
@@ -196,6 +209,8 @@ impl EdgeSettings {
             idle_timeout: self.idle_timeout,
             flush_timeout: self.drain_timeout.min(Duration::from_secs(5)),
             max_subscriptions: self.max_subscriptions,
+            deflate: self.permessage_deflate,
+            deflate_threshold: self.deflate_threshold,
             ..Limits::default()
         }
     }

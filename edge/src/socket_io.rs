@@ -86,6 +86,15 @@ pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
     );
 }
 
+/// Appends a data frame whose payload is compressed (RSV1 set, RFC 7692).
+pub fn encode_compressed(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+    let start = out.len();
+    encode_frame(out, opcode, payload);
+    if let Some(first) = out.get_mut(start) {
+        *first |= 0x40;
+    }
+}
+
 /// Appends a close frame with `code` and `reason`, cut to the 123 bytes a
 /// close frame can carry.
 pub fn encode_close(out: &mut Vec<u8>, code: u16, reason: &str) {

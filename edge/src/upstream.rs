@@ -589,6 +589,7 @@ impl Upstream {
         };
         metrics::counter!("switchboard_edge_deliveries_total").increment(1);
         let mut encoded: [Option<Option<Bytes>>; DIALECTS] = Default::default();
+        let mut compressed: Vec<((usize, u8), Bytes)> = Vec::new();
         let mut sent = 0u64;
         for id in delivery.conn_ids {
             let Some(conn) = self.registry.get(id) else {
@@ -597,9 +598,27 @@ impl Upstream {
             let Some(slot) = encoded.get_mut(conn.dialect.index()) else {
                 continue;
             };
-            if let Some(frame) = slot.get_or_insert_with(|| conn.dialect.encode(&payload))
-                && conn.push(frame.clone())
-            {
+            let Some(frame) = slot.get_or_insert_with(|| conn.dialect.encode(&payload)) else {
+                continue;
+            };
+            // A socket that agreed to deflate gets the frame compressed
+            // once per dialect and window size, however many share them.
+            let pushed = match conn.deflate {
+                Some(deflate) if deflate.compresses(frame.len()) => {
+                    let key = (conn.dialect.index(), deflate.server_window_bits);
+                    let packed = match compressed.iter().find(|(k, _)| *k == key) {
+                        Some((_, packed)) => packed.clone(),
+                        None => {
+                            let packed = crate::deflate::compress(frame, deflate);
+                            compressed.push((key, packed.clone()));
+                            packed
+                        }
+                    };
+                    conn.push_compressed(packed)
+                }
+                _ => conn.push(frame.clone()),
+            };
+            if pushed {
                 sent += 1;
             }
         }

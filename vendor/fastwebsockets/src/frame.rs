@@ -136,6 +136,9 @@ pub struct Frame<'f> {
   mask: Option<[u8; 4]>,
   /// The payload of the frame.
   pub payload: Payload<'f>,
+  /// RSV1 of a frame read with `set_allow_rsv1(true)`; always `false`
+  /// otherwise, and ignored when writing.
+  pub rsv1: bool,
 }
 
 const MAX_HEAD_SIZE: usize = 16;
@@ -153,6 +156,7 @@ impl<'f> Frame<'f> {
       opcode,
       mask,
       payload,
+      rsv1: false,
     }
   }
 
@@ -167,6 +171,7 @@ impl<'f> Frame<'f> {
       opcode: OpCode::Text,
       mask: None,
       payload,
+      rsv1: false,
     }
   }
 
@@ -179,6 +184,7 @@ impl<'f> Frame<'f> {
       opcode: OpCode::Binary,
       mask: None,
       payload,
+      rsv1: false,
     }
   }
 
@@ -197,6 +203,7 @@ impl<'f> Frame<'f> {
       opcode: OpCode::Close,
       mask: None,
       payload: payload.into(),
+      rsv1: false,
     }
   }
 
@@ -211,6 +218,7 @@ impl<'f> Frame<'f> {
       opcode: OpCode::Close,
       mask: None,
       payload,
+      rsv1: false,
     }
   }
 
@@ -223,6 +231,7 @@ impl<'f> Frame<'f> {
       opcode: OpCode::Pong,
       mask: None,
       payload,
+      rsv1: false,
     }
   }
 

@@ -208,6 +208,7 @@ pub(crate) struct ReadHalf {
   writev_threshold: usize,
   max_message_size: usize,
   release_when_empty: bool,
+  allow_rsv1: bool,
   buffer: BytesMut,
 }
 
@@ -294,6 +295,15 @@ impl<'f, S> WebSocketRead<S> {
   /// Default: `false`
   pub fn set_release_buffer_when_empty(&mut self, release: bool) {
     self.read_half.release_when_empty = release;
+  }
+
+  /// Accepts frames with RSV1 set (an extension such as permessage-deflate
+  /// was negotiated) and reports the bit in [`Frame::rsv1`]; a text frame
+  /// with RSV1 is not checked for UTF-8, as its payload is compressed.
+  ///
+  /// Default: `false`
+  pub fn set_allow_rsv1(&mut self, allow: bool) {
+    self.read_half.allow_rsv1 = allow;
   }
 
   /// Bytes read from the stream and not yet returned in a frame. While
@@ -609,6 +619,7 @@ impl ReadHalf {
       writev_threshold: 1024,
       max_message_size: 64 << 20,
       release_when_empty: false,
+      allow_rsv1: false,
       buffer,
     }
   }
@@ -671,7 +682,7 @@ impl ReadHalf {
         (Ok(None), Some(Frame::pong(frame.payload)))
       }
       OpCode::Text => {
-        if frame.fin && !frame.is_utf8() {
+        if frame.fin && !frame.rsv1 && !frame.is_utf8() {
           (Err(WebSocketError::InvalidUTF8), None)
         } else {
           (Ok(Some(frame)), None)
@@ -712,7 +723,7 @@ impl ReadHalf {
     let rsv2 = self.buffer[0] & 0b00100000 != 0;
     let rsv3 = self.buffer[0] & 0b00010000 != 0;
 
-    if rsv1 || rsv2 || rsv3 {
+    if (rsv1 && !self.allow_rsv1) || rsv2 || rsv3 {
       return Err(WebSocketError::ReservedBitsNotZero);
     }
 
@@ -779,7 +790,8 @@ impl ReadHalf {
       // The payload keeps its part of the allocation alive on its own.
       self.buffer = BytesMut::new();
     }
-    let frame = Frame::new(fin, opcode, mask, Payload::Bytes(payload));
+    let mut frame = Frame::new(fin, opcode, mask, Payload::Bytes(payload));
+    frame.rsv1 = rsv1;
     Ok(frame)
   }
 }
