@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use switchboard_proto::{ErrorCode, ImBacklog, ImBacklogReady, Topic, im_request};
+use switchboard_proto::{ErrorCode, ImBacklog, ImBacklogReady, Response, Topic, im_request};
 
-use crate::dialect::RequestBody;
+use crate::dialect::{RequestBody, ResponseMapper, Unavailable};
 use crate::outbound::ConnHandle;
 use crate::upstream::Upstream;
 
@@ -46,6 +46,16 @@ pub fn start(upstream: &Arc<Upstream>, conn: Arc<ConnHandle>, ready: ImBacklogRe
     tokio::spawn(hand_over(upstream.clone(), conn, topic, run));
 }
 
+/// What became of one window.
+enum Outcome {
+    /// Pushed to the socket; more wait after `cursor`.
+    More { cursor: u64 },
+    /// Pushed, and it was the last; or the hand-over is over.
+    Done,
+    /// Not answered: ask again.
+    Retry,
+}
+
 async fn hand_over(upstream: Arc<Upstream>, conn: Arc<ConnHandle>, topic: Topic, run: u64) {
     let (window_messages, window_bytes) = window_for(conn.bounds());
     let mut after = 0;
@@ -61,38 +71,63 @@ async fn hand_over(upstream: Arc<Upstream>, conn: Arc<ConnHandle>, topic: Topic,
             max_messages: u32::try_from(window_messages).unwrap_or(u32::MAX),
             max_bytes: u32::try_from(window_bytes).unwrap_or(u32::MAX),
         });
-        let body = RequestBody::Im(Box::new(ask));
         metrics::counter!("switchboard_edge_im_backlog_windows_total").increment(1);
-        let answer = upstream.call(conn.id, topic.clone(), body).await;
-        let window = match answer {
-            Ok(response) if response.error == 0 => response.im.unwrap_or_default(),
-            Ok(response) if response.error == ErrorCode::NotFound as i32 => {
-                // The router no longer holds this socket's backlog (it
-                // left the topic, or a new owner started one anew).
-                return;
-            }
-            _ => {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let socket = conn.clone();
+        // Runs where the answer is dispatched, so the window is queued
+        // before any delivery the router sent after it (a live message
+        // that follows the backlog).
+        let on_answer: ResponseMapper = Box::new(move |answer| {
+            let _ = tx.send(take_window(&socket, run, answer));
+            None
+        });
+        upstream
+            .request(
+                &conn,
+                topic.clone(),
+                RequestBody::Im(Box::new(ask)),
+                on_answer,
+            )
+            .await;
+        match rx.await.unwrap_or(Outcome::Retry) {
+            Outcome::More { cursor } => after = cursor,
+            Outcome::Done => return,
+            Outcome::Retry => {
                 metrics::counter!("switchboard_edge_im_backlog_retries_total").increment(1);
                 tokio::select! {
-                    () = tokio::time::sleep(RETRY_AFTER) => continue,
+                    () = tokio::time::sleep(RETRY_AFTER) => {}
                     () = conn.kill.cancelled() => return,
                 }
             }
-        };
-        if conn.backlog_run.load(Ordering::Relaxed) != run {
-            return;
         }
-        let count = window.backlog.len() as u64;
-        for message in window.backlog {
-            if !conn.push(message) {
-                return;
-            }
+    }
+}
+
+/// Queues an answered window on the socket.
+fn take_window(conn: &ConnHandle, run: u64, answer: Result<&Response, Unavailable>) -> Outcome {
+    let window = match answer {
+        Ok(response) if response.error == 0 => response.im.as_deref().cloned().unwrap_or_default(),
+        // The router no longer holds this socket's backlog (it left the
+        // topic, or a new owner started one anew).
+        Ok(response) if response.error == ErrorCode::NotFound as i32 => return Outcome::Done,
+        _ => return Outcome::Retry,
+    };
+    if conn.backlog_run.load(Ordering::Relaxed) != run {
+        return Outcome::Done;
+    }
+    let count = window.backlog.len() as u64;
+    for message in window.backlog {
+        if !conn.push(message) {
+            return Outcome::Done;
         }
-        metrics::counter!("switchboard_edge_messages_out_total").increment(count);
-        if !window.more {
-            return;
+    }
+    metrics::counter!("switchboard_edge_messages_out_total").increment(count);
+    if window.more {
+        Outcome::More {
+            cursor: window.cursor,
         }
-        after = window.cursor;
+    } else {
+        Outcome::Done
     }
 }
 
