@@ -531,6 +531,7 @@ async fn write_loop(
             handle.kill.cancel();
             return;
         }
+        handle.batch_written();
     }
     let Some(reason) = handle.close_reason().cloned() else {
         return;

@@ -7,6 +7,7 @@
 //! - [`connection`]: one socket's reader and writer, limits, close codes.
 //! - [`dialect`]: one module per wire dialect.
 //! - [`outbound`]: per-socket queues and the connection registry.
+//! - [`backlog`]: kept IM messages handed to a socket at its own pace.
 //! - [`upstream`]: ownership, router links, replay, delivery dispatch.
 //! - [`transport`]: in-process, gRPC and NATS links to routers, proving
 //!   the cluster secret (and over mutual TLS when configured).
@@ -14,6 +15,7 @@
 //! - [`settings`], [`limits`]: configuration.
 #![forbid(unsafe_code)]
 
+pub mod backlog;
 pub mod connection;
 pub mod deflate;
 pub mod dialect;

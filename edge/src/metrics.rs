@@ -95,6 +95,14 @@ pub fn register() {
         "switchboard_edge_unauthenticated_refused_total",
         "Sockets closed with 1008 because the unauthenticated-socket cap was reached"
     );
+    describe_counter!(
+        "switchboard_edge_im_backlog_windows_total",
+        "Windows of kept IM messages asked for, each once the socket's queue drained"
+    );
+    describe_counter!(
+        "switchboard_edge_im_backlog_retries_total",
+        "Backlog windows asked for again after a router did not answer"
+    );
 
     for dialect in DIALECTS {
         metrics::gauge!("switchboard_edge_connections", "dialect" => dialect).increment(0.0);
@@ -123,6 +131,8 @@ pub fn register() {
         "switchboard_edge_request_timeouts_total",
         "switchboard_edge_im_logins_total",
         "switchboard_edge_unauthenticated_refused_total",
+        "switchboard_edge_im_backlog_windows_total",
+        "switchboard_edge_im_backlog_retries_total",
     ] {
         metrics::counter!(name).absolute(0);
     }

@@ -1,8 +1,10 @@
 //! Each socket's outbound side: a bounded queue drained by one writer task,
-//! and the registry that maps connection ids to it.
+//! and the registry that maps connection ids to it. Whoever must not
+//! outrun the socket (a backlog handed over a window at a time) waits
+//! until the queue has drained below a mark ([`ConnHandle::drained_to`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
@@ -77,6 +79,10 @@ pub struct ConnHandle {
     /// Fired once the socket must close; the writer sends the close frame.
     pub kill: CancellationToken,
     close: OnceLock<CloseReason>,
+    /// Woken each time the writer has written a batch.
+    written: Notify,
+    /// The newest backlog hand-over for this socket; an older one stops.
+    pub backlog_run: AtomicU64,
     /// Owned by the socket's reader; read by router replay and close.
     pub routing: Mutex<Routing>,
 }
@@ -102,6 +108,8 @@ impl ConnHandle {
             max_bytes,
             kill: CancellationToken::new(),
             close: OnceLock::new(),
+            written: Notify::new(),
+            backlog_run: AtomicU64::new(0),
             routing: Mutex::default(),
         }
     }
@@ -187,6 +195,39 @@ impl ConnHandle {
     /// Called by the writer once a queued text frame is written.
     pub fn written(&self, len: usize) {
         self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+    }
+
+    /// Called by the writer after each batch it wrote.
+    pub fn batch_written(&self) {
+        self.written.notify_waiters();
+    }
+
+    /// The queue's bounds: (messages, bytes).
+    pub fn bounds(&self) -> (usize, usize) {
+        (self.max_messages, self.max_bytes)
+    }
+
+    /// Waits until at most `messages` frames and `bytes` bytes are
+    /// queued; false when the socket closes first.
+    pub async fn drained_to(&self, messages: usize, bytes: usize) -> bool {
+        loop {
+            let written = self.written.notified();
+            tokio::pin!(written);
+            // Registered before the check, so a batch written in between
+            // is not missed.
+            written.as_mut().enable();
+            if self.kill.is_cancelled() {
+                return false;
+            }
+            let queued = self.frames().len();
+            if queued <= messages && self.queued_bytes.load(Ordering::Relaxed) <= bytes {
+                return true;
+            }
+            tokio::select! {
+                () = written => {}
+                () = self.kill.cancelled() => return false,
+            }
+        }
     }
 
     /// Asks the writer to close the socket with `code`.
@@ -318,6 +359,33 @@ mod tests {
         assert!(h.frames().capacity() >= 500);
         while h.pop().is_some() {}
         assert_eq!(h.frames().capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_drain_ends_once_the_writer_took_enough() {
+        let h = Arc::new(handle(10, 1 << 20));
+        for _ in 0..4 {
+            assert!(h.push(Bytes::from_static(b"xx")));
+        }
+        assert!(h.drained_to(4, 8).await, "already there");
+        let waiter = {
+            let h = h.clone();
+            tokio::spawn(async move { h.drained_to(1, 2).await })
+        };
+        for _ in 0..3 {
+            let frame = text(h.pop());
+            h.written(frame.len());
+        }
+        h.batch_written();
+        let drained = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
+        assert!(drained.expect("woken by the batch").unwrap());
+        let stuck = {
+            let h = h.clone();
+            tokio::spawn(async move { h.drained_to(0, 0).await })
+        };
+        h.close(1000, "bye", false);
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), stuck).await;
+        assert!(!closed.expect("woken by the close").unwrap());
     }
 
     #[tokio::test]

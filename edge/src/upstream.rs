@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use switchboard_proto::{
     ConnectionClosed, ConnectionOpened, Delivery, EdgeFrame, Publish, Request, RouterFrame,
-    Subscribe, Topic, Unsubscribe, edge_frame, request, router_frame,
+    Subscribe, Topic, Unsubscribe, edge_frame, payload, request, router_frame,
 };
 use switchboard_router::cluster::{DEFAULT_POOL, RouterInfo, TenantPools, View};
 use tokio::sync::{mpsc, watch};
@@ -564,7 +564,7 @@ impl Upstream {
 
     /// Handles one frame from a router; false when the router reset the
     /// session.
-    fn dispatch(&self, frame: RouterFrame) -> bool {
+    fn dispatch(self: &Arc<Self>, frame: RouterFrame) -> bool {
         match frame.body {
             Some(router_frame::Body::Delivery(delivery)) => self.deliver(delivery),
             Some(router_frame::Body::Response(response)) => {
@@ -582,11 +582,22 @@ impl Upstream {
         true
     }
 
-    /// Hands one delivery to its local sockets, encoding it once per dialect.
-    fn deliver(&self, delivery: Delivery) {
+    /// Hands one delivery to its local sockets, encoding it once per
+    /// dialect; a backlog that waits for a socket starts its hand-over.
+    fn deliver(self: &Arc<Self>, delivery: Delivery) {
         let Some(payload) = delivery.payload else {
             return;
         };
+        if let Some(payload::Body::ImBacklog(ready)) = payload.body {
+            for conn in delivery
+                .conn_ids
+                .iter()
+                .filter_map(|id| self.registry.get(*id))
+            {
+                crate::backlog::start(self, conn, ready.clone());
+            }
+            return;
+        }
         metrics::counter!("switchboard_edge_deliveries_total").increment(1);
         let mut encoded: [Option<Option<Bytes>>; DIALECTS] = Default::default();
         let mut compressed: Vec<((usize, u8), Bytes)> = Vec::new();

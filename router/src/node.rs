@@ -318,6 +318,16 @@ impl RouterNode {
         edges.get(&edge).cloned()
     }
 
+    /// The session index of the attached edge `edge_id` (one session per
+    /// edge id).
+    pub(crate) fn edge_index(&self, edge_id: &str) -> Option<EdgeIdx> {
+        let edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
+        edges
+            .iter()
+            .find(|(_, (id, _))| id == edge_id)
+            .map(|(idx, _)| *idx)
+    }
+
     async fn to_all_shards(&self, command: impl Fn() -> ShardCommand) {
         for shard in &self.shards {
             let _ = shard.send(command()).await;

@@ -64,6 +64,7 @@ impl Dialect for GroupDialect {
                 event.count,
                 &iso8601_now(),
             ))),
+            payload::Body::ImBacklog(_) => None,
         }
     }
 }

@@ -50,7 +50,7 @@ impl Dialect for ImDialect {
     fn encode(&self, payload: &Payload) -> Option<Bytes> {
         match payload.body.as_ref()? {
             payload::Body::Json(bytes) => Some(bytes.clone()),
-            payload::Body::Presence(_) => None,
+            payload::Body::Presence(_) | payload::Body::ImBacklog(_) => None,
         }
     }
 }
@@ -318,6 +318,8 @@ impl From<Result<Response, Unavailable>> for Answer {
         match answer {
             Ok(r) if r.error == 0 => Self::Done(r),
             Ok(r) if r.error == ErrorCode::NotFound as i32 => Self::NotFound(r.error_message),
+            // Sending again at once will not help: no "send it again".
+            Ok(r) if r.error == ErrorCode::OverQuota as i32 => Self::Failed(r.error_message),
             Ok(r) => Self::Failed(format!("not accepted, send it again: {}", r.error_message)),
             Err(e) => Self::Failed(format!("{e}, send it again")),
         }
@@ -558,6 +560,25 @@ mod tests {
         let calls = s.on_text(&message(2001, "hello"));
         assert!(matches!(calls[..], [Action::Await { .. }]));
         assert_eq!(code(&s.on_response(0, answer("", false))), 200);
+    }
+
+    #[test]
+    fn a_send_over_the_quota_is_400_naming_it() {
+        let mut s = registered(false);
+        let _ = s.on_text(&message(2001, "hello"));
+        let over = Ok(Response {
+            error: ErrorCode::OverQuota as i32,
+            error_message: "over the sender quota: 3 kept messages".into(),
+            ..Response::default()
+        });
+        let actions = s.on_response(0, over);
+        assert_eq!(code(&actions), 400);
+        let [Action::Reply(frame)] = &actions[..] else {
+            unreachable!()
+        };
+        let reply: Value = serde_json::from_slice(frame).unwrap();
+        let body: Value = serde_json::from_str(reply["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["msg"], "over the sender quota: 3 kept messages");
     }
 
     #[test]

@@ -40,7 +40,7 @@ impl Dialect for IotDialect {
     fn encode(&self, payload: &Payload) -> Option<Bytes> {
         match payload.body.as_ref()? {
             payload::Body::Json(bytes) => Some(bytes.clone()),
-            payload::Body::Presence(_) => None,
+            payload::Body::Presence(_) | payload::Body::ImBacklog(_) => None,
         }
     }
 }

@@ -26,6 +26,13 @@ impl From<ImError> for ApiError {
         match e {
             ImError::Invalid(refusal) => invalid(&refusal),
             ImError::Unavailable(reason) => ApiError::unavailable(reason),
+            // The API sends as `SYSTEM`, which has no quota; should that
+            // ever change, the caller is told to slow down.
+            e @ ImError::OverQuota { .. } => ApiError::new(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                "over_quota",
+                e.to_string(),
+            ),
         }
     }
 }

@@ -1,18 +1,26 @@
 //! Instant messages on the router (`40-im.md`): login sessions, each
 //! user's kept messages, deliveries and receipts.
 //!
+//! A message is named by (sender, id) and kept in the store once, for all
+//! its recipients, before it is delivered, until each recipient's receipt
+//! (at least once; clients drop duplicates by id), so losing a router
+//! loses nothing. The sender's router keeps it, all or nothing, within
+//! the sender's quota; a second send of a kept (sender, id) is answered
+//! as a success and goes nowhere.
+//!
 //! Everything about one user runs in order on the router that owns the
-//! user's topic ([`queue`]): a socket that registers first gets the
-//! user's kept messages, oldest first, and only then joins live delivery,
-//! so no newer message overtakes a kept one. Every message is kept in the
-//! store before it is delivered, until its receipt, so losing a router
-//! loses nothing (at least once; clients drop duplicates by id).
+//! user's topic ([`queue`]): a socket that registers reads the user's
+//! kept messages, oldest first, a window at a time at its own pace
+//! ([`backlog`]), and only then takes kept messages live, so no newer
+//! message overtakes a kept one.
 //!
 //! - [`queue`]: the per-user queues.
+//! - [`backlog`]: kept messages handed to a registering socket.
 //! - [`api`]: `POST /api/v1/im/messages` and its NATS subject.
 //! - [`settings`]: limits and lifetimes.
 
 pub mod api;
+mod backlog;
 mod queue;
 pub mod settings;
 
@@ -28,15 +36,17 @@ use switchboard_proto::{
 use crate::node::{RouterNode, error_response};
 use crate::reply::Reply;
 use crate::shard::ShardCommand;
-use crate::store::im::ImSessionRecord;
+use crate::store::im::{ImSessionRecord, Keep, StoredMessage, Window};
 use crate::topic::TopicKey;
 
 pub use settings::{ImConfig, ImSettings};
 
-/// A node's IM state: its settings and its running user queues.
+/// A node's IM state: its settings, its running user queues and where
+/// each socket of the users it owns is in its backlog.
 pub struct ImHub {
     pub(crate) config: ImConfig,
     queues: queue::Queues,
+    readers: backlog::Readers,
 }
 
 impl ImHub {
@@ -44,18 +54,30 @@ impl ImHub {
         Self {
             config,
             queues: queue::Queues::default(),
+            readers: backlog::Readers::default(),
         }
     }
 }
+
+/// The most a backlog window may ask for, whatever an edge asks: a
+/// window travels in one answer, which stays well under transport frame
+/// limits (NATS: 1 MiB by default).
+const MAX_WINDOW: Window = Window {
+    messages: 1_000,
+    bytes: 512 * 1024,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImError {
     /// The message is not valid (the refusal names the field).
     #[error("{0}")]
     Invalid(wire::Refusal),
-    /// A recipient's owner could not keep the message.
+    /// The store could not keep the message.
     #[error("{0}")]
     Unavailable(String),
+    /// The sender has its quota of kept, unreceipted messages.
+    #[error("over the sender quota: {quota} kept messages not yet receipted; wait for receipts")]
+    OverQuota { quota: usize },
 }
 
 /// Whether a shard command for `topic` must pass through the user's queue:
@@ -119,15 +141,30 @@ pub(crate) fn handle(node: Arc<RouterNode>, request: ImRequest, reply: Reply) {
                         })),
                         ..Response::default()
                     },
+                    Err(e @ ImError::OverQuota { .. }) => {
+                        error_response(ErrorCode::OverQuota, &e.to_string())
+                    }
                     Err(e) => error_response(ErrorCode::Internal, &e.to_string()),
                 });
             });
         }
         im_request::Op::Deliver(deliver) => {
             let job = queue::Job::Deliver {
-                id: deliver.id,
-                from: deliver.from,
                 message: deliver.message,
+                cursor: deliver.cursor,
+                reply,
+            };
+            hub.queues.submit(&node, &topic, job);
+        }
+        im_request::Op::Backlog(backlog) => {
+            let window = Window {
+                messages: (backlog.max_messages as usize).clamp(1, MAX_WINDOW.messages),
+                bytes: (backlog.max_bytes as usize).min(MAX_WINDOW.bytes),
+            };
+            let job = queue::Job::Backlog {
+                socket: (request.from_edge, request.from_conn),
+                after: backlog.after,
+                window,
                 reply,
             };
             hub.queues.submit(&node, &topic, job);
@@ -161,7 +198,7 @@ fn session_answer(session_id: String, record: ImSessionRecord) -> Response {
             user: record.user,
             client_name: record.client_name,
             notice: record.notice,
-            stored: 0,
+            ..ImAnswer::default()
         })),
         ..Response::default()
     }
@@ -242,11 +279,13 @@ fn relay_request(
     )
 }
 
-/// Keeps and delivers one message to every user in `to`, each at the
-/// router that owns the user; with `echo` (edge, connection), also hands
-/// it to the sender's other sockets. Returns the sockets reached and the
-/// recipients no socket took. Fails when a recipient's copy could not be
-/// kept: the sender must send again (recipients drop duplicates by id).
+/// Keeps one message once for every user in `to` (within the sender's
+/// quota), then delivers it, each user's copy at the router that owns
+/// the user; with `echo` (edge, connection), also hands it to the
+/// sender's other sockets. Returns the sockets reached and the recipients
+/// no socket took. A duplicate (the sender's id is kept already) is a
+/// success that delivers nothing. Once kept, a delivery that fails loses
+/// nothing: the copy waits for the recipient's next registration.
 async fn send_to(
     node: &RouterNode,
     tenant: &str,
@@ -256,20 +295,49 @@ async fn send_to(
     message: Bytes,
     echo: Option<(String, u64)>,
 ) -> Result<(u32, u32), ImError> {
+    let limits = node.im.config.limits_for(from);
+    let kept = StoredMessage {
+        id: id.to_owned(),
+        from: from.to_owned(),
+        json: String::from_utf8_lossy(&message).into_owned(),
+    };
+    let outcome = node
+        .store()
+        .im_keep(tenant, &kept, to, now_ms(), limits)
+        .await;
+    let cursor = match outcome {
+        Ok(Keep::Kept(cursor)) => cursor,
+        Ok(Keep::Duplicate) => {
+            metrics::counter!("switchboard_router_im_duplicates_total").increment(1);
+            return Ok((0, 0));
+        }
+        Ok(Keep::OverQuota) => {
+            metrics::counter!("switchboard_router_im_quota_refused_total").increment(1);
+            return Err(ImError::OverQuota {
+                quota: node.im.config.sender_quota,
+            });
+        }
+        Err(e) => {
+            tracing::warn!(tenant, error = %e, "IM message not stored");
+            return Err(ImError::Unavailable(format!("message not stored: {e}")));
+        }
+    };
+    metrics::counter!("switchboard_router_im_messages_kept_total").increment(to.len() as u64);
     let deliveries = to.iter().map(|user| {
         let deliver = im_request::Op::Deliver(switchboard_proto::ImDeliver {
             id: id.to_owned(),
             from: from.to_owned(),
             message: message.clone(),
+            cursor,
         });
         node.request(im_request(tenant, user, deliver))
     });
     let answers = futures_util::future::join_all(deliveries).await;
     let (mut delivered, mut stored) = (0u32, 0u32);
-    let mut failed = None;
     for answer in answers {
         if answer.error != 0 {
-            failed = Some(answer.error_message);
+            // Kept all the same: it goes out at the next registration.
+            stored += 1;
             continue;
         }
         delivered += answer.delivered;
@@ -286,15 +354,12 @@ async fn send_to(
         delivered += answer.delivered;
     }
     metrics::counter!("switchboard_router_im_sent_total").increment(1);
-    match failed {
-        Some(reason) => Err(ImError::Unavailable(reason)),
-        None => Ok((delivered, stored)),
-    }
+    Ok((delivered, stored))
 }
 
 /// Sends a system message (from `SYSTEM`, already checked with
-/// [`ImMessage::system`]) to its recipients' IM sockets, keeping a copy
-/// for each until its receipt. Returns (sockets reached, recipients with
+/// [`ImMessage::system`]) to its recipients' IM sockets, kept once until
+/// every recipient's receipt; the system has no sender quota. Returns (sockets reached, recipients with
 /// no socket open). The server API's `/im/messages` and `/notify` use it.
 pub async fn deliver_system_message(
     node: &RouterNode,
@@ -350,7 +415,19 @@ pub fn register_metrics() {
         ),
         (
             "switchboard_router_im_messages_kept_total",
-            "IM message copies kept for a recipient until its receipt",
+            "IM recipients a kept message was kept for, until their receipt",
+        ),
+        (
+            "switchboard_router_im_duplicates_total",
+            "IM sends of a (sender, id) already kept: answered, not kept again",
+        ),
+        (
+            "switchboard_router_im_quota_refused_total",
+            "IM sends refused because the sender had its quota of kept messages",
+        ),
+        (
+            "switchboard_router_im_backlog_windows_total",
+            "Backlog windows of kept IM messages handed to registering sockets",
         ),
         (
             "switchboard_router_im_receipts_total",
@@ -358,15 +435,22 @@ pub fn register_metrics() {
         ),
         (
             "switchboard_router_im_backlog_sent_total",
-            "Kept IM messages sent to a socket when it registered",
+            "Kept IM messages handed to sockets in backlog windows",
         ),
         (
             "switchboard_router_im_backlog_errors_total",
-            "Registrations whose kept IM messages could not be fetched",
+            "Backlog windows whose kept IM messages could not be fetched",
         ),
     ] {
         describe_counter!(name, help);
         metrics::counter!(name).absolute(0);
+    }
+    describe_counter!(
+        "switchboard_router_im_queue_full_total",
+        "IM jobs refused because their user's queue was full, by job"
+    );
+    for job in ["deliver", "relay", "ack", "backlog"] {
+        metrics::counter!("switchboard_router_im_queue_full_total", "job" => job).absolute(0);
     }
 }
 

@@ -2,35 +2,38 @@
 //! user's jobs run one at a time, in arrival order, on a task that lives
 //! while the queue has work. A job never waits for another user's queue,
 //! so queues cannot wait on each other.
+//!
+//! A queue holds at most `im_queue_max` jobs; a job over it is refused
+//! with an answer that says so (`switchboard_router_im_queue_full_total`).
+//! Joins and leaves are never refused: each stands for a socket, which
+//! the edges already bound, and dropping one would leave a subscription
+//! or a backlog reader behind.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use switchboard_common::clock::now_ms;
-use switchboard_proto::{
-    Delivery, ErrorCode, ImAnswer, Payload, Response, RouterFrame, router_frame,
-};
+use switchboard_proto::{ErrorCode, ImAnswer, Payload, Response};
 use tokio::sync::mpsc;
 
+use super::backlog;
 use crate::node::{RouterNode, error_response};
 use crate::reply::Reply;
 use crate::shard::ShardCommand;
-use crate::store::im::{ImUser, StoredMessage};
+use crate::store::im::{ImUser, Window};
 use crate::topic::TopicKey;
 
-/// Stored messages fetched per store call when a socket registers.
-const PAGE: usize = 100;
-
 pub(crate) enum Job {
-    /// A socket joins (`Subscribe`, after the user's stored messages were
-    /// sent to it) or leaves (`Unsubscribe`) live delivery.
+    /// A socket joins (`Subscribe`, then reads its backlog) or leaves
+    /// (`Unsubscribe`) the user's topic.
     Membership(ShardCommand),
-    /// Keep a copy, then hand it to the user's sockets.
+    /// Hand a message kept for the user at `cursor` to the user's sockets
+    /// that take it live.
     Deliver {
-        id: String,
-        from: String,
         message: Bytes,
+        cursor: u64,
         reply: Reply,
     },
     /// Hand a frame to the user's sockets, all but one, without keeping it.
@@ -46,35 +49,92 @@ pub(crate) enum Job {
         receipt: Bytes,
         reply: Reply,
     },
+    /// The next backlog window for one socket (edge id, connection).
+    Backlog {
+        socket: (String, u64),
+        after: u64,
+        window: Window,
+        reply: Reply,
+    },
+}
+
+impl Job {
+    /// Answers a job refused for a full queue, naming the outcome.
+    fn refuse(self, topic: &TopicKey, bound: usize) {
+        let (label, outcome) = match &self {
+            Job::Membership(_) => ("membership", "not refused"),
+            Job::Deliver { .. } => ("deliver", "kept for the next registration"),
+            Job::Relay { .. } => ("relay", "dropped"),
+            Job::Ack { .. } => ("ack", "send the receipt again"),
+            Job::Backlog { .. } => ("backlog", "asked again later"),
+        };
+        metrics::counter!("switchboard_router_im_queue_full_total", "job" => label).increment(1);
+        let message = format!(
+            "the IM queue of {} is full ({bound} jobs): {outcome}",
+            topic.name
+        );
+        match self {
+            Job::Membership(_) => {}
+            Job::Deliver { reply, .. }
+            | Job::Relay { reply, .. }
+            | Job::Ack { reply, .. }
+            | Job::Backlog { reply, .. } => {
+                reply.send(error_response(ErrorCode::Internal, &message));
+            }
+        }
+    }
+}
+
+/// A user's running queue: its jobs and how many wait.
+struct Running {
+    tx: mpsc::UnboundedSender<Job>,
+    waiting: Arc<AtomicUsize>,
 }
 
 /// The running queues, by user topic.
 #[derive(Default)]
 pub(crate) struct Queues {
     /// Held only to look up, add or remove a queue.
-    running: Mutex<HashMap<TopicKey, mpsc::UnboundedSender<Job>>>,
+    running: Mutex<HashMap<TopicKey, Running>>,
 }
 
 impl Queues {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TopicKey, mpsc::UnboundedSender<Job>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TopicKey, Running>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `job` for `topic`'s user, starting its task if it has none.
+    /// Queues `job` for `topic`'s user, starting its task if it has none;
+    /// refuses it when the queue is full.
     pub(crate) fn submit(&self, node: &Arc<RouterNode>, topic: &TopicKey, job: Job) {
+        let bound = node.im.config.queue_max;
         let mut running = self.lock();
         let job = match running.get(topic) {
-            Some(tx) => match tx.send(job) {
-                Ok(()) => return,
-                Err(mpsc::error::SendError(job)) => job,
-            },
+            Some(queue) => {
+                let always = matches!(job, Job::Membership(_));
+                if !always && queue.waiting.load(Ordering::Relaxed) >= bound {
+                    drop(running);
+                    return job.refuse(topic, bound);
+                }
+                queue.waiting.fetch_add(1, Ordering::Relaxed);
+                match queue.tx.send(job) {
+                    Ok(()) => return,
+                    Err(mpsc::error::SendError(job)) => job,
+                }
+            }
             None => job,
         };
         let (tx, rx) = mpsc::unbounded_channel();
+        let waiting = Arc::new(AtomicUsize::new(1));
         // The receiver is alive until the task below ends.
         let _ = tx.send(job);
-        running.insert(topic.clone(), tx);
-        tokio::spawn(run(node.clone(), topic.clone(), rx));
+        running.insert(
+            topic.clone(),
+            Running {
+                tx,
+                waiting: waiting.clone(),
+            },
+        );
+        tokio::spawn(run(node.clone(), topic.clone(), rx, waiting));
     }
 
     /// The task ends only with nothing queued: submitters send under the
@@ -90,10 +150,18 @@ impl Queues {
     }
 }
 
-async fn run(node: Arc<RouterNode>, topic: TopicKey, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn run(
+    node: Arc<RouterNode>,
+    topic: TopicKey,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    waiting: Arc<AtomicUsize>,
+) {
     loop {
         match rx.try_recv() {
-            Ok(job) => handle(&node, &topic, job).await,
+            Ok(job) => {
+                waiting.fetch_sub(1, Ordering::Relaxed);
+                handle(&node, &topic, job).await;
+            }
             Err(mpsc::error::TryRecvError::Empty) => {
                 if node.im.queues.finish(&topic, &rx) {
                     return;
@@ -114,36 +182,25 @@ fn user(topic: &TopicKey) -> ImUser<'_> {
 async fn handle(node: &Arc<RouterNode>, topic: &TopicKey, job: Job) {
     match job {
         Job::Membership(command) => {
-            if let ShardCommand::Subscribe { edge, conn, .. } = &command {
-                send_kept(node, topic, *edge, *conn).await;
-            }
+            let joined = match &command {
+                ShardCommand::Subscribe { edge, conn, .. } => Some((*edge, *conn)),
+                ShardCommand::Unsubscribe { edge, conn, .. } => {
+                    node.im.readers.leave(topic, (*edge, *conn));
+                    None
+                }
+                _ => None,
+            };
             node.to_shard_direct(topic, command).await;
+            if let Some((edge, conn)) = joined {
+                backlog::join(node, topic, edge, conn).await;
+            }
         }
         Job::Deliver {
-            id,
-            from,
             message,
+            cursor,
             reply,
         } => {
-            let kept = StoredMessage {
-                id,
-                from,
-                json: String::from_utf8_lossy(&message).into_owned(),
-            };
-            let limits = node.im.config.limits();
-            if let Err(e) = node
-                .store()
-                .im_keep(user(topic), &kept, now_ms(), limits)
-                .await
-            {
-                tracing::warn!(topic = %topic, error = %e, "IM message not stored");
-                return reply.send(error_response(
-                    ErrorCode::Internal,
-                    &format!("message not stored: {e}"),
-                ));
-            }
-            metrics::counter!("switchboard_router_im_messages_kept_total").increment(1);
-            let delivered = fan_out(node, topic, message, None).await;
+            let delivered = fan_out(node, topic, message, None, Some(cursor)).await;
             reply.send(Response {
                 delivered,
                 im: Some(Box::new(ImAnswer {
@@ -158,7 +215,7 @@ async fn handle(node: &Arc<RouterNode>, topic: &TopicKey, job: Job) {
             exclude,
             reply,
         } => {
-            let delivered = fan_out(node, topic, message, exclude).await;
+            let delivered = fan_out(node, topic, message, exclude, None).await;
             reply.send(Response {
                 delivered,
                 ..Response::default()
@@ -169,76 +226,53 @@ async fn handle(node: &Arc<RouterNode>, topic: &TopicKey, job: Job) {
             sender,
             receipt,
             reply,
-        } => match node.store().im_forget(user(topic), &id, &sender).await {
-            Ok(true) => {
-                metrics::counter!("switchboard_router_im_receipts_total").increment(1);
-                reply.send(Response::default());
-                if sender != switchboard_proto::im::SYSTEM {
-                    let relay = super::relay_request(&topic.tenant, &sender, receipt, None);
-                    let node = node.clone();
-                    tokio::spawn(async move { node.request(relay).await });
+        } => {
+            let limits = node.im.config.limits();
+            let forgotten = node
+                .store()
+                .im_forget(user(topic), &id, &sender, now_ms(), limits)
+                .await;
+            match forgotten {
+                Ok(true) => {
+                    metrics::counter!("switchboard_router_im_receipts_total").increment(1);
+                    reply.send(Response::default());
+                    if sender != switchboard_proto::im::SYSTEM {
+                        let relay = super::relay_request(&topic.tenant, &sender, receipt, None);
+                        let node = node.clone();
+                        tokio::spawn(async move { node.request(relay).await });
+                    }
                 }
+                Ok(false) => reply.send(error_response(
+                    ErrorCode::NotFound,
+                    &format!("no message {id} from {sender} waits for {}", topic.name),
+                )),
+                Err(e) => reply.send(error_response(
+                    ErrorCode::Internal,
+                    &format!("receipt not stored: {e}"),
+                )),
             }
-            Ok(false) => reply.send(error_response(
-                ErrorCode::NotFound,
-                &format!("no message {id} from {sender} waits for {}", topic.name),
-            )),
-            Err(e) => reply.send(error_response(
-                ErrorCode::Internal,
-                &format!("receipt not stored: {e}"),
-            )),
-        },
-    }
-}
-
-/// Sends the user's kept messages, oldest first, to one new socket.
-async fn send_kept(node: &RouterNode, topic: &TopicKey, edge: u32, conn: u64) {
-    let Some((_, tx)) = node.edge_link(edge) else {
-        return;
-    };
-    let limits = node.im.config.limits();
-    let mut after = 0;
-    loop {
-        let page = match node
-            .store()
-            .im_kept(user(topic), after, PAGE, now_ms(), limits)
-            .await
-        {
-            Ok(page) => page,
-            Err(e) => {
-                // They stay kept and go out at the next registration.
-                metrics::counter!("switchboard_router_im_backlog_errors_total").increment(1);
-                tracing::warn!(topic = %topic, error = %e, "stored IM messages not fetched");
-                return;
-            }
-        };
-        let last_page = page.len() < PAGE;
-        for (cursor, message) in page {
-            after = cursor;
-            let frame: RouterFrame = router_frame::Body::Delivery(Delivery {
-                conn_ids: vec![conn],
-                payload: Some(Payload::json(message.json)),
-            })
-            .into();
-            // Waits for room: a backlog is sent whole, in order.
-            if tx.send(frame).await.is_err() {
-                return;
-            }
-            metrics::counter!("switchboard_router_im_backlog_sent_total").increment(1);
         }
-        if last_page {
-            return;
+        Job::Backlog {
+            socket: (edge_id, conn),
+            after,
+            window,
+            reply,
+        } => {
+            let answer = backlog::window(node, topic, (&edge_id, conn), after, window).await;
+            reply.send(answer);
         }
     }
 }
 
-/// Hands `message` to every socket of the topic but `exclude`; returns
-/// the number of sockets.
+/// Hands `message` to every socket of the topic but `exclude`, and for a
+/// message kept at `cursor`, but the sockets that do not take it live;
+/// returns the number of sockets.
 async fn fan_out(
     node: &RouterNode,
     topic: &TopicKey,
     message: Bytes,
     exclude: Option<(String, u64)>,
+    cursor: Option<u64>,
 ) -> u32 {
     let mut targets: HashMap<String, BTreeSet<u64>> = HashMap::new();
     for found in node.collect_here(vec![topic.clone()]).await {
@@ -246,10 +280,17 @@ async fn fan_out(
             .as_ref()
             .filter(|(edge, _)| *edge == found.edge_id)
             .map(|(_, conn)| *conn);
-        targets
-            .entry(found.edge_id)
-            .or_default()
-            .extend(found.conn_ids.into_iter().filter(|c| Some(*c) != excluded));
+        let edge = cursor.and(node.edge_index(&found.edge_id));
+        let takes = |conn: &u64| match (cursor, edge) {
+            (Some(cursor), Some(edge)) => node.im.readers.takes_live(topic, (edge, *conn), cursor),
+            _ => true,
+        };
+        targets.entry(found.edge_id).or_default().extend(
+            found
+                .conn_ids
+                .into_iter()
+                .filter(|c| Some(*c) != excluded && takes(c)),
+        );
     }
     node.deliver_to_edges(targets, &Payload::json(message))
 }

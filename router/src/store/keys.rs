@@ -106,14 +106,43 @@ pub fn im_session(tenant: &str, session_id: &str) -> String {
     format!("{}:im:session:{}", tenant_prefix(tenant), part(session_id))
 }
 
-/// An IM user's queue of kept message ids (in order).
+/// An IM user's queue: references to the messages kept for the user, in
+/// arrival order.
 pub fn im_queue(tenant: &str, user: &str) -> String {
     format!("{}:im:queue:{}", tenant_prefix(tenant), part(user))
 }
 
-/// An IM user's kept message records.
-pub fn im_messages(tenant: &str, user: &str) -> String {
-    format!("{}:im:msg:{}", tenant_prefix(tenant), part(user))
+/// How a queue names a kept message: `{sender}:{id}`, both escaped, so
+/// the first `:` splits it.
+pub fn im_ref(sender: &str, id: &str) -> String {
+    format!("{}:{}", part(sender), part(id))
+}
+
+/// What every kept message's key starts with; [`im_ref`] completes it.
+pub fn im_body_prefix(tenant: &str) -> String {
+    format!("{}:im:body:", tenant_prefix(tenant))
+}
+
+/// A kept message, stored once for all its recipients.
+pub fn im_body(tenant: &str, sender: &str, id: &str) -> String {
+    format!("{}{}", im_body_prefix(tenant), im_ref(sender, id))
+}
+
+/// What every sender's quota key starts with; the escaped sender
+/// completes it.
+pub fn im_sent_prefix(tenant: &str) -> String {
+    format!("{}:im:sent:", tenant_prefix(tenant))
+}
+
+/// A sender's kept messages (escaped ids by time kept): its quota.
+pub fn im_sent(tenant: &str, sender: &str) -> String {
+    format!("{}{}", im_sent_prefix(tenant), part(sender))
+}
+
+/// The tenant's counter of kept messages: each one's generation, and its
+/// cursor in every recipient's queue.
+pub fn im_generation(tenant: &str) -> String {
+    format!("{}:im:generation", tenant_prefix(tenant))
 }
 
 #[cfg(test)]
@@ -158,15 +187,18 @@ mod tests {
             ("presence", Box::new(|i: &[&str]| presence(i[0], i[1]))),
             ("im_session", Box::new(|i: &[&str]| im_session(i[0], i[1]))),
             ("im_queue", Box::new(|i: &[&str]| im_queue(i[0], i[1]))),
-            (
-                "im_messages",
-                Box::new(|i: &[&str]| im_messages(i[0], i[1])),
-            ),
+            ("im_body", Box::new(|i: &[&str]| im_body(i[0], i[1], i[2]))),
+            ("im_sent", Box::new(|i: &[&str]| im_sent(i[0], i[1]))),
+            ("im_generation", Box::new(|i: &[&str]| im_generation(i[0]))),
         ]
     }
 
     fn arity(name: &str) -> usize {
-        if name == "app_value" { 3 } else { 2 }
+        match name {
+            "app_value" | "im_body" => 3,
+            "im_generation" => 1,
+            _ => 2,
+        }
     }
 
     /// No two (builder, id tuple) pairs share a key: not within one kind
@@ -175,17 +207,19 @@ mod tests {
     fn distinct_id_tuples_never_share_a_key() {
         let mut seen: HashMap<String, (&str, Vec<&str>)> = HashMap::new();
         for (name, build) in builders() {
-            let tuples: Vec<Vec<&str>> = if arity(name) == 3 {
-                IDS.iter()
+            let tuples: Vec<Vec<&str>> = match arity(name) {
+                3 => IDS
+                    .iter()
                     .flat_map(|a| {
                         IDS.iter()
                             .flat_map(move |b| IDS.iter().map(move |c| vec![*a, *b, *c]))
                     })
-                    .collect()
-            } else {
-                IDS.iter()
+                    .collect(),
+                2 => IDS
+                    .iter()
                     .flat_map(|a| IDS.iter().map(move |b| vec![*a, *b]))
-                    .collect()
+                    .collect(),
+                _ => IDS.iter().map(|a| vec![*a]).collect(),
             };
             for ids in tuples {
                 let key = build(&ids);
