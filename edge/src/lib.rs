@@ -5,6 +5,7 @@
 //! - [`server`]: HTTP listener, upgrade routing, playground page.
 //! - [`im_login`]: the IM login endpoints.
 //! - [`connection`]: one socket's reader and writer, limits, close codes.
+//! - [`deflate`]: permessage-deflate negotiation and per-message compression.
 //! - [`dialect`]: one module per wire dialect.
 //! - [`outbound`]: per-socket queues and the connection registry.
 //! - [`backlog`]: kept IM messages handed to a socket at its own pace.
