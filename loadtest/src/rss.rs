@@ -234,7 +234,9 @@ mod tests {
     async fn marks_from_another_task_bound_a_span() {
         let watch = RssWatch::start(std::process::id());
         let marker = watch.marker();
-        tokio::spawn(async move { marker.mark("from") }).await.unwrap();
+        tokio::spawn(async move { marker.mark("from") })
+            .await
+            .unwrap();
         watch.mark("to");
         let (from, peak, to) = watch.span("from", "to").expect("both marks");
         // The span's own marks are samples inside it.
