@@ -32,6 +32,11 @@ bench: ## Benchmarks: baseline, standalone, local cluster; table into docs/BENCH
 	$(CARGO) build --release --workspace --bins
 	$(TARGET_DIR)/release/loadtest bench --profile $(BENCH_PROFILE)
 
+.PHONY: bench-abuse
+bench-abuse: ## Abuse scenarios with and without abusers, alternately (ABUSE_PAIRS=3), on a standalone edge with default limits
+	$(CARGO) build --release --bins
+	loadtest/bench-abuse.sh $(or $(ABUSE_PAIRS),3)
+
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

@@ -111,7 +111,21 @@ pub async fn connect(
     source: Option<IpAddr>,
     limit: Duration,
 ) -> Result<(Reader, Writer), ConnectError> {
-    tokio::time::timeout(limit, open(target, path, headers, source))
+    connect_with(target, path, headers, source, limit, None).await
+}
+
+/// [`connect`], asking the kernel for a receive buffer of `recv_buffer`
+/// bytes: a socket that never reads then leaves its backlog in the
+/// server rather than in its own kernel.
+pub async fn connect_with(
+    target: &Target,
+    path: &str,
+    headers: &[(&str, &str)],
+    source: Option<IpAddr>,
+    limit: Duration,
+    recv_buffer: Option<u32>,
+) -> Result<(Reader, Writer), ConnectError> {
+    tokio::time::timeout(limit, open(target, path, headers, source, recv_buffer))
         .await
         .map_err(|_| ConnectError::Timeout(limit))?
 }
@@ -121,12 +135,17 @@ async fn open(
     path: &str,
     headers: &[(&str, &str)],
     source: Option<IpAddr>,
+    recv_buffer: Option<u32>,
 ) -> Result<(Reader, Writer), ConnectError> {
     let socket = if target.addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
+    if let Some(bytes) = recv_buffer {
+        // Before connecting, so the window offered in the handshake is small.
+        socket.set_recv_buffer_size(bytes)?;
+    }
     if let Some(ip) = source {
         socket.bind(SocketAddr::new(ip, 0))?;
     }
@@ -206,6 +225,19 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 pub async fn send_text(writer: &Writer, text: &str) -> Result<(), WebSocketError> {
     let mut w = writer.lock().await;
     w.write_frame(Frame::text(Payload::Owned(text.as_bytes().to_vec())))
+        .await
+}
+
+/// Sends one frame as given: a fragment (`fin` false, or a
+/// continuation), a binary frame, or text that is not UTF-8.
+pub async fn send_frame(
+    writer: &Writer,
+    fin: bool,
+    opcode: OpCode,
+    bytes: Vec<u8>,
+) -> Result<(), WebSocketError> {
+    let mut w = writer.lock().await;
+    w.write_frame(Frame::new(fin, opcode, None, Payload::Owned(bytes)))
         .await
 }
 

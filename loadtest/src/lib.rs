@@ -9,12 +9,15 @@
 //! - [`wire`]: each dialect's messages and how replies are read.
 //! - [`stats`], [`summary`]: counters, histograms, the end summary.
 //! - [`rss`]: memory of the server under test.
+//! - [`abuse`]: abusers that run beside a scenario, and runs with and
+//!   without them compared.
 //! - [`report`]: the benchmark table written into `docs/BENCHMARKS.md`.
 //! - [`limits`]: the open-file limit.
 //! - [`bench`]: `loadtest bench`, the standard suite against the baseline,
 //!   standalone mode and a local cluster.
 #![forbid(unsafe_code)]
 
+pub mod abuse;
 pub mod bench;
 pub mod client;
 pub mod http;

@@ -78,6 +78,17 @@ struct RunArgs {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// The edge's admin metrics page (`http://127.0.0.1:9090/metrics`):
+    /// its close and refusal counters are read around the abuse window.
+    #[arg(long)]
+    metrics: Option<String>,
+    /// Run the scenario's abuse window without its abusers.
+    #[arg(long)]
+    no_abuse: bool,
+    /// Run the scenario this many times with its abusers and as many
+    /// without, alternately, and compare them (`--out` gets the comparison).
+    #[arg(long, default_value_t = 0)]
+    pairs: usize,
     #[arg(long, hide = true, value_parser = parse_shard)]
     shard: Option<Shard>,
     #[arg(long, hide = true)]
@@ -121,6 +132,10 @@ impl RunArgs {
         push("--rate", self.rate.map(|r| r.to_string()));
         push("--size", self.size.map(|s| s.to_string()));
         push("--dialect", self.dialect.clone());
+        push("--metrics", self.metrics.clone());
+        if self.no_abuse {
+            out.push("--no-abuse".to_owned());
+        }
         out
     }
 
@@ -152,6 +167,9 @@ impl RunArgs {
         if let Some(d) = &self.dialect {
             s.dialect =
                 Some(Dialect::parse(d).ok_or_else(|| anyhow::anyhow!("unknown dialect {d}"))?);
+        }
+        if self.no_abuse {
+            s.abuse = s.abuse.map(|a| a.without_abusers());
         }
         s.validate()?;
         Ok(s)
@@ -209,6 +227,7 @@ async fn run(args: RunArgs) -> ExitCode {
         api_key: args.api_key.clone(),
         shard: args.shard.unwrap_or(Shard::WHOLE),
         watch_pid: args.watch_pid,
+        metrics: args.metrics.clone(),
         progress: !args.quiet,
         barrier: args.barrier,
         ..Options::default()
@@ -216,19 +235,10 @@ async fn run(args: RunArgs) -> ExitCode {
     if let Some(id) = &args.run_id {
         options.run_id = id.clone();
     }
-    let result = if args.procs > 1 {
-        loadtest::procs::run(
-            &args.scenario,
-            &args.passthrough(),
-            args.procs,
-            &scenario,
-            &options,
-        )
-        .await
-    } else {
-        loadtest::run::run(&scenario, &options).await
-    };
-    let mut summary = match result {
+    if args.pairs > 0 {
+        return pairs(&args, &scenario, &thresholds, options).await;
+    }
+    let mut summary = match run_once(&args, &scenario, &options).await {
         Ok(s) => s,
         Err(e @ RunError::Unsupported(_)) => return fail(e.to_string(), 3),
         Err(e) => return fail(e.to_string(), 1),
@@ -248,6 +258,100 @@ async fn run(args: RunArgs) -> ExitCode {
             .and_then(|json| std::fs::write(path, json));
         if let Err(e) = written {
             return fail(format!("write {}: {e}", path.display()), 1);
+        }
+    }
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(99)
+    }
+}
+
+async fn run_once(
+    args: &RunArgs,
+    scenario: &Scenario,
+    options: &Options,
+) -> Result<loadtest::summary::Summary, RunError> {
+    if args.procs > 1 {
+        let mut passthrough = args.passthrough();
+        // A pair's second half has no abusers, whatever the command line said.
+        if scenario
+            .abuse
+            .as_ref()
+            .is_some_and(|a| a.abusers().is_empty())
+            && !passthrough.iter().any(|a| a == "--no-abuse")
+        {
+            passthrough.push("--no-abuse".to_owned());
+        }
+        loadtest::procs::run(&args.scenario, &passthrough, args.procs, scenario, options).await
+    } else {
+        loadtest::run::run(scenario, options).await
+    }
+}
+
+/// `--pairs N`: with and without abusers, alternately, then compared.
+async fn pairs(
+    args: &RunArgs,
+    scenario: &Scenario,
+    thresholds: &[loadtest::threshold::Threshold],
+    options: Options,
+) -> ExitCode {
+    use loadtest::abuse::pairs::{Comparison, RunFigures};
+    let Some(abuse) = &scenario.abuse else {
+        eprintln!("loadtest: --pairs needs a scenario with an [abuse] table");
+        return ExitCode::FAILURE;
+    };
+    let quiet = Scenario {
+        abuse: Some(abuse.without_abusers()),
+        ..scenario.clone()
+    };
+    let mut figures = Vec::new();
+    let mut abused = Vec::new();
+    let mut passed = true;
+    for pair in 0..args.pairs {
+        for (with, s) in [(true, scenario), (false, &quiet)] {
+            if let Some(pid) = args.watch_pid {
+                // The previous run's sockets are still being torn down.
+                loadtest::rss::settle(&[pid], Duration::from_secs(30)).await;
+            }
+            let options = Options {
+                run_id: loadtest::run::run_id(),
+                ..options.clone()
+            };
+            eprintln!(
+                "pair {}/{}, {} abusers",
+                pair + 1,
+                args.pairs,
+                if with { "with" } else { "without" }
+            );
+            let mut summary = match run_once(args, s, &options).await {
+                Ok(summary) => summary,
+                Err(e @ RunError::Unsupported(_)) => {
+                    eprintln!("loadtest: {e}");
+                    return ExitCode::from(3);
+                }
+                Err(e) => {
+                    eprintln!("loadtest: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            passed &= summary.judge(thresholds);
+            print!("{}", summary.render());
+            figures.push(RunFigures::of(&summary, with));
+            if with {
+                abused.push(summary);
+            }
+        }
+    }
+    let comparison = Comparison::new(figures, &abused.iter().collect::<Vec<_>>());
+    print!("{}", comparison.render());
+    if let Some(path) = &args.out {
+        let written = serde_json::to_string_pretty(&comparison)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(path, json));
+        if let Err(e) = written {
+            eprintln!("loadtest: write {}: {e}", path.display());
+            return ExitCode::FAILURE;
         }
     }
     if passed {

@@ -70,6 +70,28 @@ struct Inner {
     marks: Vec<(String, u64, f64)>,
 }
 
+/// Marks a running sampler from another task.
+#[derive(Clone)]
+pub struct RssMarker(Arc<Mutex<Inner>>);
+
+impl RssMarker {
+    /// Records the memory now under `name`.
+    pub fn mark(&self, name: &str) {
+        mark(&self.0, name);
+    }
+}
+
+fn mark(inner: &Mutex<Inner>, name: &str) {
+    let mut inner = inner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(kib) = rss_kib(inner.pid) {
+        let at = inner.started.elapsed().as_secs_f64();
+        inner.marks.push((name.to_owned(), kib, at));
+        inner.samples.push((at, kib));
+    }
+}
+
 /// A running sampler; stops when dropped.
 pub struct RssWatch {
     inner: Arc<Mutex<Inner>>,
@@ -104,15 +126,31 @@ impl RssWatch {
 
     /// Records the memory now under `name`.
     pub fn mark(&self, name: &str) {
-        let mut inner = self
+        mark(&self.inner, name);
+    }
+
+    /// A handle that marks this sampler from another task.
+    pub fn marker(&self) -> RssMarker {
+        RssMarker(self.inner.clone())
+    }
+
+    /// Memory at mark `from`, the highest sample from it to mark `to`, and
+    /// memory at `to`, in KiB; `None` unless both marks were made.
+    pub fn span(&self, from: &str, to: &str) -> Option<(u64, u64, u64)> {
+        let inner = self
             .inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(kib) = rss_kib(inner.pid) {
-            let at = inner.started.elapsed().as_secs_f64();
-            inner.marks.push((name.to_owned(), kib, at));
-            inner.samples.push((at, kib));
-        }
+        let find = |name: &str| inner.marks.iter().find(|m| m.0 == name);
+        let (start, end) = (find(from)?, find(to)?);
+        let peak = inner
+            .samples
+            .iter()
+            .filter(|s| s.0 >= start.2 && s.0 <= end.2)
+            .map(|s| s.1)
+            .max()
+            .unwrap_or(start.1);
+        Some((start.1, peak, end.1))
     }
 
     /// The summary, with `sockets` held between `start` and `connected`
@@ -190,6 +228,23 @@ mod tests {
         }
         assert!(cpu_ticks(pid).expect("own stat") > before, "{x}");
         assert_eq!(cpu_ticks(u32::MAX), None);
+    }
+
+    #[tokio::test]
+    async fn marks_from_another_task_bound_a_span() {
+        let watch = RssWatch::start(std::process::id());
+        let marker = watch.marker();
+        tokio::spawn(async move { marker.mark("from") })
+            .await
+            .unwrap();
+        watch.mark("to");
+        let (from, peak, to) = watch.span("from", "to").expect("both marks");
+        // The span's own marks are samples inside it.
+        assert!(peak >= from.max(to), "{from} {peak} {to}");
+        assert!(watch.span("from", "missing").is_none());
+        let summary = watch.finish(0, Duration::ZERO);
+        let names: Vec<&str> = summary.marks.iter().map(|m| m.0.as_str()).collect();
+        assert_eq!(names, ["start", "from", "to"]);
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::abuse::{AbuseEnv, AbuseRss, AbuseSummary, Tally};
 use crate::client::{self, ConnectError, Incoming, Sources, Target, Writer};
 use crate::http::HttpClient;
 use crate::plan::{self, Message, Names, PublisherPlan, SocketPlan};
@@ -66,6 +67,8 @@ pub struct Options {
     /// for `go` on stdin before the measured phase.
     pub barrier: bool,
     pub connect_timeout: Duration,
+    /// The edge's metrics page, read around the abuse window.
+    pub metrics: Option<String>,
 }
 
 impl Default for Options {
@@ -79,6 +82,7 @@ impl Default for Options {
             progress: false,
             barrier: false,
             connect_timeout: Duration::from_secs(10),
+            metrics: None,
         }
     }
 }
@@ -150,7 +154,8 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Summary, RunE
     let names = Names {
         run: options.run_id.clone(),
     };
-    let plan = plan::build(scenario, &names, minter.as_ref());
+    let minter = minter.map(Arc::new);
+    let plan = plan::build(scenario, &names, minter.as_deref());
     let stats = Arc::new(Stats::new());
     let env = Arc::new(Env {
         scenario: scenario.clone(),
@@ -176,6 +181,26 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Summary, RunE
         })
         .collect();
     Stats::add(&stats.expected, mine.iter().map(|s| s.expect).sum());
+    // Abusers run in the first process only: their counts are not shares.
+    let abuse = scenario.abuse.as_ref().map(|spec| {
+        Arc::new(AbuseEnv {
+            spec: if options.shard.index == 0 {
+                spec.clone()
+            } else {
+                spec.without_abusers()
+            },
+            targets: env.targets.clone(),
+            sources: env.sources,
+            connect_timeout: options.connect_timeout,
+            minter: minter.clone(),
+            tenant: scenario.tenant.clone(),
+            run: names.run.clone(),
+            fanout_group: names.group(0),
+            tally: Arc::new(Tally::default()),
+            metrics: options.metrics.clone().filter(|_| options.shard.index == 0),
+            server_before: std::sync::Mutex::new(None),
+        })
+    });
 
     let rss = options.watch_pid.map(RssWatch::start);
     let phase = Arc::new(std::sync::Mutex::new("connect"));
@@ -243,6 +268,17 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Summary, RunE
     });
     let measure_start = Instant::now();
     let measure_wall = now_micros();
+    if let Some(abuse) = &abuse {
+        let micros = |d: Duration| measure_wall + d.as_micros() as u64;
+        stats
+            .window
+            .0
+            .store(micros(abuse.spec.start), Ordering::Relaxed);
+        stats
+            .window
+            .1
+            .store(micros(abuse.spec.stop), Ordering::Relaxed);
+    }
     let writers: std::collections::HashMap<usize, Writer> =
         opens.iter().map(|(i, o)| (*i, o.writer.clone())).collect();
     let mut tasks = JoinSet::new();
@@ -261,6 +297,10 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Summary, RunE
             all,
             measure_start + scenario.duration,
         ));
+    }
+    if let Some(abuse) = &abuse {
+        let marker = rss.as_ref().map(RssWatch::marker);
+        tasks.spawn(crate::abuse::run(abuse.clone(), measure_start, marker));
     }
     tasks.spawn(tokio::time::sleep_until(
         (measure_start + scenario.duration).into(),
@@ -289,6 +329,23 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Summary, RunE
     close_all(&stats, opens).await;
     stop_progress.cancel();
     summary.collect(&stats);
+    let server = match &abuse {
+        Some(a) => a.server_growth().await,
+        None => Default::default(),
+    };
+    summary.abuse = abuse.map(|a| AbuseSummary {
+        server,
+        start_secs: a.spec.start.as_secs_f64(),
+        stop_secs: a.spec.stop.as_secs_f64(),
+        kinds: a.tally.summary(&crate::abuse::counts(&a.spec)),
+        rss: rss.as_ref().and_then(|w| w.span("abuse_start", "end")).map(
+            |(baseline_kib, peak_kib, after_kib)| AbuseRss {
+                baseline_kib,
+                peak_kib,
+                after_kib,
+            },
+        ),
+    });
     summary.rss = rss.map(|w| w.finish(summary.counts.open_at_end, scenario.warmup));
     Ok(summary)
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::abuse::AbuseSpec;
 use crate::threshold::{Threshold, ThresholdError};
 
 /// Why a scenario file was refused.
@@ -251,6 +252,9 @@ pub struct Scenario {
     /// Pass/fail rules such as `p99_ms < 10` or `errors < 0.1%`.
     #[serde(default)]
     pub thresholds: Vec<String>,
+    /// Abusers that join the measured phase for a window of it.
+    #[serde(default)]
+    pub abuse: Option<AbuseSpec>,
 }
 
 fn default_tenant() -> String {
@@ -278,12 +282,17 @@ fn two_seconds() -> Duration {
     Duration::from_secs(2)
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+pub(crate) fn de_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     switchboard_common::config::duration(&text).map_err(serde::de::Error::custom)
 }
 
-fn ser_duration<S: serde::Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_duration<S: serde::Serializer>(
+    value: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&format!("{}ms", value.as_millis()))
 }
 
@@ -393,6 +402,20 @@ impl Scenario {
             && !api.starts_with("http://")
         {
             return Err(invalid(format!("api `{api}` must be an http:// URL")));
+        }
+        if let Some(abuse) = &self.abuse {
+            if dialect == Dialect::Raw {
+                return Err(invalid(
+                    "abusers speak the product's dialects, not the baseline's".into(),
+                ));
+            }
+            if self.kind == Kind::Connect {
+                return Err(invalid(
+                    "connect runs have no measured traffic to abuse".into(),
+                ));
+            }
+            let has_group = matches!(self.kind, Kind::Fanout | Kind::Groups | Kind::ApiPublish);
+            abuse.validate(self.duration, has_group).map_err(invalid)?;
         }
         self.thresholds()?;
         Ok(())
@@ -512,5 +535,56 @@ rate = 200
         assert_eq!(s.ramp_target(Duration::from_secs(60)), 0);
         let no_stages = Scenario::parse("x", "name='x'\nkind='idle'\nvus=7\n").unwrap();
         assert_eq!(no_stages.ramp_target(Duration::ZERO), 7);
+    }
+
+    #[test]
+    fn an_abuse_table_rides_along_with_a_scenario() {
+        let text = "name='x'\nkind='fanout'\nvus=10\nduration='30s'\n[abuse]\nstart='5s'\nstop='25s'\nslow=2\nbatched=1\n";
+        let s = Scenario::parse("x", text).unwrap();
+        let abuse = s.abuse.as_ref().expect("[abuse] table");
+        assert_eq!((abuse.slow, abuse.batched, abuse.oversized), (2, 1, 0));
+        assert_eq!(abuse.stop, Duration::from_secs(25));
+        assert!(
+            Scenario::parse("x", "name='x'\nkind='fanout'\n")
+                .unwrap()
+                .abuse
+                .is_none()
+        );
+        let cases = [
+            (
+                "name='x'\nkind='im_chat'\nvus=2\n[abuse]\nstart='1s'\nstop='2s'\nslow=1\n",
+                "fan-out group",
+            ),
+            (
+                "name='x'\nkind='fanout'\ndialect='raw'\n[abuse]\nstart='1s'\nstop='2s'\n",
+                "baseline",
+            ),
+            (
+                "name='x'\nkind='fanout'\nduration='10s'\n[abuse]\nstart='1s'\nstop='12s'\n",
+                "after the end",
+            ),
+            (
+                "name='x'\nkind='connect'\n[abuse]\nstart='1s'\nstop='2s'\n",
+                "connect",
+            ),
+        ];
+        for (text, wanted) in cases {
+            let err = Scenario::parse("x", text).unwrap_err().to_string();
+            assert!(err.contains(wanted), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_shipped_scenario_file_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no scenario files in {}", dir.display());
     }
 }

@@ -30,15 +30,18 @@ pub enum Trend {
     Receipt,
     /// Server API: HTTP request to its answer.
     Request,
+    /// Deliveries of messages sent inside the abuse window.
+    Window,
 }
 
 impl Trend {
-    pub const ALL: [Trend; 5] = [
+    pub const ALL: [Trend; 6] = [
         Trend::Delivery,
         Trend::Connect,
         Trend::Ack,
         Trend::Receipt,
         Trend::Request,
+        Trend::Window,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +51,7 @@ impl Trend {
             Trend::Ack => "ack",
             Trend::Receipt => "receipt",
             Trend::Request => "request",
+            Trend::Window => "window",
         }
     }
 }
@@ -113,7 +117,11 @@ pub struct Stats {
     pub last_receive: AtomicU64,
     /// Set once the plan closes its sockets, so their ends are expected.
     pub closing: AtomicBool,
-    trends: [Sharded; 5],
+    /// Send times (µs since the epoch) bounding the abuse window, `[from,
+    /// to)`; messages sent inside it are also timed as [`Trend::Window`].
+    /// Both 0 when the scenario has none.
+    pub window: (AtomicU64, AtomicU64),
+    trends: [Sharded; Trend::ALL.len()],
     error_samples: Mutex<Vec<String>>,
 }
 
@@ -136,6 +144,7 @@ impl Stats {
             unexpected_closes: AtomicU64::new(0),
             last_receive: AtomicU64::new(0),
             closing: AtomicBool::new(false),
+            window: (AtomicU64::new(0), AtomicU64::new(0)),
             trends: std::array::from_fn(|_| Sharded::new()),
             error_samples: Mutex::new(Vec::new()),
         }
@@ -151,6 +160,10 @@ impl Stats {
         self.received.fetch_add(1, Ordering::Relaxed);
         self.last_receive.fetch_max(now, Ordering::Relaxed);
         self.record(Trend::Delivery, key, now.saturating_sub(stamp));
+        let from = self.window.0.load(Ordering::Relaxed);
+        if from > 0 && stamp >= from && stamp < self.window.1.load(Ordering::Relaxed) {
+            self.record(Trend::Window, key, now.saturating_sub(stamp));
+        }
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {
@@ -320,6 +333,22 @@ mod tests {
         assert_eq!(t, again);
         assert_eq!(TrendSummary::default().stat("p99"), None);
         assert_eq!(t.stat("p42"), None);
+    }
+
+    #[test]
+    fn only_messages_sent_inside_the_window_are_timed_in_it() {
+        let stats = Stats::new();
+        let now = now_micros();
+        stats.delivered(0, now - 1_000);
+        assert_eq!(stats.histogram(Trend::Window).len(), 0, "no window set");
+        stats.window.0.store(now - 5_000_000, Ordering::Relaxed);
+        stats.window.1.store(now - 2_000_000, Ordering::Relaxed);
+        stats.delivered(1, now - 6_000_000);
+        stats.delivered(2, now - 3_000_000);
+        stats.delivered(3, now - 2_000_000);
+        assert_eq!(stats.histogram(Trend::Window).len(), 1);
+        assert_eq!(stats.histogram(Trend::Delivery).len(), 4);
+        assert_eq!(Stats::get(&stats.received), 4);
     }
 
     #[test]

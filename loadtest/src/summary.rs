@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::abuse::AbuseSummary;
 use crate::rss::RssSummary;
 use crate::stats::{Stats, Trend, TrendSummary};
 use crate::threshold::{self, Threshold, Verdict};
@@ -42,6 +43,9 @@ pub struct Summary {
     pub counts: Counts,
     pub trends: BTreeMap<String, TrendSummary>,
     pub rss: Option<RssSummary>,
+    /// What the abusers met, when the scenario has an `[abuse]` table.
+    #[serde(default)]
+    pub abuse: Option<AbuseSummary>,
     /// A few error replies, to say what went wrong.
     pub error_samples: Vec<String>,
     pub thresholds: Vec<Verdict>,
@@ -92,6 +96,11 @@ impl Summary {
             self.trends
                 .insert(name.clone(), TrendSummary::from_histogram(&h));
         }
+        match (&mut self.abuse, &other.abuse) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (None, Some(theirs)) => self.abuse = Some(theirs.clone()),
+            _ => {}
+        }
         for sample in &other.error_samples {
             if self.error_samples.len() < 5 {
                 self.error_samples.push(sample.clone());
@@ -115,6 +124,7 @@ impl Summary {
             "dropped" => c.planned_open.saturating_sub(c.open_at_end) as f64,
             "rss_drift" => return self.rss.as_ref()?.drift,
             "rss_per_socket_kib" => return self.rss.as_ref()?.per_socket_kib,
+            "rss_after_abuse" => return self.abuse.as_ref()?.rss.as_ref()?.growth(),
             "error_count" => c.errors as f64,
             "unexpected_closes" => c.unexpected_closes as f64,
             "connections" => c.connections as f64,
@@ -237,6 +247,37 @@ impl Summary {
                 "server_rss",
                 format!("{}{per}{drift} (pid {})", marks.join(", "), rss.pid),
             );
+        }
+        if let Some(abuse) = &self.abuse {
+            line(
+                &mut out,
+                "abuse_window",
+                format!(
+                    "{:.1}s to {:.1}s of the measured phase",
+                    abuse.start_secs, abuse.stop_secs
+                ),
+            );
+            for (kind, k) in &abuse.kinds {
+                line(&mut out, &format!("abuse_{kind}"), k.render());
+            }
+            for (series, n) in &abuse.server {
+                line(&mut out, "abuse_server_counter", format!("{series} +{n}"));
+            }
+            if let Some(rss) = &abuse.rss {
+                let growth = rss
+                    .growth()
+                    .map_or(String::new(), |g| format!(" ({:+.2}%)", g * 100.0));
+                line(
+                    &mut out,
+                    "abuse_server_rss",
+                    format!(
+                        "baseline {:.1} MiB, peak {:.1} MiB, after {:.1} MiB{growth}",
+                        rss.baseline_kib as f64 / 1024.0,
+                        rss.peak_kib as f64 / 1024.0,
+                        rss.after_kib as f64 / 1024.0
+                    ),
+                );
+            }
         }
         for sample in &self.error_samples {
             let _ = writeln!(out, "     error sample: {sample}");

@@ -102,6 +102,11 @@ pub mod jsonrpc {
         format!("/v3/wss/{app}/{tool}?token={token}")
     }
 
+    /// A user socket (token `kind=user`).
+    pub fn user_path(token: &str) -> String {
+        format!("/v3/wss?token={token}")
+    }
+
     pub fn subscribe(channel: &str, id: &str) -> String {
         json!({"jsonrpc":"2.0","method":"subscribe","params":{"channel":channel},"id":id})
             .to_string()
