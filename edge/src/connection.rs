@@ -71,13 +71,7 @@ pub async fn run(env: Arc<SocketEnv>, io: Upgraded, accepted: Accepted) {
     // crate's write half is not used.
     let (mut reader, _) =
         fastwebsockets::after_handshake_split(&mut raw_read, tokio::io::sink(), Role::Server);
-    // Control frames are answered by the writer, so nothing is sent from
-    // inside `read_frame`.
-    reader.set_auto_close(false);
-    reader.set_auto_pong(false);
-    reader.set_release_buffer_when_empty(true);
-    // fastwebsockets refuses a frame whose length is >= this value.
-    reader.set_max_message_size(env.limits.max_message + 1);
+    configure(&mut reader, env.limits.max_message);
 
     let handle = Arc::new(ConnHandle::new(
         conn_id,
@@ -229,7 +223,7 @@ async fn close_after(
 }
 
 /// Why the reader stopped, as a close code for the peer.
-fn close_for(error: &WebSocketError) -> Option<(u16, &'static str)> {
+pub(crate) fn close_for(error: &WebSocketError) -> Option<(u16, &'static str)> {
     match error {
         WebSocketError::FrameTooLarge => Some((1009, "message too big")),
         WebSocketError::InvalidUTF8 => Some((1007, "invalid UTF-8")),
@@ -277,7 +271,7 @@ async fn read_loop(
     last_seen: &AtomicU64,
 ) {
     let limits = &env.limits;
-    let mut fragments: Option<BytesMut> = None;
+    let mut reassembly = Reassembly::new(limits.max_message);
     let mut bucket = TokenBucket::new(limits.rate_per_sec, limits.rate_burst);
     let mut over_limit = OverLimit::default();
     let mut no_obligations = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
@@ -313,46 +307,14 @@ async fn read_loop(
             }
         };
         last_seen.store(now_ms(), Ordering::Relaxed);
-        let message = match frame.opcode {
-            OpCode::Text if frame.fin => {
-                if fragments.is_some() {
-                    return handle.close(1002, "new message inside a fragmented one", false);
-                }
-                into_bytes(frame.payload)
-            }
-            OpCode::Text => {
-                if fragments.is_some() {
-                    return handle.close(1002, "new message inside a fragmented one", false);
-                }
-                fragments = Some(BytesMut::from(&frame.payload[..]));
+        let message = match reassembly.push(frame) {
+            Step::Message(message) => message,
+            Step::More => continue,
+            Step::Ping(payload) => {
+                handle.pong(payload);
                 continue;
             }
-            OpCode::Continuation => {
-                let Some(buffer) = fragments.as_mut() else {
-                    return handle.close(1002, "continuation without a message", false);
-                };
-                if buffer.len() + frame.payload.len() > limits.max_message {
-                    return handle.close(1009, "message too big", false);
-                }
-                buffer.extend_from_slice(&frame.payload);
-                if !frame.fin {
-                    continue;
-                }
-                fragments.take().map(BytesMut::freeze).unwrap_or_default()
-            }
-            OpCode::Binary => return handle.close(1003, "binary frames are not supported", false),
-            OpCode::Close => {
-                let (code, reason) = answer_to_close(&frame.payload);
-                return handle.close(code, reason, false);
-            }
-            OpCode::Ping => {
-                handle.pong(Bytes::from(frame.payload.to_vec()));
-                continue;
-            }
-            OpCode::Pong if frame.payload.len() > MAX_CONTROL_PAYLOAD => {
-                return handle.close(1002, "control frame over 125 bytes", false);
-            }
-            OpCode::Pong => continue,
+            Step::Close(code, reason) => return handle.close(code, reason, false),
         };
         let Ok(text) = std::str::from_utf8(&message) else {
             return handle.close(1007, "invalid UTF-8", false);
@@ -369,6 +331,95 @@ async fn read_loop(
         }
         let actions = session.on_text(text);
         Box::pin(execute(env, handle, session, actions)).await;
+    }
+}
+
+/// The reader settings every socket uses; [`crate::fuzzing`] reads frames
+/// with the same ones.
+pub(crate) fn configure<S>(reader: &mut WebSocketRead<S>, max_message: usize) {
+    // Control frames are answered by the writer, so nothing is sent from
+    // inside `read_frame`.
+    reader.set_auto_close(false);
+    reader.set_auto_pong(false);
+    reader.set_release_buffer_when_empty(true);
+    // fastwebsockets refuses a frame whose length is >= this value.
+    reader.set_max_message_size(max_message + 1);
+}
+
+/// What one frame means for the message being read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A whole message, not yet checked to be UTF-8.
+    Message(Bytes),
+    /// A fragment (or a pong): read on.
+    More,
+    /// Answer with a pong carrying this payload.
+    Ping(Bytes),
+    /// Close the socket with this code and reason.
+    Close(u16, &'static str),
+}
+
+/// Reassembles fragmented text messages with a cap on their total size
+/// (fastwebsockets caps each frame, not a message), and answers control
+/// frames. Holds no socket, so it can be tested on frames alone.
+pub struct Reassembly {
+    fragments: Option<BytesMut>,
+    max_message: usize,
+}
+
+impl Reassembly {
+    pub fn new(max_message: usize) -> Self {
+        Self {
+            fragments: None,
+            max_message,
+        }
+    }
+
+    /// Takes the next frame read from the socket.
+    pub fn push(&mut self, frame: Frame<'_>) -> Step {
+        match frame.opcode {
+            OpCode::Text if frame.fin => {
+                if self.fragments.is_some() {
+                    return Step::Close(1002, "new message inside a fragmented one");
+                }
+                Step::Message(into_bytes(frame.payload))
+            }
+            OpCode::Text => {
+                if self.fragments.is_some() {
+                    return Step::Close(1002, "new message inside a fragmented one");
+                }
+                self.fragments = Some(BytesMut::from(&frame.payload[..]));
+                Step::More
+            }
+            OpCode::Continuation => {
+                let Some(buffer) = self.fragments.as_mut() else {
+                    return Step::Close(1002, "continuation without a message");
+                };
+                if buffer.len() + frame.payload.len() > self.max_message {
+                    return Step::Close(1009, "message too big");
+                }
+                buffer.extend_from_slice(&frame.payload);
+                if !frame.fin {
+                    return Step::More;
+                }
+                Step::Message(
+                    self.fragments
+                        .take()
+                        .map(BytesMut::freeze)
+                        .unwrap_or_default(),
+                )
+            }
+            OpCode::Binary => Step::Close(1003, "binary frames are not supported"),
+            OpCode::Close => {
+                let (code, reason) = answer_to_close(&frame.payload);
+                Step::Close(code, reason)
+            }
+            OpCode::Ping => Step::Ping(Bytes::from(frame.payload.to_vec())),
+            OpCode::Pong if frame.payload.len() > MAX_CONTROL_PAYLOAD => {
+                Step::Close(1002, "control frame over 125 bytes")
+            }
+            OpCode::Pong => Step::More,
+        }
     }
 }
 
@@ -473,7 +524,58 @@ async fn write_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::answer_to_close;
+    use bytes::Bytes;
+    use fastwebsockets::{Frame, OpCode, Payload};
+
+    use super::{Reassembly, Step, answer_to_close};
+
+    fn push(reassembly: &mut Reassembly, fin: bool, opcode: OpCode, payload: &[u8]) -> Step {
+        reassembly.push(Frame::new(
+            fin,
+            opcode,
+            None,
+            Payload::Owned(payload.to_vec()),
+        ))
+    }
+
+    #[test]
+    fn fragments_are_joined_and_capped() {
+        let mut r = Reassembly::new(8);
+        assert_eq!(push(&mut r, false, OpCode::Text, b"ab"), Step::More);
+        assert_eq!(
+            push(&mut r, true, OpCode::Ping, b"p"),
+            Step::Ping(Bytes::from_static(b"p")),
+            "a control frame between fragments"
+        );
+        assert_eq!(push(&mut r, false, OpCode::Continuation, b"cd"), Step::More);
+        assert_eq!(
+            push(&mut r, true, OpCode::Continuation, b"ef"),
+            Step::Message(Bytes::from_static(b"abcdef"))
+        );
+        assert_eq!(
+            push(&mut r, true, OpCode::Continuation, b"x"),
+            Step::Close(1002, "continuation without a message"),
+            "the message was complete"
+        );
+        let mut r = Reassembly::new(8);
+        push(&mut r, false, OpCode::Text, b"abcd");
+        assert_eq!(
+            push(&mut r, false, OpCode::Text, b"x"),
+            Step::Close(1002, "new message inside a fragmented one")
+        );
+        let mut r = Reassembly::new(8);
+        push(&mut r, false, OpCode::Text, b"abcd");
+        assert_eq!(
+            push(&mut r, true, OpCode::Continuation, b"efgh"),
+            Step::Message(Bytes::from_static(b"abcdefgh")),
+            "exactly the limit"
+        );
+        push(&mut r, false, OpCode::Text, b"abcd");
+        assert_eq!(
+            push(&mut r, true, OpCode::Continuation, b"efghi"),
+            Step::Close(1009, "message too big")
+        );
+    }
 
     fn frame(code: u16, reason: &[u8]) -> Vec<u8> {
         let mut payload = code.to_be_bytes().to_vec();
