@@ -42,6 +42,21 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= dialect_group dialect_iot dialect_jsonrpc dialect_im router_envelope jwt frames
+# cargo-fuzz passes rustc -Z flags; RUSTC_BOOTSTRAP lets a stable toolchain
+# take them. No sanitizer: the product forbids unsafe code, and ASan needs
+# a nightly. libFuzzer runs one process on one core unless told otherwise.
+FUZZ_RUN = RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZ_SECONDS (default 60), one after another; installs cargo-fuzz if missing
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	@set -e; for target in $(FUZZ_TARGETS); do \
+	  echo "== $$target ($(FUZZ_SECONDS) s)"; \
+	  $(FUZZ_RUN) $$target -- -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1; \
+	done
+
 HELM ?= helm
 CHART := helm/switchboard
 

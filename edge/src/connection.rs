@@ -74,15 +74,9 @@ pub async fn run(env: Arc<SocketEnv>, io: Upgraded, accepted: Accepted) {
     // crate's write half is not used.
     let (mut reader, _) =
         fastwebsockets::after_handshake_split(&mut raw_read, tokio::io::sink(), Role::Server);
-    // Control frames are answered by the writer, so nothing is sent from
-    // inside `read_frame`.
-    reader.set_auto_close(false);
-    reader.set_auto_pong(false);
-    reader.set_release_buffer_when_empty(true);
+    configure(&mut reader, env.limits.max_message);
     // RSV1 marks a compressed message, once permessage-deflate is agreed.
     reader.set_allow_rsv1(deflate.is_some());
-    // fastwebsockets refuses a frame whose length is >= this value.
-    reader.set_max_message_size(env.limits.max_message + 1);
 
     let mut handle = ConnHandle::new(
         conn_id,
@@ -240,7 +234,7 @@ async fn close_after(
 }
 
 /// Why the reader stopped, as a close code for the peer.
-fn close_for(error: &WebSocketError) -> Option<(u16, &'static str)> {
+pub(crate) fn close_for(error: &WebSocketError) -> Option<(u16, &'static str)> {
     match error {
         WebSocketError::FrameTooLarge => Some((1009, "message too big")),
         WebSocketError::InvalidUTF8 => Some((1007, "invalid UTF-8")),
@@ -288,9 +282,8 @@ async fn read_loop(
     last_seen: &AtomicU64,
 ) {
     let limits = &env.limits;
-    // A message being reassembled: its bytes, whether it is binary, and
-    // whether it is compressed.
-    let mut fragments: Option<(BytesMut, bool, bool)> = None;
+    let mut reassembly =
+        Reassembly::new(limits.max_message).taking_binary(session.accepts_binary());
     let mut bucket = TokenBucket::new(limits.rate_per_sec, limits.rate_burst);
     let mut over_limit = OverLimit::default();
     let mut no_obligations = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
@@ -326,55 +319,16 @@ async fn read_loop(
             }
         };
         last_seen.store(now_ms(), Ordering::Relaxed);
-        // RSV1 belongs on the first frame of a data message only (RFC 7692
-        // 6); the reader lets it through only once deflate is agreed.
-        if frame.rsv1 && !matches!(frame.opcode, OpCode::Text | OpCode::Binary) {
-            return handle.close(1002, "RSV1 on a frame that cannot carry it", false);
-        }
-        let (message, binary, compressed) = match frame.opcode {
-            OpCode::Text | OpCode::Binary if fragments.is_some() => {
-                return handle.close(1002, "new message inside a fragmented one", false);
-            }
-            OpCode::Binary if !session.accepts_binary() => {
-                return handle.close(1003, "binary frames are not supported", false);
-            }
-            OpCode::Text | OpCode::Binary if frame.fin => {
-                let (binary, compressed) = (frame.opcode == OpCode::Binary, frame.rsv1);
-                (into_bytes(frame.payload), binary, compressed)
-            }
-            OpCode::Text | OpCode::Binary => {
-                let (binary, compressed) = (frame.opcode == OpCode::Binary, frame.rsv1);
-                fragments = Some((BytesMut::from(&frame.payload[..]), binary, compressed));
+        let (message, binary, compressed) = match reassembly.push(frame) {
+            Step::Message(message) => (message, false, false),
+            Step::Binary(message) => (message, true, false),
+            Step::Compressed { message, binary } => (message, binary, true),
+            Step::More => continue,
+            Step::Ping(payload) => {
+                handle.pong(payload);
                 continue;
             }
-            OpCode::Continuation => {
-                let Some((buffer, _, _)) = fragments.as_mut() else {
-                    return handle.close(1002, "continuation without a message", false);
-                };
-                if buffer.len() + frame.payload.len() > limits.max_message {
-                    return handle.close(1009, "message too big", false);
-                }
-                buffer.extend_from_slice(&frame.payload);
-                if !frame.fin {
-                    continue;
-                }
-                match fragments.take() {
-                    Some((buffer, binary, compressed)) => (buffer.freeze(), binary, compressed),
-                    None => continue,
-                }
-            }
-            OpCode::Close => {
-                let (code, reason) = answer_to_close(&frame.payload);
-                return handle.close(code, reason, false);
-            }
-            OpCode::Ping => {
-                handle.pong(Bytes::from(frame.payload.to_vec()));
-                continue;
-            }
-            OpCode::Pong if frame.payload.len() > MAX_CONTROL_PAYLOAD => {
-                return handle.close(1002, "control frame over 125 bytes", false);
-            }
-            OpCode::Pong => continue,
+            Step::Close(code, reason) => return handle.close(code, reason, false),
         };
         // Inflated under the same size limit as any message: a small
         // compressed message never becomes a large allocation.
@@ -424,6 +378,124 @@ async fn read_loop(
         };
         let actions = session.on_text_charged(text, &mut charge);
         Box::pin(execute(env, handle, session, actions)).await;
+    }
+}
+
+/// The reader settings every socket uses; [`crate::fuzzing`] reads frames
+/// with the same ones.
+pub(crate) fn configure<S>(reader: &mut WebSocketRead<S>, max_message: usize) {
+    // Control frames are answered by the writer, so nothing is sent from
+    // inside `read_frame`.
+    reader.set_auto_close(false);
+    reader.set_auto_pong(false);
+    reader.set_release_buffer_when_empty(true);
+    // fastwebsockets refuses a frame whose length is >= this value.
+    reader.set_max_message_size(max_message + 1);
+}
+
+/// What one frame means for the message being read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A whole text message, not yet checked to be UTF-8.
+    Message(Bytes),
+    /// A whole binary message (only when binary messages are taken).
+    Binary(Bytes),
+    /// A whole message sent compressed (RSV1, permessage-deflate), still
+    /// to be inflated.
+    Compressed { message: Bytes, binary: bool },
+    /// A fragment (or a pong): read on.
+    More,
+    /// Answer with a pong carrying this payload.
+    Ping(Bytes),
+    /// Close the socket with this code and reason.
+    Close(u16, &'static str),
+}
+
+/// Reassembles fragmented messages with a cap on their total size
+/// (fastwebsockets caps each frame, not a message), and answers control
+/// frames. Holds no socket, so it can be tested on frames alone.
+pub struct Reassembly {
+    /// The message being reassembled: its bytes, whether it is binary,
+    /// whether it is compressed.
+    fragments: Option<(BytesMut, bool, bool)>,
+    max_message: usize,
+    binary: bool,
+}
+
+impl Reassembly {
+    /// Text messages only: a binary frame closes with 1003.
+    pub fn new(max_message: usize) -> Self {
+        Self {
+            fragments: None,
+            max_message,
+            binary: false,
+        }
+    }
+
+    /// Whether binary messages are taken (the conformance echo route).
+    pub fn taking_binary(mut self, binary: bool) -> Self {
+        self.binary = binary;
+        self
+    }
+
+    /// Takes the next frame read from the socket.
+    pub fn push(&mut self, frame: Frame<'_>) -> Step {
+        // RSV1 belongs on the first frame of a data message only (RFC 7692
+        // 6); the reader lets it through only once deflate is agreed.
+        if frame.rsv1 && !matches!(frame.opcode, OpCode::Text | OpCode::Binary) {
+            return Step::Close(1002, "RSV1 on a frame that cannot carry it");
+        }
+        match frame.opcode {
+            OpCode::Text | OpCode::Binary if self.fragments.is_some() => {
+                Step::Close(1002, "new message inside a fragmented one")
+            }
+            OpCode::Binary if !self.binary => Step::Close(1003, "binary frames are not supported"),
+            OpCode::Text | OpCode::Binary if frame.fin => {
+                let binary = frame.opcode == OpCode::Binary;
+                whole(into_bytes(frame.payload), binary, frame.rsv1)
+            }
+            OpCode::Text | OpCode::Binary => {
+                let binary = frame.opcode == OpCode::Binary;
+                self.fragments = Some((BytesMut::from(&frame.payload[..]), binary, frame.rsv1));
+                Step::More
+            }
+            OpCode::Continuation => {
+                let Some((buffer, _, _)) = self.fragments.as_mut() else {
+                    return Step::Close(1002, "continuation without a message");
+                };
+                if buffer.len() + frame.payload.len() > self.max_message {
+                    return Step::Close(1009, "message too big");
+                }
+                buffer.extend_from_slice(&frame.payload);
+                if !frame.fin {
+                    return Step::More;
+                }
+                match self.fragments.take() {
+                    Some((buffer, binary, compressed)) => {
+                        whole(buffer.freeze(), binary, compressed)
+                    }
+                    None => Step::More,
+                }
+            }
+            OpCode::Close => {
+                let (code, reason) = answer_to_close(&frame.payload);
+                Step::Close(code, reason)
+            }
+            OpCode::Ping => Step::Ping(Bytes::from(frame.payload.to_vec())),
+            OpCode::Pong if frame.payload.len() > MAX_CONTROL_PAYLOAD => {
+                Step::Close(1002, "control frame over 125 bytes")
+            }
+            OpCode::Pong => Step::More,
+        }
+    }
+}
+
+/// The step for a complete message.
+fn whole(message: Bytes, binary: bool, compressed: bool) -> Step {
+    match (compressed, binary) {
+        (true, binary) => Step::Compressed { message, binary },
+        (false, true) => Step::Binary(message),
+        (false, false) => Step::Message(message),
     }
 }
 
@@ -548,7 +620,58 @@ async fn write_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::answer_to_close;
+    use bytes::Bytes;
+    use fastwebsockets::{Frame, OpCode, Payload};
+
+    use super::{Reassembly, Step, answer_to_close};
+
+    fn push(reassembly: &mut Reassembly, fin: bool, opcode: OpCode, payload: &[u8]) -> Step {
+        reassembly.push(Frame::new(
+            fin,
+            opcode,
+            None,
+            Payload::Owned(payload.to_vec()),
+        ))
+    }
+
+    #[test]
+    fn fragments_are_joined_and_capped() {
+        let mut r = Reassembly::new(8);
+        assert_eq!(push(&mut r, false, OpCode::Text, b"ab"), Step::More);
+        assert_eq!(
+            push(&mut r, true, OpCode::Ping, b"p"),
+            Step::Ping(Bytes::from_static(b"p")),
+            "a control frame between fragments"
+        );
+        assert_eq!(push(&mut r, false, OpCode::Continuation, b"cd"), Step::More);
+        assert_eq!(
+            push(&mut r, true, OpCode::Continuation, b"ef"),
+            Step::Message(Bytes::from_static(b"abcdef"))
+        );
+        assert_eq!(
+            push(&mut r, true, OpCode::Continuation, b"x"),
+            Step::Close(1002, "continuation without a message"),
+            "the message was complete"
+        );
+        let mut r = Reassembly::new(8);
+        push(&mut r, false, OpCode::Text, b"abcd");
+        assert_eq!(
+            push(&mut r, false, OpCode::Text, b"x"),
+            Step::Close(1002, "new message inside a fragmented one")
+        );
+        let mut r = Reassembly::new(8);
+        push(&mut r, false, OpCode::Text, b"abcd");
+        assert_eq!(
+            push(&mut r, true, OpCode::Continuation, b"efgh"),
+            Step::Message(Bytes::from_static(b"abcdefgh")),
+            "exactly the limit"
+        );
+        push(&mut r, false, OpCode::Text, b"abcd");
+        assert_eq!(
+            push(&mut r, true, OpCode::Continuation, b"efghi"),
+            Step::Close(1009, "message too big")
+        );
+    }
 
     fn frame(code: u16, reason: &[u8]) -> Vec<u8> {
         let mut payload = code.to_be_bytes().to_vec();

@@ -14,12 +14,16 @@
 //!   the cluster secret (and over mutual TLS when configured).
 //! - [`standalone`]: edge + router in one process.
 //! - [`settings`], [`limits`]: configuration.
+//! - `fuzzing`: socket-free entry points for the fuzz targets and
+//!   property tests (hidden; not an API).
 #![forbid(unsafe_code)]
 
 pub mod backlog;
 pub mod connection;
 pub mod deflate;
 pub mod dialect;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod im_login;
 pub mod limits;
 pub mod metrics;

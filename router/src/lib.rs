@@ -14,12 +14,16 @@
 //! - [`api`]: the server API (HTTP).
 //! - [`nats_api`]: the server API over NATS, the tenant a subject token.
 //! - [`settings`]: flags, env vars, config file.
+//! - `fuzzing`: a socket-free entry point for the envelope fuzz target
+//!   and property tests (hidden; not an API).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod api_rpc;
 pub mod cluster;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod im;
 pub mod metrics;
