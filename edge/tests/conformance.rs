@@ -207,21 +207,8 @@ mod raw {
     impl Raw {
         /// Sends one masked frame; `rsv1` marks it compressed.
         pub async fn send(&mut self, opcode: u8, rsv1: bool, payload: &[u8]) {
-            let mut frame = vec![0x80 | opcode | if rsv1 { 0x40 } else { 0 }];
-            match payload.len() {
-                n if n < 126 => frame.push(0x80 | n as u8),
-                n if n < 65_536 => {
-                    frame.push(0x80 | 126);
-                    frame.extend_from_slice(&(n as u16).to_be_bytes());
-                }
-                n => {
-                    frame.push(0x80 | 127);
-                    frame.extend_from_slice(&(n as u64).to_be_bytes());
-                }
-            }
-            let mask = [0x12, 0x34, 0x56, 0x78];
-            frame.extend_from_slice(&mask);
-            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+            let first = 0x80 | opcode | if rsv1 { 0x40 } else { 0 };
+            let frame = switchboard_testkit::ws::raw::frame(first, payload);
             self.stream.write_all(&frame).await.unwrap();
         }
 

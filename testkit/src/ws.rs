@@ -260,8 +260,14 @@ pub mod raw {
 
     /// A final, masked client text frame.
     pub fn text_frame(payload: &[u8]) -> Vec<u8> {
+        frame(0x81, payload)
+    }
+
+    /// A masked client frame whose first byte (FIN, RSV bits, opcode) is
+    /// `first`, for frames a library will not send (RSV1 set, say).
+    pub fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
         let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut out = vec![0x81];
+        let mut out = vec![first];
         match payload.len() {
             n if n < 126 => out.push(0x80 | n as u8),
             n if n < 65_536 => {
