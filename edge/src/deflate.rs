@@ -144,7 +144,6 @@ fn run_compress(compress: &mut Compress, payload: &[u8]) -> Bytes {
             out.reserve(out.capacity().max(256));
         }
         let consumed = (compress.total_in() - start) as usize;
-        let before = out.len();
         // A compressor fed a whole in-memory buffer cannot fail; an error
         // would be a bug in the library, and the result is then stopped
         // short, which the peer reports as bad data.
@@ -156,7 +155,7 @@ fn run_compress(compress: &mut Compress, payload: &[u8]) -> Bytes {
         }
         let consumed = (compress.total_in() - start) as usize;
         // Done once all input is in and the flush left room to spare.
-        if consumed == payload.len() && out.len() < out.capacity() && out.len() >= before {
+        if consumed == payload.len() && out.len() < out.capacity() {
             break;
         }
     }
