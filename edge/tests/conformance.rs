@@ -177,11 +177,8 @@ mod raw {
         let offer = extensions
             .map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n"))
             .unwrap_or_default();
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
+        let request = switchboard_testkit::ws::raw::upgrade_request_with(addr, path, &offer);
+        stream.write_all(&request).await.unwrap();
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {

@@ -252,8 +252,18 @@ pub mod raw {
 
     /// An upgrade request for `path_and_query`, written by hand.
     pub fn upgrade_request(addr: std::net::SocketAddr, path_and_query: &str) -> Vec<u8> {
+        upgrade_request_with(addr, path_and_query, "")
+    }
+
+    /// [`upgrade_request`] with `extra` header lines (each ending in
+    /// `\r\n`), such as an extension offer.
+    pub fn upgrade_request_with(
+        addr: std::net::SocketAddr,
+        path_and_query: &str,
+        extra: &str,
+    ) -> Vec<u8> {
         format!(
-            "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
         )
         .into_bytes()
     }
