@@ -41,19 +41,22 @@ fn nats_program() -> Option<&'static str> {
 /// Starts nats-server on `config` with the environment the chart gives the
 /// NATS pod (each password read from the rendered Secret).
 async fn start(program: &str, config: &str, env: &[(String, String)]) -> NatsServer {
+    // One file per server: the tests of this module run in parallel in one
+    // process, and a shared name let one test's configuration overwrite
+    // another's while nats-server read it.
+    let port = switchboard_testkit::free_port();
     let path = std::env::temp_dir().join(format!(
-        "switchboard-chart-nats-{}.conf",
+        "switchboard-chart-nats-{}-{port}.conf",
         std::process::id()
     ));
     std::fs::write(&path, config).expect("write nats.conf");
-    let port = switchboard_testkit::free_port();
     let child = Command::new(program)
         .arg("-c")
         .arg(&path)
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
         .envs(env.iter().cloned())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start nats-server");
     let mut server = NatsServer { child, port };
@@ -62,10 +65,13 @@ async fn start(program: &str, config: &str, env: &[(String, String)]) -> NatsSer
         .await
         .is_err()
     {
-        assert!(
-            server.child.try_wait().ok().flatten().is_none(),
-            "nats-server exited: the rendered configuration does not load"
-        );
+        if server.child.try_wait().ok().flatten().is_some() {
+            let mut said = String::new();
+            if let Some(mut stderr) = server.child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut stderr, &mut said);
+            }
+            panic!("nats-server exited: the rendered configuration does not load: {said}");
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
             "nats-server did not start"
