@@ -167,6 +167,15 @@ async fn execute(
             Action::Subscribe { topic, member } => {
                 env.upstream.subscribe(handle, topic, member).await
             }
+            Action::SubscribeConfirmed {
+                topic,
+                on_confirmed,
+            } => {
+                env.upstream
+                    .subscribe_confirmed(handle, topic, on_confirmed)
+                    .await;
+                Ok(())
+            }
             Action::Unsubscribe { topic } => env.upstream.unsubscribe(handle, &topic).await,
             Action::Touch { topic } => env.upstream.touch(handle, topic).await,
             Action::Publish { topic, payload } => {

@@ -133,7 +133,11 @@ fn run(session: &mut dyn DialectSession, actions: Vec<Action>, replies: &mut Vec
         }
         match action {
             Action::Reply(frame) | Action::ReplyBinary(frame) => replies.push(frame),
-            Action::Request { on_response, .. } => {
+            Action::Request { on_response, .. }
+            | Action::SubscribeConfirmed {
+                on_confirmed: on_response,
+                ..
+            } => {
                 replies.extend(on_response(Ok(&answer())));
             }
             Action::Await { token, .. } => {
@@ -163,9 +167,11 @@ pub fn dialect_messages_unavailable(socket: Socket, input: &[u8]) -> Vec<Bytes> 
         while let Some(action) = queue.pop_front() {
             match action {
                 Action::Reply(frame) => replies.push(frame),
-                Action::Request { on_response, .. } => {
-                    replies.extend(on_response(Err(Unavailable)))
-                }
+                Action::Request { on_response, .. }
+                | Action::SubscribeConfirmed {
+                    on_confirmed: on_response,
+                    ..
+                } => replies.extend(on_response(Err(Unavailable))),
                 Action::Await { token, .. } => {
                     queue.extend(session.on_response(token, Err(Unavailable)));
                 }

@@ -291,6 +291,7 @@ impl Upstream {
             conn_id: conn.id,
             topic: Some(sub.topic.clone()),
             presence_member: sub.member.clone().unwrap_or_default(),
+            confirm: 0,
         });
         link.send(frame.into()).await
     }
@@ -318,6 +319,44 @@ impl Upstream {
         // Without an owner now, the subscription is made when one appears.
         let link = link.ok_or(Unavailable)?;
         self.subscribe_at(conn, &link, &sub).await
+    }
+
+    /// Subscribes `conn` to `topic` and has the owner confirm once the
+    /// subscription is applied (answered to `on_confirmed`, whose frame
+    /// goes to the socket). The request rides in the subscription's own
+    /// frame, so nothing the subscription brings (the first window of an
+    /// IM backlog) is asked for, or answered, before the confirmation.
+    pub async fn subscribe_confirmed(
+        &self,
+        conn: &ConnHandle,
+        topic: Topic,
+        on_confirmed: ResponseMapper,
+    ) {
+        let link = self.owner(&topic);
+        let sub = Subscription {
+            topic: topic.clone(),
+            member: None,
+            at: link.as_ref().map(|l| l.id.clone()),
+        };
+        conn.routing().topics.push(sub);
+        // Without an owner now, the subscription is made when one appears;
+        // the confirmation says the router is unavailable.
+        let correlation_id = self.pend(conn.id, on_confirmed);
+        let Some(link) = link else {
+            return self.unanswered(correlation_id);
+        };
+        if self.ensure_opened(conn, &link).await.is_err() {
+            return self.unanswered(correlation_id);
+        }
+        let subscribe = edge_frame::Body::Subscribe(Subscribe {
+            conn_id: conn.id,
+            topic: Some(topic),
+            presence_member: String::new(),
+            confirm: correlation_id,
+        });
+        if link.send(subscribe.into()).await.is_err() {
+            self.unanswered(correlation_id);
+        }
     }
 
     /// Drops `conn`'s subscription to `topic` at the router that holds it.
@@ -397,18 +436,56 @@ impl Upstream {
         body: RequestBody,
         on_response: ResponseMapper,
     ) {
+        let correlation_id = self.pend(conn, on_response);
+        let frame = edge_frame::Body::Request(Request {
+            correlation_id,
+            body: Some(self.request_body(conn, topic.clone(), body)),
+        });
+        if self.send_for(&topic, frame).await.is_err() {
+            self.unanswered(correlation_id);
+        }
+    }
+
+    /// Waits for the answer to a request of `conn`: returns the request's
+    /// correlation id.
+    fn pend(&self, conn: u64, on_response: ResponseMapper) -> u64 {
         let correlation_id = self.next_correlation.fetch_add(1, Ordering::Relaxed);
-        let body = match body {
+        self.lock_pending().insert(
+            correlation_id,
+            Pending {
+                conn,
+                deadline: Instant::now() + self.request_timeout,
+                on_response,
+            },
+        );
+        correlation_id
+    }
+
+    /// The request `correlation_id` could not be sent: it is answered as
+    /// unavailable now.
+    fn unanswered(&self, correlation_id: u64) {
+        let pending = self.lock_pending().remove(&correlation_id);
+        if let Some(pending) = pending
+            && let Some(reply) = (pending.on_response)(Err(Unavailable))
+            && let Some(conn) = self.registry.get(pending.conn)
+        {
+            conn.push(reply);
+        }
+    }
+
+    /// The envelope of a dialect's request for connection `conn`.
+    fn request_body(&self, conn: u64, topic: Topic, body: RequestBody) -> request::Body {
+        match body {
             RequestBody::Publish(payload) => request::Body::Publish(Publish {
-                topic: Some(topic.clone()),
+                topic: Some(topic),
                 payload: Some(payload),
                 from_conn: conn,
             }),
-            RequestBody::Presence => request::Body::Presence(switchboard_proto::PresenceQuery {
-                topic: Some(topic.clone()),
-            }),
+            RequestBody::Presence => {
+                request::Body::Presence(switchboard_proto::PresenceQuery { topic: Some(topic) })
+            }
             RequestBody::Sync => request::Body::Collect(switchboard_proto::Collect {
-                topics: vec![topic.clone()],
+                topics: vec![topic],
             }),
             // A tool answer names the socket that sent it (its router
             // adds this edge's id from the session it arrived on).
@@ -418,32 +495,11 @@ impl Upstream {
             }
             RequestBody::Envelope(body) => body,
             RequestBody::Im(op) => request::Body::Im(Box::new(switchboard_proto::ImRequest {
-                topic: Some(topic.clone()),
+                topic: Some(topic),
                 from_edge: self.edge_id.clone(),
                 from_conn: conn,
                 op: Some(*op),
             })),
-        };
-        self.lock_pending().insert(
-            correlation_id,
-            Pending {
-                conn,
-                deadline: Instant::now() + self.request_timeout,
-                on_response,
-            },
-        );
-        let frame = edge_frame::Body::Request(Request {
-            correlation_id,
-            body: Some(body),
-        });
-        if self.send_for(&topic, frame).await.is_err() {
-            let pending = self.lock_pending().remove(&correlation_id);
-            if let Some(pending) = pending
-                && let Some(reply) = (pending.on_response)(Err(Unavailable))
-                && let Some(conn) = self.registry.get(conn)
-            {
-                conn.push(reply);
-            }
         }
     }
 

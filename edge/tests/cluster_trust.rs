@@ -109,6 +109,7 @@ fn eavesdrop_frames(tenant: &str, group: &str) -> Vec<EdgeFrame> {
             conn_id: 1,
             topic: Some(Topic::group(tenant, group)),
             presence_member: String::new(),
+            confirm: 0,
         })
         .into(),
     ]

@@ -425,6 +425,28 @@ async fn tenants_are_isolated(env: Env) {
     assert_eq!(code(&mut ws, &register("r2", "carol", &session)).await, 200);
 }
 
+/// The register reply says the socket is subscribed: a message posted once
+/// it is out is delivered live, not kept for later.
+async fn a_message_after_the_register_reply_is_delivered_live(env: Env) {
+    for i in 0..200 {
+        let user = format!("u{i}");
+        let mut socket = env.connect("t1", &user, None).await;
+        let id = format!("p{i}");
+        let reply = env
+            .post(
+                "t1",
+                &json!({"id": id, "type": 2001, "to": user, "body": "right after"}),
+            )
+            .await;
+        assert_eq!(
+            reply.json(),
+            json!({"delivered": 1, "stored": 0}),
+            "registration {i}"
+        );
+        assert_eq!(socket.recv_message().await["id"], id);
+    }
+}
+
 async fn server_api(env: Env) {
     let mut bob = env.connect("t1", "bob", None).await;
     let reply = env
@@ -590,6 +612,7 @@ switchboard_testkit::against_both_stores! {
     receipts_release_and_unreceipted_come_again;
     tenants_are_isolated;
     server_api;
+    a_message_after_the_register_reply_is_delivered_live;
     sends_racing_a_registration_keep_their_order;
     malformed_input_never_breaks_anything;
 }

@@ -31,15 +31,20 @@ fn edge_frame() -> impl Strategy<Value = EdgeFrame> {
             }
         ),
         any::<u64>().prop_map(|conn_id| edge_frame::Body::Closed(ConnectionClosed { conn_id })),
-        (any::<u64>(), prop::option::of(topic()), "\\PC{0,8}").prop_map(
-            |(conn_id, topic, presence_member)| {
+        (
+            any::<u64>(),
+            prop::option::of(topic()),
+            "\\PC{0,8}",
+            any::<u64>()
+        )
+            .prop_map(|(conn_id, topic, presence_member, confirm)| {
                 edge_frame::Body::Subscribe(Subscribe {
                     conn_id,
                     topic,
                     presence_member,
+                    confirm,
                 })
-            }
-        ),
+            }),
         (any::<u64>(), prop::option::of(topic()), any::<bool>()).prop_map(
             |(conn_id, topic, moved)| {
                 edge_frame::Body::Unsubscribe(Unsubscribe {

@@ -60,6 +60,7 @@ async fn node_with(subscriptions: usize) -> (Arc<RouterNode>, mpsc::Sender<EdgeF
                 conn_id: conn,
                 topic: Some(Topic::new("bench", TopicKind::Iot, &device_topic(device))),
                 presence_member: String::new(),
+                confirm: 0,
             })
             .into();
             tx.send(frame).await.unwrap();

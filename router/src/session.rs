@@ -81,6 +81,20 @@ fn out_of_order(what: &'static str, conn: u64) {
     );
 }
 
+/// Answers `reply` once the subscription to `topic` just handed on is
+/// applied: an IM user topic's join runs in the user's queue (which also
+/// looks up the socket's backlog), any other in the topic's shard.
+async fn confirm_subscription(node: &Arc<RouterNode>, topic: TopicKey, reply: Reply) {
+    if topic.kind == switchboard_proto::TopicKind::ImUser {
+        return crate::im::sync(node, &topic, reply);
+    }
+    let targets = node.collect_here(vec![topic]).await;
+    reply.send(Response {
+        targets,
+        ..Response::default()
+    });
+}
+
 async fn handle(
     node: &Arc<RouterNode>,
     edge: EdgeIdx,
@@ -116,10 +130,20 @@ async fn handle(
             }
         }
         edge_frame::Body::Subscribe(subscribe) => {
+            let confirm = (subscribe.confirm != 0).then(|| Reply::Edge {
+                tx: tx.clone(),
+                correlation_id: subscribe.confirm,
+            });
             let Some(connection) = connections.get_mut(&subscribe.conn_id) else {
+                if let Some(reply) = confirm {
+                    reply.send(invalid("subscription for a connection that is not open"));
+                }
                 return out_of_order("subscribe", subscribe.conn_id);
             };
             let Some(topic) = subscribe.topic.map(TopicKey::from) else {
+                if let Some(reply) = confirm {
+                    reply.send(invalid("subscription without a topic"));
+                }
                 return;
             };
             match &connection.tenant {
@@ -133,6 +157,12 @@ async fn handle(
                         conn = subscribe.conn_id,
                         "subscription outside the connection's tenant refused"
                     );
+                    if let Some(reply) = confirm {
+                        reply.send(crate::node::error_response(
+                            ErrorCode::Forbidden,
+                            "a connection subscribes in its own tenant only",
+                        ));
+                    }
                     return;
                 }
                 Some(_) => {}
@@ -142,24 +172,26 @@ async fn handle(
                     connection.tenant = Some(tenant);
                 }
             }
-            let std::collections::hash_map::Entry::Vacant(entry) =
+            if let std::collections::hash_map::Entry::Vacant(entry) =
                 connection.subscriptions.entry(topic.clone())
-            else {
-                return;
-            };
-            let member: Option<Arc<str>> = (!subscribe.presence_member.is_empty())
-                .then(|| Arc::from(subscribe.presence_member.as_str()));
-            entry.insert(member.clone());
-            node.to_shard(
-                &topic.clone(),
-                ShardCommand::Subscribe {
-                    edge,
-                    conn: subscribe.conn_id,
-                    topic,
-                    member,
-                },
-            )
-            .await;
+            {
+                let member: Option<Arc<str>> = (!subscribe.presence_member.is_empty())
+                    .then(|| Arc::from(subscribe.presence_member.as_str()));
+                entry.insert(member.clone());
+                node.to_shard(
+                    &topic.clone(),
+                    ShardCommand::Subscribe {
+                        edge,
+                        conn: subscribe.conn_id,
+                        topic: topic.clone(),
+                        member,
+                    },
+                )
+                .await;
+            }
+            if let Some(reply) = confirm {
+                confirm_subscription(node, topic, reply).await;
+            }
         }
         edge_frame::Body::Unsubscribe(unsubscribe) => {
             let Some(connection) = connections.get_mut(&unsubscribe.conn_id) else {
@@ -292,6 +324,7 @@ mod tests {
             conn_id: conn,
             topic: Some(Topic::group("t", "g")),
             presence_member: member.into(),
+            confirm: 0,
         })
         .into()
     }
@@ -394,6 +427,75 @@ mod tests {
         stop.cancel();
     }
 
+    /// The next response on the edge's stream, skipping deliveries.
+    async fn next_response(downstream: &mut mpsc::Receiver<RouterFrame>) -> Response {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), downstream.recv())
+                .await
+                .expect("an answer in time")
+                .expect("the session is open");
+            if let Some(switchboard_proto::router_frame::Body::Response(response)) = frame.body {
+                return response;
+            }
+        }
+    }
+
+    fn confirmed(conn: u64, topic: Topic, confirm: u64) -> EdgeFrame {
+        edge_frame::Body::Subscribe(Subscribe {
+            conn_id: conn,
+            topic: Some(topic),
+            presence_member: String::new(),
+            confirm,
+        })
+        .into()
+    }
+
+    #[tokio::test]
+    async fn a_subscription_that_asks_is_confirmed_once_applied() {
+        let (_node, tx, mut downstream, stop) = attached_edge();
+        tx.send(opened(1)).await.unwrap();
+        // A group topic: the confirmation lists the socket as subscribed.
+        tx.send(confirmed(1, Topic::group("t", "g"), 7))
+            .await
+            .unwrap();
+        let response = next_response(&mut downstream).await;
+        assert_eq!((response.correlation_id, response.error), (7, 0));
+        assert_eq!(response.targets.len(), 1);
+        assert_eq!(response.targets[0].conn_ids, vec![1]);
+        // An IM user topic: confirmed through the user's queue, after the
+        // join; asking again for the same topic is confirmed too.
+        for correlation_id in [8, 9] {
+            tx.send(confirmed(1, Topic::im_user("t", "bob"), correlation_id))
+                .await
+                .unwrap();
+            let response = next_response(&mut downstream).await;
+            assert_eq!(
+                (response.correlation_id, response.error),
+                (correlation_id, 0)
+            );
+            assert_eq!(response.targets[0].conn_ids, vec![1]);
+        }
+        // Outside the connection's tenant: refused, and said so.
+        tx.send(confirmed(1, Topic::group("u", "g"), 10))
+            .await
+            .unwrap();
+        let response = next_response(&mut downstream).await;
+        assert_eq!(
+            (response.correlation_id, response.error),
+            (10, ErrorCode::Forbidden as i32)
+        );
+        // For a connection never opened: refused as invalid.
+        tx.send(confirmed(5, Topic::group("t", "g"), 11))
+            .await
+            .unwrap();
+        let response = next_response(&mut downstream).await;
+        assert_eq!(
+            (response.correlation_id, response.error),
+            (11, ErrorCode::Invalid as i32)
+        );
+        stop.cancel();
+    }
+
     /// Waits until `check` holds of the node's stats.
     async fn stats_reach(node: &RouterNode, check: impl Fn(&crate::node::Stats) -> bool) {
         for _ in 0..200 {
@@ -415,6 +517,7 @@ mod tests {
                 conn_id: 1,
                 topic: Some(Topic::group("u", "g")),
                 presence_member: "mallory".into(),
+                confirm: 0,
             })
             .into(),
         )
@@ -448,6 +551,7 @@ mod tests {
                 conn_id: 2,
                 topic: Some(Topic::im_user("v", "bob")),
                 presence_member: String::new(),
+                confirm: 0,
             })
             .into(),
         )

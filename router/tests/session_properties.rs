@@ -44,13 +44,15 @@ fn frame() -> impl Strategy<Value = EdgeFrame> {
         (
             conn.clone(),
             prop::option::of(topic()),
-            prop::sample::select(vec!["", "a", "b"])
+            prop::sample::select(vec!["", "a", "b"]),
+            prop::option::of(1u64..1000),
         )
-            .prop_map(|(conn_id, topic, member)| {
+            .prop_map(|(conn_id, topic, member, confirm)| {
                 edge_frame::Body::Subscribe(Subscribe {
                     conn_id,
                     topic,
                     presence_member: member.to_owned(),
+                    confirm: confirm.unwrap_or(0),
                 })
             }),
         (conn.clone(), prop::option::of(topic()), any::<bool>()).prop_map(
@@ -100,6 +102,8 @@ proptest! {
             .iter()
             .filter_map(|f| match &f.body {
                 Some(edge_frame::Body::Request(r)) => Some(r.correlation_id),
+                // A subscription that asks to be confirmed is a request too.
+                Some(edge_frame::Body::Subscribe(s)) if s.confirm != 0 => Some(s.confirm),
                 _ => None,
             })
             .collect();

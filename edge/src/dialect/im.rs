@@ -189,32 +189,27 @@ impl ImSession {
         });
         self.registration.cancel();
         self.unregistered_slot = None;
-        // The owner answers the sync before it reads the subscription sent
-        // right behind it: the reply comes before the kept messages the
-        // subscription brings, and anything sent to the user once the reply
-        // is out finds the socket subscribed.
-        let confirmed = Action::Request {
-            topic: topic.clone(),
-            body: RequestBody::Sync,
-            on_response: Box::new(move |answer| {
-                let (status, msg) = match answer {
-                    Ok(r) if r.error == 0 => (Status::Success, "registered"),
-                    _ => (Status::Failed, "router unavailable, register again"),
-                };
-                Some(Bytes::from(wire::send_status(
-                    &id,
-                    &user,
-                    status,
-                    msg,
-                    now_ms(),
-                )))
-            }),
-        };
-        let subscribe = Action::Subscribe {
+        // The owner confirms once the subscription is applied: anything
+        // sent to the user once the reply is out finds the socket
+        // subscribed, and the reply comes before the kept messages the
+        // subscription brings.
+        let on_confirmed: crate::dialect::ResponseMapper = Box::new(move |answer| {
+            let (status, msg) = match answer {
+                Ok(r) if r.error == 0 => (Status::Success, "registered"),
+                _ => (Status::Failed, "router unavailable, register again"),
+            };
+            Some(Bytes::from(wire::send_status(
+                &id,
+                &user,
+                status,
+                msg,
+                now_ms(),
+            )))
+        });
+        vec![Action::SubscribeConfirmed {
             topic,
-            member: None,
-        };
-        vec![confirmed, subscribe]
+            on_confirmed,
+        }]
     }
 
     /// A text message or a notice, once the socket is registered.
@@ -467,14 +462,11 @@ mod tests {
         let calls = s.on_text(&register_text());
         assert!(matches!(calls[..], [Action::Await { .. }]));
         let mut actions = s.on_response(0, answer("alice", notice));
-        assert!(matches!(
-            actions[..],
-            [Action::Request { .. }, Action::Subscribe { .. }]
-        ));
-        let Action::Request { on_response, .. } = actions.remove(0) else {
+        assert!(matches!(actions[..], [Action::SubscribeConfirmed { .. }]));
+        let Action::SubscribeConfirmed { on_confirmed, .. } = actions.remove(0) else {
             unreachable!()
         };
-        let reply = on_response(Ok(&Response::default())).unwrap();
+        let reply = on_confirmed(Ok(&Response::default())).unwrap();
         assert_eq!(code(&[Action::Reply(reply)]), 200);
         assert!(s.registration.is_cancelled(), "the deadline stops");
         assert!(!s.unauthenticated(), "a registered socket is authenticated");

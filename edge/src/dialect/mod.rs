@@ -35,6 +35,13 @@ pub enum Action {
         topic: Topic,
         member: Option<String>,
     },
+    /// Receive deliveries for `topic` and have its owner confirm once the
+    /// subscription is applied (`on_confirmed` gets the answer): nothing
+    /// the subscription brings reaches the socket before the confirmation.
+    SubscribeConfirmed {
+        topic: Topic,
+        on_confirmed: ResponseMapper,
+    },
     /// Stop receiving deliveries for `topic`.
     Unsubscribe { topic: Topic },
     /// Refresh the presence this socket holds on `topic`.

@@ -97,6 +97,13 @@ pub(crate) fn membership(node: &Arc<RouterNode>, topic: &TopicKey, command: Shar
         .submit(node, topic, queue::Job::Membership(command));
 }
 
+/// Answers a sync behind the user's earlier jobs (its joins included).
+pub(crate) fn sync(node: &Arc<RouterNode>, topic: &TopicKey, reply: Reply) {
+    node.im
+        .queues
+        .submit(node, topic, queue::Job::Sync { reply });
+}
+
 /// Answers an IM request this router owns the topic of.
 pub(crate) fn handle(node: Arc<RouterNode>, request: ImRequest, reply: Reply) {
     let invalid = |message: &str| error_response(ErrorCode::Invalid, message);

@@ -49,6 +49,9 @@ pub(crate) enum Job {
         receipt: Bytes,
         reply: Reply,
     },
+    /// Answered once the jobs before it ran: a registering socket's
+    /// subscription, sent right before, is applied and its backlog found.
+    Sync { reply: Reply },
     /// The next backlog window for one socket (edge id, connection).
     Backlog {
         socket: (String, u64),
@@ -67,6 +70,7 @@ impl Job {
             Job::Relay { .. } => ("relay", "dropped"),
             Job::Ack { .. } => ("ack", "send the receipt again"),
             Job::Backlog { .. } => ("backlog", "asked again later"),
+            Job::Sync { .. } => ("sync", "register again"),
         };
         metrics::counter!("switchboard_router_im_queue_full_total", "job" => label).increment(1);
         let message = format!(
@@ -78,7 +82,8 @@ impl Job {
             Job::Deliver { reply, .. }
             | Job::Relay { reply, .. }
             | Job::Ack { reply, .. }
-            | Job::Backlog { reply, .. } => {
+            | Job::Backlog { reply, .. }
+            | Job::Sync { reply } => {
                 reply.send(error_response(ErrorCode::Internal, &message));
             }
         }
@@ -251,6 +256,13 @@ async fn handle(node: &Arc<RouterNode>, topic: &TopicKey, job: Job) {
                     &format!("receipt not stored: {e}"),
                 )),
             }
+        }
+        Job::Sync { reply } => {
+            let targets = node.collect_here(vec![topic.clone()]).await;
+            reply.send(Response {
+                targets,
+                ..Response::default()
+            });
         }
         Job::Backlog {
             socket: (edge_id, conn),
