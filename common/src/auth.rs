@@ -626,7 +626,9 @@ mod tests {
 /// `edge token --jwt-secret …` reads them after the subcommand too.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuthSettings {
-    /// HS256 secret. Standalone mode makes a random one when unset.
+    /// HS256 secret tokens are verified with (one of this, a PEM public
+    /// key or a JWKS is needed; `edge --standalone` makes a random secret
+    /// when none is given).
     #[arg(
         long,
         env = "SWITCHBOARD_JWT_SECRET",

@@ -242,6 +242,16 @@ async fn close_after(
     }
 }
 
+/// The reason sent with a close: a message over the limit is told the
+/// limit and the flag that sets it (at most 123 bytes, as a reason must).
+fn said(code: u16, reason: &str, max_message: usize) -> String {
+    if code == 1009 {
+        format!("message over {max_message} bytes (the edge's --max-message-size)")
+    } else {
+        reason.to_owned()
+    }
+}
+
 /// Why the reader stopped, as a close code for the peer.
 pub(crate) fn close_for(error: &WebSocketError) -> Option<(u16, &'static str)> {
     match error {
@@ -322,7 +332,7 @@ async fn read_loop(
             Ok(frame) => frame,
             Err(error) => {
                 if let Some((code, reason)) = close_for(&error) {
-                    handle.close(code, reason, false);
+                    handle.close(code, &said(code, reason, limits.max_message), false);
                 }
                 return;
             }
@@ -337,7 +347,9 @@ async fn read_loop(
                 handle.pong(payload);
                 continue;
             }
-            Step::Close(code, reason) => return handle.close(code, reason, false),
+            Step::Close(code, reason) => {
+                return handle.close(code, &said(code, reason, limits.max_message), false);
+            }
         };
         // Inflated under the same size limit as any message: a small
         // compressed message never becomes a large allocation.
@@ -345,7 +357,8 @@ async fn read_loop(
             match crate::deflate::decompress(&message, limits.max_message) {
                 Ok(message) => message,
                 Err(crate::deflate::InflateError::TooBig) => {
-                    return handle.close(1009, "message too big", false);
+                    let reason = said(1009, "", limits.max_message);
+                    return handle.close(1009, &reason, false);
                 }
                 Err(crate::deflate::InflateError::Invalid) => {
                     return handle.close(1007, "invalid compressed data", false);

@@ -179,8 +179,8 @@ pub async fn serve(
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
     let edge_id = routers.edge_id.clone();
-    let listener = net::bind("edge", &settings.addr).await?;
-    let admin_listener = net::bind("edge-admin", &settings.admin_addr).await?;
+    let listener = net::bind("edge", &settings.edge_addr()).await?;
+    let admin_listener = net::bind("edge-admin", &settings.edge_admin_addr()).await?;
     if let Some(welcome) = welcome {
         welcome.print(listener.local_addr()?, admin_listener.local_addr()?);
     }

@@ -26,16 +26,19 @@ pub struct EdgeSettings {
     /// in-process transport, no Redis or NATS needed.
     #[arg(long, env = "SWITCHBOARD_STANDALONE")]
     pub standalone: bool,
-    /// WebSocket and HTTP listener.
-    #[arg(long, env = "SWITCHBOARD_EDGE_ADDR", default_value = "0.0.0.0:8080")]
-    pub addr: String,
-    /// `/metrics`, `/healthz`, `/readyz` listener.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_EDGE_ADMIN_ADDR",
-        default_value = "0.0.0.0:9090"
-    )]
-    pub admin_addr: String,
+    /// WebSocket and HTTP listener [default: 0.0.0.0:8080; standalone:
+    /// 127.0.0.1:8080].
+    #[arg(long, env = "SWITCHBOARD_EDGE_ADDR")]
+    pub addr: Option<String>,
+    /// `/metrics`, `/healthz`, `/readyz` listener [default: 0.0.0.0:9090;
+    /// standalone: 127.0.0.1:9090].
+    #[arg(long, env = "SWITCHBOARD_EDGE_ADMIN_ADDR")]
+    pub admin_addr: Option<String>,
+    /// Standalone: listeners whose address is not given bind every
+    /// interface (0.0.0.0) instead of loopback, so other machines can
+    /// connect.
+    #[arg(long, env = "SWITCHBOARD_LISTEN_ALL")]
+    pub listen_all: bool,
     /// How to find routers: NATS membership or a static list.
     #[command(flatten)]
     pub cluster: switchboard_router::cluster::ClusterSettings,
@@ -106,6 +109,8 @@ pub struct EdgeSettings {
     /// listener (in standalone mode, the router's too).
     #[command(flatten)]
     pub http: switchboard_common::http_server::HttpSettings,
+    /// How often each socket is pinged; a pong (or any frame) counts as
+    /// activity against --idle-timeout.
     #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value = "25s", value_parser = duration)]
     pub ping_interval: Duration,
     /// A socket silent for this long is closed.
@@ -117,20 +122,14 @@ pub struct EdgeSettings {
     /// How long a socket waits for a router's answer.
     #[arg(long, env = "SWITCHBOARD_REQUEST_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub request_timeout: Duration,
-    /// Standalone: server API listener.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_ROUTER_API_ADDR",
-        default_value = "0.0.0.0:8081"
-    )]
-    pub router_api_addr: String,
-    /// Standalone: router metrics and health listener.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_ROUTER_ADMIN_ADDR",
-        default_value = "0.0.0.0:9091"
-    )]
-    pub router_admin_addr: String,
+    /// Standalone: server API listener [default: 127.0.0.1:8081; with
+    /// --listen-all: 0.0.0.0:8081].
+    #[arg(long, env = "SWITCHBOARD_ROUTER_API_ADDR")]
+    pub router_api_addr: Option<String>,
+    /// Standalone: router metrics and health listener [default:
+    /// 127.0.0.1:9091; with --listen-all: 0.0.0.0:9091].
+    #[arg(long, env = "SWITCHBOARD_ROUTER_ADMIN_ADDR")]
+    pub router_admin_addr: Option<String>,
     /// Standalone: Redis URL for the store (in memory when unset).
     #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
     pub redis_url: Option<String>,
@@ -188,6 +187,43 @@ fn parse_kind(text: &str) -> Result<Kind, String> {
 }
 
 impl EdgeSettings {
+    /// The host a listener binds when its address is not given: every
+    /// interface, but loopback in standalone mode (a development process
+    /// with sample tokens) unless `--listen-all`.
+    fn default_host(&self) -> &'static str {
+        if self.standalone && !self.listen_all {
+            "127.0.0.1"
+        } else {
+            "0.0.0.0"
+        }
+    }
+
+    fn listen(&self, given: &Option<String>, port: u16) -> String {
+        given
+            .clone()
+            .unwrap_or_else(|| format!("{}:{port}", self.default_host()))
+    }
+
+    /// The WebSocket and HTTP listener's address.
+    pub fn edge_addr(&self) -> String {
+        self.listen(&self.addr, 8080)
+    }
+
+    /// The edge's admin listener's address.
+    pub fn edge_admin_addr(&self) -> String {
+        self.listen(&self.admin_addr, 9090)
+    }
+
+    /// Standalone: the server API listener's address.
+    pub fn router_api_listen_addr(&self) -> String {
+        self.listen(&self.router_api_addr, 8081)
+    }
+
+    /// Standalone: the router admin listener's address.
+    pub fn router_admin_listen_addr(&self) -> String {
+        self.listen(&self.router_admin_addr, 9091)
+    }
+
     /// The IM WebSocket route, with its leading `/`.
     pub fn im_path(&self) -> String {
         let path = self.im_websocket_path.trim();
@@ -223,8 +259,8 @@ mod tests {
     #[test]
     fn defaults_match_the_spec() {
         let s = EdgeSettings::try_parse_from(["edge"]).unwrap();
-        assert_eq!(s.addr, "0.0.0.0:8080");
-        assert_eq!(s.admin_addr, "0.0.0.0:9090");
+        assert_eq!(s.edge_addr(), "0.0.0.0:8080");
+        assert_eq!(s.edge_admin_addr(), "0.0.0.0:9090");
         let limits = s.limits();
         assert_eq!(limits.max_message, 65_536);
         assert_eq!(limits.outbound_messages, 1024);
@@ -236,6 +272,33 @@ mod tests {
         assert_eq!(s.http.http_header_timeout, Duration::from_secs(10));
         assert_eq!(s.http.http_body_timeout, Duration::from_secs(30));
         assert_eq!(s.http.max_http_connections, 10_000);
+    }
+
+    #[test]
+    fn standalone_listens_on_loopback_unless_told_otherwise() {
+        let s = EdgeSettings::try_parse_from(["edge", "--standalone"]).unwrap();
+        assert_eq!(
+            [
+                s.edge_addr(),
+                s.edge_admin_addr(),
+                s.router_api_listen_addr(),
+                s.router_admin_listen_addr()
+            ],
+            [
+                "127.0.0.1:8080",
+                "127.0.0.1:9090",
+                "127.0.0.1:8081",
+                "127.0.0.1:9091"
+            ]
+        );
+        let all = EdgeSettings::try_parse_from(["edge", "--standalone", "--listen-all"]).unwrap();
+        assert_eq!(all.edge_addr(), "0.0.0.0:8080");
+        assert_eq!(all.router_api_listen_addr(), "0.0.0.0:8081");
+        // A given address is kept as given.
+        let given =
+            EdgeSettings::try_parse_from(["edge", "--standalone", "--addr", "0.0.0.0:80"]).unwrap();
+        assert_eq!(given.edge_addr(), "0.0.0.0:80");
+        assert_eq!(given.edge_admin_addr(), "127.0.0.1:9090");
     }
 
     #[test]

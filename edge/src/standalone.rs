@@ -36,8 +36,8 @@ pub async fn run(
     let mut config = settings.presence.node_config("standalone".to_owned());
     config.im = settings.im.config();
     let node = RouterNode::start(config, store.clone(), router_stop.clone());
-    let api_listener = net::bind("router-api", &settings.router_api_addr).await?;
-    let admin_listener = net::bind("router-admin", &settings.router_admin_addr).await?;
+    let api_listener = net::bind("router-api", &settings.router_api_listen_addr()).await?;
+    let admin_listener = net::bind("router-admin", &settings.router_admin_listen_addr()).await?;
     let api_addr = api_listener.local_addr()?;
     let http = RouterHttp::spawn(
         HttpParts {
@@ -122,7 +122,63 @@ fn local(addr: SocketAddr) -> String {
     }
 }
 
+/// The sample principals, as the README's examples name them.
+const GROUP_CLIENT: &str = "alice";
+const USER: &str = "demo_user";
+const APP: &str = "demo_app";
+const DEVICE: &str = "demo_device";
+const SERVICE: &str = "demo_backend";
+
 impl Welcome {
+    /// `export` lines for a shell: the secret (when this process made it)
+    /// and a token per kind, under the names the README's examples use.
+    pub fn exports(&self, minter: &Minter) -> String {
+        let mut out = String::from(
+            "\nPaste into a shell to run the README's examples (tenant `default`, tokens valid 24 h or the longest lifetime allowed):\n",
+        );
+        if let Some(secret) = &self.secret {
+            out.push_str(&format!(
+                "  export SWITCHBOARD_JWT_SECRET={secret}   # `edge token --sub … --kind …` mints more with it\n"
+            ));
+        }
+        let mut device = self.sample(DEVICE, "device", None);
+        device.owner = Some(USER.to_owned());
+        let tokens = [
+            (
+                "TOKEN",
+                self.sample(GROUP_CLIENT, "client", Some("broadcast")),
+                format!("group client {GROUP_CLIENT}, scope broadcast"),
+            ),
+            (
+                "USER_TOKEN",
+                self.sample(USER, "user", Some("notice")),
+                format!("user {USER}, scope notice: JSON-RPC, IoT, IM"),
+            ),
+            (
+                "APP_TOKEN",
+                self.sample(APP, "app", None),
+                format!("app {APP}: JSON-RPC app sockets"),
+            ),
+            (
+                "DEVICE_TOKEN",
+                device,
+                format!("device {DEVICE}, owner {USER}: JSON-RPC hardware sockets"),
+            ),
+            (
+                "SERVICE",
+                self.sample(SERVICE, "service", None),
+                "service: the server API".to_owned(),
+            ),
+        ];
+        for (name, claims, what) in tokens {
+            out.push_str(&format!(
+                "  export {name}={}   # {what}\n",
+                minter.mint(&claims)
+            ));
+        }
+        out
+    }
+
     /// Claims of a sample token the edge accepts.
     fn sample(&self, sub: &str, kind: &str, scope: Option<&str>) -> Claims {
         let ttl = self
@@ -164,48 +220,16 @@ impl Welcome {
             local(edge_admin)
         ));
         match &self.secret {
-            Some(secret) => out.push_str(&format!(
-                "  dev secret   {secret}   (random each start; set SWITCHBOARD_JWT_SECRET to fix it)\n"
-            )),
+            Some(_) => out.push_str(
+                "  dev secret   random each start (below); set SWITCHBOARD_JWT_SECRET to fix it\n",
+            ),
             None => out.push_str("  secret       from SWITCHBOARD_JWT_SECRET / --jwt-secret\n"),
         }
         if let Some(minter) = &self.minter {
-            out.push_str("\nSample tokens (tenant `default`, valid 24 h or the longest lifetime allowed; mint more with `edge token --sub … --kind …`):\n");
-            let samples = [
-                (
-                    "group client demo_client",
-                    "demo_client",
-                    "client",
-                    Some("broadcast"),
-                ),
-                ("jsonrpc user demo_user  ", "demo_user", "user", None),
-                ("jsonrpc app demo_app    ", "demo_app", "app", None),
-                (
-                    "iot/im user demo_user   ",
-                    "demo_user",
-                    "user",
-                    Some("notice"),
-                ),
-                ("server API (service)    ", "demo_backend", "service", None),
-            ];
-            for (label, sub, kind, scope) in samples {
-                let token = minter.mint(&self.sample(sub, kind, scope));
-                out.push_str(&format!("  {label}  {token}\n"));
-            }
-            let mut device = self.sample("demo_device", "device", None);
-            device.owner = Some("demo_user".to_owned());
+            out.push_str(&self.exports(minter));
+            let token = minter.mint(&self.sample(GROUP_CLIENT, "client", Some("broadcast")));
             out.push_str(&format!(
-                "  jsonrpc device (owner demo_user)  {}\n",
-                minter.mint(&device)
-            ));
-            let token = minter.mint(&self.sample("demo_client", "client", Some("broadcast")));
-            out.push_str(&format!(
-                "\nTry it:\n  ws://{edge}/v3/ws/group/demo_group/client/demo_client?token={token}\n"
-            ));
-            let im_token = minter.mint(&self.sample("demo_user", "user", Some("notice")));
-            out.push_str(&format!(
-                "\nTry IM (user demo_user, scope notice):\n  curl 'http://{edge}/api/websocket/client/login/web?token={im_token}'\n  ws://{edge}{}  first message: {{\"id\":\"r1\",\"type\":1000,\"isSystem\":false,\"from\":\"demo_user\",\"to\":\"SYSTEM\",\"body\":\"{{\\\"sessionId\\\":\\\"<sessionId>\\\"}}\"}}\n",
-                self.im_path
+                "\nTry it: open the playground, or\n  websocat \"ws://{edge}/v3/ws/group/team_1/client/{GROUP_CLIENT}?token={token}\"\n"
             ));
         }
         use std::io::Write;

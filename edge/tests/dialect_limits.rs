@@ -45,7 +45,15 @@ async fn frame_errors_close_every_dialect_with_the_spec_codes() {
 
         let mut ws = dialect.open(addr, "big").await;
         ws.send_text(&"x".repeat(MAX_MESSAGE + 1)).await;
-        assert_eq!(ws.recv_close(CLOSE_WAIT).await.0, 1009, "{dialect:?} size");
+        // The reason names the limit and the flag that sets it.
+        assert_eq!(
+            ws.recv_close(CLOSE_WAIT).await,
+            (
+                1009,
+                "message over 2048 bytes (the edge's --max-message-size)".to_owned()
+            ),
+            "{dialect:?} size"
+        );
 
         // Each fragment is small; together they are over the limit.
         let mut ws = dialect.open(addr, "bigfrag").await;

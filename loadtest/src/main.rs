@@ -45,8 +45,14 @@ struct RunArgs {
     /// Server API base URL (overrides the file's `api`).
     #[arg(long)]
     api: Option<String>,
-    /// HS256 secret the edge verifies tokens with.
-    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
+    /// HS256 secret the edge verifies tokens with (`--secret` is the
+    /// same flag).
+    #[arg(
+        long = "jwt-secret",
+        alias = "secret",
+        env = "SWITCHBOARD_JWT_SECRET",
+        hide_env_values = true
+    )]
     secret: Option<String>,
     /// Server API key.
     #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
@@ -358,5 +364,22 @@ async fn pairs(
         ExitCode::SUCCESS
     } else {
         ExitCode::from(99)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_flag_is_named_as_on_the_edge() {
+        for flag in ["--jwt-secret", "--secret"] {
+            let cli = Cli::try_parse_from(["loadtest", "run", "s.toml", flag, "s3cret"])
+                .unwrap_or_else(|e| panic!("{flag}: {e}"));
+            let Command::Run(args) = cli.command else {
+                panic!("the run subcommand")
+            };
+            assert_eq!(args.secret.as_deref(), Some("s3cret"), "{flag}");
+        }
     }
 }

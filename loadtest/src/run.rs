@@ -147,7 +147,7 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Summary, RunE
         (Some(secret), _) => Some(Minter::hs256(secret.as_bytes())),
         (None, _) => {
             return Err(RunError::Setup(
-                "pass --secret or set SWITCHBOARD_JWT_SECRET to the edge's secret".into(),
+                "pass --jwt-secret or set SWITCHBOARD_JWT_SECRET to the edge's secret".into(),
             ));
         }
     };

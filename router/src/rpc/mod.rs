@@ -113,7 +113,11 @@ fn bind_refusal(bound: &ConvBound, conv: &str, user: &str, hd: Option<&str>) -> 
         ConvBound::Bound => return None,
         ConvBound::OwnedBy(_) => format!("conversation {conv} belongs to another user"),
         ConvBound::DeviceNotOwned => {
-            format!("device {} is not owned by {user}", hd.unwrap_or_default())
+            let hd = hd.unwrap_or_default();
+            format!(
+                "device {hd} is not owned by {user}: a device's owner is known once it has \
+                 connected with a device token whose owner is {user}"
+            )
         }
     };
     metrics::counter!("switchboard_router_bindings_refused_total").increment(1);
