@@ -50,9 +50,14 @@ macro_rules! require_helm {
 }
 pub(crate) use require_helm;
 
-/// External Redis and NATS: the least a rendering needs.
+/// A seed the secrets derive from: `helm template` reads no cluster, so
+/// without one (or an existing Secret) the chart refuses to generate them.
+pub const SEED: &str = "a-test-seed-of-at-least-32-characters";
+
+/// External Redis and NATS and a seed: the least a rendering needs.
 pub fn external_backends() -> Value {
     json!({
+        "auth": {"seed": SEED},
         "nats": {"url": "nats://nats.messaging.svc:4222"},
         "redis": {"url": "redis://redis.data.svc:6379/"}
     })
