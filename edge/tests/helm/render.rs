@@ -64,9 +64,19 @@ pub fn external_backends() -> Value {
 }
 
 impl Helm {
+    /// The binary, for commands other than `helm template`.
+    pub fn program(&self) -> &PathBuf {
+        &self.0
+    }
+
     /// `helm template` with the chart's `ci/<example>-values.yaml` files
     /// (in order), then `overlay`; the objects, or helm's error text.
     pub fn render(&self, examples: &[&str], overlay: &Value) -> Result<Vec<Value>, String> {
+        documents(&self.text(examples, overlay)?)
+    }
+
+    /// Like `render`, helm's output as it prints it.
+    pub fn text(&self, examples: &[&str], overlay: &Value) -> Result<String, String> {
         static RENDERS: AtomicUsize = AtomicUsize::new(0);
         let root = manifests::repo_root();
         let overlay_path = std::env::temp_dir().join(format!(
@@ -88,8 +98,7 @@ impl Helm {
         if !output.status.success() {
             return Err(String::from_utf8_lossy(&output.stderr).into_owned());
         }
-        let text = String::from_utf8(output.stdout).expect("helm prints UTF-8");
-        documents(&text)
+        Ok(String::from_utf8(output.stdout).expect("helm prints UTF-8"))
     }
 
     /// Like `render`, for values that must render.

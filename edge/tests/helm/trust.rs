@@ -417,7 +417,7 @@ fn every_ci_example_renders() {
         assert!(!render::workloads(&objects).is_empty(), "{name}");
     }
     // And the bare defaults refuse to render without NATS and Redis.
-    let bare = helm.render(&[], &json!({}));
+    let bare = helm.render(&[], &json!({"auth": {"seed": render::SEED}}));
     assert!(bare.is_err_and(|e| e.contains("nats")));
     let minimal = merge_values(&defaults, &render::external_backends());
     assert!(minimal["networkPolicy"]["enabled"] == true);
