@@ -80,8 +80,14 @@ fn helm_template_renders_the_same_secrets_every_time_or_refuses() {
     // Nothing to derive from and no cluster to read: refused, saying what to set.
     let mut bare = render::external_backends();
     bare["auth"] = json!({});
-    let refused = helm.render(&[], &bare).expect_err("random secrets under helm template");
-    for wanted in ["cannot read the cluster", "auth.existingSecret", "auth.seed"] {
+    let refused = helm
+        .render(&[], &bare)
+        .expect_err("random secrets under helm template");
+    for wanted in [
+        "cannot read the cluster",
+        "auth.existingSecret",
+        "auth.seed",
+    ] {
         assert!(refused.contains(wanted), "{wanted}: {refused}");
     }
     let refused = helm
@@ -158,7 +164,8 @@ fn checksums_follow_what_each_component_reads() {
         ("switchboard-edge", "switchboard-edge-config"),
         ("switchboard-router-vip", "switchboard-router-config"),
     ] {
-        let volumes = &named(&base, "Deployment", deployment)["spec"]["template"]["spec"]["volumes"];
+        let volumes =
+            &named(&base, "Deployment", deployment)["spec"]["template"]["spec"]["volumes"];
         assert_eq!(volumes[0]["configMap"]["name"], config, "{deployment}");
     }
 
@@ -222,7 +229,8 @@ fn pods_spread_over_zones_and_nodes_by_default() {
     // Overridable: a list of one's own, per pool, or none.
     let own = json!([{"maxSkew": 2, "topologyKey": "example.com/rack",
         "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"a": "b"}}}]);
-    let mut pools = manifests::yaml(format!("{CHART}/ci/two-pools-values.yaml"))["routerPools"].clone();
+    let mut pools =
+        manifests::yaml(format!("{CHART}/ci/two-pools-values.yaml"))["routerPools"].clone();
     pools[1]["topologySpreadConstraints"] = own.clone();
     let objects = helm.objects(
         &["two-pools"],
@@ -234,7 +242,12 @@ fn pods_spread_over_zones_and_nodes_by_default() {
     };
     assert_eq!(spread("switchboard-edge"), own);
     assert_eq!(spread("switchboard-router-vip"), own);
-    assert_eq!(spread("switchboard-router-default").as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        spread("switchboard-router-default")
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
     let off = helm.objects(
         &["two-pools"],
         &json!({"edge": {"topologySpread": {"enabled": false}},
@@ -275,9 +288,16 @@ fn the_edge_hpa_scales_on_cpu_and_optionally_memory_and_sockets() {
     );
     // Scale-in is slow: each edge removed sends its sockets away.
     let objects = helm.objects(&["two-pools"], &json!({}));
-    let down = &named(&objects, "HorizontalPodAutoscaler", "switchboard-edge")["spec"]["behavior"]["scaleDown"];
-    assert!(down["stabilizationWindowSeconds"].as_u64() >= Some(300), "{down}");
-    assert_eq!(down["policies"], json!([{"type": "Pods", "value": 1, "periodSeconds": 60}]));
+    let down = &named(&objects, "HorizontalPodAutoscaler", "switchboard-edge")["spec"]["behavior"]
+        ["scaleDown"];
+    assert!(
+        down["stabilizationWindowSeconds"].as_u64() >= Some(300),
+        "{down}"
+    );
+    assert_eq!(
+        down["policies"],
+        json!([{"type": "Pods", "value": 1, "periodSeconds": 60}])
+    );
 }
 
 #[test]
@@ -290,7 +310,10 @@ fn in_cluster_backends_are_pinned_probed_and_given_requests() {
         let tag = image.rsplit(':').next().unwrap_or_default();
         let version = tag.split('-').next().unwrap_or_default();
         assert_eq!(
-            version.split('.').filter(|p| p.parse::<u32>().is_ok()).count(),
+            version
+                .split('.')
+                .filter(|p| p.parse::<u32>().is_ok())
+                .count(),
             3,
             "{name}: {image} is no exact version"
         );
@@ -302,7 +325,10 @@ fn in_cluster_backends_are_pinned_probed_and_given_requests() {
             requests["cpu"].is_string() && requests["memory"].is_string(),
             "{name}: {requests}"
         );
-        assert!(container["resources"]["limits"]["memory"].is_string(), "{name}");
+        assert!(
+            container["resources"]["limits"]["memory"].is_string(),
+            "{name}"
+        );
     }
 }
 
@@ -310,16 +336,75 @@ fn in_cluster_backends_are_pinned_probed_and_given_requests() {
 fn chart_metadata_says_where_it_runs_and_comes_from() {
     let chart = manifests::yaml(format!("{CHART}/Chart.yaml"));
     assert!(
-        chart["kubeVersion"].as_str().is_some_and(|v| v.starts_with(">=")),
+        chart["kubeVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(">=")),
         "{}",
         chart["kubeVersion"]
     );
-    assert!(chart["icon"].as_str().is_some_and(|i| i.starts_with("https://")));
+    assert!(
+        chart["icon"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("https://"))
+    );
     assert!(chart["sources"].as_array().is_some_and(|s| !s.is_empty()));
     let maintainers = chart["maintainers"].as_array().expect("maintainers");
     assert!(maintainers.iter().all(|m| m["name"].is_string()));
     // The icon the URL names is in the chart.
     let icon = chart["icon"].as_str().unwrap_or_default();
-    let path = icon.split("/main/").nth(1).expect("a path in the repository");
+    let path = icon
+        .split("/main/")
+        .nth(1)
+        .expect("a path in the repository");
     assert!(manifests::repo_root().join(path).is_file(), "{path}");
+}
+
+#[test]
+fn schema_checks_the_new_values() {
+    use switchboard_testkit::manifests::{merge_values, schema_errors};
+    let schema = super::schema();
+    let defaults = super::defaults();
+    let accepted = json!({
+        "auth": {"seed": "a-seed-of-at-least-thirty-two-characters"},
+        "edge": {"autoscaling": {"targetMemoryUtilizationPercentage": 80,
+                                 "connections": {"enabled": true, "metricName": "sockets", "targetPerPod": 100}},
+                 "topologySpread": {"enabled": true, "maxSkew": 2, "whenUnsatisfiable": "DoNotSchedule",
+                                    "topologyKeys": ["kubernetes.io/hostname"]}},
+        "routerPools": [{"name": "default", "tenants": [], "replicas": 2,
+                         "topologySpreadConstraints": [{"maxSkew": 1}]}],
+        "monitoring": {"prometheusRule": {"runbookBaseUrl": "https://docs.example.com/operations.md"}}
+    });
+    let errors = schema_errors(&schema, &merge_values(&defaults, &accepted));
+    assert!(errors.is_empty(), "{errors:?}");
+    for (what, broken) in [
+        (
+            "seed shorter than 32 characters",
+            json!({"auth": {"seed": "short"}}),
+        ),
+        (
+            "spread rule that is none",
+            json!({"edge": {"topologySpread": {"whenUnsatisfiable": "Maybe"}}}),
+        ),
+        (
+            "spread with no skew",
+            json!({"router": {"topologySpread": {"maxSkew": 0}}}),
+        ),
+        (
+            "no sockets per edge",
+            json!({"edge": {"autoscaling": {"connections": {"targetPerPod": 0}}}}),
+        ),
+        (
+            "memory target above 100",
+            json!({"edge": {"autoscaling": {"targetMemoryUtilizationPercentage": 120}}}),
+        ),
+        (
+            "runbook base that is no URL",
+            json!({"monitoring": {"prometheusRule": {"runbookBaseUrl": "docs/"}}}),
+        ),
+    ] {
+        assert!(
+            !schema_errors(&schema, &merge_values(&defaults, &broken)).is_empty(),
+            "the schema accepts a {what}: {broken}"
+        );
+    }
 }

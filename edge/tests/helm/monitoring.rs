@@ -51,7 +51,9 @@ fn rules() -> Vec<Value> {
 /// A Prometheus duration in seconds (`30s`, `5m`, `1h`).
 fn seconds(duration: &str) -> u64 {
     let (number, unit) = duration.split_at(duration.len() - 1);
-    let n: u64 = number.parse().unwrap_or_else(|_| panic!("duration {duration}"));
+    let n: u64 = number
+        .parse()
+        .unwrap_or_else(|_| panic!("duration {duration}"));
     n * match unit {
         "s" => 1,
         "m" => 60,
@@ -80,7 +82,11 @@ fn every_alert_links_its_runbook() {
             "{name}: {DOCS} has no runbook heading for #{anchor} (has {anchors:?})"
         );
     }
-    assert_eq!(anchors.len(), rules.len(), "one runbook per alert: {anchors:?}");
+    assert_eq!(
+        anchors.len(),
+        rules.len(),
+        "one runbook per alert: {anchors:?}"
+    );
 }
 
 #[test]
@@ -91,7 +97,10 @@ fn alerts_outlast_a_deploy_and_cover_edges_and_pools() {
         let severity = rule["labels"]["severity"].as_str().expect("severity");
         let wait = rule["for"].as_str().map(seconds).unwrap_or(0);
         match severity {
-            "critical" => assert!(wait >= 120, "{name}: critical after {wait} s flaps in deploys"),
+            "critical" => assert!(
+                wait >= 120,
+                "{name}: critical after {wait} s flaps in deploys"
+            ),
             "warning" => assert!(wait >= 300, "{name}: warning after {wait} s"),
             "info" => {}
             other => panic!("{name}: severity {other}"),
@@ -109,7 +118,10 @@ fn alerts_outlast_a_deploy_and_cover_edges_and_pools() {
     assert!(expr("SwitchboardEdgeDown").contains(r#"up{job="switchboard-edge"}"#));
     assert!(expr("SwitchboardNoEdges").starts_with("absent("));
     let pool = expr("SwitchboardPoolWithoutRouters");
-    assert!(pool.contains("by (pool)") && pool.contains("absent("), "{pool}");
+    assert!(
+        pool.contains("by (pool)") && pool.contains("absent("),
+        "{pool}"
+    );
 }
 
 fn dashboards() -> Vec<(String, Value)> {
@@ -128,10 +140,22 @@ fn dashboards_follow_job_and_instance_and_rate_over_the_rate_interval() {
             .as_array()
             .expect("variables")
             .iter()
-            .map(|v| (v["name"].as_str().unwrap_or_default(), v["type"].as_str().unwrap_or_default()))
+            .map(|v| {
+                (
+                    v["name"].as_str().unwrap_or_default(),
+                    v["type"].as_str().unwrap_or_default(),
+                )
+            })
             .collect();
-        for wanted in [("job", "query"), ("instance", "query"), ("filters", "adhoc")] {
-            assert!(variables.contains(&wanted), "{path}: no {wanted:?} in {variables:?}");
+        for wanted in [
+            ("job", "query"),
+            ("instance", "query"),
+            ("filters", "adhoc"),
+        ] {
+            assert!(
+                variables.contains(&wanted),
+                "{path}: no {wanted:?} in {variables:?}"
+            );
         }
         for panel in dashboard["panels"].as_array().expect("panels") {
             for target in panel["targets"].as_array().into_iter().flatten() {
@@ -146,7 +170,8 @@ fn dashboards_follow_job_and_instance_and_rate_over_the_rate_interval() {
                         })
                         .unwrap_or_else(|| panic!("{path}: a selector without matchers in {expr}"));
                     assert!(
-                        matchers.contains(r#"job=~"$job""#) && matchers.contains(r#"instance=~"$instance""#),
+                        matchers.contains(r#"job=~"$job""#)
+                            && matchers.contains(r#"instance=~"$instance""#),
                         "{path}: {expr}"
                     );
                 }

