@@ -50,14 +50,16 @@ macro_rules! require_helm {
 }
 pub(crate) use require_helm;
 
-/// A seed the secrets derive from: `helm template` reads no cluster, so
-/// without one (or an existing Secret) the chart refuses to generate them.
+/// The seed every rendering starts from (`auth.seed`, given before the
+/// examples): `helm template` reads no cluster, so without a seed (or an
+/// existing Secret) the chart refuses to generate secrets. The examples
+/// carry none, as a seed written in a shared file is no secret; a test of
+/// that refusal sets `auth.seed` to "" in its overlay.
 pub const SEED: &str = "a-test-seed-of-at-least-32-characters";
 
-/// External Redis and NATS and a seed: the least a rendering needs.
+/// External Redis and NATS: the least a rendering needs.
 pub fn external_backends() -> Value {
     json!({
-        "auth": {"seed": SEED},
         "nats": {"url": "nats://nats.messaging.svc:4222"},
         "redis": {"url": "redis://redis.data.svc:6379/"}
     })
@@ -85,16 +87,22 @@ impl Helm {
             RENDERS.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::write(&overlay_path, overlay.to_string()).expect("write overlay");
+        let seed = json!({"auth": {"seed": SEED}}).to_string();
+        let seed_path = overlay_path.with_extension("seed.json");
+        std::fs::write(&seed_path, seed).expect("write seed values");
         let mut command = Command::new(&self.0);
         command
             .current_dir(&root)
-            .args(["template", RELEASE, CHART, "--namespace", NAMESPACE]);
+            .args(["template", RELEASE, CHART, "--namespace", NAMESPACE])
+            .arg("--values")
+            .arg(&seed_path);
         for example in examples {
             command.args(["--values", &format!("{CHART}/ci/{example}-values.yaml")]);
         }
         command.arg("--values").arg(&overlay_path);
         let output = command.output().expect("run helm");
         let _ = std::fs::remove_file(&overlay_path);
+        let _ = std::fs::remove_file(&seed_path);
         if !output.status.success() {
             return Err(String::from_utf8_lossy(&output.stderr).into_owned());
         }

@@ -294,7 +294,10 @@ find neither: a random value made there would change at every render.
 */}}
 {{- define "switchboard.clusterReadable" -}}
 {{- if not (hasKey . "switchboardClusterReadable") }}
-{{- $found := or (lookup "v1" "Namespace" "" .Release.Namespace) (lookup "v1" "Namespace" "" "kube-system") }}
+{{- $found := lookup "v1" "Namespace" "" .Release.Namespace }}
+{{- if not $found }}
+{{- $found = lookup "v1" "Namespace" "" "kube-system" }}
+{{- end }}
 {{- $_ := set . "switchboardClusterReadable" (ternary "true" "" (not (empty $found))) }}
 {{- end }}
 {{- get . "switchboardClusterReadable" }}
