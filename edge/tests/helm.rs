@@ -9,12 +9,24 @@
 //! - `trust`: NetworkPolicies, the cluster secret, mutual TLS, existing
 //!   Secrets in the rendered objects;
 //! - `nats_users`: the in-cluster NATS's users and permissions against a
-//!   real nats-server.
+//!   real nats-server;
+//! - `gitops`: secrets stable under `helm template` (or refused), checksums
+//!   per component, topology spread, the edge HPA, the in-cluster backends.
+//!
+//! Without Kubernetes or helm: `monitoring` (runbooks, alert durations,
+//! dashboard variables). With promtool, kubernetes-validate and hadolint
+//! (each skipped without): `tools`.
 
+#[path = "helm/gitops.rs"]
+mod gitops;
+#[path = "helm/monitoring.rs"]
+mod monitoring;
 #[path = "helm/nats_users.rs"]
 mod nats_users;
 #[path = "helm/render.rs"]
 mod render;
+#[path = "helm/tools.rs"]
+mod tools;
 #[path = "helm/trust.rs"]
 mod trust;
 

@@ -50,6 +50,13 @@ macro_rules! require_helm {
 }
 pub(crate) use require_helm;
 
+/// The seed every rendering starts from (`auth.seed`, given before the
+/// examples): `helm template` reads no cluster, so without a seed (or an
+/// existing Secret) the chart refuses to generate secrets. The examples
+/// carry none, as a seed written in a shared file is no secret; a test of
+/// that refusal sets `auth.seed` to "" in its overlay.
+pub const SEED: &str = "a-test-seed-of-at-least-32-characters";
+
 /// External Redis and NATS: the least a rendering needs.
 pub fn external_backends() -> Value {
     json!({
@@ -59,9 +66,19 @@ pub fn external_backends() -> Value {
 }
 
 impl Helm {
+    /// The binary, for commands other than `helm template`.
+    pub fn program(&self) -> &PathBuf {
+        &self.0
+    }
+
     /// `helm template` with the chart's `ci/<example>-values.yaml` files
     /// (in order), then `overlay`; the objects, or helm's error text.
     pub fn render(&self, examples: &[&str], overlay: &Value) -> Result<Vec<Value>, String> {
+        documents(&self.text(examples, overlay)?)
+    }
+
+    /// Like `render`, helm's output as it prints it.
+    pub fn text(&self, examples: &[&str], overlay: &Value) -> Result<String, String> {
         static RENDERS: AtomicUsize = AtomicUsize::new(0);
         let root = manifests::repo_root();
         let overlay_path = std::env::temp_dir().join(format!(
@@ -70,21 +87,26 @@ impl Helm {
             RENDERS.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::write(&overlay_path, overlay.to_string()).expect("write overlay");
+        let seed = json!({"auth": {"seed": SEED}}).to_string();
+        let seed_path = overlay_path.with_extension("seed.json");
+        std::fs::write(&seed_path, seed).expect("write seed values");
         let mut command = Command::new(&self.0);
         command
             .current_dir(&root)
-            .args(["template", RELEASE, CHART, "--namespace", NAMESPACE]);
+            .args(["template", RELEASE, CHART, "--namespace", NAMESPACE])
+            .arg("--values")
+            .arg(&seed_path);
         for example in examples {
             command.args(["--values", &format!("{CHART}/ci/{example}-values.yaml")]);
         }
         command.arg("--values").arg(&overlay_path);
         let output = command.output().expect("run helm");
         let _ = std::fs::remove_file(&overlay_path);
+        let _ = std::fs::remove_file(&seed_path);
         if !output.status.success() {
             return Err(String::from_utf8_lossy(&output.stderr).into_owned());
         }
-        let text = String::from_utf8(output.stdout).expect("helm prints UTF-8");
-        documents(&text)
+        Ok(String::from_utf8(output.stdout).expect("helm prints UTF-8"))
     }
 
     /// Like `render`, for values that must render.

@@ -239,9 +239,12 @@ fn an_existing_secret_is_used_and_generation_can_be_refused() {
             );
         }
     }
-    // Without the Secret and without generation, the render stops and says why.
+    // Without the Secret, a seed or generation, the render stops and says why.
     let refused = helm
-        .render(&["secure"], &json!({"auth": {"existingSecret": ""}}))
+        .render(
+            &["secure"],
+            &json!({"auth": {"existingSecret": "", "seed": ""}}),
+        )
         .expect_err("renders without any secret");
     assert!(
         refused.contains("auth.generate is false") && refused.contains("auth.existingSecret"),

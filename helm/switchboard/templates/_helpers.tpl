@@ -121,8 +121,8 @@ each pool. Tenants listed nowhere use the pool named "default".
 {{- if and .Values.nats.inCluster.enabled (or .Values.nats.url .Values.nats.existingSecret .Values.nats.credentials.credsSecret .Values.nats.credentials.tokenSecret) }}
 {{- fail "nats: inCluster.enabled runs a NATS with users of its own; leave nats.url, nats.existingSecret and nats.credentials empty with it" }}
 {{- end }}
-{{- if and .Values.nats.inCluster.enabled (not .Values.auth.generate) }}
-{{- fail "nats.inCluster: its passwords are generated, which auth.generate=false forbids; point nats.url at a NATS of your own for helm template and GitOps renders" }}
+{{- if and .Values.nats.inCluster.enabled (not .Values.auth.generate) (not .Values.auth.seed) }}
+{{- fail "nats.inCluster: its passwords are generated, which auth.generate=false forbids; set auth.seed (passwords derived from it) or point nats.url at a NATS of your own" }}
 {{- end }}
 {{- end }}
 
@@ -286,10 +286,156 @@ switchboard
 {{- end }}
 
 {{/*
-Restart pods when the settings or the given secrets change. Generated
-secrets never change once made, so the values stand for the Secret.
+Whether this render talks to a cluster (helm install, helm upgrade, helm
+template --dry-run=server): lookup then finds the release's namespace, or
+kube-system when the namespace is still to be made (--create-namespace).
+helm template, helm lint, client-side dry runs and GitOps renders (Argo CD)
+find neither: a random value made there would change at every render.
+*/}}
+{{- define "switchboard.clusterReadable" -}}
+{{- if not (hasKey . "switchboardClusterReadable") }}
+{{- $found := lookup "v1" "Namespace" "" .Release.Namespace }}
+{{- if not $found }}
+{{- $found = lookup "v1" "Namespace" "" "kube-system" }}
+{{- end }}
+{{- $_ := set . "switchboardClusterReadable" (ternary "true" "" (not (empty $found))) }}
+{{- end }}
+{{- get . "switchboardClusterReadable" }}
+{{- end }}
+
+{{/*
+A secret derived from auth.seed: (dict "root" $ "key" "auth/jwtSecret").
+Stable for one seed, release and namespace, so helm template renders the
+same value every time; different for every key, release and namespace.
+It starts with a letter (NATS reads passwords as config text).
+*/}}
+{{- define "switchboard.derive" -}}
+{{- printf "s%s" (sha256sum (printf "switchboard/%s/%s/%s\n%s" .root.Release.Namespace .root.Release.Name .key .root.Values.auth.seed)) }}
+{{- end }}
+
+{{/*
+The auth Secret's data as JSON (key -> base64 value), made once per render
+so the Secret and the pods' checksums see the same values. Per value, the
+first that applies: given in the values; derived from auth.seed; kept from
+the Secret in the cluster; generated (auth.generate, and only when the
+render talks to a cluster); else the render stops and says what to set.
+With auth.existingSecret: that Secret's data when the render can read it
+(so the checksum follows its content), else nothing.
+*/}}
+{{- define "switchboard.authData" -}}
+{{- if not (hasKey . "switchboardAuthData") }}
+{{- $auth := .Values.auth }}
+{{- $keys := $auth.existingSecretKeys }}
+{{- $out := dict }}
+{{- if $auth.existingSecret }}
+{{- $out = (lookup "v1" "Secret" .Release.Namespace $auth.existingSecret).data | default dict }}
+{{- else }}
+{{- $existing := (lookup "v1" "Secret" .Release.Namespace (include "switchboard.secretName" .)).data | default dict }}
+{{- range $field, $length := dict "jwtSecret" 48 "apiKey" 40 "clusterSecret" 48 }}
+{{- $key := get $keys $field }}
+{{- $given := get $auth $field }}
+{{- if $given }}
+{{- $_ := set $out $key ($given | b64enc) }}
+{{- else if $auth.seed }}
+{{- $_ := set $out $key (include "switchboard.derive" (dict "root" $ "key" (printf "auth/%s" $field)) | b64enc) }}
+{{- else if not $auth.generate }}
+{{- fail (printf "auth.%s is empty and auth.generate is false: set auth.existingSecret to a Secret holding %s, %s and %s (the way for helm template and GitOps), auth.seed (every value derived from it, the same at each render), or give auth.%s" $field $keys.jwtSecret $keys.apiKey $keys.clusterSecret $field) }}
+{{- else if hasKey $existing $key }}
+{{- $_ := set $out $key (get $existing $key) }}
+{{- else if include "switchboard.clusterReadable" $ }}
+{{- $_ := set $out $key (randAlphaNum $length | b64enc) }}
+{{- else }}
+{{- fail (printf "auth.%s is empty and this render cannot read the cluster (helm template, helm lint, a client-side dry run, a GitOps tool): a generated value would change at every render. Set auth.existingSecret to a Secret holding %s, %s and %s (the way for GitOps), or auth.seed (a long random string: every value is derived from it, the same at each render), or give auth.%s. helm install and helm upgrade generate it and keep it." $field $keys.jwtSecret $keys.apiKey $keys.clusterSecret $field) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $_ := set . "switchboardAuthData" $out }}
+{{- end }}
+{{- get . "switchboardAuthData" | toJson }}
+{{- end }}
+
+{{/*
+Users of the in-cluster NATS (the cluster user, then backend-<tenant>) and
+their passwords as JSON (user -> base64), made once per render: derived
+from auth.seed; kept from the Secret in the cluster; generated when the
+render talks to a cluster; else the render stops and says what to set.
+*/}}
+{{- define "switchboard.natsUsersData" -}}
+{{- if not (hasKey . "switchboardNatsUsersData") }}
+{{- $users := list (include "switchboard.natsClusterUser" .) }}
+{{- range .Values.nats.inCluster.backendTenants }}
+{{- $users = append $users (printf "backend-%s" .) }}
+{{- end }}
+{{- $existing := (lookup "v1" "Secret" .Release.Namespace (include "switchboard.natsSecretName" .)).data | default dict }}
+{{- $out := dict }}
+{{- range $users }}
+{{- if $.Values.auth.seed }}
+{{- $_ := set $out . (include "switchboard.derive" (dict "root" $ "key" (printf "nats/%s" .)) | b64enc) }}
+{{- else if hasKey $existing . }}
+{{- $_ := set $out . (get $existing .) }}
+{{- else if include "switchboard.clusterReadable" $ }}
+{{- $_ := set $out . (printf "%s%s" (randAlpha 1) (randAlphaNum 31) | b64enc) }}
+{{- else }}
+{{- fail (printf "nats.inCluster: the password of NATS user %s would be generated, and this render cannot read the cluster (helm template, helm lint, a GitOps tool): it would change at every render. Set auth.seed (every password is derived from it, the same at each render), or point nats.url at a NATS of your own. helm install and helm upgrade generate the passwords and keep them." .) }}
+{{- end }}
+{{- end }}
+{{- $_ := set . "switchboardNatsUsersData" $out }}
+{{- end }}
+{{- get . "switchboardNatsUsersData" | toJson }}
+{{- end }}
+
+{{/* The settings files, one per component (the ConfigMaps and the checksums use these). */}}
+{{- define "switchboard.toml" -}}
+{{- /* One `key = value` line each; JSON scalars are valid TOML (toToml would write 65536 as 65536.0). */}}
+{{- range $key, $value := . }}
+{{ $key }} = {{ toJson $value }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod annotations that restart a component's pods when what they read
+changes, and only then: (dict "root" $ "component" "edge"|"router").
+checksum/config hashes the component's own settings file (a router
+setting restarts no edge); checksum/auth hashes the Secret keys the
+component reads (edges read no API key) with their content, as rendered
+or as read back from the cluster; checksum/nats-users the in-cluster NATS
+passwords.
 */}}
 {{- define "switchboard.checksums" -}}
-checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}
-checksum/auth: {{ .Values.auth | toJson | sha256sum }}
+{{- $root := .root }}
+{{- $auth := $root.Values.auth }}
+{{- $data := include "switchboard.authData" $root | fromJson }}
+{{- $fields := ternary (list "jwtSecret" "clusterSecret") (list "jwtSecret" "apiKey" "clusterSecret") (eq .component "edge") }}
+{{- $read := dict "secret" (include "switchboard.secretName" $root) }}
+{{- range $fields }}
+{{- $key := get $auth.existingSecretKeys . }}
+{{- $_ := set $read $key (get $data $key | default "") }}
+{{- end }}
+{{- $config := ternary $root.Values.edge.config $root.Values.router.config (eq .component "edge") }}
+checksum/config: {{ include "switchboard.toml" $config | sha256sum }}
+checksum/auth: {{ $read | toJson | sha256sum }}
+{{- if $root.Values.nats.inCluster.enabled }}
+checksum/nats-users: {{ include "switchboard.natsUsersData" $root | sha256sum }}
+{{- end }}
+{{- end }}
+
+{{/*
+topologySpreadConstraints of a component: (dict "spread" <topologySpread
+values> "constraints" <explicit list> "selector" <selector labels YAML>).
+An explicit list wins; else, with spread.enabled, one constraint per
+topology key (zones, then nodes) over the component's own pods.
+*/}}
+{{- define "switchboard.topologySpread" -}}
+{{- if .constraints }}
+{{- toYaml .constraints }}
+{{- else if .spread.enabled }}
+{{- range .spread.topologyKeys }}
+- maxSkew: {{ $.spread.maxSkew }}
+  topologyKey: {{ . }}
+  whenUnsatisfiable: {{ $.spread.whenUnsatisfiable }}
+  labelSelector:
+    matchLabels:
+      {{- $.selector | nindent 6 }}
+{{- end }}
+{{- end }}
 {{- end }}
