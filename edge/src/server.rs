@@ -126,6 +126,11 @@ fn playground(server: &EdgeServer, method: &Method, path: &str) -> Option<Respon
     Some(bytes_response(StatusCode::OK, content_type, body))
 }
 
+/// Group socket routes (V3 and V2), which may allow anonymous clients.
+fn is_group_path(path: &str) -> bool {
+    path.starts_with("/v3/ws/group/") || path.starts_with("/ws/group/")
+}
+
 /// `value` safe inside a double-quoted HTML attribute.
 fn html_attribute(value: &str) -> String {
     value
@@ -149,11 +154,13 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
     // the playground asks again with a plain GET: a token the route needs
     // and did not get is then explained in the body, whatever the dialect
     // does on a real upgrade (JSON-RPC closes with 4401 after it).
+    let takes_no_token =
+        Some(path.as_str()) == server.echo_path.as_deref() || path == server.im_path;
     let token_refusal = match &auth {
-        Err(e) if Some(path.as_str()) != server.echo_path.as_deref() && path != server.im_path => {
-            Some(e.to_string())
-        }
-        _ => None,
+        _ if takes_no_token => None,
+        Err(AuthError::Missing) if server.allow_anonymous && is_group_path(&path) => None,
+        Err(e) => Some(e.to_string()),
+        Ok(_) => None,
     };
     let conn_id = server.next_conn.fetch_add(1, Ordering::Relaxed);
     let connect_id = format!(

@@ -45,8 +45,7 @@ async fn fits_the_width(page: &mut Page) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_tab_joins_and_echoes() {
-    let Some((_env, _browser, mut page)) = open("group_tab_joins_and_echoes", "group").await
-    else {
+    let Some((_env, _browser, mut page)) = open("group_tab_joins_and_echoes", "group").await else {
         return;
     };
     fits_the_width(&mut page).await;
@@ -57,7 +56,8 @@ async fn group_tab_joins_and_echoes() {
     page.wait_text("#group-log", r#""event":"join""#).await;
     page.click(r#"[data-example*='"echo","msg"']"#).await;
     page.wait_text("#group-log", r#""msg":"Ping!""#).await;
-    page.wait_text("#group-log", r#""from_id":"demo_client""#).await;
+    page.wait_text("#group-log", r#""from_id":"demo_client""#)
+        .await;
     fits_the_width(&mut page).await;
 }
 
@@ -70,7 +70,8 @@ async fn jsonrpc_tab_sets_and_gets_an_app_key() {
     };
     page.fill("#rpc-kind", "app").await;
     page.fill("#rpc-app", "demo_app").await;
-    page.fill("#rpc-token", &app_token("demo_app", "default")).await;
+    page.fill("#rpc-token", &app_token("demo_app", "default"))
+        .await;
     page.click("#rpc-connect").await;
     page.wait_text("#rpc-state", "connected").await;
 
@@ -102,7 +103,8 @@ async fn iot_tab_subscribes_and_gets_a_pushed_event() {
 
     // The button shows the command to run against the router's API port.
     let service = token("demo_backend", "service", "default", None);
-    page.fill("#iot-api", &format!("http://{}", env.api())).await;
+    page.fill("#iot-api", &format!("http://{}", env.api()))
+        .await;
     page.fill("#iot-service-token", &service).await;
     page.click("#iot-push").await;
     let command = page.wait_text("#iot-curl", "/api/v1/iot/events").await;
@@ -154,7 +156,9 @@ async fn im_tab_logs_in_sends_and_exchanges_receipts() {
     let got = bob.recv_message().await;
     assert_eq!(got["body"], "Hello bob", "{got}");
     let id = got["id"].as_str().unwrap().to_owned();
-    bob.ws.send_json(&im::receipt(&id, "bob", "demo_user")).await;
+    bob.ws
+        .send_json(&im::receipt(&id, "bob", "demo_user"))
+        .await;
     page.wait_text("#im-log", r#""type":9101"#).await;
 
     // Bob's text reaches the page, and the page's receipt reaches bob.
@@ -214,7 +218,6 @@ async fn refused_tokens_are_explained() {
 }
 
 fn which(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
