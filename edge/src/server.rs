@@ -1,6 +1,7 @@
 //! The edge's HTTP/1.1 listener: routes upgrade requests to the dialect
 //! that owns the path, refuses what its dialect refuses, serves the IM
-//! login endpoints ([`crate::im_login`]) and the playground page at `/`.
+//! login endpoints ([`crate::im_login`]) and the playground page at `/`
+//! (static files under `src/playground/`, built into the binary).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +23,18 @@ use crate::connection::{self, Accepted, SocketEnv};
 use crate::dialect::{self, Accept, UpgradeRequest};
 use crate::im_login;
 
-const PLAYGROUND: &str = include_str!("playground.html");
+/// The playground: one page and its script and style sheet, no build step
+/// and no outside assets, so it works offline.
+const PLAYGROUND_HTML: &str = include_str!("playground/index.html");
+const PLAYGROUND_JS: &str = include_str!("playground/playground.js");
+const PLAYGROUND_CSS: &str = include_str!("playground/playground.css");
+/// Where the page learns the IM socket route (configurable).
+const IM_PATH_MARK: &str = "{{im_path}}";
+
+/// The answer to an unknown `/api/v1/…` route: the server API lives on the
+/// router, and people who try it on the edge port need to be told where.
+const SERVER_API_ELSEWHERE: &str = "the server API is served by the router on its API port \
+(--router-api-addr in standalone mode, --api-addr on a router; default :8081), not by the edge";
 
 /// Everything the listener needs.
 pub struct EdgeServer {
@@ -91,19 +103,64 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     )
 }
 
+/// The playground's files by path; `None` for any other request.
+fn playground(server: &EdgeServer, method: &Method, path: &str) -> Option<Response<Body>> {
+    if method != Method::GET {
+        return None;
+    }
+    let (content_type, body) = match path {
+        "/" => (
+            "text/html; charset=utf-8",
+            Bytes::from(PLAYGROUND_HTML.replace(IM_PATH_MARK, &html_attribute(&server.im_path))),
+        ),
+        "/playground/playground.js" => (
+            "text/javascript; charset=utf-8",
+            Bytes::from_static(PLAYGROUND_JS.as_bytes()),
+        ),
+        "/playground/playground.css" => (
+            "text/css; charset=utf-8",
+            Bytes::from_static(PLAYGROUND_CSS.as_bytes()),
+        ),
+        _ => return None,
+    };
+    Some(bytes_response(StatusCode::OK, content_type, body))
+}
+
+/// Group socket routes (V3 and V2), which may allow anonymous clients.
+fn is_group_path(path: &str) -> bool {
+    path.starts_with("/v3/ws/group/") || path.starts_with("/ws/group/")
+}
+
+/// `value` safe inside a double-quoted HTML attribute.
+fn html_attribute(value: &str) -> String {
+    value
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_owned();
-    if path == "/" && request.method() == Method::GET {
-        return bytes_response(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            Bytes::from_static(PLAYGROUND.as_bytes()),
-        );
+    if let Some(page) = playground(server, request.method(), &path) {
+        return page;
     }
     let query: HashMap<String, String> = request.uri().query().map(query_map).unwrap_or_default();
     let auth = match token_from_request(&request) {
         Some(token) => server.verifier.verify(&token),
         None => Err(AuthError::Missing),
+    };
+    // A browser sees only close code 1006 when an upgrade is refused, so
+    // the playground asks again with a plain GET: a token the route needs
+    // and did not get is then explained in the body, whatever the dialect
+    // does on a real upgrade (JSON-RPC closes with 4401 after it).
+    let takes_no_token =
+        Some(path.as_str()) == server.echo_path.as_deref() || path == server.im_path;
+    let token_refusal = match &auth {
+        _ if takes_no_token => None,
+        Err(AuthError::Missing) if server.allow_anonymous && is_group_path(&path) => None,
+        Err(e) => Some(e.to_string()),
+        Ok(_) => None,
     };
     let conn_id = server.next_conn.fetch_add(1, Ordering::Relaxed);
     let connect_id = format!(
@@ -123,6 +180,9 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
         echo_path: server.echo_path.as_deref(),
     };
     let Some(accept) = dialect::accept(&upgrade) else {
+        if path.starts_with("/api/v1/") {
+            return error(StatusCode::NOT_FOUND, "not_found", SERVER_API_ELSEWHERE);
+        }
         return error(StatusCode::NOT_FOUND, "not_found", "no such route");
     };
     let (dialect, mut session, tenant, principal, trace_id) = match accept {
@@ -147,6 +207,13 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
         );
     }
     if !fastwebsockets::upgrade::is_upgrade_request(&request) {
+        if let Some(reason) = token_refusal {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                &format!("this route refuses the token: {reason}"),
+            );
+        }
         return error(
             StatusCode::UPGRADE_REQUIRED,
             "upgrade_required",

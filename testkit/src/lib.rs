@@ -1,5 +1,6 @@
 //! Test helpers shared by every crate's integration tests.
 //!
+//! - [`browser`]: a headless Chromium driven over the DevTools protocol.
 //! - [`redis`], [`nats`]: private `redis-server` and `nats-server` instances
 //!   on ephemeral ports.
 //! - [`cluster`]: routers and edges as processes over gRPC or NATS.
@@ -18,6 +19,7 @@
 //! - [`tls`]: a CA and certificates made at run time for mutual TLS.
 #![forbid(unsafe_code)]
 
+pub mod browser;
 pub mod cluster;
 pub mod dialects;
 pub mod http;
