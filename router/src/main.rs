@@ -3,6 +3,12 @@
 use switchboard_common::{config, shutdown_token, telemetry};
 use switchboard_router::RouterSettings;
 
+/// jemalloc returns freed memory to the system over time (glibc's arenas
+/// keep what a burst took); see docs/BENCHMARKS.md, "Abuse".
+#[cfg(all(unix, not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings: RouterSettings = config::load()?;
