@@ -426,6 +426,29 @@ async fn subscription_limit_is_429() {
     assert_eq!(reply["code"], 429);
 }
 
+/// A parameter over 128 bytes is refused before anything is stored, and
+/// the socket goes on: one of exactly 128 bytes is taken and delivered to.
+#[tokio::test]
+async fn subscription_parameters_over_128_bytes_are_refused() {
+    let env = Env::start().await;
+    let mut ws = env.connect("t1", None).await;
+    let long = "p".repeat(129);
+    let reply = request(
+        &mut ws,
+        "up.sub",
+        json!({"code":"deviceConn","params":{"projectID": long}}),
+    )
+    .await;
+    assert_eq!(reply["code"], 400, "{reply}");
+    let edge = "q".repeat(128);
+    subscribe(&mut ws, "deviceConn", json!({"projectID": edge})).await;
+    let mut event = device_event("deviceConn", json!({}));
+    event["projectID"] = json!(edge);
+    let reply = env.push("t1", &event).await;
+    assert_eq!(reply.json()["delivered"], 1);
+    assert_eq!(ws.recv_json().await["path"], "deviceConn");
+}
+
 #[tokio::test]
 async fn tenants_are_isolated() {
     let env = Env::start().await;

@@ -3,8 +3,9 @@
 //! sends, and shows the answer; refused tokens are explained on the page.
 //!
 //! Needs `chromium`; skipped without it unless `SWITCHBOARD_REQUIRE_TOOLS`
-//! is set. A failed wait leaves a screenshot, the page's HTML and its
-//! console under `target/playground-artifacts/<test>.*`.
+//! is set. Each test leaves a screenshot of the tab as it ended under
+//! `target/playground-artifacts/<test>.png`; a failed wait leaves the
+//! screenshot, the page's HTML and its console there (`<test>.*`).
 
 use switchboard_testkit::browser::{Browser, Page};
 use switchboard_testkit::http;
@@ -59,6 +60,7 @@ async fn group_tab_joins_and_echoes() {
     page.wait_text("#group-log", r#""from_id":"demo_client""#)
         .await;
     fits_the_width(&mut page).await;
+    page.save_screenshot().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,6 +86,7 @@ async fn jsonrpc_tab_sets_and_gets_an_app_key() {
     page.click("#rpc-ping").await;
     page.wait_text("#rpc-log", "← pong").await;
     fits_the_width(&mut page).await;
+    page.save_screenshot().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,6 +136,7 @@ async fn iot_tab_subscribes_and_gets_a_pushed_event() {
     page.wait_text("#iot-log", "down.pub").await;
     page.wait_text("#iot-log", r#""temperature":21.5"#).await;
     fits_the_width(&mut page).await;
+    page.save_screenshot().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,6 +173,7 @@ async fn im_tab_logs_in_sends_and_exchanges_receipts() {
     assert_eq!(receipt["type"], 9101, "{receipt}");
     assert_eq!(receipt["id"], "from-bob-1", "{receipt}");
     fits_the_width(&mut page).await;
+    page.save_screenshot().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,6 +219,7 @@ async fn refused_tokens_are_explained() {
     page.fill("#group-token", "").await;
     page.click("#group-connect").await;
     page.wait_text("#group-why", "No token").await;
+    page.save_screenshot().await;
     drop(env);
 }
 

@@ -376,6 +376,17 @@ impl Page {
         base64_decode(result["data"].as_str().unwrap_or_default())
     }
 
+    /// Saves a PNG of the viewport as `<name>.png` under [`artifacts_dir`]
+    /// (what a passing test leaves, to look at); returns its path.
+    pub async fn save_screenshot(&mut self) -> PathBuf {
+        let dir = artifacts_dir();
+        let _ = std::fs::create_dir_all(&dir);
+        let png = dir.join(format!("{}.png", self.name));
+        let shot = self.screenshot().await;
+        let _ = std::fs::write(&png, shot);
+        png
+    }
+
     /// Saves `<name>.png`, `<name>.html` and `<name>.txt` (the reason and
     /// the console) under [`artifacts_dir`], then panics with `reason`.
     pub async fn fail(&mut self, reason: &str) -> ! {
