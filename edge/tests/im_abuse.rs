@@ -326,3 +326,57 @@ async fn a_message_to_a_thousand_recipients_is_kept_once() {
     }
     env.sentinel(&mut last).await;
 }
+
+/// While the store hangs, a user's queue holds at most `--im-queue-max`
+/// jobs: receipts over it are refused with 400 FAILED naming the bound and
+/// what to do, and counted; the ones it holds wait for the store and are
+/// answered with its failure when it times out. (A socket waits for each
+/// receipt's answer, so the receipts come from six sockets of the user.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_user_queue_refuses_while_the_store_hangs() {
+    // The edge waits for the router longer than the store's timeouts add up.
+    let env = Env::redis(&["--im-queue-max", "2", "--request-timeout", "30s"]).await;
+    let mut sockets = Vec::new();
+    for _ in 0..6 {
+        sockets.push(env.connect("bob").await);
+    }
+    let redis = env.0.redis.as_ref().expect("a private redis-server");
+    redis.pause();
+    for (i, bob) in sockets.iter_mut().enumerate() {
+        bob.ws
+            .send_json(&receipt(&format!("m{i}"), "bob", "alice"))
+            .await;
+    }
+    // One receipt waits on the store and two in the queue (a third when
+    // the first had not started yet); the others are refused.
+    let (mut refused, mut waited) = (0, 0);
+    for bob in &mut sockets {
+        let event = bob.ws.recv(std::time::Duration::from_secs(30)).await;
+        let Some(switchboard_testkit::ws::Event::Text(text)) = event else {
+            panic!("no answer to a receipt: {event:?}");
+        };
+        let answer: Value = serde_json::from_str(&text).expect("JSON");
+        let (code, status) = status_of(&answer);
+        assert_eq!((code, status.as_str()), (400, "FAILED"), "{answer}");
+        let msg = status_msg(&answer);
+        if msg.contains("queue of bob is full (2 jobs)") {
+            assert!(msg.contains("send the receipt again"), "{msg}");
+            refused += 1;
+        } else {
+            assert!(msg.contains("receipt not stored"), "{msg}");
+            waited += 1;
+        }
+    }
+    assert!(
+        (2..=3).contains(&refused),
+        "{refused} refused, {waited} waited"
+    );
+    assert_eq!(
+        env.router_metric("switchboard_router_im_queue_full_total{job=\"ack\"}")
+            .await,
+        f64::from(refused)
+    );
+    redis.resume();
+    let mut bob = sockets.pop().expect("a socket");
+    env.sentinel(&mut bob).await;
+}
