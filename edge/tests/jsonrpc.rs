@@ -916,6 +916,78 @@ async fn every_error_code_and_malformed_input() {
     assert_eq!(again.recv_text().await, "pong");
 }
 
+/// A caller that does not read its tool call's answer holds at most a
+/// bounded queue of progress notes: past it notes are dropped (counted),
+/// the tool is never slowed, and its answer is never crowded out: it
+/// comes, last, and no event of the call is refused as a flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_does_not_read_holds_a_bounded_queue_of_notes() {
+    use tokio::io::AsyncWriteExt;
+    const NOTES: usize = 6_000;
+    let env = Env::memory(&["--rate-limit", "1000000", "--rate-burst", "1000000"]).await;
+    let mut tool = env.app("app1", "search").await;
+    let body = json!({"method": "run", "timeout_ms": 30000}).to_string();
+    let request = format!(
+        "POST /api/v1/apps/app1/tools/search/call HTTP/1.1\r\nhost: api\r\n\
+         authorization: Bearer {API_KEY}\r\nx-tenant: default\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // A small receive buffer, so the server's writes back up soon.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut caller = socket.connect(env.api()).await.unwrap();
+    caller.write_all(request.as_bytes()).await.unwrap();
+    let id = tool.recv_json().await["id"].clone();
+    // 6,000 notes of 2 KB: more than the sockets' buffers hold.
+    let pad = "x".repeat(2_000);
+    for step in 0..NOTES {
+        tool.send_json(&json!({"jsonrpc": "2.0", "method": "_notify",
+            "params": {"type": "tool.progress", "data": {"id": id, "step": step, "pad": pad}}}))
+            .await;
+    }
+    tool.send_json(&json!({"jsonrpc": "2.0", "result": {"hits": 3}, "id": id}))
+        .await;
+    let admin = env.0.process.addr("router-admin");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while http::metric(
+        &switchboard_testkit::cluster::scrape(admin).await,
+        "switchboard_router_tool_progress_dropped_total",
+    ) == 0.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress note was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The tool socket was never slowed or closed.
+    tool.send_text("ping").await;
+    assert_eq!(tool.recv_text().await, "pong");
+    let raw = http::raw::read_until_closed(&mut caller, Duration::from_secs(30))
+        .await
+        .expect("the answer ends");
+    let text = String::from_utf8_lossy(&raw);
+    let notes = text.matches("\"tool.progress\"").count();
+    assert!(
+        (256..NOTES).contains(&notes),
+        "{notes} notes reached the caller"
+    );
+    let answer = text.rfind(r#"{"result":{"hits":3}}"#).expect("the answer");
+    assert!(
+        text.rfind("tool.progress")
+            .is_some_and(|last| last < answer),
+        "the answer comes last"
+    );
+    assert_eq!(
+        http::metric(
+            &switchboard_testkit::cluster::scrape(admin).await,
+            "switchboard_router_tool_answers_refused_total{reason=\"flood\"}"
+        ),
+        0.0
+    );
+}
+
 #[tokio::test]
 async fn tool_calls() {
     let env = Env::memory(&[]).await;

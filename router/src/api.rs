@@ -321,8 +321,18 @@ async fn tool_call(
     call: crate::rpc::tools::ToolRequest,
 ) -> Result<Response<ApiBody>, ApiError> {
     let (progress_tx, mut progress) = tokio::sync::mpsc::channel(crate::rpc::tools::PROGRESS_QUEUE);
-    let mut running =
-        Box::pin(async move { crate::rpc::tools::call(&node, &call, progress_tx).await });
+    // The call runs on its own task: it keeps taking the tool's events
+    // (and dropping notes past the progress bound) however slowly the
+    // caller reads, so the tool's answer is never crowded out.
+    let call =
+        tokio::spawn(async move { crate::rpc::tools::call(&node, &call, progress_tx).await });
+    let mut running = Box::pin(async move {
+        call.await.unwrap_or_else(|e| {
+            Err(crate::rpc::tools::ToolError::Unavailable(format!(
+                "the call's task ended: {e}"
+            )))
+        })
+    });
     // Notes come first: a note sent in the poll that also ends the call
     // is still streamed before the answer.
     let mut finished = None;
