@@ -132,7 +132,7 @@ const SERVICE: &str = "demo_backend";
 impl Welcome {
     /// `export` lines for a shell: the secret (when this process made it)
     /// and a token per kind, under the names the README's examples use.
-    pub fn exports(&self, minter: &Minter) -> String {
+    fn exports(&self, minter: &Minter) -> String {
         let mut out = String::from(
             "\nPaste into a shell to run the README's examples (tenant `default`, tokens valid 24 h or the longest lifetime allowed):\n",
         );
@@ -227,9 +227,8 @@ impl Welcome {
         }
         if let Some(minter) = &self.minter {
             out.push_str(&self.exports(minter));
-            let token = minter.mint(&self.sample(GROUP_CLIENT, "client", Some("broadcast")));
             out.push_str(&format!(
-                "\nTry it: open the playground, or\n  websocat \"ws://{edge}/v3/ws/group/team_1/client/{GROUP_CLIENT}?token={token}\"\n"
+                "\nTry it: open the playground, or with the lines above pasted\n  websocat \"ws://{edge}/v3/ws/group/team_1/client/{GROUP_CLIENT}?token=$TOKEN\"\n"
             ));
         }
         use std::io::Write;

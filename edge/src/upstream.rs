@@ -286,12 +286,24 @@ impl Upstream {
         link: &Link,
         sub: &Subscription,
     ) -> Result<(), Unavailable> {
+        self.subscribe_asking(conn, link, sub, 0).await
+    }
+
+    /// Sends `sub` to `link`; a nonzero `confirm` asks the router to answer
+    /// that correlation id once the subscription is applied.
+    async fn subscribe_asking(
+        &self,
+        conn: &ConnHandle,
+        link: &Link,
+        sub: &Subscription,
+        confirm: u64,
+    ) -> Result<(), Unavailable> {
         self.ensure_opened(conn, link).await?;
         let frame = edge_frame::Body::Subscribe(Subscribe {
             conn_id: conn.id,
             topic: Some(sub.topic.clone()),
             presence_member: sub.member.clone().unwrap_or_default(),
-            confirm: 0,
+            confirm,
         });
         link.send(frame.into()).await
     }
@@ -334,27 +346,22 @@ impl Upstream {
     ) {
         let link = self.owner(&topic);
         let sub = Subscription {
-            topic: topic.clone(),
+            topic,
             member: None,
             at: link.as_ref().map(|l| l.id.clone()),
         };
-        conn.routing().topics.push(sub);
+        conn.routing().topics.push(sub.clone());
         // Without an owner now, the subscription is made when one appears;
         // the confirmation says the router is unavailable.
         let correlation_id = self.pend(conn.id, on_confirmed);
-        let Some(link) = link else {
-            return self.unanswered(correlation_id);
+        let sent = match link {
+            Some(link) => {
+                self.subscribe_asking(conn, &link, &sub, correlation_id)
+                    .await
+            }
+            None => Err(Unavailable),
         };
-        if self.ensure_opened(conn, &link).await.is_err() {
-            return self.unanswered(correlation_id);
-        }
-        let subscribe = edge_frame::Body::Subscribe(Subscribe {
-            conn_id: conn.id,
-            topic: Some(topic),
-            presence_member: String::new(),
-            confirm: correlation_id,
-        });
-        if link.send(subscribe.into()).await.is_err() {
+        if sent.is_err() {
             self.unanswered(correlation_id);
         }
     }

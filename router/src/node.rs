@@ -472,11 +472,7 @@ impl RouterNode {
             }
             Some(request::Body::Collect(Collect { topics })) => {
                 let topics = topics.into_iter().map(TopicKey::from).collect();
-                let targets = self.collect_here(topics).await;
-                reply.send(Response {
-                    targets,
-                    ..Response::default()
-                });
+                reply.send(self.collected(topics).await);
             }
             Some(
                 body @ (request::Body::Kv(_)
@@ -504,6 +500,15 @@ impl RouterNode {
                 ErrorCode::Invalid,
                 "a request needs a topic (and a payload to publish)",
             )),
+        }
+    }
+
+    /// The answer to a collect (or a subscription's confirmation): the
+    /// connections here subscribed to any of `topics`.
+    pub(crate) async fn collected(&self, topics: Vec<TopicKey>) -> Response {
+        Response {
+            targets: self.collect_here(topics).await,
+            ..Response::default()
         }
     }
 

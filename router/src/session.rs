@@ -88,11 +88,7 @@ async fn confirm_subscription(node: &Arc<RouterNode>, topic: TopicKey, reply: Re
     if topic.kind == switchboard_proto::TopicKind::ImUser {
         return crate::im::sync(node, &topic, reply);
     }
-    let targets = node.collect_here(vec![topic]).await;
-    reply.send(Response {
-        targets,
-        ..Response::default()
-    });
+    reply.send(node.collected(vec![topic]).await);
 }
 
 async fn handle(

@@ -390,11 +390,8 @@ impl Page {
     /// Saves `<name>.png`, `<name>.html` and `<name>.txt` (the reason and
     /// the console) under [`artifacts_dir`], then panics with `reason`.
     pub async fn fail(&mut self, reason: &str) -> ! {
+        let png = self.save_screenshot().await;
         let dir = artifacts_dir();
-        let _ = std::fs::create_dir_all(&dir);
-        let png = dir.join(format!("{}.png", self.name));
-        let shot = self.screenshot().await;
-        let _ = std::fs::write(&png, shot);
         let html = self
             .call(
                 "Runtime.evaluate",

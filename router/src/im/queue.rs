@@ -257,13 +257,7 @@ async fn handle(node: &Arc<RouterNode>, topic: &TopicKey, job: Job) {
                 )),
             }
         }
-        Job::Sync { reply } => {
-            let targets = node.collect_here(vec![topic.clone()]).await;
-            reply.send(Response {
-                targets,
-                ..Response::default()
-            });
-        }
+        Job::Sync { reply } => reply.send(node.collected(vec![topic.clone()]).await),
         Job::Backlog {
             socket: (edge_id, conn),
             after,
