@@ -8,6 +8,7 @@
 //! - [`jsonrpc`]: frames, topic names and ids of the JSON-RPC dialect.
 //! - [`im`]: the IM dialect's message schema and status codes.
 //! - [`ownership`]: which router owns a topic (rendezvous hashing).
+//! - [`response`]: a router's answer as a `Result` ([`RouterRefusal`]).
 #![forbid(unsafe_code)]
 
 pub mod group;
@@ -16,8 +17,10 @@ pub mod im;
 pub mod iot;
 pub mod jsonrpc;
 pub mod ownership;
+pub mod response;
 
 pub use ids::is_valid_id;
+pub use response::RouterRefusal;
 
 #[allow(clippy::all, clippy::pedantic)]
 mod generated {
