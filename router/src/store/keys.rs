@@ -145,6 +145,21 @@ pub fn im_generation(tenant: &str) -> String {
     format!("{}:im:generation", tenant_prefix(tenant))
 }
 
+/// A topic's history: its epoch and latest offset (a hash).
+pub fn history_meta(tenant: &str, stream: &str) -> String {
+    format!("{}:hist:{}:meta", tenant_prefix(tenant), part(stream))
+}
+
+/// A topic's kept messages, oldest first (a list).
+pub fn history_messages(tenant: &str, stream: &str) -> String {
+    format!("{}:hist:{}:msgs", tenant_prefix(tenant), part(stream))
+}
+
+/// The publish ids of a topic's kept messages → offset (a hash).
+pub fn history_ids(tenant: &str, stream: &str) -> String {
+    format!("{}:hist:{}:ids", tenant_prefix(tenant), part(stream))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -190,6 +205,18 @@ mod tests {
             ("im_body", Box::new(|i: &[&str]| im_body(i[0], i[1], i[2]))),
             ("im_sent", Box::new(|i: &[&str]| im_sent(i[0], i[1]))),
             ("im_generation", Box::new(|i: &[&str]| im_generation(i[0]))),
+            (
+                "history_meta",
+                Box::new(|i: &[&str]| history_meta(i[0], i[1])),
+            ),
+            (
+                "history_messages",
+                Box::new(|i: &[&str]| history_messages(i[0], i[1])),
+            ),
+            (
+                "history_ids",
+                Box::new(|i: &[&str]| history_ids(i[0], i[1])),
+            ),
         ]
     }
 

@@ -14,6 +14,7 @@ pub struct MemoryStore {
     presence: Mutex<HashMap<(String, String), HashMap<String, u64>>>,
     pub(super) kv: Mutex<super::memory_kv::KvState>,
     pub(super) im: super::memory_im::MemoryIm,
+    pub(super) history: super::memory_history::MemoryHistory,
 }
 
 impl MemoryStore {
@@ -23,6 +24,7 @@ impl MemoryStore {
             presence: Mutex::default(),
             kv: Mutex::default(),
             im: Default::default(),
+            history: Default::default(),
         }
     }
 

@@ -1,20 +1,24 @@
 //! Shared state that outlives a router: presence, app keys and bindings
-//! ([`kv`]), IM sessions and stored messages ([`im`]), every key built by
-//! [`keys`]. Two implementations behave the same and run the same tests:
+//! ([`kv`]), IM sessions and stored messages ([`im`]), topic histories
+//! ([`history`]), every key built by [`keys`]. Two implementations behave the same and run the same tests:
 //! [`MemoryStore`] (standalone mode, unit tests) and [`RedisStore`].
 
+pub mod history;
 pub mod im;
 pub mod keys;
 pub mod kv;
 mod memory;
+mod memory_history;
 mod memory_im;
 mod memory_kv;
 mod redis;
+mod redis_history;
 mod redis_im;
 mod redis_kv;
 
 use async_trait::async_trait;
 
+pub use history::HistoryStore;
 pub use im::ImStore;
 pub use kv::{ConvBind, ConvBound, DeviceBind, KvStore};
 pub use memory::MemoryStore;
@@ -48,7 +52,7 @@ pub enum StoreError {
 /// Times are milliseconds since the Unix epoch, passed in so tests and
 /// every router agree on "now".
 #[async_trait]
-pub trait Store: KvStore + ImStore + Send + Sync + 'static {
+pub trait Store: KvStore + ImStore + HistoryStore + Send + Sync + 'static {
     /// Marks `member` present at `now_ms`; `changed` when it was absent or expired.
     async fn presence_refresh(
         &self,

@@ -1,0 +1,285 @@
+//! [`HistoryStore`] in memory: one map of histories behind a mutex held
+//! only for map operations. Expired histories are swept as appends go on,
+//! so topics nobody publishes to any more do not stay.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::StoreError;
+use super::history::{
+    Append, Appended, HistoryLimits, HistoryRef, HistoryStore, Position, Since, new_epoch,
+};
+
+/// Appends between two sweeps of expired histories: each sweep walks
+/// every history, so it runs once per this many appends.
+const SWEEP_EVERY: u64 = 4_096;
+
+struct History {
+    epoch: String,
+    top: u64,
+    /// The last messages, oldest first; the last one has offset `top`.
+    messages: VecDeque<(Option<String>, Bytes)>,
+    /// Publish ids of the kept messages → offset.
+    ids: HashMap<String, u64>,
+    expires_at_ms: u64,
+}
+
+impl History {
+    fn new(now_ms: u64, ttl_ms: u64) -> Self {
+        Self {
+            epoch: new_epoch(),
+            top: 0,
+            messages: VecDeque::new(),
+            ids: HashMap::new(),
+            expires_at_ms: now_ms.saturating_add(ttl_ms),
+        }
+    }
+
+    fn position(&self, offset: u64) -> Position {
+        Position {
+            epoch: self.epoch.clone(),
+            offset,
+        }
+    }
+
+    /// Offset of the oldest kept message (`top + 1` when none is kept).
+    fn first(&self) -> u64 {
+        self.top + 1 - self.messages.len() as u64
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryHistory {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    histories: HashMap<(String, String), History>,
+    appends: u64,
+}
+
+impl State {
+    /// The live history of `key`, a new one if it has none or it expired.
+    fn live(&mut self, key: (String, String), now_ms: u64, ttl_ms: u64) -> &mut History {
+        let history = self
+            .histories
+            .entry(key)
+            .or_insert_with(|| History::new(now_ms, ttl_ms));
+        if history.expires_at_ms <= now_ms {
+            *history = History::new(now_ms, ttl_ms);
+        }
+        history
+    }
+
+    fn sweep(&mut self, now_ms: u64) {
+        self.appends += 1;
+        if self.appends.is_multiple_of(SWEEP_EVERY) {
+            self.histories.retain(|_, h| h.expires_at_ms > now_ms);
+        }
+    }
+}
+
+fn key(history: HistoryRef<'_>) -> (String, String) {
+    (history.tenant.to_owned(), history.stream.to_owned())
+}
+
+/// The memory store's histories live in its [`MemoryHistory`].
+#[async_trait]
+impl HistoryStore for super::MemoryStore {
+    async fn history_append(
+        &self,
+        history: HistoryRef<'_>,
+        message: Append<'_>,
+        limits: HistoryLimits,
+        now_ms: u64,
+    ) -> Result<Appended, StoreError> {
+        self.history
+            .history_append(history, message, limits, now_ms)
+            .await
+    }
+
+    async fn history_since(
+        &self,
+        history: HistoryRef<'_>,
+        since: Option<&Position>,
+        limit: usize,
+        limits: HistoryLimits,
+        now_ms: u64,
+    ) -> Result<Since, StoreError> {
+        self.history
+            .history_since(history, since, limit, limits, now_ms)
+            .await
+    }
+}
+
+#[async_trait]
+impl HistoryStore for MemoryHistory {
+    async fn history_append(
+        &self,
+        history: HistoryRef<'_>,
+        message: Append<'_>,
+        limits: HistoryLimits,
+        now_ms: u64,
+    ) -> Result<Appended, StoreError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.sweep(now_ms);
+        let h = state.live(key(history), now_ms, limits.ttl_ms);
+        if let Some(id) = message.publish_id
+            && let Some(&offset) = h.ids.get(id)
+        {
+            return Ok(Appended::Duplicate(h.position(offset)));
+        }
+        h.top += 1;
+        let offset = h.top;
+        let id = message.publish_id.map(str::to_owned);
+        if let Some(id) = &id {
+            h.ids.insert(id.clone(), offset);
+        }
+        h.messages.push_back((id, message.data));
+        while h.messages.len() > limits.size.max(1) {
+            if let Some((Some(id), _)) = h.messages.pop_front() {
+                h.ids.remove(&id);
+            }
+        }
+        h.expires_at_ms = now_ms.saturating_add(limits.ttl_ms);
+        Ok(Appended::New(h.position(offset)))
+    }
+
+    async fn history_since(
+        &self,
+        history: HistoryRef<'_>,
+        since: Option<&Position>,
+        limit: usize,
+        limits: HistoryLimits,
+        now_ms: u64,
+    ) -> Result<Since, StoreError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let h = state.live(key(history), now_ms, limits.ttl_ms);
+        let (epoch, top) = (h.epoch.clone(), h.top);
+        let Some(since) = since else {
+            return Ok(Since::Recovered {
+                epoch,
+                top,
+                messages: Vec::new(),
+            });
+        };
+        if since.epoch != h.epoch {
+            return Ok(Since::Lost { epoch, top });
+        }
+        if since.offset > top {
+            return Ok(Since::Ahead { epoch, top });
+        }
+        let first = h.first();
+        if since.offset + 1 < first {
+            return Ok(Since::Lost { epoch, top });
+        }
+        let skip = (since.offset + 1 - first) as usize;
+        let messages = h
+            .messages
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .zip(since.offset + 1..)
+            .map(|((_, data), offset)| (offset, data.clone()))
+            .collect();
+        Ok(Since::Recovered {
+            epoch,
+            top,
+            messages,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::history::contract;
+    use super::*;
+
+    #[tokio::test]
+    async fn offsets_count_from_one_in_one_epoch() {
+        contract::offsets_count_from_one_in_one_epoch(&MemoryHistory::default()).await;
+    }
+
+    #[tokio::test]
+    async fn a_position_without_history_starts_an_epoch() {
+        contract::a_position_without_history_starts_an_epoch(&MemoryHistory::default()).await;
+    }
+
+    #[tokio::test]
+    async fn old_positions_and_other_epochs_are_lost() {
+        contract::old_positions_and_other_epochs_are_lost(&MemoryHistory::default()).await;
+    }
+
+    #[tokio::test]
+    async fn a_publish_id_is_appended_once() {
+        contract::a_publish_id_is_appended_once(&MemoryHistory::default()).await;
+    }
+
+    #[tokio::test]
+    async fn tenants_and_streams_are_isolated() {
+        contract::tenants_and_streams_are_isolated(&MemoryHistory::default()).await;
+    }
+
+    #[tokio::test]
+    async fn binary_messages_survive() {
+        contract::binary_messages_survive(&MemoryHistory::default()).await;
+    }
+
+    #[tokio::test]
+    async fn a_history_expires_after_its_last_message() {
+        contract::a_history_expires_after_its_last_message(&MemoryHistory::default()).await;
+    }
+
+    /// Histories nobody appends to any more are swept, not kept forever.
+    #[tokio::test]
+    async fn expired_histories_are_swept() {
+        let store = MemoryHistory::default();
+        let limits = HistoryLimits {
+            size: 2,
+            ttl_ms: 10,
+        };
+        for n in 0..100 {
+            let stream = format!("group:g{n}");
+            let h = HistoryRef {
+                tenant: "t",
+                stream: &stream,
+            };
+            store
+                .history_append(
+                    h,
+                    Append {
+                        publish_id: None,
+                        data: Bytes::new(),
+                    },
+                    limits,
+                    0,
+                )
+                .await
+                .unwrap();
+        }
+        let h = HistoryRef {
+            tenant: "t",
+            stream: "group:live",
+        };
+        for _ in 0..SWEEP_EVERY {
+            store
+                .history_append(
+                    h,
+                    Append {
+                        publish_id: None,
+                        data: Bytes::new(),
+                    },
+                    limits,
+                    1_000,
+                )
+                .await
+                .unwrap();
+        }
+        let left = store.state.lock().unwrap().histories.len();
+        assert_eq!(left, 1, "only the live history stays");
+    }
+}
