@@ -50,8 +50,8 @@ use crate::connection::SocketEnv;
 use crate::outbound::Registry;
 use crate::server::EdgeServer;
 use crate::upstream::{Connector, Upstream};
-use switchboard_router::cluster::{RouterInfo, TenantPools, TransportKind, View, membership};
-use switchboard_router::trust::Access;
+use switchboard_cluster::trust::Access;
+use switchboard_cluster::{RouterInfo, TenantPools, TransportKind, View, membership};
 use tokio::sync::watch;
 
 /// Runs the process the settings describe until `shutdown` fires.
@@ -71,12 +71,12 @@ pub async fn run(settings: EdgeSettings, shutdown: CancellationToken) -> anyhow:
     )?;
     let edge_id = edge_id(&settings)?;
     let trust = settings.trust.cluster_trust()?;
-    switchboard_router::trust::check_nats(&trust, &settings.cluster)?;
+    switchboard_cluster::trust::check_nats(&trust, &settings.cluster)?;
     let access = Access::load(&trust, "edge")?;
     let cluster = &settings.cluster;
     let (view, connector): (watch::Receiver<View>, Connector) = if let Some(url) = &cluster.nats_url
     {
-        let client = switchboard_router::cluster::nats::connect(
+        let client = switchboard_cluster::nats::connect(
             url,
             &cluster.nats_auth,
             &cluster.subject_prefix,

@@ -41,7 +41,7 @@ pub struct EdgeSettings {
     pub listen_all: bool,
     /// How to find routers: NATS membership or a static list.
     #[command(flatten)]
-    pub cluster: switchboard_router::cluster::ClusterSettings,
+    pub cluster: switchboard_cluster::ClusterSettings,
     /// How the internal plane is protected (cluster secret, mutual TLS).
     #[command(flatten)]
     pub trust: switchboard_common::trust::TrustSettings,
