@@ -8,10 +8,12 @@ help: ## List the targets
 
 .PHONY: run
 run: ## Start edge + router in one process (no Redis or NATS needed); prints URLs and tokens
-	$(CARGO) run --release --bin edge -- --standalone --log-format text
+	@# The edge binary too: the README mints tokens with `target/release/edge token`.
+	$(CARGO) build --release --bin edge --bin switchboard
+	$(CARGO) run --release --bin switchboard -- --log-format text
 
 .PHONY: build
-build: ## Build release binaries: target/release/{edge,router,loadtest}
+build: ## Build release binaries: target/release/{switchboard,edge,router,loadtest}
 	$(CARGO) build --release --workspace --bins
 
 .PHONY: test

@@ -467,7 +467,7 @@ fn the_insecure_flag_starts_and_warns_and_standalone_needs_nothing() {
         "edge-admin",
     );
     assert!(log.contains("INSECURE CLUSTER"), "{log}");
-    let log = started_with_log("edge", &switchboard::STANDALONE_ARGS, "router-admin");
+    let log = started_with_log("switchboard", &switchboard::STANDALONE_ARGS, "router-admin");
     assert!(!log.contains("INSECURE"), "{log}");
 }
 
