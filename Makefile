@@ -83,7 +83,7 @@ helm-lint: ## helm lint --strict and helm template the chart with each ci/*-valu
 
 .PHONY: deploy-check
 deploy-check: ## promtool, helm lint, kubernetes-validate and hadolint on the chart and deploy/ (the tests make test runs; fails without a tool)
-	SWITCHBOARD_REQUIRE_TOOLS=1 $(CARGO) test -p switchboard-edge --test helm -- tools::
+	SWITCHBOARD_REQUIRE_TOOLS=1 $(CARGO) test -p switchboard-integration --test helm -- tools::
 
 .PHONY: fmt
 fmt: ## Format the code
