@@ -8,10 +8,12 @@ help: ## List the targets
 
 .PHONY: run
 run: ## Start edge + router in one process (no Redis or NATS needed); prints URLs and tokens
-	$(CARGO) run --release --bin edge -- --standalone --log-format text
+	@# The edge binary too: the README mints tokens with `target/release/edge token`.
+	$(CARGO) build --release --bin edge --bin switchboard
+	$(CARGO) run --release --bin switchboard -- --log-format text
 
 .PHONY: build
-build: ## Build release binaries: target/release/{edge,router,loadtest}
+build: ## Build release binaries: target/release/{switchboard,edge,router,loadtest}
 	$(CARGO) build --release --workspace --bins
 
 .PHONY: test
@@ -81,7 +83,7 @@ helm-lint: ## helm lint --strict and helm template the chart with each ci/*-valu
 
 .PHONY: deploy-check
 deploy-check: ## promtool, helm lint, kubernetes-validate and hadolint on the chart and deploy/ (the tests make test runs; fails without a tool)
-	SWITCHBOARD_REQUIRE_TOOLS=1 $(CARGO) test -p switchboard-edge --test helm -- tools::
+	SWITCHBOARD_REQUIRE_TOOLS=1 $(CARGO) test -p switchboard-integration --test helm -- tools::
 
 .PHONY: fmt
 fmt: ## Format the code

@@ -14,7 +14,7 @@ out=$target/bench-abuse
 mkdir -p "$out"
 # Ports apart from the usual ones, which other local runs tend to hold.
 port=${ABUSE_PORT:-18080}
-"$target/release/edge" --standalone --addr "127.0.0.1:$port" --admin-addr "127.0.0.1:$((port + 2))" \
+"$target/release/switchboard" --addr "127.0.0.1:$port" --admin-addr "127.0.0.1:$((port + 2))" \
   --router-api-addr "127.0.0.1:$((port + 1))" --router-admin-addr "127.0.0.1:$((port + 3))" \
   >"$out/edge.log" 2>&1 &
 edge=$!

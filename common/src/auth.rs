@@ -627,8 +627,8 @@ mod tests {
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuthSettings {
     /// HS256 secret tokens are verified with (one of this, a PEM public
-    /// key or a JWKS is needed; `edge --standalone` makes a random secret
-    /// when none is given).
+    /// key or a JWKS is needed; `switchboard`, standalone mode, makes a
+    /// random secret when none is given).
     #[arg(
         long,
         env = "SWITCHBOARD_JWT_SECRET",

@@ -10,12 +10,20 @@
 //! - [`outbound`]: per-socket queues and the connection registry.
 //! - [`backlog`]: kept IM messages handed to a socket at its own pace.
 //! - [`upstream`]: ownership, router links, replay, delivery dispatch.
-//! - [`transport`]: in-process, gRPC and NATS links to routers, proving
-//!   the cluster secret (and over mutual TLS when configured).
-//! - [`standalone`]: edge + router in one process.
+//! - [`transport`]: links to routers: in process (any `LocalRouter`), gRPC
+//!   streams, or NATS subjects; proving the cluster secret (and over
+//!   mutual TLS when configured).
+//! - [`socket_io`]: the TCP stream under a socket, and one write buffer
+//!   per write.
+//! - [`metrics`]: every metric an edge exports.
 //! - [`settings`], [`limits`]: configuration.
 //! - `fuzzing`: socket-free entry points for the fuzz targets and
 //!   property tests (hidden; not an API).
+//!
+//! What it shares with routers (membership, ownership, trust, NATS
+//! subjects) comes from `switchboard_cluster`; the process that runs an
+//! edge and a router together is the `switchboard` binary
+//! (`switchboard_standalone`).
 #![forbid(unsafe_code)]
 
 pub mod backlog;
@@ -31,7 +39,6 @@ pub mod outbound;
 pub mod server;
 pub mod settings;
 pub mod socket_io;
-pub mod standalone;
 pub mod transport;
 pub mod upstream;
 
@@ -42,6 +49,7 @@ use anyhow::Context;
 use switchboard_common::auth::Verifier;
 use switchboard_common::http_server::ListenerConfig;
 use switchboard_common::{admin, net, telemetry};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use settings::EdgeSettings;
@@ -50,8 +58,8 @@ use crate::connection::SocketEnv;
 use crate::outbound::Registry;
 use crate::server::EdgeServer;
 use crate::upstream::{Connector, Upstream};
-use switchboard_router::cluster::{RouterInfo, TenantPools, TransportKind, View, membership};
-use switchboard_router::trust::Access;
+use switchboard_cluster::trust::Access;
+use switchboard_cluster::{RouterInfo, TenantPools, TransportKind, View, membership};
 use tokio::sync::watch;
 
 /// Runs the process the settings describe until `shutdown` fires.
@@ -60,23 +68,17 @@ pub async fn run(settings: EdgeSettings, shutdown: CancellationToken) -> anyhow:
     // earlier would be lost.
     let metrics = telemetry::metrics();
     crate::metrics::register();
-    if settings.standalone {
-        switchboard_router::metrics::register();
-    }
-    if settings.standalone {
-        return standalone::run(settings, shutdown, metrics).await;
-    }
     let verifier = settings.auth.verifier().context(
         "an edge needs SWITCHBOARD_JWT_SECRET, SWITCHBOARD_JWT_PUBLIC_KEY or SWITCHBOARD_JWT_JWKS",
     )?;
     let edge_id = edge_id(&settings)?;
     let trust = settings.trust.cluster_trust()?;
-    switchboard_router::trust::check_nats(&trust, &settings.cluster)?;
+    switchboard_cluster::trust::check_nats(&trust, &settings.cluster)?;
     let access = Access::load(&trust, "edge")?;
     let cluster = &settings.cluster;
     let (view, connector): (watch::Receiver<View>, Connector) = if let Some(url) = &cluster.nats_url
     {
-        let client = switchboard_router::cluster::nats::connect(
+        let client = switchboard_cluster::nats::connect(
             url,
             &cluster.nats_auth,
             &cluster.subject_prefix,
@@ -117,7 +119,7 @@ pub async fn run(settings: EdgeSettings, shutdown: CancellationToken) -> anyhow:
         )
     } else {
         anyhow::bail!(
-            "no routers: set SWITCHBOARD_NATS_URL or SWITCHBOARD_ROUTERS=host:port,… (or run `edge --standalone`)"
+            "no routers: set SWITCHBOARD_NATS_URL or SWITCHBOARD_ROUTERS=host:port,… (or run `switchboard`: an edge and a router in one process)"
         );
     };
     let pools = TenantPools::parse(&cluster.tenant_pools)?;
@@ -127,12 +129,13 @@ pub async fn run(settings: EdgeSettings, shutdown: CancellationToken) -> anyhow:
         pools,
         connector,
     };
+    let listeners = EdgeListeners::bind(&settings).await?;
     serve(
         &settings,
         routers,
         Arc::new(verifier),
+        listeners,
         shutdown,
-        None,
         metrics,
     )
     .await
@@ -168,22 +171,38 @@ pub struct Routers {
     pub connector: Connector,
 }
 
+/// An edge's two listeners, bound: sockets and HTTP, and admin.
+pub struct EdgeListeners {
+    pub edge: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl EdgeListeners {
+    /// Binds the addresses the settings give (each printed as
+    /// `listening <name> <addr>`).
+    pub async fn bind(settings: &EdgeSettings) -> anyhow::Result<Self> {
+        Ok(Self {
+            edge: net::bind("edge", &settings.edge_addr()).await?,
+            admin: net::bind("edge-admin", &settings.edge_admin_addr()).await?,
+        })
+    }
+}
+
 /// Serves sockets with the given routers until `shutdown`, then drains:
 /// not ready, close every socket with 1001, wait for flushes.
 pub async fn serve(
     settings: &EdgeSettings,
     routers: Routers,
     verifier: Arc<Verifier>,
+    listeners: EdgeListeners,
     shutdown: CancellationToken,
-    welcome: Option<standalone::Welcome>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
     let edge_id = routers.edge_id.clone();
-    let listener = net::bind("edge", &settings.edge_addr()).await?;
-    let admin_listener = net::bind("edge-admin", &settings.edge_admin_addr()).await?;
-    if let Some(welcome) = welcome {
-        welcome.print(listener.local_addr()?, admin_listener.local_addr()?);
-    }
+    let EdgeListeners {
+        edge: listener,
+        admin: admin_listener,
+    } = listeners;
 
     let registry = Arc::new(Registry::default());
     let upstream = Upstream::new(

@@ -1,12 +1,12 @@
 //! `edge`: loads settings, sets up logs, and runs until SIGTERM;
-//! `edge --standalone` runs a router in the same process;
-//! `edge token …` mints a token.
+//! `edge token …` mints a token. Standalone mode (an edge and a router in
+//! one process) is the `switchboard` binary; `edge --standalone` says so.
 
 use anyhow::Context;
 use switchboard_common::auth::{Claims, Minter};
 use switchboard_common::{config, shutdown_token, telemetry};
 use switchboard_edge::EdgeSettings;
-use switchboard_edge::settings::{Command, TokenArgs};
+use switchboard_edge::settings::{Command, EdgeCli, STANDALONE_MOVED, TokenArgs};
 
 /// jemalloc returns freed memory to the system over time (glibc's arenas
 /// keep what a burst took); see docs/BENCHMARKS.md, "Abuse".
@@ -16,9 +16,13 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings: EdgeSettings = config::load()?;
-    if let Some(Command::Token(args)) = &settings.command {
+    let cli: EdgeCli = config::load()?;
+    let settings = cli.settings;
+    if let Some(Command::Token(args)) = &cli.command {
         return mint(&settings, args);
+    }
+    if cli.standalone {
+        anyhow::bail!(STANDALONE_MOVED);
     }
     telemetry::init_tracing(settings.log_format, "info");
     // Every socket is a file descriptor.

@@ -33,7 +33,7 @@ pub fn close_code_label(code: u16) -> &'static str {
 }
 
 pub fn register() {
-    switchboard_router::metrics::register_cluster();
+    switchboard_cluster::metrics::register();
     describe_gauge!("switchboard_edge_connections", "Open sockets, by dialect");
     describe_counter!(
         "switchboard_edge_connections_opened_total",

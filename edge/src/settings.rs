@@ -10,6 +10,32 @@ use switchboard_common::telemetry::LogFormat;
 
 use crate::limits::Limits;
 
+/// The `edge` command line: the settings, `edge token …`, and the
+/// retired `--standalone`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "edge",
+    version,
+    about = "Switchboard edge: WebSockets in, normalized envelopes out"
+)]
+pub struct EdgeCli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: EdgeSettings,
+    /// Standalone mode moved to the `switchboard` binary; an edge given
+    /// this refuses to start and says so (see [`STANDALONE_MOVED`]).
+    #[arg(long, env = "SWITCHBOARD_STANDALONE", hide = true)]
+    pub standalone: bool,
+}
+
+/// Why `edge --standalone` (or `SWITCHBOARD_STANDALONE`, or `standalone` in
+/// the config file) does not start.
+pub const STANDALONE_MOVED: &str = "standalone mode is the `switchboard` binary now \
+    (edge and router in one process, same flags, env vars and config file): \
+    run `make run`, or `switchboard` without `--standalone`";
+
+/// What an edge runs with: flags, `SWITCHBOARD_*` env vars, config file.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "edge",
@@ -17,15 +43,9 @@ use crate::limits::Limits;
     about = "Switchboard edge: WebSockets in, normalized envelopes out"
 )]
 pub struct EdgeSettings {
-    #[command(subcommand)]
-    pub command: Option<Command>,
     /// TOML file with any of these settings (keys are the flag names).
     #[arg(long, env = "SWITCHBOARD_CONFIG", global = true)]
     pub config: Option<PathBuf>,
-    /// Run an edge and a router in this process: in-memory store,
-    /// in-process transport, no Redis or NATS needed.
-    #[arg(long, env = "SWITCHBOARD_STANDALONE")]
-    pub standalone: bool,
     /// WebSocket and HTTP listener [default: 0.0.0.0:8080; standalone:
     /// 127.0.0.1:8080].
     #[arg(long, env = "SWITCHBOARD_EDGE_ADDR")]
@@ -34,14 +54,9 @@ pub struct EdgeSettings {
     /// standalone: 127.0.0.1:9090].
     #[arg(long, env = "SWITCHBOARD_EDGE_ADMIN_ADDR")]
     pub admin_addr: Option<String>,
-    /// Standalone: listeners whose address is not given bind every
-    /// interface (0.0.0.0) instead of loopback, so other machines can
-    /// connect.
-    #[arg(long, env = "SWITCHBOARD_LISTEN_ALL")]
-    pub listen_all: bool,
     /// How to find routers: NATS membership or a static list.
     #[command(flatten)]
-    pub cluster: switchboard_router::cluster::ClusterSettings,
+    pub cluster: switchboard_cluster::ClusterSettings,
     /// How the internal plane is protected (cluster secret, mutual TLS).
     #[command(flatten)]
     pub trust: switchboard_common::trust::TrustSettings,
@@ -122,26 +137,6 @@ pub struct EdgeSettings {
     /// How long a socket waits for a router's answer.
     #[arg(long, env = "SWITCHBOARD_REQUEST_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub request_timeout: Duration,
-    /// Standalone: server API listener [default: 127.0.0.1:8081; with
-    /// --listen-all: 0.0.0.0:8081].
-    #[arg(long, env = "SWITCHBOARD_ROUTER_API_ADDR")]
-    pub router_api_addr: Option<String>,
-    /// Standalone: router metrics and health listener [default:
-    /// 127.0.0.1:9091; with --listen-all: 0.0.0.0:9091].
-    #[arg(long, env = "SWITCHBOARD_ROUTER_ADMIN_ADDR")]
-    pub router_admin_addr: Option<String>,
-    /// Standalone: Redis URL for the store (in memory when unset).
-    #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
-    pub redis_url: Option<String>,
-    /// Standalone: static key for the server API.
-    #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-    /// Standalone: presence timing of the in-process router.
-    #[command(flatten)]
-    pub presence: switchboard_router::settings::PresenceSettings,
-    /// Standalone: IM limits of the in-process router.
-    #[command(flatten)]
-    pub im: switchboard_router::im::ImSettings,
     #[arg(
         long,
         env = "SWITCHBOARD_LOG_FORMAT",
@@ -187,41 +182,18 @@ fn parse_kind(text: &str) -> Result<Kind, String> {
 }
 
 impl EdgeSettings {
-    /// The host a listener binds when its address is not given: every
-    /// interface, but loopback in standalone mode (a development process
-    /// with sample tokens) unless `--listen-all`.
-    fn default_host(&self) -> &'static str {
-        if self.standalone && !self.listen_all {
-            "127.0.0.1"
-        } else {
-            "0.0.0.0"
-        }
-    }
-
-    fn listen(&self, given: &Option<String>, port: u16) -> String {
-        given
-            .clone()
-            .unwrap_or_else(|| format!("{}:{port}", self.default_host()))
-    }
-
     /// The WebSocket and HTTP listener's address.
     pub fn edge_addr(&self) -> String {
-        self.listen(&self.addr, 8080)
+        self.addr
+            .clone()
+            .unwrap_or_else(|| "0.0.0.0:8080".to_owned())
     }
 
     /// The edge's admin listener's address.
     pub fn edge_admin_addr(&self) -> String {
-        self.listen(&self.admin_addr, 9090)
-    }
-
-    /// Standalone: the server API listener's address.
-    pub fn router_api_listen_addr(&self) -> String {
-        self.listen(&self.router_api_addr, 8081)
-    }
-
-    /// Standalone: the router admin listener's address.
-    pub fn router_admin_listen_addr(&self) -> String {
-        self.listen(&self.router_admin_addr, 9091)
+        self.admin_addr
+            .clone()
+            .unwrap_or_else(|| "0.0.0.0:9090".to_owned())
     }
 
     /// The IM WebSocket route, with its leading `/`.
@@ -275,30 +247,13 @@ mod tests {
     }
 
     #[test]
-    fn standalone_listens_on_loopback_unless_told_otherwise() {
-        let s = EdgeSettings::try_parse_from(["edge", "--standalone"]).unwrap();
-        assert_eq!(
-            [
-                s.edge_addr(),
-                s.edge_admin_addr(),
-                s.router_api_listen_addr(),
-                s.router_admin_listen_addr()
-            ],
-            [
-                "127.0.0.1:8080",
-                "127.0.0.1:9090",
-                "127.0.0.1:8081",
-                "127.0.0.1:9091"
-            ]
-        );
-        let all = EdgeSettings::try_parse_from(["edge", "--standalone", "--listen-all"]).unwrap();
-        assert_eq!(all.edge_addr(), "0.0.0.0:8080");
-        assert_eq!(all.router_api_listen_addr(), "0.0.0.0:8081");
-        // A given address is kept as given.
-        let given =
-            EdgeSettings::try_parse_from(["edge", "--standalone", "--addr", "0.0.0.0:80"]).unwrap();
-        assert_eq!(given.edge_addr(), "0.0.0.0:80");
-        assert_eq!(given.edge_admin_addr(), "127.0.0.1:9090");
+    fn standalone_is_a_hidden_flag_of_the_edge_command_only() {
+        use clap::CommandFactory;
+        let cli = EdgeCli::try_parse_from(["edge", "--standalone"]).unwrap();
+        assert!(cli.standalone);
+        let help = EdgeCli::command().render_long_help().to_string();
+        assert!(!help.contains("--standalone"), "{help}");
+        assert!(EdgeSettings::try_parse_from(["edge", "--standalone"]).is_err());
     }
 
     #[test]
@@ -315,7 +270,7 @@ mod tests {
 
     #[test]
     fn token_subcommand() {
-        let s = EdgeSettings::try_parse_from([
+        let s = EdgeCli::try_parse_from([
             "edge", "token", "--sub", "alice", "--kind", "client", "--ttl", "2h",
         ])
         .unwrap();
@@ -329,7 +284,7 @@ mod tests {
 
     #[test]
     fn token_subcommand_refuses_unknown_kinds() {
-        let e = EdgeSettings::try_parse_from(["edge", "token", "--sub", "a", "--kind", "clients"])
+        let e = EdgeCli::try_parse_from(["edge", "token", "--sub", "a", "--kind", "clients"])
             .unwrap_err()
             .to_string();
         assert!(e.contains("`clients`"), "{e}");
@@ -337,7 +292,7 @@ mod tests {
 
     #[test]
     fn token_settings_may_follow_the_subcommand() {
-        let s = EdgeSettings::try_parse_from([
+        let s = EdgeCli::try_parse_from([
             "edge",
             "token",
             "--jwt-secret",
@@ -348,8 +303,8 @@ mod tests {
             "alice",
         ])
         .unwrap();
-        assert_eq!(s.auth.jwt_secret.as_deref(), Some("x"));
-        assert_eq!(s.auth.jwt_audience.as_deref(), Some("sb"));
+        assert_eq!(s.settings.auth.jwt_secret.as_deref(), Some("x"));
+        assert_eq!(s.settings.auth.jwt_audience.as_deref(), Some("sb"));
         assert!(matches!(s.command, Some(Command::Token(_))));
     }
 }

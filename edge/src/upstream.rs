@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use switchboard_cluster::{DEFAULT_POOL, RouterInfo, TenantPools, View};
 use switchboard_proto::{
     ConnectionClosed, ConnectionOpened, Delivery, EdgeFrame, Publish, Request, RouterFrame,
     Subscribe, Topic, Unsubscribe, edge_frame, payload, request, router_frame,
 };
-use switchboard_router::cluster::{DEFAULT_POOL, RouterInfo, TenantPools, View};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 

@@ -73,3 +73,33 @@ async fn env_beats_file_and_flag_beats_env() {
         "the flag's 1500 bytes beat env"
     );
 }
+
+/// Standalone mode is the `switchboard` binary: an edge asked for it, by
+/// flag, env var or config file key, refuses to start and says where it
+/// went.
+#[test]
+fn the_edge_refuses_standalone_mode_and_names_the_switchboard_binary() {
+    let file = TempFile::new("standalone = true\n");
+    // (flags, environment)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: [Case; 3] = [
+        (&["--standalone"], &[]),
+        (&[], &[("SWITCHBOARD_STANDALONE", "true")]),
+        (&["--config", file.path()], &[]),
+    ];
+    for (args, env) in cases {
+        let out = std::process::Command::new(switchboard_testkit::binary("edge"))
+            .args(args)
+            .env("SWITCHBOARD_JWT_SECRET", switchboard::SECRET)
+            .env("RUST_BACKTRACE", "0")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run edge");
+        assert!(!out.status.success(), "{args:?} {env:?} started");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("`switchboard`") && stderr.contains("make run"),
+            "{args:?} {env:?}: {stderr}"
+        );
+    }
+}

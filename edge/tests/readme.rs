@@ -289,7 +289,7 @@ async fn every_readme_example_works_pasted_in_order() {
     // As `make run` starts it: no secret given, so it makes one and says
     // how to use it.
     let process = Process::start(
-        binary("edge"),
+        binary("switchboard"),
         &STANDALONE_ARGS,
         &[("SWITCHBOARD_LOG_FORMAT", "text".to_owned())],
         &["edge", "edge-admin", "router-api", "router-admin"],

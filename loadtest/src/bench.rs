@@ -349,7 +349,7 @@ impl Suite {
 /// 1,024 before `exec`, and reads the limit it runs with: equal means the
 /// edge does not raise it itself.
 fn edge_nofile_probe() -> String {
-    let edge = binary("edge");
+    let edge = binary("switchboard");
     let script = r#"ulimit -Sn 1024 && exec "$0" "$@""#;
     let mut args = vec!["-c", script];
     let edge_path = edge.to_string_lossy().into_owned();

@@ -16,6 +16,8 @@ use tonic::transport::{Channel, Endpoint};
 use crate::cluster::RouterInfo;
 use crate::trust::{Access, Gate, forward_binding, prove_forward};
 
+pub use switchboard_cluster::subjects::forward_subject;
+
 /// How long a forwarded request may take.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -101,10 +103,6 @@ pub struct NatsForwarder {
     /// This router's id, the peer its proofs name.
     pub self_id: String,
     pub gate: Arc<Gate>,
-}
-
-pub fn forward_subject(prefix: &str, router_id: &str) -> String {
-    format!("{prefix}.internal.router.{router_id}.forward")
 }
 
 #[async_trait]

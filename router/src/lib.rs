@@ -1,5 +1,5 @@
 //! Switchboard router: owns topics (groups, clients, tenants), presence and
-//! fan-out, and serves the server API. Edges attach over gRPC (or in
+//! fan-out, and serves the server API. Edges attach over gRPC, NATS (or in
 //! process, in standalone mode) and get one delivery per edge per message.
 //!
 //! - [`node`]: the router core: shards, presence workers, attached edges.
@@ -8,24 +8,33 @@
 //! - [`presence`]: store-backed presence, off the fan-out path.
 //! - [`session`]: one attached edge's connection table.
 //! - [`store`]: the `Store` trait, in memory and on Redis.
-//! - [`grpc`]: the `Attach` stream service.
-//! - [`trust`]: cluster proofs checked and made, mutual TLS configuration.
+//! - [`grpc`]: the `Attach` stream service and `Forward` calls.
+//! - [`nats_edges`]: the NATS transport's router side, and forwarded calls
+//!   over NATS.
+//! - [`forward`]: requests for topics another router owns, sent there.
+//! - [`local`]: this router as an in-process edge's `LocalRouter`.
 //! - [`rpc`]: the JSON-RPC dialect's keys, bindings, pushes and tool calls.
 //! - [`api`]: the server API (HTTP).
 //! - [`nats_api`]: the server API over NATS, the tenant a subject token.
 //! - [`settings`]: flags, env vars, config file.
+//! - [`metrics`]: every metric a router exports.
 //! - `fuzzing`: a socket-free entry point for the envelope fuzz target
 //!   and property tests (hidden; not an API).
+//!
+//! What edges share with routers lives in `switchboard_cluster` and is
+//! re-exported here under its old paths: [`cluster`] (membership, NATS
+//! connections, ownership views, cluster settings) and [`trust`] (cluster
+//! proofs, mutual TLS).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod api_rpc;
-pub mod cluster;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grpc;
 pub mod im;
+pub mod local;
 pub mod metrics;
 pub mod nats_api;
 pub mod nats_edges;
@@ -38,7 +47,14 @@ pub mod settings;
 pub mod shard;
 pub mod store;
 pub mod topic;
-pub mod trust;
+
+/// The cluster as every process sees it (from `switchboard_cluster`).
+pub mod cluster {
+    pub use switchboard_cluster::settings::{ClusterSettings, TransportKind};
+    pub use switchboard_cluster::view::*;
+    pub use switchboard_cluster::{membership, nats};
+}
+pub use switchboard_cluster::trust;
 
 use std::sync::Arc;
 

@@ -27,6 +27,8 @@ use crate::api_rpc;
 use crate::node::RouterNode;
 use crate::rpc::tools;
 
+pub use switchboard_cluster::subjects::{ApiSubject as Subject, api_subject};
+
 /// Queue group shared by every router.
 pub const QUEUE: &str = "switchboard-routers";
 
@@ -34,48 +36,6 @@ pub const QUEUE: &str = "switchboard-routers";
 /// with `unavailable` (and counted) rather than spawning without bound, and
 /// the queue group's other routers take the rest.
 pub const IN_FLIGHT: usize = 4096;
-
-/// The subject a backend of `tenant` publishes `subject` on.
-pub fn api_subject(prefix: &str, tenant: &str, subject: Subject) -> String {
-    format!("{prefix}.api.{tenant}.{}", subject.suffix())
-}
-
-/// The API subjects this module consumes, and what each is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Subject {
-    IotEvents,
-    Notify,
-    Stream,
-    AppsPublish,
-    GroupsMessages,
-    ToolsCall,
-    ImMessages,
-}
-
-impl Subject {
-    pub const ALL: [Subject; 7] = [
-        Self::IotEvents,
-        Self::Notify,
-        Self::Stream,
-        Self::AppsPublish,
-        Self::GroupsMessages,
-        Self::ToolsCall,
-        Self::ImMessages,
-    ];
-
-    /// What follows the tenant token; also the metric label.
-    pub fn suffix(self) -> &'static str {
-        match self {
-            Self::IotEvents => "iot.events",
-            Self::Notify => "notify",
-            Self::Stream => "stream",
-            Self::AppsPublish => "apps.publish",
-            Self::GroupsMessages => "groups.messages",
-            Self::ToolsCall => "tools.call",
-            Self::ImMessages => "im.messages",
-        }
-    }
-}
 
 /// Consumes the API subjects of every tenant until `stop`.
 pub async fn serve(

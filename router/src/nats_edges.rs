@@ -1,20 +1,17 @@
-//! The NATS transport, router side. Edges publish their frames on
-//! `{prefix}.internal.r.{router_id}.{edge_id}`; this router answers on
-//! `{prefix}.internal.e.{edge_id}.{router_id}`. A session starts with `Hello` and
-//! ends when the edge has been silent for [`SESSION_EXPIRY`] (edges send
-//! heartbeats), which drops its connections like a closed gRPC stream.
+//! The NATS transport, router side: one session per edge that proved the
+//! cluster secret in its `Hello` (the protocol is
+//! `switchboard_cluster::nats_session`). A session ends when its edge has
+//! been silent for [`SESSION_EXPIRY`], which drops its connections like a
+//! closed gRPC stream. A frame that does not open under the session key is
+//! dropped and counted, and does not keep the session alive. A session
+//! whose queue is full is dropped rather than stalling every other edge's
+//! frames; the edge starts over and replays. The router answers a proven
+//! `Hello` with a verdict for that nonce: attached, or refused while another
+//! session holds the id. A refused edge stays silent and retries, so a
+//! session whose edge really died expires and the id is free again.
 //!
-//! A `Hello` carries a proof of the cluster secret by its edge id (NATS
-//! headers, bound to the frame and its session nonce); one without a valid
-//! proof is ignored and counted. Both ends then derive the session's key
-//! from the secret, and every later frame each way carries a sequence
-//! number and a MAC under it (`switchboard_common::trust::session`): a frame
-//! that does not open is dropped and counted, and does not keep the session
-//! alive. A session whose queue is full is dropped rather than stalling
-//! every other edge's frames; the edge starts over and replays. The router answers a proven `Hello` with a
-//! verdict for that nonce: attached, or refused while another session holds
-//! the id. A refused edge stays silent and retries, so a session whose
-//! edge really died expires and the id is free again.
+//! Forwarded requests from other routers arrive here too (request/reply on
+//! this router's forward subject).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,32 +24,16 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use switchboard_common::trust::Purpose;
-use switchboard_common::trust::session::{
-    Direction, MAC_HEADER, Opener, SEQ_HEADER, SealError, Sealer, SessionKey,
+use switchboard_cluster::nats_session::{
+    ATTACHED, REFUSED, SESSION_EXPIRY, SESSION_HEADER, hello_binding, is_session_nonce, open_frame,
+    publish, verdict_headers,
 };
+use switchboard_cluster::subjects::{edge_subject, forward_subject, router_inbound};
+use switchboard_common::trust::Purpose;
+use switchboard_common::trust::session::{Direction, Opener, Sealer, SessionKey};
 
 use crate::node::RouterNode;
-use crate::trust::{Gate, PEER_MISMATCH, Plane, refused};
-
-/// NATS header of a `Hello`'s session nonce, echoed in the verdict.
-pub const SESSION_HEADER: &str = "x-switchboard-session";
-/// NATS header of the router's answer to a `Hello`: [`ATTACHED`] or
-/// [`REFUSED`]; a message with it has no frame.
-pub const VERDICT_HEADER: &str = "x-switchboard-verdict";
-pub const ATTACHED: &str = "attached";
-pub const REFUSED: &str = "refused";
-
-/// An edge silent this long is gone.
-pub const SESSION_EXPIRY: Duration = Duration::from_secs(6);
-
-pub fn router_subject(prefix: &str, router_id: &str, edge_id: &str) -> String {
-    format!("{prefix}.internal.r.{router_id}.{edge_id}")
-}
-
-pub fn edge_subject(prefix: &str, edge_id: &str, router_id: &str) -> String {
-    format!("{prefix}.internal.e.{edge_id}.{router_id}")
-}
+use crate::trust::{Gate, PEER_MISMATCH, Plane, forward_binding, refused};
 
 struct EdgeSession {
     frames: mpsc::Sender<EdgeFrame>,
@@ -71,7 +52,7 @@ pub async fn serve(
 ) -> Result<(), async_nats::SubscribeError> {
     let router_id = node.id().to_owned();
     let mut inbound = client
-        .subscribe(format!("{prefix}.internal.r.{router_id}.*"))
+        .subscribe(router_inbound(&prefix, &router_id))
         .await?;
     let mut sessions: HashMap<String, EdgeSession> = HashMap::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
@@ -244,57 +225,6 @@ fn is_hello(payload: &[u8]) -> bool {
     )
 }
 
-/// What a `Hello`'s proof covers: the frame and the session nonce.
-pub fn hello_binding(frame: &[u8], nonce: &str) -> Vec<u8> {
-    let mut bound = Vec::with_capacity(frame.len() + nonce.len() + 1);
-    bound.extend_from_slice(frame);
-    bound.push(0);
-    bound.extend_from_slice(nonce.as_bytes());
-    bound
-}
-
-/// A session nonce is 32 hex digits (128 random bits).
-pub fn is_session_nonce(nonce: &str) -> bool {
-    nonce.len() == 32 && nonce.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// The MAC of a verdict: frame 0 of the router's direction, over the
-/// verdict word, so nobody else can attach or refuse an edge's `Hello`.
-fn verdict_mac(key: &SessionKey, verdict: &str) -> String {
-    key.seal(Direction::ToEdge, 0, verdict.as_bytes())
-}
-
-/// Whether a verdict message really comes from the router the session was
-/// opened with (always, without a secret).
-pub fn verdict_is_proven(key: Option<&SessionKey>, verdict: &str, mac: Option<&str>) -> bool {
-    match (key, mac) {
-        (None, _) => true,
-        (Some(key), Some(mac)) => key
-            .verify(Direction::ToEdge, 0, verdict.as_bytes(), mac)
-            .is_ok(),
-        (Some(_), None) => false,
-    }
-}
-
-/// NATS headers carrying the next sequence number and MAC of `sealer`.
-pub fn seal_headers(sealer: &mut Sealer, body: &[u8]) -> async_nats::HeaderMap {
-    let (seq, mac) = sealer.seal(body);
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(SEQ_HEADER, seq.as_str());
-    headers.insert(MAC_HEADER, mac.as_str());
-    headers
-}
-
-/// Checks a session frame's sequence number and MAC.
-pub fn open_frame(
-    opener: &mut Opener,
-    headers: Option<&async_nats::HeaderMap>,
-    body: &[u8],
-) -> Result<(), SealError> {
-    let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
-    opener.open(header(SEQ_HEADER), header(MAC_HEADER), body)
-}
-
 /// Whether a `Hello` proves the cluster secret for the edge id its subject
 /// and frame both name (counted when not).
 fn hello_is_proven(
@@ -326,12 +256,7 @@ async fn publish_verdict(
     verdict: &str,
     key: Option<&SessionKey>,
 ) {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(SESSION_HEADER, nonce);
-    headers.insert(VERDICT_HEADER, verdict);
-    if let Some(key) = key {
-        headers.insert(MAC_HEADER, verdict_mac(key, verdict).as_str());
-    }
+    let headers = verdict_headers(nonce, verdict, key);
     if client
         .publish_with_headers(subject.to_owned(), headers, bytes::Bytes::new())
         .await
@@ -353,29 +278,6 @@ async fn pump(
     }
 }
 
-/// Publishes one envelope, sealed when the session has a key, counting
-/// failures (core NATS is at-most-once).
-pub async fn publish(
-    client: &async_nats::Client,
-    subject: &str,
-    frame: &impl Message,
-    sealer: Option<&mut Sealer>,
-) {
-    let body = frame.encode_to_vec();
-    let sent = match sealer {
-        Some(sealer) => {
-            let headers = seal_headers(sealer, &body);
-            client
-                .publish_with_headers(subject.to_owned(), headers, body.into())
-                .await
-        }
-        None => client.publish(subject.to_owned(), body.into()).await,
-    };
-    if sent.is_err() {
-        metrics::counter!("switchboard_transport_errors_total", "transport" => "nats").increment(1);
-    }
-}
-
 /// Answers forwarded requests from other routers (NATS request/reply); one
 /// without a valid proof is answered with an error.
 pub async fn serve_forwards(
@@ -385,7 +287,7 @@ pub async fn serve_forwards(
     gate: Arc<Gate>,
     stop: CancellationToken,
 ) -> Result<(), async_nats::SubscribeError> {
-    let subject = crate::forward::forward_subject(&prefix, node.id());
+    let subject = forward_subject(&prefix, node.id());
     let mut requests = client.subscribe(subject).await?;
     loop {
         let message = tokio::select! {
@@ -400,7 +302,7 @@ pub async fn serve_forwards(
         let gate = gate.clone();
         tokio::spawn(async move {
             // Checked before the request is even decoded.
-            let bound = crate::trust::forward_binding(node.id(), &message.payload);
+            let bound = forward_binding(node.id(), &message.payload);
             let proven = gate.admit_message(Purpose::Forward, message.headers.as_ref(), &bound);
             let response = match proven {
                 Err(_) => crate::node::error_response(

@@ -8,8 +8,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// The path of a workspace binary (`edge`, `router`, …), built beside the
-/// test executable. `cargo test --workspace` builds every binary first.
+/// The path of a workspace binary (`edge`, `router`, `switchboard`, …),
+/// built beside the test executable. `cargo test --workspace` builds every
+/// binary first.
 pub fn binary(name: &str) -> PathBuf {
     let mut dir = std::env::current_exe().expect("test executable path");
     dir.pop();

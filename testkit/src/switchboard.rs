@@ -65,15 +65,15 @@ pub fn common_env() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// `edge --standalone` on ephemeral ports; `extra` flags are appended.
+/// `switchboard` (edge and router in one process) on ephemeral ports;
+/// `extra` flags are appended.
 pub fn standalone(extra: &[&str]) -> Process {
     standalone_with_env(extra, &[])
 }
 
-/// `edge` arguments for standalone mode with every listener on an
-/// ephemeral port (the process prints the addresses it bound).
-pub const STANDALONE_ARGS: [&str; 9] = [
-    "--standalone",
+/// `switchboard` arguments with every listener on an ephemeral port (the
+/// process prints the addresses it bound).
+pub const STANDALONE_ARGS: [&str; 8] = [
     "--addr",
     "127.0.0.1:0",
     "--admin-addr",
@@ -101,7 +101,7 @@ pub fn standalone_with_env(extra: &[&str], env: &[(&str, String)]) -> Process {
     let mut all = common_env();
     all.extend(env.iter().cloned());
     Process::start(
-        binary("edge"),
+        binary("switchboard"),
         &args,
         &all,
         &["edge", "edge-admin", "router-api", "router-admin"],
@@ -179,7 +179,7 @@ pub struct Standalone {
 }
 
 impl Standalone {
-    /// `edge --standalone` with the in-memory store; `extra` flags appended.
+    /// `switchboard` with the in-memory store; `extra` flags appended.
     pub async fn memory(extra: &[&str]) -> Self {
         let process = standalone(extra);
         wait_ready(process.addr("edge-admin")).await;
@@ -189,7 +189,7 @@ impl Standalone {
         }
     }
 
-    /// `edge --standalone` on a private redis-server.
+    /// `switchboard` on a private redis-server.
     pub async fn redis(extra: &[&str]) -> Self {
         let redis = crate::RedisServer::start().await;
         let url = redis.url();

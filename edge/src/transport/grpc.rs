@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use switchboard_cluster::trust::{Access, prove_request};
 use switchboard_common::trust::Purpose;
 use switchboard_proto::router_client::RouterClient;
 use switchboard_proto::{EdgeFrame, Hello, edge_frame};
-use switchboard_router::trust::{Access, prove_request};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;

@@ -17,13 +17,13 @@ use prost::Message;
 use std::sync::Arc;
 use switchboard_proto::{EdgeFrame, Heartbeat, Hello, RouterFrame, edge_frame, router_frame};
 
+use switchboard_cluster::nats_session::{
+    ATTACHED, SESSION_HEADER, VERDICT_HEADER, hello_binding, open_frame, publish, verdict_is_proven,
+};
+use switchboard_cluster::subjects::{edge_subject, router_subject};
+use switchboard_cluster::trust::{Gate, Plane, refused};
 use switchboard_common::trust::Purpose;
 use switchboard_common::trust::session::{Direction, MAC_HEADER, Opener, Sealer};
-use switchboard_router::nats_edges::{
-    ATTACHED, SESSION_HEADER, VERDICT_HEADER, edge_subject, hello_binding, open_frame, publish,
-    router_subject, verdict_is_proven,
-};
-use switchboard_router::trust::{Gate, Plane, refused};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use switchboard_cluster::trust::Gate;
 use switchboard_common::trust::ClusterSecret;
 use switchboard_edge::transport::Transport;
 use switchboard_edge::transport::nats::Nats;
@@ -15,7 +16,6 @@ use switchboard_proto::{
     ConnectionOpened, Dialect, EdgeFrame, Heartbeat, KvAction, KvOp, Request, Topic, TopicKind,
     edge_frame, request,
 };
-use switchboard_router::trust::Gate;
 use switchboard_testkit::cluster::{Cluster, scrape};
 use switchboard_testkit::http::metric;
 use switchboard_testkit::switchboard::{CLUSTER_SECRET, join_group};

@@ -19,25 +19,14 @@ use tokio_util::sync::CancellationToken;
 
 use switchboard_common::trust::Purpose;
 
-use super::{RouterInfo, View};
+use crate::subjects::{announce_subject, leave_subject, probe_subject};
 use crate::trust::{Gate, PEER_MISMATCH, Plane, refused};
+use crate::view::{RouterInfo, View};
 
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 pub const EXPIRY: Duration = Duration::from_millis(2_000);
 /// Shortest time between two announcements, however many probes come.
 const PROBE_GAP: Duration = Duration::from_millis(100);
-
-pub fn announce_subject(prefix: &str) -> String {
-    format!("{prefix}.internal.cluster.routers")
-}
-
-pub fn leave_subject(prefix: &str) -> String {
-    format!("{prefix}.internal.cluster.leave")
-}
-
-fn probe_subject(prefix: &str) -> String {
-    format!("{prefix}.internal.cluster.probe")
-}
 
 /// Announces `me` until `stop`, then says goodbye.
 pub async fn announce(

@@ -12,6 +12,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use prost::Message;
 use serde_json::json;
+use switchboard_cluster::nats_session::{REFUSED, SESSION_HEADER, VERDICT_HEADER, hello_binding};
+use switchboard_cluster::subjects::{
+    announce_subject, edge_subject, forward_subject, leave_subject, router_subject,
+};
+use switchboard_cluster::trust::forward_binding;
 use switchboard_common::trust::session::{MAC_HEADER, SEQ_HEADER};
 use switchboard_common::trust::{ClusterSecret, PEER_HEADER, PROOF_HEADER, Purpose, bound_peer};
 use switchboard_proto::router_client::RouterClient;
@@ -19,12 +24,6 @@ use switchboard_proto::{
     ConnectionOpened, Dialect, EdgeFrame, Heartbeat, Hello, Payload, Publish, Request, RouterFrame,
     Subscribe, Topic, edge_frame, payload, request, router_frame,
 };
-use switchboard_router::cluster::membership::{announce_subject, leave_subject};
-use switchboard_router::forward::forward_subject;
-use switchboard_router::nats_edges::{
-    REFUSED, SESSION_HEADER, VERDICT_HEADER, edge_subject, hello_binding, router_subject,
-};
-use switchboard_router::trust::forward_binding;
 use switchboard_testkit::cluster::{Cluster, scrape};
 use switchboard_testkit::http::metric;
 use switchboard_testkit::nats::proven_headers;
@@ -468,7 +467,7 @@ fn the_insecure_flag_starts_and_warns_and_standalone_needs_nothing() {
         "edge-admin",
     );
     assert!(log.contains("INSECURE CLUSTER"), "{log}");
-    let log = started_with_log("edge", &switchboard::STANDALONE_ARGS, "router-admin");
+    let log = started_with_log("switchboard", &switchboard::STANDALONE_ARGS, "router-admin");
     assert!(!log.contains("INSECURE"), "{log}");
 }
 

@@ -360,8 +360,8 @@ switchboard_testkit::over_both_transports! {
 
 /// The IoT topics of one event, and the routers owning them.
 fn iot_owners(tenant: &str, code: &str, device: &str) -> Vec<String> {
+    use switchboard_cluster::{RouterInfo, TenantPools, View};
     use switchboard_proto::iot::Shape;
-    use switchboard_router::cluster::{RouterInfo, TenantPools, View};
     let view = View::new(
         (0..3)
             .map(|i| RouterInfo {

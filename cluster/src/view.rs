@@ -1,12 +1,6 @@
 //! The cluster as every process sees it: which routers are alive, which
 //! pool each serves, which pool each tenant maps to, and so which router
 //! owns a topic.
-//!
-//! - [`membership`]: routers announce themselves on NATS; everyone watches.
-//! - [`nats`]: connecting to NATS, authenticated, with the events counted.
-
-pub mod membership;
-pub mod nats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -111,46 +105,6 @@ impl TenantPools {
     pub fn pool_of<'a>(&'a self, tenant: &str) -> &'a str {
         self.pools.get(tenant).map_or(DEFAULT_POOL, String::as_str)
     }
-}
-
-/// Cluster settings shared by edges and routers.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ClusterSettings {
-    /// NATS URL(s), comma-separated: router membership, the NATS transport
-    /// and the NATS server API run over it. `nats://user:password@host:4222`
-    /// authenticates; `tls://` requires TLS.
-    #[arg(long, env = "SWITCHBOARD_NATS_URL", hide_env_values = true)]
-    pub nats_url: Option<String>,
-    /// NATS credentials besides those in the URL.
-    #[command(flatten)]
-    pub nats_auth: nats::NatsAuth,
-    /// Static router gRPC addresses `host:port,…`, for clusters without NATS.
-    #[arg(long, env = "SWITCHBOARD_ROUTERS", value_delimiter = ',')]
-    pub routers: Vec<String>,
-    /// Edge↔router transport: grpc or nats.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_TRANSPORT",
-        value_enum,
-        default_value = "grpc"
-    )]
-    pub transport: TransportKind,
-    /// `tenant=pool,…`; tenants not listed use the default pool.
-    #[arg(long, env = "SWITCHBOARD_TENANT_POOLS", value_delimiter = ',')]
-    pub tenant_pools: Vec<String>,
-    /// Prefix of every NATS subject Switchboard uses.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_SUBJECT_PREFIX",
-        default_value = "switchboard"
-    )]
-    pub subject_prefix: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TransportKind {
-    Grpc,
-    Nats,
 }
 
 #[cfg(test)]

@@ -1,117 +1,28 @@
-//! Standalone mode: an edge and a router in one process, joined by the
-//! in-process transport, with the in-memory store. What `make run` starts.
+//! What standalone mode prints once its listeners are bound: the URLs of
+//! every route, the server API and metrics, and `export` lines with the
+//! development secret and a sample token per client kind, named as the
+//! README's examples use them.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use anyhow::Context;
 use switchboard_common::auth::{AuthSettings, Claims, Minter, claims};
-use switchboard_common::net;
-use switchboard_router::{HttpParts, RouterHttp, RouterNode};
-use tokio_util::sync::CancellationToken;
-
-use crate::settings::EdgeSettings;
-use crate::transport::inproc::InProcess;
-use switchboard_router::cluster::{DEFAULT_POOL, RouterInfo, TenantPools, View, membership};
 
 /// How long sample tokens printed at start stay valid.
 const SAMPLE_TTL_SECS: u64 = 24 * 3600;
 
-pub async fn run(
-    mut settings: EdgeSettings,
-    shutdown: CancellationToken,
-    metrics: metrics_exporter_prometheus::PrometheusHandle,
-) -> anyhow::Result<()> {
-    let generated = settings.auth.jwt_secret.is_none()
-        && settings.auth.jwt_public_key.is_none()
-        && settings.auth.jwt_jwks.is_none();
-    if generated {
-        settings.auth.jwt_secret = Some(random_secret());
-    }
-    let verifier = Arc::new(settings.auth.verifier().context("token settings")?);
-    let store =
-        switchboard_router::store_for(settings.redis_url.as_deref(), settings.presence.ttl_ms())
-            .await?;
-    let router_stop = CancellationToken::new();
-    let mut config = settings.presence.node_config("standalone".to_owned());
-    config.im = settings.im.config();
-    let node = RouterNode::start(config, store.clone(), router_stop.clone());
-    let api_listener = net::bind("router-api", &settings.router_api_listen_addr()).await?;
-    let admin_listener = net::bind("router-admin", &settings.router_admin_listen_addr()).await?;
-    let api_addr = api_listener.local_addr()?;
-    let http = RouterHttp::spawn(
-        HttpParts {
-            node: node.clone(),
-            store,
-            verifier: Some(verifier.clone()),
-            api_key: settings.api_key.clone(),
-            http: settings.http.clone(),
-            drain_timeout: settings.drain_timeout,
-        },
-        api_listener,
-        admin_listener,
-        router_stop.clone(),
-    );
-    let info = RouterInfo {
-        id: node.id().to_owned(),
-        grpc_addr: String::new(),
-        api_addr: api_addr.to_string(),
-        pool: DEFAULT_POOL.to_owned(),
-        epoch: 0,
-    };
-    let in_process = node.clone();
-    let routers = crate::Routers {
-        edge_id: settings
-            .edge_id
-            .clone()
-            .unwrap_or_else(|| "standalone".to_owned()),
-        view: membership::fixed(View::new(vec![info])),
-        pools: TenantPools::default(),
-        connector: Arc::new(move |_: &RouterInfo| {
-            Ok(Arc::new(InProcess::new(in_process.clone()))
-                as Arc<dyn crate::transport::Transport>)
-        }),
-    };
-
-    let welcome = Welcome {
-        api: api_addr,
-        im_path: settings.im_path(),
-        secret: settings.auth.jwt_secret.clone().filter(|_| generated),
-        minter: settings
-            .auth
-            .jwt_secret
-            .as_deref()
-            .map(|s| Minter::hs256(s.as_bytes())),
-        auth: settings.auth.clone(),
-    };
-    let result = crate::serve(
-        &settings,
-        routers,
-        verifier.clone(),
-        shutdown,
-        Some(welcome),
-        metrics,
-    )
-    .await;
-    router_stop.cancel();
-    http.stop(settings.drain_timeout).await;
-    result
-}
-
-fn random_secret() -> String {
-    let bytes: [u8; 24] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// What standalone mode prints after its listeners: URLs and sample tokens.
 pub struct Welcome {
-    api: SocketAddr,
-    im_path: String,
-    secret: Option<String>,
-    minter: Option<Minter>,
+    /// The server API's bound address.
+    pub api: SocketAddr,
+    /// The IM WebSocket route.
+    pub im_path: String,
+    /// The JWT secret, when this process made it up (it is printed then).
+    pub secret: Option<String>,
+    /// Mints the sample tokens; none without an HS256 secret.
+    pub minter: Option<Minter>,
     /// Sample tokens carry the audience and issuer these require, and live
     /// no longer than they allow.
-    auth: AuthSettings,
+    pub auth: AuthSettings,
 }
 
 fn local(addr: SocketAddr) -> String {

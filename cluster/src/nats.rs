@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use async_nats::ServerAddr;
 
+use crate::subjects::inbox_prefix;
+
 /// How a process authenticates to NATS, besides user and password in the
 /// URL (`nats://user:password@host:4222`).
 #[derive(Clone, Default, clap::Args)]
@@ -128,13 +130,6 @@ fn percent_decode(text: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Where a Switchboard process gets its request/reply answers (forwarded
-/// requests): inside the internal tree, which backends cannot subscribe,
-/// rather than `_INBOX.>`, which they may.
-pub fn inbox_prefix(subject_prefix: &str) -> String {
-    format!("{subject_prefix}.internal.inbox")
 }
 
 /// Connects as `name` to `urls` with `auth`, its inboxes under
