@@ -90,6 +90,11 @@ impl Correlations {
             .collect();
         ids.iter().filter_map(|id| pending.remove(id)).collect()
     }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
 }
 
 impl Upstream {
@@ -204,3 +209,219 @@ impl Upstream {
     }
 }
 
+#[cfg(test)]
+pub(super) mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use bytes::Bytes;
+    use switchboard_proto::{RouterFrame, TopicKind, router_frame};
+    use switchboard_router::cluster::TenantPools;
+
+    use super::*;
+    use crate::dialect::group::V3;
+    use crate::outbound::{ConnHandle, Outbound};
+    use crate::transport::TransportError;
+    use crate::upstream::Connector;
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// An upstream with no router and one local socket (id 7): nothing in
+    /// it opens a socket or a session.
+    pub(in crate::upstream) fn upstream() -> (Arc<Upstream>, Arc<ConnHandle>) {
+        let registry = Arc::new(Registry::default());
+        let conn = Arc::new(ConnHandle::new(7, &V3, "t".into(), "p".into(), 64, 1 << 16));
+        registry.insert(conn.clone());
+        let connector: Connector = Arc::new(|info| {
+            Err(TransportError::Connect {
+                addr: info.grpc_addr.clone(),
+                reason: "no router in this test".to_owned(),
+            })
+        });
+        let upstream = Upstream::new(
+            "edge-1".to_owned(),
+            TenantPools::default(),
+            connector,
+            registry,
+            TIMEOUT,
+        );
+        (upstream, conn)
+    }
+
+    /// A mapper that counts its calls and says what it got.
+    fn counted(calls: &Arc<AtomicUsize>) -> ResponseMapper {
+        let calls = calls.clone();
+        Box::new(move |answer| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Some(Bytes::from(match answer {
+                Ok(response) => format!("answer {}", response.delivered),
+                Err(Unavailable) => "unavailable".to_owned(),
+            }))
+        })
+    }
+
+    fn response(correlation_id: u64, delivered: u32) -> RouterFrame {
+        RouterFrame {
+            body: Some(router_frame::Body::Response(Response {
+                correlation_id,
+                delivered,
+                ..Response::default()
+            })),
+        }
+    }
+
+    pub(in crate::upstream) fn frames(conn: &ConnHandle) -> Vec<String> {
+        std::iter::from_fn(|| conn.pop())
+            .map(|frame| match frame {
+                Outbound::Text(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                _ => panic!("text frames only"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_answer_reaches_its_socket_once() {
+        let (upstream, conn) = upstream();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let id = upstream.requests.pend(conn.id, counted(&calls));
+        assert!(upstream.dispatch(response(id, 3)));
+        assert!(
+            upstream.dispatch(response(id, 4)),
+            "a second answer ends nothing"
+        );
+        assert_eq!(frames(&conn), ["answer 3"]);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(upstream.requests.len(), 0);
+    }
+
+    #[test]
+    fn each_request_gets_its_own_id_and_its_own_answer() {
+        let (upstream, conn) = upstream();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let first = upstream.requests.pend(conn.id, counted(&calls));
+        let second = upstream.requests.pend(conn.id, counted(&calls));
+        assert_ne!(first, second);
+        assert!(upstream.dispatch(response(second, 2)));
+        assert!(upstream.dispatch(response(first, 1)));
+        assert_eq!(frames(&conn), ["answer 2", "answer 1"]);
+    }
+
+    #[test]
+    fn an_answer_for_an_unknown_id_is_dropped() {
+        let (upstream, conn) = upstream();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let id = upstream.requests.pend(conn.id, counted(&calls));
+        assert!(upstream.dispatch(response(id + 100, 1)));
+        assert!(upstream.dispatch(response(0, 1)));
+        assert!(frames(&conn).is_empty());
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert_eq!(upstream.requests.len(), 1, "the real request still waits");
+    }
+
+    #[test]
+    fn a_request_never_answered_times_out_as_unavailable() {
+        let (upstream, conn) = upstream();
+        let calls = Arc::new(AtomicUsize::new(0));
+        upstream.requests.pend(conn.id, counted(&calls));
+        upstream.expire(Instant::now());
+        assert_eq!(upstream.requests.len(), 1, "not before its deadline");
+        assert!(frames(&conn).is_empty());
+        upstream.expire(Instant::now() + TIMEOUT);
+        assert_eq!(frames(&conn), ["unavailable"]);
+        assert_eq!(upstream.requests.len(), 0);
+        upstream.expire(Instant::now() + TIMEOUT * 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "timed out once");
+    }
+
+    #[test]
+    fn an_answer_after_the_timeout_is_dropped() {
+        let (upstream, conn) = upstream();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let id = upstream.requests.pend(conn.id, counted(&calls));
+        upstream.expire(Instant::now() + TIMEOUT);
+        assert!(upstream.dispatch(response(id, 9)));
+        assert_eq!(frames(&conn), ["unavailable"]);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_answer_for_a_closed_socket_still_reaches_its_mapper() {
+        let (upstream, conn) = upstream();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let id = upstream.requests.pend(conn.id + 1, counted(&calls));
+        assert!(upstream.dispatch(response(id, 1)));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "a waiting call learns its answer"
+        );
+        assert!(frames(&conn).is_empty(), "no other socket gets the frame");
+    }
+
+    #[test]
+    fn no_request_outlives_its_deadline() {
+        let (upstream, conn) = upstream();
+        let calls = Arc::new(AtomicUsize::new(0));
+        for _ in 0..500 {
+            upstream.requests.pend(conn.id + 1, counted(&calls));
+        }
+        let first_deadline = Instant::now() + TIMEOUT;
+        std::thread::sleep(Duration::from_millis(5));
+        for _ in 0..300 {
+            upstream.requests.pend(conn.id + 1, counted(&calls));
+        }
+        assert_eq!(upstream.requests.len(), 800);
+        upstream.expire(first_deadline);
+        assert_eq!(
+            upstream.requests.len(),
+            300,
+            "exactly the older ones are due"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 500);
+        upstream.expire(Instant::now() + TIMEOUT);
+        assert_eq!(
+            upstream.requests.len(),
+            0,
+            "the table empties once all are due"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 800);
+    }
+
+    #[test]
+    fn a_reset_ends_the_session() {
+        let (upstream, _) = upstream();
+        let reset = RouterFrame {
+            body: Some(router_frame::Body::Reset(Default::default())),
+        };
+        assert!(!upstream.dispatch(reset));
+        assert!(
+            upstream.dispatch(RouterFrame::default()),
+            "an empty frame is skipped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_with_no_router_is_answered_unavailable_at_once() {
+        let (upstream, conn) = upstream();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let topic = Topic::new("t", TopicKind::Group, "g");
+        upstream
+            .request(&conn, topic.clone(), RequestBody::Sync, counted(&calls))
+            .await;
+        assert_eq!(frames(&conn), ["unavailable"]);
+        assert_eq!(upstream.requests.len(), 0);
+        let answer = upstream
+            .call(conn.id, topic.clone(), RequestBody::Presence)
+            .await;
+        assert!(matches!(answer, Err(Unavailable)));
+        assert_eq!(upstream.requests.len(), 0);
+
+        upstream
+            .subscribe_confirmed(&conn, topic.clone(), counted(&calls))
+            .await;
+        assert_eq!(frames(&conn), ["unavailable"], "the confirmation says so");
+        let routing = conn.routing();
+        assert_eq!(routing.topics.len(), 1, "made once an owner appears");
+        assert!(routing.topics[0].at.is_none());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+}

@@ -79,3 +79,49 @@ impl Upstream {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use switchboard_proto::{Payload, RouterFrame};
+
+    use super::*;
+    use crate::dialect::im::IM;
+    use crate::outbound::ConnHandle;
+    use crate::upstream::correlation::tests::{frames, upstream};
+
+    #[test]
+    fn a_delivery_reaches_each_named_local_socket_once() {
+        let (upstream, group) = upstream();
+        let im = Arc::new(ConnHandle::new(8, &IM, "t".into(), "p".into(), 64, 1 << 16));
+        upstream.registry.insert(im.clone());
+        let idle = Arc::new(ConnHandle::new(9, &IM, "t".into(), "p".into(), 64, 1 << 16));
+        upstream.registry.insert(idle.clone());
+        let delivery = Delivery {
+            // 42 is not a socket of this edge.
+            conn_ids: vec![group.id, 42, im.id],
+            payload: Some(Payload::json(Bytes::from_static(b"{\"x\":1}"))),
+        };
+        let frame = RouterFrame {
+            body: Some(router_frame::Body::Delivery(delivery)),
+        };
+        assert!(upstream.dispatch(frame));
+        assert_eq!(frames(&group), ["{\"x\":1}"]);
+        assert_eq!(frames(&im), ["{\"x\":1}"]);
+        assert!(frames(&idle).is_empty(), "only the sockets named");
+    }
+
+    #[test]
+    fn a_delivery_without_a_payload_is_skipped() {
+        let (upstream, group) = upstream();
+        let delivery = Delivery {
+            conn_ids: vec![group.id],
+            payload: None,
+        };
+        let frame = RouterFrame {
+            body: Some(router_frame::Body::Delivery(delivery)),
+        };
+        assert!(upstream.dispatch(frame));
+        assert!(frames(&group).is_empty());
+    }
+}
