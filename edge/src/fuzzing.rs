@@ -138,7 +138,7 @@ fn run(session: &mut dyn DialectSession, actions: Vec<Action>, replies: &mut Vec
                 on_confirmed: on_response,
                 ..
             } => {
-                replies.extend(on_response(Ok(&answer())));
+                replies.extend(on_response(Ok(answer())));
             }
             Action::Await { token, .. } => {
                 queue.extend(session.on_response(token, Ok(answer())));

@@ -111,8 +111,8 @@ pub async fn handle(
         .upstream
         .call(0, topic, RequestBody::Im(Box::new(login)))
         .await;
-    match session {
-        Ok(response) if response.error == 0 => {
+    match session.map(switchboard_proto::Response::into_result) {
+        Ok(Ok(response)) => {
             let session_id = response.im.unwrap_or_default().session_id;
             metrics::counter!("switchboard_edge_im_logins_total").increment(1);
             json_response(StatusCode::OK, &json!({ "sessionId": session_id }))

@@ -15,7 +15,7 @@ use switchboard_common::clock::iso8601_now;
 use switchboard_proto::group::{
     self, ErrorCode, GroupError, GroupMessage, MsgType, Sender, Target,
 };
-use switchboard_proto::{Payload, Topic, is_valid_id, payload};
+use switchboard_proto::{Payload, Response, Topic, is_valid_id, payload};
 
 use super::{
     Accept, Action, Dialect, DialectSession, RequestBody, Unavailable, UpgradeRequest, refusal,
@@ -198,8 +198,8 @@ impl GroupSession {
                     topic: self.group_topic.clone(),
                     body: RequestBody::Presence,
                     on_response: Box::new(move |response| {
-                        Some(match response {
-                            Ok(r) if r.error == 0 => to_bytes(&group::presence_members(
+                        Some(match response.map(Response::into_result) {
+                            Ok(Ok(r)) => to_bytes(&group::presence_members(
                                 &group_id,
                                 &client_id,
                                 &r.members,
@@ -244,17 +244,14 @@ fn internal(message: &str) -> Bytes {
     error_frame(&GroupError::new(ErrorCode::Internal, message))
 }
 
-fn direct_outcome(
-    to: &str,
-    response: Result<&switchboard_proto::Response, Unavailable>,
-) -> Option<Bytes> {
-    match response {
-        Ok(r) if r.error != 0 => Some(internal("message not delivered: router error")),
-        Ok(r) if r.delivered == 0 => Some(error_frame(&GroupError::new(
+fn direct_outcome(to: &str, response: Result<Response, Unavailable>) -> Option<Bytes> {
+    match response.map(Response::into_result) {
+        Ok(Err(_)) => Some(internal("message not delivered: router error")),
+        Ok(Ok(r)) if r.delivered == 0 => Some(error_frame(&GroupError::new(
             ErrorCode::NotFound,
             format!("client {to} is not connected"),
         ))),
-        Ok(_) => None,
+        Ok(Ok(_)) => None,
         Err(_) => Some(internal("message not delivered: router unavailable")),
     }
 }
@@ -495,15 +492,15 @@ mod tests {
 
     #[test]
     fn direct_to_nobody_is_not_found() {
-        let response = switchboard_proto::Response::default();
-        let frame = direct_outcome("ghost", Ok(&response)).unwrap();
+        let response = Response::default();
+        let frame = direct_outcome("ghost", Ok(response)).unwrap();
         let value: Value = serde_json::from_slice(&frame).unwrap();
         assert_eq!(value["payload"]["code"], "not_found");
-        let delivered = switchboard_proto::Response {
+        let delivered = Response {
             delivered: 2,
             ..Default::default()
         };
-        assert!(direct_outcome("x", Ok(&delivered)).is_none());
+        assert!(direct_outcome("x", Ok(delivered)).is_none());
         let value: Value =
             serde_json::from_slice(&direct_outcome("x", Err(Unavailable)).unwrap()).unwrap();
         assert_eq!(value["payload"]["code"], "internal");

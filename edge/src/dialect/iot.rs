@@ -13,7 +13,7 @@ use http::StatusCode;
 use serde_json::{Map, Value, json};
 use switchboard_common::auth::{AuthError, Kind};
 use switchboard_proto::iot::{self, Shape};
-use switchboard_proto::{Payload, Topic, TopicKind, payload};
+use switchboard_proto::{Payload, Response, Topic, TopicKind, payload};
 
 use super::{Accept, Action, Dialect, DialectSession, RequestBody, UpgradeRequest};
 
@@ -197,8 +197,8 @@ impl IotSession {
                 topic,
                 body: RequestBody::Sync,
                 on_response: Box::new(move |response| {
-                    let (code, msg) = match response {
-                        Ok(r) if r.error == 0 => (200, OK),
+                    let (code, msg) = match response.map(Response::into_result) {
+                        Ok(Ok(_)) => (200, OK),
                         _ => (500, "router unavailable"),
                     };
                     Some(reply(code, msg, Some(kind), handler.as_ref()))
@@ -354,7 +354,7 @@ mod tests {
             .filter_map(|a| match a {
                 Action::Reply(bytes) => Some(serde_json::from_slice(&bytes).unwrap()),
                 Action::Request { on_response, .. } => {
-                    on_response(Ok(&ok)).map(|b| serde_json::from_slice(&b).unwrap())
+                    on_response(Ok(ok.clone())).map(|b| serde_json::from_slice(&b).unwrap())
                 }
                 _ => None,
             })

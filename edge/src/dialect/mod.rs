@@ -92,9 +92,10 @@ pub enum RequestBody {
 #[error("router unavailable")]
 pub struct Unavailable;
 
-/// Turns a router's answer into the frame (if any) for the socket.
+/// Turns a router's answer into the frame (if any) for the socket. It
+/// takes the answer whole: nobody else needs it once it is answered.
 pub type ResponseMapper =
-    Box<dyn FnOnce(Result<&Response, Unavailable>) -> Option<Bytes> + Send + 'static>;
+    Box<dyn FnOnce(Result<Response, Unavailable>) -> Option<Bytes> + Send + 'static>;
 
 /// A dialect: how its deliveries look on the wire. One value per dialect,
 /// shared by every socket that speaks it.

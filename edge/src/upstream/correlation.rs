@@ -30,7 +30,7 @@ pub(super) struct Pending {
 impl Pending {
     /// Turns `answer` into the socket's frame, if any, and queues it on the
     /// asking socket if that is still open.
-    fn answer(self, answer: Result<&Response, Unavailable>, registry: &Registry) {
+    fn answer(self, answer: Result<Response, Unavailable>, registry: &Registry) {
         if let Some(reply) = (self.on_response)(answer)
             && let Some(conn) = registry.get(self.conn)
         {
@@ -120,7 +120,7 @@ impl Upstream {
     ) -> Result<Response, Unavailable> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let on_response: ResponseMapper = Box::new(move |answer| {
-            let _ = tx.send(answer.cloned());
+            let _ = tx.send(answer);
             None
         });
         self.send_request(conn, topic, body, on_response).await;
@@ -153,7 +153,7 @@ impl Upstream {
     }
 
     /// A router answered `response.correlation_id`.
-    pub(super) fn answered(&self, response: &Response) {
+    pub(super) fn answered(&self, response: Response) {
         if let Some(pending) = self.requests.take(response.correlation_id) {
             pending.answer(Ok(response), &self.registry);
         }

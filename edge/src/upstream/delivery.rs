@@ -17,7 +17,7 @@ impl Upstream {
     pub(super) fn dispatch(self: &Arc<Self>, frame: RouterFrame) -> bool {
         match frame.body {
             Some(router_frame::Body::Delivery(delivery)) => self.deliver(delivery),
-            Some(router_frame::Body::Response(response)) => self.answered(&response),
+            Some(router_frame::Body::Response(response)) => self.answered(response),
             Some(router_frame::Body::Reset(_)) => return false,
             None => {}
         }
