@@ -77,7 +77,7 @@ pub fn session(socket: Socket) -> Option<Box<dyn DialectSession>> {
     };
     match dialect::accept(&request)? {
         Accept::Session { session, .. } => Some(session),
-        Accept::Refuse { .. } => None,
+        Accept::Refuse(_) => None,
     }
 }
 

@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::StatusCode;
 use serde_json::Value;
 use switchboard_common::auth::{AuthError, DEFAULT_TENANT, Kind};
 use switchboard_common::clock::iso8601_now;
@@ -17,9 +16,8 @@ use switchboard_proto::group::{
 };
 use switchboard_proto::{Payload, Response, Topic, is_valid_id, payload};
 
-use super::{
-    Accept, Action, Dialect, DialectSession, RequestBody, Unavailable, UpgradeRequest, refusal,
-};
+use super::{Accept, Action, Dialect, DialectSession, RequestBody, Unavailable, UpgradeRequest};
+use crate::server::Refusal;
 
 /// Any valid message keeps its client present; the edge says so at most
 /// this often for ordinary messages (heartbeats always), and the router
@@ -87,22 +85,15 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
     };
     for (field, id) in [("group_id", group_id), ("client_id", client_id)] {
         if !is_valid_id(id) {
-            let message = switchboard_proto::ids::invalid_id_message(field);
-            return Some(refusal(
-                StatusCode::BAD_REQUEST,
-                "invalid_id",
-                &message,
-                Some(field),
-            ));
+            return Some(Accept::Refuse(Refusal::InvalidId { field }));
         }
     }
-    let unauthorized =
-        |message: &str| refusal(StatusCode::UNAUTHORIZED, "unauthorized", message, None);
+    let unauthorized = |message: String| Accept::Refuse(Refusal::GroupToken(message));
     if let Ok(claims) = &request.auth
         && let Err(e) = claims.check_kind(Kind::Client)
     {
         super::count_refused_token("group", "kind");
-        return Some(unauthorized(&e.to_string()));
+        return Some(unauthorized(e.to_string()));
     }
     // The tenant is the token's, and nothing else: no path, query or
     // header names one on this route.
@@ -113,12 +104,12 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
         ),
         Ok(_) => {
             super::count_refused_token("group", "sub");
-            return Some(unauthorized("token sub does not match client_id"));
+            return Some(Accept::Refuse(Refusal::GroupSub));
         }
         Err(AuthError::Missing) if request.allow_anonymous => (DEFAULT_TENANT.to_owned(), false),
         Err(e) => {
             super::count_refused_token("group", e.label());
-            return Some(unauthorized(&e.to_string()));
+            return Some(unauthorized(e.to_string()));
         }
     };
     let dialect: &'static GroupDialect = if legacy { &V2 } else { &V3 };
@@ -308,6 +299,7 @@ impl DialectSession for GroupSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
     use serde_json::json;
     use switchboard_common::auth::claims;
 
@@ -341,7 +333,7 @@ mod tests {
 
     fn refused_status(accept: Option<Accept>) -> (StatusCode, Value) {
         match accept {
-            Some(Accept::Refuse { status, body }) => (status, body),
+            Some(Accept::Refuse(refusal)) => (refusal.status(), refusal.body()),
             _ => panic!("expected a refusal"),
         }
     }

@@ -23,6 +23,7 @@ use switchboard_proto::{Payload, Response, Topic};
 use tokio_util::sync::CancellationToken;
 
 use crate::limits::UnauthenticatedSlot;
+use crate::server::Refusal;
 
 /// What a dialect asks the connection layer to do.
 pub enum Action {
@@ -183,23 +184,8 @@ pub enum Accept {
         /// The W3C trace id the connection's logs carry, if the dialect has one.
         trace_id: Option<String>,
     },
-    /// Answer with HTTP `status` and this JSON body; no upgrade.
-    Refuse {
-        status: http::StatusCode,
-        body: serde_json::Value,
-    },
-}
-
-/// HTTP refusal body shared by the dialects that refuse before upgrading.
-pub fn refusal(status: http::StatusCode, code: &str, message: &str, field: Option<&str>) -> Accept {
-    let mut error = serde_json::json!({"code": code, "message": message});
-    if let Some(field) = field {
-        error["field"] = serde_json::json!(field);
-    }
-    Accept::Refuse {
-        status,
-        body: serde_json::json!({ "error": error }),
-    }
+    /// Answer with this refusal; no upgrade.
+    Refuse(Refusal),
 }
 
 /// Counts a token refused on `route`. Both labels come from closed sets:
