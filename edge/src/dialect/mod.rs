@@ -126,8 +126,8 @@ pub trait DialectSession: Send + Sync + 'static {
     fn on_text_charged(&mut self, text: &str, _charge: &mut dyn FnMut() -> bool) -> Vec<Action> {
         self.on_text(text)
     }
-    /// Whether binary messages are taken (elsewhere they close the socket
-    /// with 1003, as `00-common.md` says).
+    /// Whether binary messages are taken. The dialects are JSON over text
+    /// frames, so elsewhere a binary message closes the socket with 1003.
     fn accepts_binary(&self) -> bool {
         false
     }
