@@ -104,12 +104,12 @@ async fn hand_over(upstream: Arc<Upstream>, conn: Arc<ConnHandle>, topic: Topic,
 }
 
 /// Queues an answered window on the socket.
-fn take_window(conn: &ConnHandle, run: u64, answer: Result<&Response, Unavailable>) -> Outcome {
-    let window = match answer {
-        Ok(response) if response.error == 0 => response.im.as_deref().cloned().unwrap_or_default(),
+fn take_window(conn: &ConnHandle, run: u64, answer: Result<Response, Unavailable>) -> Outcome {
+    let window = match answer.map(Response::into_result) {
+        Ok(Ok(response)) => response.im.map(|im| *im).unwrap_or_default(),
         // The router no longer holds this socket's backlog (it left the
         // topic, or a new owner started one anew).
-        Ok(response) if response.error == ErrorCode::NotFound as i32 => return Outcome::Done,
+        Ok(Err(refusal)) if refusal.code == ErrorCode::NotFound => return Outcome::Done,
         _ => return Outcome::Retry,
     };
     if conn.backlog_run.load(Ordering::Relaxed) != run {

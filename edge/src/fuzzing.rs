@@ -77,7 +77,7 @@ pub fn session(socket: Socket) -> Option<Box<dyn DialectSession>> {
     };
     match dialect::accept(&request)? {
         Accept::Session { session, .. } => Some(session),
-        Accept::Refuse { .. } => None,
+        Accept::Refuse(_) => None,
     }
 }
 
@@ -138,7 +138,7 @@ fn run(session: &mut dyn DialectSession, actions: Vec<Action>, replies: &mut Vec
                 on_confirmed: on_response,
                 ..
             } => {
-                replies.extend(on_response(Ok(&answer())));
+                replies.extend(on_response(Ok(answer())));
             }
             Action::Await { token, .. } => {
                 queue.extend(session.on_response(token, Ok(answer())));

@@ -3,8 +3,8 @@
 //!
 //! The edge checks the token and the client name; the session itself is
 //! made and kept by a router, in the store, so the edge holds nothing.
-//! Answers: 200 `{"sessionId":…}`; 401 (token), 400 (clientName), 405,
-//! 503, each with a JSON body `{"code":…,"msg":…}`.
+//! Answers: 200 `{"sessionId":…}`, or a [`Refusal`]: 401 (token), 400
+//! (clientName), 405, 503, each with a JSON body `{"code":…,"msg":…}`.
 
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
@@ -17,7 +17,7 @@ use switchboard_proto::{ImLogin, Topic, im_request};
 
 use crate::dialect::im::NOTICE_SCOPE;
 use crate::dialect::{RequestBody, count_refused_token};
-use crate::server::EdgeServer;
+use crate::server::{EdgeServer, Refusal};
 
 /// Login routes; what follows the prefix is the client name.
 const PREFIXES: [&str; 2] = [
@@ -28,10 +28,6 @@ const PREFIXES: [&str; 2] = [
 /// The raw (still percent-encoded) client name when `path` is a login route.
 pub fn client_name_segment(path: &str) -> Option<&str> {
     PREFIXES.iter().find_map(|prefix| path.strip_prefix(prefix))
-}
-
-fn answer(status: StatusCode, msg: &str) -> Response<Body> {
-    json_response(status, &json!({"code": status.as_u16(), "msg": msg}))
 }
 
 /// Decodes `%XX` escapes; `None` when the result is not UTF-8.
@@ -65,8 +61,23 @@ pub async fn handle(
     request: Request<Incoming>,
     segment: &str,
 ) -> Response<Body> {
+    match login(server, request, segment).await {
+        Ok(session_id) => {
+            metrics::counter!("switchboard_edge_im_logins_total").increment(1);
+            json_response(StatusCode::OK, &json!({ "sessionId": session_id }))
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// Makes the session for one login request: its id, or why not.
+async fn login(
+    server: &EdgeServer,
+    request: Request<Incoming>,
+    segment: &str,
+) -> Result<String, Refusal> {
     if request.method() != Method::GET {
-        return answer(StatusCode::METHOD_NOT_ALLOWED, "login accepts GET only");
+        return Err(Refusal::LoginMethod);
     }
     let claims = match token_from_request(&request) {
         Some(token) => server.verifier.verify(&token),
@@ -76,28 +87,22 @@ pub async fn handle(
         Ok(claims) => claims,
         Err(e) => {
             count_refused_token("im_login", e.label());
-            return answer(StatusCode::UNAUTHORIZED, &e.to_string());
+            return Err(Refusal::LoginToken(e.to_string()));
         }
     };
     if let Err(e) = claims.check_kind(Kind::User) {
         count_refused_token("im_login", "kind");
-        return answer(StatusCode::UNAUTHORIZED, &e.to_string());
+        return Err(Refusal::LoginToken(e.to_string()));
     }
     let client_name = percent_decode(segment).unwrap_or_default();
     if !is_valid_client_name(&client_name) {
-        return answer(
-            StatusCode::BAD_REQUEST,
-            "clientName must match [A-Za-z0-9_.-]{1,64}",
-        );
+        return Err(Refusal::LoginClientName);
     }
     if !wire::is_valid_user(&claims.sub) || claims.sub == wire::SYSTEM {
-        return answer(
-            StatusCode::UNAUTHORIZED,
-            "the token's sub cannot be an IM user id",
-        );
+        return Err(Refusal::LoginSub);
     }
     if server.env.draining.is_cancelled() {
-        return answer(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
+        return Err(Refusal::LoginDraining);
     }
     let login = im_request::Op::Login(ImLogin {
         client_name,
@@ -111,16 +116,9 @@ pub async fn handle(
         .upstream
         .call(0, topic, RequestBody::Im(Box::new(login)))
         .await;
-    match session {
-        Ok(response) if response.error == 0 => {
-            let session_id = response.im.unwrap_or_default().session_id;
-            metrics::counter!("switchboard_edge_im_logins_total").increment(1);
-            json_response(StatusCode::OK, &json!({ "sessionId": session_id }))
-        }
-        _ => answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no router could open the session, try again",
-        ),
+    match session.map(switchboard_proto::Response::into_result) {
+        Ok(Ok(response)) => Ok(response.im.unwrap_or_default().session_id),
+        _ => Err(Refusal::LoginUnavailable),
     }
 }
 

@@ -1,13 +1,16 @@
-//! Per-socket limits (`00-common.md`, "Frames"), the token bucket
-//! behind the inbound rate limit, and the edge's cap on sockets that have
-//! not authenticated yet.
+//! Per-socket limits (message size, inbound rate, outbound queue,
+//! keep-alive, subscriptions), the token bucket behind the inbound rate
+//! limit, and the edge's cap on sockets that have not authenticated yet.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Limits every socket gets; defaults are the spec's.
+/// Limits every socket gets. The defaults are the ones clients are built
+/// for: 64 KiB messages, 50 messages a second with bursts of 100, an
+/// outbound queue of 1,024 messages or 4 MiB, a ping every 25 s and a close
+/// after 60 s of silence, 1,024 subscriptions.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest inbound message, after reassembly (close 1009 above it).

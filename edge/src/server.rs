@@ -2,6 +2,8 @@
 //! that owns the path, refuses what its dialect refuses, serves the IM
 //! login endpoints ([`crate::im_login`]) and the playground page at `/`
 //! (static files under `src/playground/`, built into the binary).
+//!
+//! - [`refusal`]: every HTTP refusal the edge answers, and how it looks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,9 +13,8 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use serde_json::json;
 use switchboard_common::auth::{AuthError, Verifier, token_from_request};
-use switchboard_common::http::{Body, bytes_response, json_response, query_map};
+use switchboard_common::http::{Body, bytes_response, query_map};
 use switchboard_common::http_server::{self, ListenerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +24,9 @@ use crate::connection::{self, Accepted, SocketEnv};
 use crate::dialect::{self, Accept, UpgradeRequest};
 use crate::im_login;
 
+pub mod refusal;
+pub use refusal::Refusal;
+
 /// The playground: one page and its script and style sheet, no build step
 /// and no outside assets, so it works offline.
 const PLAYGROUND_HTML: &str = include_str!("playground/index.html");
@@ -30,11 +34,6 @@ const PLAYGROUND_JS: &str = include_str!("playground/playground.js");
 const PLAYGROUND_CSS: &str = include_str!("playground/playground.css");
 /// Where the page learns the IM socket route (configurable).
 const IM_PATH_MARK: &str = "{{im_path}}";
-
-/// The answer to an unknown `/api/v1/…` route: the server API lives on the
-/// router, and people who try it on the edge port need to be told where.
-const SERVER_API_ELSEWHERE: &str = "the server API is served by the router on its API port \
-(--router-api-addr in standalone mode, --api-addr on a router; default :8081), not by the edge";
 
 /// Everything the listener needs.
 pub struct EdgeServer {
@@ -94,13 +93,6 @@ pub async fn serve(
         }
     };
     http_server::serve(listener, config, service, stop).await;
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    json_response(
-        status,
-        &json!({"error": {"code": code, "message": message}}),
-    )
 }
 
 /// The playground's files by path; `None` for any other request.
@@ -181,15 +173,15 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
     };
     let Some(accept) = dialect::accept(&upgrade) else {
         if path.starts_with("/api/v1/") {
-            return error(StatusCode::NOT_FOUND, "not_found", SERVER_API_ELSEWHERE);
+            return Refusal::ServerApiElsewhere.into_response();
         }
-        return error(StatusCode::NOT_FOUND, "not_found", "no such route");
+        return Refusal::NoRoute.into_response();
     };
     let (dialect, mut session, tenant, principal, trace_id) = match accept {
-        Accept::Refuse { status, body } => {
-            metrics::counter!("switchboard_edge_rejected_upgrades_total", "status" => status.as_u16().to_string())
+        Accept::Refuse(refusal) => {
+            metrics::counter!("switchboard_edge_rejected_upgrades_total", "status" => refusal.status().as_u16().to_string())
                 .increment(1);
-            return json_response(status, &body);
+            return refusal.into_response();
         }
         Accept::Session {
             dialect,
@@ -200,25 +192,13 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
         } => (dialect, session, tenant, principal, trace_id),
     };
     if server.env.draining.is_cancelled() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "server is shutting down",
-        );
+        return Refusal::Draining.into_response();
     }
     if !fastwebsockets::upgrade::is_upgrade_request(&request) {
         if let Some(reason) = token_refusal {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                &format!("this route refuses the token: {reason}"),
-            );
+            return Refusal::TokenRefused(reason).into_response();
         }
-        return error(
-            StatusCode::UPGRADE_REQUIRED,
-            "upgrade_required",
-            "this route takes WebSocket upgrades",
-        );
+        return Refusal::UpgradeRequired.into_response();
     }
     let agreed = if server.env.limits.deflate {
         let offers = request
@@ -232,7 +212,7 @@ fn handle(server: &Arc<EdgeServer>, mut request: Request<Incoming>) -> Response<
     };
     let (mut response, upgraded) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(pair) => pair,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string()),
+        Err(e) => return Refusal::BadUpgrade(e.to_string()).into_response(),
     };
     let deflate = agreed.and_then(|agreed| {
         let value = http::HeaderValue::from_str(&agreed.response).ok()?;

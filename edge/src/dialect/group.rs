@@ -8,18 +8,16 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::StatusCode;
 use serde_json::Value;
 use switchboard_common::auth::{AuthError, DEFAULT_TENANT, Kind};
 use switchboard_common::clock::iso8601_now;
 use switchboard_proto::group::{
     self, ErrorCode, GroupError, GroupMessage, MsgType, Sender, Target,
 };
-use switchboard_proto::{Payload, Topic, is_valid_id, payload};
+use switchboard_proto::{Payload, Response, Topic, is_valid_id, payload};
 
-use super::{
-    Accept, Action, Dialect, DialectSession, RequestBody, Unavailable, UpgradeRequest, refusal,
-};
+use super::{Accept, Action, Dialect, DialectSession, RequestBody, Unavailable, UpgradeRequest};
+use crate::server::Refusal;
 
 /// Any valid message keeps its client present; the edge says so at most
 /// this often for ordinary messages (heartbeats always), and the router
@@ -87,22 +85,15 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
     };
     for (field, id) in [("group_id", group_id), ("client_id", client_id)] {
         if !is_valid_id(id) {
-            let message = switchboard_proto::ids::invalid_id_message(field);
-            return Some(refusal(
-                StatusCode::BAD_REQUEST,
-                "invalid_id",
-                &message,
-                Some(field),
-            ));
+            return Some(Accept::Refuse(Refusal::InvalidId { field }));
         }
     }
-    let unauthorized =
-        |message: &str| refusal(StatusCode::UNAUTHORIZED, "unauthorized", message, None);
+    let unauthorized = |message: String| Accept::Refuse(Refusal::GroupToken(message));
     if let Ok(claims) = &request.auth
         && let Err(e) = claims.check_kind(Kind::Client)
     {
         super::count_refused_token("group", "kind");
-        return Some(unauthorized(&e.to_string()));
+        return Some(unauthorized(e.to_string()));
     }
     // The tenant is the token's, and nothing else: no path, query or
     // header names one on this route.
@@ -113,12 +104,12 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
         ),
         Ok(_) => {
             super::count_refused_token("group", "sub");
-            return Some(unauthorized("token sub does not match client_id"));
+            return Some(Accept::Refuse(Refusal::GroupSub));
         }
         Err(AuthError::Missing) if request.allow_anonymous => (DEFAULT_TENANT.to_owned(), false),
         Err(e) => {
             super::count_refused_token("group", e.label());
-            return Some(unauthorized(&e.to_string()));
+            return Some(unauthorized(e.to_string()));
         }
     };
     let dialect: &'static GroupDialect = if legacy { &V2 } else { &V3 };
@@ -198,8 +189,8 @@ impl GroupSession {
                     topic: self.group_topic.clone(),
                     body: RequestBody::Presence,
                     on_response: Box::new(move |response| {
-                        Some(match response {
-                            Ok(r) if r.error == 0 => to_bytes(&group::presence_members(
+                        Some(match response.map(Response::into_result) {
+                            Ok(Ok(r)) => to_bytes(&group::presence_members(
                                 &group_id,
                                 &client_id,
                                 &r.members,
@@ -244,17 +235,14 @@ fn internal(message: &str) -> Bytes {
     error_frame(&GroupError::new(ErrorCode::Internal, message))
 }
 
-fn direct_outcome(
-    to: &str,
-    response: Result<&switchboard_proto::Response, Unavailable>,
-) -> Option<Bytes> {
-    match response {
-        Ok(r) if r.error != 0 => Some(internal("message not delivered: router error")),
-        Ok(r) if r.delivered == 0 => Some(error_frame(&GroupError::new(
+fn direct_outcome(to: &str, response: Result<Response, Unavailable>) -> Option<Bytes> {
+    match response.map(Response::into_result) {
+        Ok(Err(_)) => Some(internal("message not delivered: router error")),
+        Ok(Ok(r)) if r.delivered == 0 => Some(error_frame(&GroupError::new(
             ErrorCode::NotFound,
             format!("client {to} is not connected"),
         ))),
-        Ok(_) => None,
+        Ok(Ok(_)) => None,
         Err(_) => Some(internal("message not delivered: router unavailable")),
     }
 }
@@ -311,6 +299,7 @@ impl DialectSession for GroupSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
     use serde_json::json;
     use switchboard_common::auth::claims;
 
@@ -344,7 +333,7 @@ mod tests {
 
     fn refused_status(accept: Option<Accept>) -> (StatusCode, Value) {
         match accept {
-            Some(Accept::Refuse { status, body }) => (status, body),
+            Some(Accept::Refuse(refusal)) => (refusal.status(), refusal.body()),
             _ => panic!("expected a refusal"),
         }
     }
@@ -495,15 +484,15 @@ mod tests {
 
     #[test]
     fn direct_to_nobody_is_not_found() {
-        let response = switchboard_proto::Response::default();
-        let frame = direct_outcome("ghost", Ok(&response)).unwrap();
+        let response = Response::default();
+        let frame = direct_outcome("ghost", Ok(response)).unwrap();
         let value: Value = serde_json::from_slice(&frame).unwrap();
         assert_eq!(value["payload"]["code"], "not_found");
-        let delivered = switchboard_proto::Response {
+        let delivered = Response {
             delivered: 2,
             ..Default::default()
         };
-        assert!(direct_outcome("x", Ok(&delivered)).is_none());
+        assert!(direct_outcome("x", Ok(delivered)).is_none());
         let value: Value =
             serde_json::from_slice(&direct_outcome("x", Err(Unavailable)).unwrap()).unwrap();
         assert_eq!(value["payload"]["code"], "internal");

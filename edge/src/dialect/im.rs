@@ -194,8 +194,8 @@ impl ImSession {
         // subscribed, and the reply comes before the kept messages the
         // subscription brings.
         let on_confirmed: crate::dialect::ResponseMapper = Box::new(move |answer| {
-            let (status, msg) = match answer {
-                Ok(r) if r.error == 0 => (Status::Success, "registered"),
+            let (status, msg) = match answer.map(Response::into_result) {
+                Ok(Ok(_)) => (Status::Success, "registered"),
                 _ => (Status::Failed, "router unavailable, register again"),
             };
             Some(Bytes::from(wire::send_status(
@@ -310,12 +310,14 @@ enum Answer {
 
 impl From<Result<Response, Unavailable>> for Answer {
     fn from(answer: Result<Response, Unavailable>) -> Self {
-        match answer {
-            Ok(r) if r.error == 0 => Self::Done(r),
-            Ok(r) if r.error == ErrorCode::NotFound as i32 => Self::NotFound(r.error_message),
-            // Sending again at once will not help: no "send it again".
-            Ok(r) if r.error == ErrorCode::OverQuota as i32 => Self::Failed(r.error_message),
-            Ok(r) => Self::Failed(format!("not accepted, send it again: {}", r.error_message)),
+        match answer.map(Response::into_result) {
+            Ok(Ok(r)) => Self::Done(r),
+            Ok(Err(refusal)) => match refusal.code {
+                ErrorCode::NotFound => Self::NotFound(refusal.message),
+                // Sending again at once will not help: no "send it again".
+                ErrorCode::OverQuota => Self::Failed(refusal.message),
+                _ => Self::Failed(format!("not accepted, send it again: {}", refusal.message)),
+            },
             Err(e) => Self::Failed(format!("{e}, send it again")),
         }
     }
@@ -466,7 +468,7 @@ mod tests {
         let Action::SubscribeConfirmed { on_confirmed, .. } = actions.remove(0) else {
             unreachable!()
         };
-        let reply = on_confirmed(Ok(&Response::default())).unwrap();
+        let reply = on_confirmed(Ok(Response::default())).unwrap();
         assert_eq!(code(&[Action::Reply(reply)]), 200);
         assert!(s.registration.is_cancelled(), "the deadline stops");
         assert!(!s.unauthenticated(), "a registered socket is authenticated");

@@ -9,13 +9,13 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use http::StatusCode;
 use serde_json::{Map, Value, json};
 use switchboard_common::auth::{AuthError, Kind};
 use switchboard_proto::iot::{self, Shape};
-use switchboard_proto::{Payload, Topic, TopicKind, payload};
+use switchboard_proto::{Payload, Response, Topic, TopicKind, payload};
 
 use super::{Accept, Action, Dialect, DialectSession, RequestBody, UpgradeRequest};
+use crate::server::Refusal;
 
 pub const ROUTE: &str = "/api/v1/system/common/websocket/connect";
 const OK: &str = "成功";
@@ -42,13 +42,6 @@ impl Dialect for IotDialect {
             payload::Body::Json(bytes) => Some(bytes.clone()),
             payload::Body::Presence(_) | payload::Body::ImBacklog(_) => None,
         }
-    }
-}
-
-fn refuse(status: StatusCode, message: &str) -> Accept {
-    Accept::Refuse {
-        status,
-        body: json!({"code": status.as_u16(), "msg": message}),
     }
 }
 
@@ -83,21 +76,21 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
         })
     };
     let Some(_app_code) = param("app-code").filter(|s| !s.is_empty()) else {
-        return Some(refuse(StatusCode::BAD_REQUEST, "app-code is required"));
+        return Some(Accept::Refuse(Refusal::IotMissing("app-code")));
     };
     let claims = match &request.auth {
         Ok(claims) => claims,
         Err(AuthError::Missing) => {
-            return Some(refuse(StatusCode::BAD_REQUEST, "token is required"));
+            return Some(Accept::Refuse(Refusal::IotMissing("token")));
         }
         Err(e) => {
             super::count_refused_token("iot", e.label());
-            return Some(refuse(StatusCode::UNAUTHORIZED, &e.to_string()));
+            return Some(Accept::Refuse(Refusal::IotToken(e.to_string())));
         }
     };
     if let Err(e) = claims.check_kind(Kind::User) {
         super::count_refused_token("iot", "kind");
-        return Some(refuse(StatusCode::UNAUTHORIZED, &e.to_string()));
+        return Some(Accept::Refuse(Refusal::IotToken(e.to_string())));
     }
     // The tenant is the token's (`default` without a claim); `tenant-code`
     // may only repeat it, never move the socket to another tenant. Any
@@ -105,10 +98,7 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
     let tenant = claims.tenant().to_owned();
     if param("tenant-code").is_some_and(|code| !code.is_empty() && code != tenant) {
         super::count_refused_token("iot", "tenant");
-        return Some(refuse(
-            StatusCode::UNAUTHORIZED,
-            "tenant-code does not match the token's tenant",
-        ));
+        return Some(Accept::Refuse(Refusal::IotTenant));
     }
     let trace_id = trace_id_from(param("traceparent").as_deref()).unwrap_or_else(new_trace_id);
     Some(Accept::Session {
@@ -197,8 +187,8 @@ impl IotSession {
                 topic,
                 body: RequestBody::Sync,
                 on_response: Box::new(move |response| {
-                    let (code, msg) = match response {
-                        Ok(r) if r.error == 0 => (200, OK),
+                    let (code, msg) = match response.map(Response::into_result) {
+                        Ok(Ok(_)) => (200, OK),
                         _ => (500, "router unavailable"),
                     };
                     Some(reply(code, msg, Some(kind), handler.as_ref()))
@@ -298,6 +288,8 @@ impl DialectSession for IotSession {
 
 #[cfg(test)]
 mod tests {
+    use http::StatusCode;
+
     use super::*;
     use switchboard_common::auth::claims;
 
@@ -341,7 +333,7 @@ mod tests {
 
     fn refusal(accept: Option<Accept>) -> (StatusCode, Value) {
         match accept {
-            Some(Accept::Refuse { status, body }) => (status, body),
+            Some(Accept::Refuse(refusal)) => (refusal.status(), refusal.body()),
             _ => panic!("expected a refusal"),
         }
     }
@@ -354,7 +346,7 @@ mod tests {
             .filter_map(|a| match a {
                 Action::Reply(bytes) => Some(serde_json::from_slice(&bytes).unwrap()),
                 Action::Request { on_response, .. } => {
-                    on_response(Ok(&ok)).map(|b| serde_json::from_slice(&b).unwrap())
+                    on_response(Ok(ok.clone())).map(|b| serde_json::from_slice(&b).unwrap())
                 }
                 _ => None,
             })

@@ -23,6 +23,7 @@ use switchboard_proto::{Payload, Response, Topic};
 use tokio_util::sync::CancellationToken;
 
 use crate::limits::UnauthenticatedSlot;
+use crate::server::Refusal;
 
 /// What a dialect asks the connection layer to do.
 pub enum Action {
@@ -92,9 +93,10 @@ pub enum RequestBody {
 #[error("router unavailable")]
 pub struct Unavailable;
 
-/// Turns a router's answer into the frame (if any) for the socket.
+/// Turns a router's answer into the frame (if any) for the socket. It
+/// takes the answer whole: nobody else needs it once it is answered.
 pub type ResponseMapper =
-    Box<dyn FnOnce(Result<&Response, Unavailable>) -> Option<Bytes> + Send + 'static>;
+    Box<dyn FnOnce(Result<Response, Unavailable>) -> Option<Bytes> + Send + 'static>;
 
 /// A dialect: how its deliveries look on the wire. One value per dialect,
 /// shared by every socket that speaks it.
@@ -124,8 +126,8 @@ pub trait DialectSession: Send + Sync + 'static {
     fn on_text_charged(&mut self, text: &str, _charge: &mut dyn FnMut() -> bool) -> Vec<Action> {
         self.on_text(text)
     }
-    /// Whether binary messages are taken (elsewhere they close the socket
-    /// with 1003, as `00-common.md` says).
+    /// Whether binary messages are taken. The dialects are JSON over text
+    /// frames, so elsewhere a binary message closes the socket with 1003.
     fn accepts_binary(&self) -> bool {
         false
     }
@@ -182,23 +184,8 @@ pub enum Accept {
         /// The W3C trace id the connection's logs carry, if the dialect has one.
         trace_id: Option<String>,
     },
-    /// Answer with HTTP `status` and this JSON body; no upgrade.
-    Refuse {
-        status: http::StatusCode,
-        body: serde_json::Value,
-    },
-}
-
-/// HTTP refusal body shared by the dialects that refuse before upgrading.
-pub fn refusal(status: http::StatusCode, code: &str, message: &str, field: Option<&str>) -> Accept {
-    let mut error = serde_json::json!({"code": code, "message": message});
-    if let Some(field) = field {
-        error["field"] = serde_json::json!(field);
-    }
-    Accept::Refuse {
-        status,
-        body: serde_json::json!({ "error": error }),
-    }
+    /// Answer with this refusal; no upgrade.
+    Refuse(Refusal),
 }
 
 /// Counts a token refused on `route`. Both labels come from closed sets:

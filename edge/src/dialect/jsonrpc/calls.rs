@@ -8,7 +8,7 @@ use switchboard_proto::jsonrpc::{
 };
 use switchboard_proto::{
     BindConversation, DeviceAttach, DeviceStatus, ErrorCode, KvAction, KvOp, Payload, Response,
-    ToolEvent, Topic, TopicKind, request,
+    RouterRefusal, ToolEvent, Topic, TopicKind, request,
 };
 
 use super::wire::{Element, Id, RpcError};
@@ -141,11 +141,11 @@ fn ttl_param(params: &Map<String, Value>) -> Result<u64, RpcError> {
 }
 
 /// A router's refusal as the call's error.
-fn refusal(response: &Response) -> RpcError {
-    match ErrorCode::try_from(response.error) {
-        Ok(ErrorCode::Forbidden) => RpcError::Unauthorized(response.error_message.clone()),
-        Ok(ErrorCode::Invalid) => RpcError::InvalidParams(response.error_message.clone()),
-        _ => RpcError::Internal(response.error_message.clone()),
+fn refusal(refused: RouterRefusal) -> RpcError {
+    match refused.code {
+        ErrorCode::Forbidden => RpcError::Unauthorized(refused.message),
+        ErrorCode::Invalid => RpcError::InvalidParams(refused.message),
+        _ => RpcError::Internal(refused.message),
     }
 }
 
@@ -391,11 +391,11 @@ impl RpcSession {
         pending: Pending,
         response: Result<Response, Unavailable>,
     ) -> (Result<Value, RpcError>, Vec<Action>) {
-        let response = match response {
-            Ok(response) if response.error == 0 => response,
-            Ok(response) => {
+        let response = match response.map(Response::into_result) {
+            Ok(Ok(response)) => response,
+            Ok(Err(refused)) => {
                 self.undo(&pending);
-                return (Err(refusal(&response)), Vec::new());
+                return (Err(refusal(refused)), Vec::new());
             }
             Err(Unavailable) => {
                 self.undo(&pending);

@@ -13,7 +13,6 @@ pub mod wire;
 use std::collections::{HashSet, VecDeque};
 
 use bytes::Bytes;
-use http::StatusCode;
 use serde_json::json;
 use switchboard_common::auth::{AuthError, Kind};
 use switchboard_proto::jsonrpc::{is_valid_ref, tool_topic_name};
@@ -21,9 +20,8 @@ use switchboard_proto::{Payload, Response, Topic, TopicKind, payload};
 
 use self::calls::{Pending, Plan};
 use self::wire::{Element, Id, Message, RpcError};
-use super::{
-    Accept, Action, Dialect, DialectSession, RequestBody, Unavailable, UpgradeRequest, refusal,
-};
+use super::{Accept, Action, Dialect, DialectSession, RequestBody, Unavailable, UpgradeRequest};
+use crate::server::Refusal;
 
 pub const ROUTE: &str = "/v3/wss";
 
@@ -71,7 +69,7 @@ impl SocketKind {
 }
 
 /// The socket kind a path names, or why the path is refused.
-fn route(path: &str) -> Option<Result<Vec<&str>, &'static str>> {
+fn route(path: &str) -> Option<Result<Vec<&str>, Refusal>> {
     let rest = path.strip_prefix(ROUTE)?;
     if rest.is_empty() || rest == "/" {
         return Some(Ok(Vec::new()));
@@ -83,7 +81,7 @@ fn route(path: &str) -> Option<Result<Vec<&str>, &'static str>> {
     if segments.iter().all(|s| is_valid_ref(s)) {
         Some(Ok(segments))
     } else {
-        Some(Err("ids in the path must match [A-Za-z0-9_.:@-]{1,128}"))
+        Some(Err(Refusal::BadPath))
     }
 }
 
@@ -101,9 +99,7 @@ fn refused(reason: String) -> Accept {
 pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
     let segments = match route(request.path)? {
         Ok(segments) => segments,
-        Err(message) => {
-            return Some(refusal(StatusCode::BAD_REQUEST, "bad_path", message, None));
-        }
+        Err(refusal) => return Some(Accept::Refuse(refusal)),
     };
     let claims = match &request.auth {
         Ok(claims) => claims,
@@ -152,12 +148,7 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
     let conv = match request.query.get("convId").filter(|c| !c.is_empty()) {
         Some(conv) if matches!(socket, SocketKind::User { .. }) => {
             if !is_valid_ref(conv) {
-                return Some(refusal(
-                    StatusCode::BAD_REQUEST,
-                    "bad_conv_id",
-                    "convId must match [A-Za-z0-9_.:@-]{1,128}",
-                    Some("convId"),
-                ));
+                return Some(Accept::Refuse(Refusal::BadConvId));
             }
             Some(conv.clone())
         }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-/// The success message the seed uses.
+/// The `message` every success result carries ("success").
 const OK: &str = "成功";
 
 /// Why a message or a call failed, one variant per JSON-RPC error code.
@@ -124,7 +124,9 @@ pub enum Message {
     Refused(RpcError),
 }
 
-/// Most calls one batch may hold (`00-common.md`, "Frames").
+/// Most calls one batch may hold; a larger batch is refused whole as an
+/// invalid request. Each call in a batch also counts against the socket's
+/// rate limit.
 pub const MAX_BATCH: usize = 50;
 
 pub fn decode(text: &str) -> Message {

@@ -1,0 +1,427 @@
+//! Requests awaiting a router's answer, by correlation id. Each pending
+//! request is answered exactly once, by whichever comes first: the
+//! router's response, the failure to send it, or its deadline (the edge's
+//! request timeout, checked every [`SWEEP`]). Whatever comes later for the
+//! same id, or for an id never given out, finds nothing and is dropped.
+//! So an entry stays in the table no longer than its timeout and a sweep.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use switchboard_proto::{Publish, Request, Response, Topic, edge_frame, request};
+
+use super::Upstream;
+use crate::dialect::{RequestBody, ResponseMapper, Unavailable};
+use crate::outbound::Registry;
+
+/// How often deadlines are checked.
+const SWEEP: Duration = Duration::from_millis(250);
+
+/// One request awaiting its answer.
+pub(super) struct Pending {
+    /// The asking socket (0: none), which gets the frame the answer makes.
+    conn: u64,
+    deadline: Instant,
+    on_response: ResponseMapper,
+}
+
+impl Pending {
+    /// Turns `answer` into the socket's frame, if any, and queues it on the
+    /// asking socket if that is still open.
+    fn answer(self, answer: Result<Response, Unavailable>, registry: &Registry) {
+        if let Some(reply) = (self.on_response)(answer)
+            && let Some(conn) = registry.get(self.conn)
+        {
+            conn.push(reply);
+        }
+    }
+}
+
+/// The pending requests. The lock is held only to insert or take entries:
+/// answers are made after it is released.
+pub(super) struct Correlations {
+    pending: Mutex<HashMap<u64, Pending>>,
+    next: AtomicU64,
+    timeout: Duration,
+}
+
+impl Correlations {
+    pub(super) fn new(timeout: Duration) -> Self {
+        Self {
+            pending: Mutex::default(),
+            next: AtomicU64::new(1),
+            timeout,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for the answer to a request of `conn`: returns the request's
+    /// correlation id.
+    pub(super) fn pend(&self, conn: u64, on_response: ResponseMapper) -> u64 {
+        let correlation_id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(
+            correlation_id,
+            Pending {
+                conn,
+                deadline: Instant::now() + self.timeout,
+                on_response,
+            },
+        );
+        correlation_id
+    }
+
+    /// The request `correlation_id`, if it still awaits its answer.
+    fn take(&self, correlation_id: u64) -> Option<Pending> {
+        self.lock().remove(&correlation_id)
+    }
+
+    /// Takes every request whose deadline is `now` or earlier.
+    fn take_expired(&self, now: Instant) -> Vec<Pending> {
+        let mut pending = self.lock();
+        let ids: Vec<u64> = pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.iter().filter_map(|id| pending.remove(id)).collect()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl Upstream {
+    /// Sends a request; its answer (or a timeout) reaches `on_response`,
+    /// whose frame goes to the socket.
+    pub async fn request(
+        &self,
+        conn: &crate::outbound::ConnHandle,
+        topic: Topic,
+        body: RequestBody,
+        on_response: ResponseMapper,
+    ) {
+        self.send_request(conn.id, topic, body, on_response).await;
+    }
+
+    /// Sends a request for connection `conn` (0: none) and waits for its
+    /// answer, or the request timeout.
+    pub async fn call(
+        &self,
+        conn: u64,
+        topic: Topic,
+        body: RequestBody,
+    ) -> Result<Response, Unavailable> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let on_response: ResponseMapper = Box::new(move |answer| {
+            let _ = tx.send(answer);
+            None
+        });
+        self.send_request(conn, topic, body, on_response).await;
+        rx.await.unwrap_or(Err(Unavailable))
+    }
+
+    async fn send_request(
+        &self,
+        conn: u64,
+        topic: Topic,
+        body: RequestBody,
+        on_response: ResponseMapper,
+    ) {
+        let correlation_id = self.requests.pend(conn, on_response);
+        let frame = edge_frame::Body::Request(Request {
+            correlation_id,
+            body: Some(self.request_body(conn, topic.clone(), body)),
+        });
+        if self.send_for(&topic, frame).await.is_err() {
+            self.unanswered(correlation_id);
+        }
+    }
+
+    /// The request `correlation_id` could not be sent: it is answered as
+    /// unavailable now.
+    pub(super) fn unanswered(&self, correlation_id: u64) {
+        if let Some(pending) = self.requests.take(correlation_id) {
+            pending.answer(Err(Unavailable), &self.registry);
+        }
+    }
+
+    /// A router answered `response.correlation_id`.
+    pub(super) fn answered(&self, response: Response) {
+        if let Some(pending) = self.requests.take(response.correlation_id) {
+            pending.answer(Ok(response), &self.registry);
+        }
+    }
+
+    /// Answers every request past its deadline as unavailable.
+    fn expire(&self, now: Instant) {
+        for pending in self.requests.take_expired(now) {
+            metrics::counter!("switchboard_edge_request_timeouts_total").increment(1);
+            pending.answer(Err(Unavailable), &self.registry);
+        }
+    }
+
+    pub(super) async fn expire_requests(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(SWEEP);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.stop.cancelled() => return,
+            }
+            self.expire(Instant::now());
+        }
+    }
+
+    /// The envelope of a dialect's request for connection `conn`.
+    fn request_body(&self, conn: u64, topic: Topic, body: RequestBody) -> request::Body {
+        match body {
+            RequestBody::Publish(payload) => request::Body::Publish(Publish {
+                topic: Some(topic),
+                payload: Some(payload),
+                from_conn: conn,
+            }),
+            RequestBody::Presence => {
+                request::Body::Presence(switchboard_proto::PresenceQuery { topic: Some(topic) })
+            }
+            RequestBody::Sync => request::Body::Collect(switchboard_proto::Collect {
+                topics: vec![topic],
+            }),
+            // A tool answer names the socket that sent it (its router
+            // adds this edge's id from the session it arrived on).
+            RequestBody::Envelope(request::Body::ToolEvent(mut event)) => {
+                event.from_conn = conn;
+                request::Body::ToolEvent(event)
+            }
+            RequestBody::Envelope(body) => body,
+            RequestBody::Im(op) => request::Body::Im(Box::new(switchboard_proto::ImRequest {
+                topic: Some(topic),
+                from_edge: self.edge_id.clone(),
+                from_conn: conn,
+                op: Some(*op),
+            })),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use bytes::Bytes;
+    use switchboard_cluster::TenantPools;
+    use switchboard_proto::{RouterFrame, TopicKind, router_frame};
+
+    use super::*;
+    use crate::dialect::group::V3;
+    use crate::outbound::{ConnHandle, Outbound};
+    use crate::transport::TransportError;
+    use crate::upstream::Connector;
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// An upstream with no router and one local socket (id 7): nothing in
+    /// it opens a socket or a session.
+    pub(in crate::upstream) fn upstream() -> (Arc<Upstream>, Arc<ConnHandle>) {
+        let registry = Arc::new(Registry::default());
+        let conn = Arc::new(ConnHandle::new(7, &V3, "t".into(), "p".into(), 64, 1 << 16));
+        registry.insert(conn.clone());
+        let connector: Connector = Arc::new(|info| {
+            Err(TransportError::Connect {
+                addr: info.grpc_addr.clone(),
+                reason: "no router in this test".to_owned(),
+            })
+        });
+        let upstream = Upstream::new(
+            "edge-1".to_owned(),
+            TenantPools::default(),
+            connector,
+            registry,
+            TIMEOUT,
+        );
+        (upstream, conn)
+    }
+
+    /// A mapper that counts its calls and says what it got.
+    fn counted(calls: &Arc<AtomicUsize>) -> ResponseMapper {
+        let calls = calls.clone();
+        Box::new(move |answer| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Some(Bytes::from(match answer {
+                Ok(response) => format!("answer {}", response.delivered),
+                Err(Unavailable) => "unavailable".to_owned(),
+            }))
+        })
+    }
+
+    fn response(correlation_id: u64, delivered: u32) -> RouterFrame {
+        RouterFrame {
+            body: Some(router_frame::Body::Response(Response {
+                correlation_id,
+                delivered,
+                ..Response::default()
+            })),
+        }
+    }
+
+    pub(in crate::upstream) fn frames(conn: &ConnHandle) -> Vec<String> {
+        std::iter::from_fn(|| conn.pop())
+            .map(|frame| match frame {
+                Outbound::Text(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                _ => panic!("text frames only"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_answer_reaches_its_socket_once() {
+        let (upstream, conn) = upstream();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let id = upstream.requests.pend(conn.id, counted(&calls));
+        assert!(upstream.dispatch(response(id, 3)));
+        assert!(
+            upstream.dispatch(response(id, 4)),
+            "a second answer ends nothing"
+        );
+        assert_eq!(frames(&conn), ["answer 3"]);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(upstream.requests.len(), 0);
+    }
+
+    #[test]
+    fn each_request_gets_its_own_id_and_its_own_answer() {
+        let (upstream, conn) = upstream();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let first = upstream.requests.pend(conn.id, counted(&calls));
+        let second = upstream.requests.pend(conn.id, counted(&calls));
+        assert_ne!(first, second);
+        assert!(upstream.dispatch(response(second, 2)));
+        assert!(upstream.dispatch(response(first, 1)));
+        assert_eq!(frames(&conn), ["answer 2", "answer 1"]);
+    }
+
+    #[test]
+    fn an_answer_for_an_unknown_id_is_dropped() {
+        let (upstream, conn) = upstream();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let id = upstream.requests.pend(conn.id, counted(&calls));
+        assert!(upstream.dispatch(response(id + 100, 1)));
+        assert!(upstream.dispatch(response(0, 1)));
+        assert!(frames(&conn).is_empty());
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert_eq!(upstream.requests.len(), 1, "the real request still waits");
+    }
+
+    #[test]
+    fn a_request_never_answered_times_out_as_unavailable() {
+        let (upstream, conn) = upstream();
+        let calls = Arc::new(AtomicUsize::new(0));
+        upstream.requests.pend(conn.id, counted(&calls));
+        upstream.expire(Instant::now());
+        assert_eq!(upstream.requests.len(), 1, "not before its deadline");
+        assert!(frames(&conn).is_empty());
+        upstream.expire(Instant::now() + TIMEOUT);
+        assert_eq!(frames(&conn), ["unavailable"]);
+        assert_eq!(upstream.requests.len(), 0);
+        upstream.expire(Instant::now() + TIMEOUT * 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "timed out once");
+    }
+
+    #[test]
+    fn an_answer_after_the_timeout_is_dropped() {
+        let (upstream, conn) = upstream();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let id = upstream.requests.pend(conn.id, counted(&calls));
+        upstream.expire(Instant::now() + TIMEOUT);
+        assert!(upstream.dispatch(response(id, 9)));
+        assert_eq!(frames(&conn), ["unavailable"]);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_answer_for_a_closed_socket_still_reaches_its_mapper() {
+        let (upstream, conn) = upstream();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let id = upstream.requests.pend(conn.id + 1, counted(&calls));
+        assert!(upstream.dispatch(response(id, 1)));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "a waiting call learns its answer"
+        );
+        assert!(frames(&conn).is_empty(), "no other socket gets the frame");
+    }
+
+    #[test]
+    fn no_request_outlives_its_deadline() {
+        let (upstream, conn) = upstream();
+        let calls = Arc::new(AtomicUsize::new(0));
+        for _ in 0..500 {
+            upstream.requests.pend(conn.id + 1, counted(&calls));
+        }
+        let first_deadline = Instant::now() + TIMEOUT;
+        std::thread::sleep(Duration::from_millis(5));
+        for _ in 0..300 {
+            upstream.requests.pend(conn.id + 1, counted(&calls));
+        }
+        assert_eq!(upstream.requests.len(), 800);
+        upstream.expire(first_deadline);
+        assert_eq!(
+            upstream.requests.len(),
+            300,
+            "exactly the older ones are due"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 500);
+        upstream.expire(Instant::now() + TIMEOUT);
+        assert_eq!(
+            upstream.requests.len(),
+            0,
+            "the table empties once all are due"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 800);
+    }
+
+    #[test]
+    fn a_reset_ends_the_session() {
+        let (upstream, _) = upstream();
+        let reset = RouterFrame {
+            body: Some(router_frame::Body::Reset(Default::default())),
+        };
+        assert!(!upstream.dispatch(reset));
+        assert!(
+            upstream.dispatch(RouterFrame::default()),
+            "an empty frame is skipped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_with_no_router_is_answered_unavailable_at_once() {
+        let (upstream, conn) = upstream();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let topic = Topic::new("t", TopicKind::Group, "g");
+        upstream
+            .request(&conn, topic.clone(), RequestBody::Sync, counted(&calls))
+            .await;
+        assert_eq!(frames(&conn), ["unavailable"]);
+        assert_eq!(upstream.requests.len(), 0);
+        let answer = upstream
+            .call(conn.id, topic.clone(), RequestBody::Presence)
+            .await;
+        assert!(matches!(answer, Err(Unavailable)));
+        assert_eq!(upstream.requests.len(), 0);
+
+        upstream
+            .subscribe_confirmed(&conn, topic.clone(), counted(&calls))
+            .await;
+        assert_eq!(frames(&conn), ["unavailable"], "the confirmation says so");
+        let routing = conn.routing();
+        assert_eq!(routing.topics.len(), 1, "made once an owner appears");
+        assert!(routing.topics[0].at.is_none());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+}
