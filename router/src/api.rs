@@ -318,17 +318,18 @@ async fn route(context: &ApiContext, request: Request<Incoming>) -> Routed {
 /// as it comes, then the answer (or `{"error":…}` on timeout).
 async fn tool_call(
     node: Arc<RouterNode>,
-    call: crate::rpc::tools::ToolRequest,
+    call: crate::jsonrpc::tools::ToolRequest,
 ) -> Result<Response<ApiBody>, ApiError> {
-    let (progress_tx, mut progress) = tokio::sync::mpsc::channel(crate::rpc::tools::PROGRESS_QUEUE);
+    let (progress_tx, mut progress) =
+        tokio::sync::mpsc::channel(crate::jsonrpc::tools::PROGRESS_QUEUE);
     // The call runs on its own task: it keeps taking the tool's events
     // (and dropping notes past the progress bound) however slowly the
     // caller reads, so the tool's answer is never crowded out.
     let call =
-        tokio::spawn(async move { crate::rpc::tools::call(&node, &call, progress_tx).await });
+        tokio::spawn(async move { crate::jsonrpc::tools::call(&node, &call, progress_tx).await });
     let mut running = Box::pin(async move {
         call.await.unwrap_or_else(|e| {
-            Err(crate::rpc::tools::ToolError::Unavailable(format!(
+            Err(crate::jsonrpc::tools::ToolError::Unavailable(format!(
                 "the call's task ended: {e}"
             )))
         })
@@ -353,7 +354,7 @@ async fn tool_call(
     // Lines wait here for a slow reader; while they do, the call's notes
     // wait in (and past its bound, drop out of) the progress queue.
     let (lines, body) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(
-        crate::rpc::tools::PROGRESS_QUEUE,
+        crate::jsonrpc::tools::PROGRESS_QUEUE,
     );
     let line = |value: &Value| Ok(Frame::data(Bytes::from(format!("{value}\n"))));
     let _ = lines.send(line(&first_note)).await;

@@ -11,9 +11,9 @@ use switchboard_proto::jsonrpc::{is_valid_key, is_valid_ref, notify_frame, strea
 
 use crate::api::ApiError;
 use crate::im;
+use crate::jsonrpc::tools::{MAX_TIMEOUT, ToolError, ToolRequest};
+use crate::jsonrpc::{self, Target};
 use crate::node::{NodeError, RouterNode};
-use crate::rpc::tools::{MAX_TIMEOUT, ToolError, ToolRequest};
-use crate::rpc::{self, Target};
 
 /// Tool call timeout when the caller names none.
 pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -102,7 +102,7 @@ pub async fn notify(
     };
     let data = body.get("data").cloned().unwrap_or(Value::Null);
     let frame = notify_frame(&kind, &data);
-    let mut delivered = rpc::notify(node, tenant, &target, frame, None)
+    let mut delivered = jsonrpc::notify(node, tenant, &target, frame, None)
         .await
         .map_err(|e| unavailable(&e))?;
     // A notice to a user also reaches that user's IM sockets, as a 3001.
@@ -140,7 +140,7 @@ pub async fn stream(
     };
     let delta = body.get("delta").cloned().unwrap_or(Value::Null);
     let frame = stream_frame(&stream_id, seq, &delta, done);
-    let delivered = rpc::notify(node, tenant, &target, frame, Some((stream_id, seq, done)))
+    let delivered = jsonrpc::notify(node, tenant, &target, frame, Some((stream_id, seq, done)))
         .await
         .map_err(|e| unavailable(&e))?;
     Ok(json!({ "delivered": delivered }))
@@ -165,7 +165,7 @@ pub async fn app_publish(
     let Some(message) = body.get("message") else {
         return Err(ApiError::field("message", "message is required"));
     };
-    let receivers = rpc::app_publish(node, tenant, app, &channel, message)
+    let receivers = jsonrpc::app_publish(node, tenant, app, &channel, message)
         .await
         .map_err(|e| unavailable(&e))?;
     Ok(json!({ "receivers": receivers }))
@@ -173,7 +173,7 @@ pub async fn app_publish(
 
 /// `GET /api/v1/devices/{hdId}/status`.
 pub async fn device_status(node: &RouterNode, tenant: &str, hd: &str) -> Result<Value, ApiError> {
-    let record = rpc::stored_device_status(node, tenant, hd)
+    let record = jsonrpc::stored_device_status(node, tenant, hd)
         .await
         .map_err(|e| {
             ApiError::new(
@@ -218,13 +218,13 @@ pub async fn conversation_owner(
             ));
         }
     };
-    rpc::set_conversation_owner(node, tenant, conv, &owner)
+    jsonrpc::set_conversation_owner(node, tenant, conv, &owner)
         .await
         .map_err(|e| match e {
-            rpc::OwnerError::Taken { .. } => {
+            jsonrpc::OwnerError::Taken { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
-            rpc::OwnerError::Store(_) => ApiError::new(
+            jsonrpc::OwnerError::Store(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 e.to_string(),

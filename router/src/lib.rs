@@ -10,7 +10,7 @@
 //! - [`store`]: the `Store` trait, in memory and on Redis.
 //! - [`grpc`]: the `Attach` stream service.
 //! - [`trust`]: cluster proofs checked and made, mutual TLS configuration.
-//! - [`rpc`]: the JSON-RPC dialect's keys, bindings, pushes and tool calls.
+//! - [`jsonrpc`]: the JSON-RPC dialect's keys, bindings, pushes and tool calls.
 //! - [`api`]: the server API (HTTP).
 //! - [`nats_api`]: the server API over NATS, the tenant a subject token.
 //! - [`settings`]: flags, env vars, config file.
@@ -26,13 +26,13 @@ pub mod forward;
 pub mod fuzzing;
 pub mod grpc;
 pub mod im;
+pub mod jsonrpc;
 pub mod metrics;
 pub mod nats_api;
 pub mod nats_edges;
 pub mod node;
 pub mod presence;
 mod reply;
-pub mod rpc;
 pub mod session;
 pub mod settings;
 pub mod shard;

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiError};
 use crate::api_rpc;
+use crate::jsonrpc::tools;
 use crate::node::RouterNode;
-use crate::rpc::tools;
 
 /// Queue group shared by every router.
 pub const QUEUE: &str = "switchboard-routers";

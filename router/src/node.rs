@@ -159,8 +159,8 @@ pub struct RouterNode {
     /// Itself, for tasks that outlive a request (stream sequencers, IM
     /// user queues).
     me: Weak<RouterNode>,
-    tools: crate::rpc::tools::Tools,
-    streams: crate::rpc::streams::Streams,
+    tools: crate::jsonrpc::tools::Tools,
+    streams: crate::jsonrpc::streams::Streams,
 }
 
 /// Why an edge's session was not attached.
@@ -269,11 +269,11 @@ impl RouterNode {
         view.get(id).cloned()
     }
 
-    pub(crate) fn tools(&self) -> &crate::rpc::tools::Tools {
+    pub(crate) fn tools(&self) -> &crate::jsonrpc::tools::Tools {
         &self.tools
     }
 
-    pub(crate) fn streams(&self) -> &crate::rpc::streams::Streams {
+    pub(crate) fn streams(&self) -> &crate::jsonrpc::streams::Streams {
         &self.streams
     }
 
@@ -483,7 +483,7 @@ impl RouterNode {
                 | request::Body::ToolEvent(_)
                 | request::Body::Notify(_)),
             ) => match self.me.upgrade() {
-                Some(node) => crate::rpc::handle(&node, body, reply).await,
+                Some(node) => crate::jsonrpc::handle(&node, body, reply).await,
                 None => reply.send(error_response(
                     ErrorCode::Internal,
                     "router is shutting down",
