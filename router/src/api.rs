@@ -600,13 +600,6 @@ async fn presence(
         .presence(TopicKey::new(tenant, TopicKind::Group, group_id))
         .await
         .map_err(|_| unavailable())?;
-    if response.error != 0 {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            response.error_message,
-        ));
-    }
     let count = response.members.len();
     Ok(json_response(
         StatusCode::OK,

@@ -10,17 +10,17 @@ use std::time::Duration;
 use futures_util::Stream;
 use switchboard_proto::{
     Collect, Dialect, EdgeFrame, EdgeTargets, ErrorCode, Payload, PresenceQuery, Publish, Request,
-    Response, RouterFrame, Topic, request,
+    Response, RouterFrame, RouterRefusal, Topic, request,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{RouterInfo, TenantPools, View};
-use crate::forward::Forwarder;
+use crate::forward::{ForwardError, Forwarder};
 use crate::presence::PresenceWorker;
 use crate::reply::Reply;
 use crate::shard::{EdgeIdx, Shard, ShardCommand, send_delivery};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::topic::TopicKey;
 
 /// Tunables of a node.
@@ -170,10 +170,51 @@ pub enum AttachError {
     AlreadyAttached,
 }
 
+/// Why a request got no answer from its owner, or the owner's refusal.
+/// Each message is what the wire has always carried for that case.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("{0}")]
-    Unavailable(String),
+    /// The request names no topic, so it has no owner.
+    #[error("request without a topic")]
+    NoTopic,
+    /// No live router serves the topic's pool.
+    #[error("no live router serves this tenant's pool")]
+    NoOwner,
+    /// Another router owns the topic, but this one knows no cluster.
+    #[error("not in a cluster")]
+    NotInCluster,
+    /// The request did not reach the owner, or no answer came back.
+    #[error("{source}")]
+    ForwardFailed { owner: String, source: ForwardError },
+    /// The owner answered with a refusal, whose code is kept.
+    #[error("{}", .0.message)]
+    Refused(#[from] RouterRefusal),
+    /// A shard or task of this node is gone: the node is stopping.
+    #[error("router is shutting down")]
+    Stopping,
+    /// The store failed.
+    #[error("store unavailable: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl NodeError {
+    /// The code a request that failed this way is answered with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NoTopic => ErrorCode::Invalid,
+            Self::Refused(refusal) => refusal.code,
+            Self::NoOwner
+            | Self::NotInCluster
+            | Self::ForwardFailed { .. }
+            | Self::Stopping
+            | Self::Store(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The failure as an answer on the wire.
+    pub fn response(&self) -> Response {
+        error_response(self.code(), &self.to_string())
+    }
 }
 
 pub fn error_response(code: ErrorCode, message: &str) -> Response {
@@ -402,39 +443,50 @@ impl RouterNode {
     }
 
     /// Answers `request` for its topic: here when this router owns the
-    /// topic, else by the owner.
+    /// topic, else by the owner. A refusal is an answer like any other.
     pub async fn request(&self, request: Request) -> Response {
-        let Some(topic) = request_topic(&request) else {
-            return error_response(ErrorCode::Invalid, "request without a topic");
-        };
+        self.answer(request).await.unwrap_or_else(|e| e.response())
+    }
+
+    /// [`RouterNode::request`] as a `Result`: the owner's answer, or why
+    /// there is none, the owner's refusal included.
+    pub async fn call(&self, request: Request) -> Result<Response, NodeError> {
+        Ok(self.answer(request).await?.into_result()?)
+    }
+
+    /// The owner's answer, refusal or not, or why none came.
+    async fn answer(&self, request: Request) -> Result<Response, NodeError> {
+        let topic = request_topic(&request).ok_or(NodeError::NoTopic)?;
         match self.owner(&topic) {
-            Owner::Local => self.request_here(request).await,
+            Owner::Local => Ok(self.request_here(request).await),
             Owner::Remote(owner) => self.forward(&owner, request).await,
-            Owner::Nobody => error_response(
-                ErrorCode::Internal,
-                "no live router serves this tenant's pool",
-            ),
+            Owner::Nobody => Err(NodeError::NoOwner),
         }
     }
 
     /// Sends `request` to the router `to`, whatever it owns.
     pub(crate) async fn forward_to(&self, to: &RouterInfo, request: Request) -> Response {
-        self.forward(to, request).await
+        self.forward(to, request)
+            .await
+            .unwrap_or_else(|e| e.response())
     }
 
-    async fn forward(&self, owner: &RouterInfo, request: Request) -> Response {
-        let Some(cluster) = &self.cluster else {
-            return error_response(ErrorCode::Internal, "not in a cluster");
-        };
+    /// The answer of `owner`, refusal or not, or why none came.
+    async fn forward(&self, owner: &RouterInfo, request: Request) -> Result<Response, NodeError> {
+        let cluster = self.cluster.as_ref().ok_or(NodeError::NotInCluster)?;
         metrics::counter!("switchboard_router_forwarded_total").increment(1);
-        match cluster.forwarder.forward(owner, request).await {
-            Ok(response) => response,
-            Err(e) => {
+        cluster
+            .forwarder
+            .forward(owner, request)
+            .await
+            .map_err(|source| {
                 metrics::counter!("switchboard_router_forward_errors_total").increment(1);
-                tracing::warn!(router_id = %self.id(), owner = %owner.id, error = %e, "forward failed");
-                error_response(ErrorCode::Internal, &e.to_string())
-            }
-        }
+                tracing::warn!(router_id = %self.id(), owner = %owner.id, error = %source, "forward failed");
+                NodeError::ForwardFailed {
+                    owner: owner.id.clone(),
+                    source,
+                }
+            })
     }
 
     /// Answers `request` with this router's own state, never forwarding:
@@ -442,8 +494,7 @@ impl RouterNode {
     pub async fn request_here(&self, request: Request) -> Response {
         let (tx, rx) = oneshot::channel();
         self.request_here_to(request, Reply::Local(tx)).await;
-        rx.await
-            .unwrap_or_else(|_| error_response(ErrorCode::Internal, "router is shutting down"))
+        rx.await.unwrap_or_else(|_| NodeError::Stopping.response())
     }
 
     /// [`RouterNode::request_here`], answering to `reply`.
@@ -570,28 +621,17 @@ impl RouterNode {
                     .or_insert_with(|| (owner, Vec::new()))
                     .1
                     .push(topic.to_proto()),
-                Owner::Nobody => {
-                    return Err(NodeError::Unavailable(
-                        "no live router serves this tenant's pool".to_owned(),
-                    ));
-                }
+                Owner::Nobody => return Err(NodeError::NoOwner),
             }
         }
         let mut targets = self.collect_here(local).await;
         for (_, (owner, topics)) in remote {
-            let response = self
-                .forward(
-                    &owner,
-                    Request {
-                        correlation_id: 0,
-                        body: Some(request::Body::Collect(Collect { topics })),
-                    },
-                )
-                .await;
-            if response.error != 0 {
-                return Err(NodeError::Unavailable(response.error_message));
-            }
-            targets.extend(response.targets);
+            let collect = Request {
+                correlation_id: 0,
+                body: Some(request::Body::Collect(Collect { topics })),
+            };
+            let answer = self.forward(&owner, collect).await?.into_result()?;
+            targets.extend(answer.targets);
         }
         let mut union: HashMap<String, std::collections::BTreeSet<u64>> = HashMap::new();
         for target in targets {
@@ -631,38 +671,58 @@ impl RouterNode {
         delivered
     }
 
-    /// Publishes from inside the router (server API); returns sockets reached.
+    /// Publishes from inside the router (server API) wherever the topic is
+    /// owned; returns sockets reached. Only a remote owner needs the
+    /// request on the wire; an owned topic goes straight to its shard.
     pub async fn publish(&self, topic: TopicKey, payload: Payload) -> Result<u32, NodeError> {
-        let response = self
-            .request(Request {
-                correlation_id: 0,
-                body: Some(request::Body::Publish(Publish {
-                    topic: Some(topic.to_proto()),
-                    payload: Some(payload),
-                    from_conn: 0,
-                })),
-            })
-            .await;
-        if response.error != 0 {
-            return Err(NodeError::Unavailable(response.error_message));
+        match self.owner(&topic) {
+            Owner::Local => self.publish_here(topic, payload).await,
+            Owner::Remote(owner) => {
+                let publish = Request {
+                    correlation_id: 0,
+                    body: Some(request::Body::Publish(Publish {
+                        topic: Some(topic.to_proto()),
+                        payload: Some(payload),
+                        from_conn: 0,
+                    })),
+                };
+                Ok(self
+                    .forward(&owner, publish)
+                    .await?
+                    .into_result()?
+                    .delivered)
+            }
+            Owner::Nobody => Err(NodeError::NoOwner),
         }
-        Ok(response.delivered)
+    }
+
+    /// Publishes on a topic this router owns: its shard fans out.
+    pub(crate) async fn publish_here(
+        &self,
+        topic: TopicKey,
+        payload: Payload,
+    ) -> Result<u32, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        let publish = ShardCommand::Publish {
+            topic: topic.clone(),
+            payload,
+            reply: Some(Reply::Local(tx)),
+        };
+        self.to_shard(&topic, publish).await;
+        rx.await
+            .map(|answer| answer.delivered)
+            .map_err(|_| NodeError::Stopping)
     }
 
     /// Members present in a group topic.
     pub async fn presence(&self, topic: TopicKey) -> Result<Response, NodeError> {
-        let response = self
-            .request(Request {
-                correlation_id: 0,
-                body: Some(request::Body::Presence(PresenceQuery {
-                    topic: Some(topic.to_proto()),
-                })),
-            })
-            .await;
-        if response.error != 0 {
-            return Err(NodeError::Unavailable(response.error_message));
-        }
-        Ok(response)
+        self.call(Request {
+            correlation_id: 0,
+            body: Some(request::Body::Presence(PresenceQuery {
+                topic: Some(topic.to_proto()),
+            })),
+        })
+        .await
     }
 
     /// The cluster view, if this node is in a cluster.

@@ -337,18 +337,19 @@ async fn send_to(
             message: message.clone(),
             cursor,
         });
-        node.request(im_request(tenant, user, deliver))
+        node.call(im_request(tenant, user, deliver))
     });
     let answers = futures_util::future::join_all(deliveries).await;
     let (mut delivered, mut stored) = (0u32, 0u32);
     for answer in answers {
-        if answer.error != 0 {
+        match answer {
+            Ok(answer) => {
+                delivered += answer.delivered;
+                stored += answer.im.map_or(0, |im| im.stored);
+            }
             // Kept all the same: it goes out at the next registration.
-            stored += 1;
-            continue;
+            Err(_) => stored += 1,
         }
-        delivered += answer.delivered;
-        stored += answer.im.map_or(0, |im| im.stored);
     }
     if let Some(echo) = echo
         && !to.iter().any(|user| user == from)

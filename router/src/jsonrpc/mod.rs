@@ -21,12 +21,11 @@ use serde_json::{Value, json};
 use switchboard_common::clock::iso8601_now;
 use switchboard_proto::{
     BindConversation, DeviceAttach, DeviceStatus, ErrorCode, KvAction, KvOp, Notify, Payload,
-    Publish, Request, Response, TopicKind, request,
+    Request, Response, TopicKind, request,
 };
 
 use crate::node::{NodeError, RouterNode, error_response};
 use crate::reply::Reply;
-use crate::shard::ShardCommand;
 use crate::store::StoreError;
 use crate::store::{ConvBind, ConvBound, DeviceBind, keys};
 use crate::topic::TopicKey;
@@ -358,24 +357,10 @@ pub(crate) async fn deliver(
 ) -> Result<u32, NodeError> {
     let payload = Payload::json(frame);
     if topic.kind == TopicKind::Conv {
-        let topics = conversation_topics(node, &topic.tenant, &topic.name)
-            .await
-            .map_err(|e| NodeError::Unavailable(format!("store unavailable: {e}")))?;
+        let topics = conversation_topics(node, &topic.tenant, &topic.name).await?;
         return node.publish_once(topics, payload).await;
     }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    node.to_shard(
-        &topic.clone(),
-        ShardCommand::Publish {
-            topic,
-            payload,
-            reply: Some(Reply::Local(tx)),
-        },
-    )
-    .await;
-    rx.await
-        .map(|response| response.delivered)
-        .map_err(|_| NodeError::Unavailable("router is shutting down".to_owned()))
+    node.publish_here(topic, payload).await
 }
 
 async fn notify_here(node: &Arc<RouterNode>, notify: Notify, reply: Reply) {
@@ -394,14 +379,6 @@ async fn notify_here(node: &Arc<RouterNode>, notify: Notify, reply: Reply) {
         return reply.send(response);
     }
     node.streams().push(node, topic, notify, reply).await;
-}
-
-fn answered(response: Response) -> Result<Response, NodeError> {
-    if response.error == 0 {
-        Ok(response)
-    } else {
-        Err(NodeError::Unavailable(response.error_message))
-    }
 }
 
 /// Pushes a `_notify` frame (or, with `stream`, a stream chunk) to a
@@ -424,7 +401,7 @@ pub async fn notify(
             done,
         })),
     };
-    answered(node.request(request).await).map(|r| r.delivered)
+    Ok(node.call(request).await?.delivered)
 }
 
 /// Publishes on an app channel as the server API; returns the receivers.
@@ -441,15 +418,7 @@ pub async fn app_publish(
         &switchboard_proto::jsonrpc::channel_topic_name(app, channel),
     );
     let frame = switchboard_proto::jsonrpc::channel_message_frame(channel, message);
-    let request = Request {
-        correlation_id: 0,
-        body: Some(request::Body::Publish(Publish {
-            topic: Some(topic.to_proto()),
-            payload: Some(Payload::json(frame)),
-            from_conn: 0,
-        })),
-    };
-    answered(node.request(request).await).map(|r| r.delivered)
+    node.publish(topic, Payload::json(frame)).await
 }
 
 /// A device's latest status record (`{"status":…,"updated_at":…}`).
