@@ -21,6 +21,7 @@
 pub mod api;
 pub mod api_rpc;
 pub mod cluster;
+mod feature;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;

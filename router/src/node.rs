@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{RouterInfo, TenantPools, View};
+use crate::feature::{self, Ctx};
 use crate::forward::{ForwardError, Forwarder};
 use crate::presence::PresenceWorker;
 use crate::reply::Reply;
@@ -335,19 +336,22 @@ impl RouterNode {
         &self.shards[self.shard_index(topic)]
     }
 
+    /// Hands `command` to the shard of `topic`, unless the feature the
+    /// topic belongs to orders it itself ([`feature::order`]: a socket
+    /// joins an IM user's topic after the user's kept messages went out).
     pub(crate) async fn to_shard(&self, topic: &TopicKey, command: ShardCommand) {
-        // A socket joins an IM user's topic through the user's queue, after
-        // the user's kept messages went out to it.
-        if crate::im::is_membership(topic, &command) {
-            if let Some(node) = self.me.upgrade() {
-                crate::im::membership(&node, topic, command);
-            }
-            return;
-        }
+        let command = match self.me.upgrade() {
+            Some(node) => match feature::order(&node, topic, command) {
+                Some(command) => command,
+                None => return,
+            },
+            None => command,
+        };
         self.to_shard_direct(topic, command).await;
     }
 
-    /// [`RouterNode::to_shard`] without the IM user queues (what they use).
+    /// [`RouterNode::to_shard`] without asking the features (what a
+    /// feature that orders commands itself uses).
     pub(crate) async fn to_shard_direct(&self, topic: &TopicKey, command: ShardCommand) {
         // A closed shard means the node is stopping; nothing to deliver to.
         let _ = self.shard(topic).send(command).await;
@@ -497,60 +501,12 @@ impl RouterNode {
         rx.await.unwrap_or_else(|_| NodeError::Stopping.response())
     }
 
-    /// [`RouterNode::request_here`], answering to `reply`.
+    /// [`RouterNode::request_here`], answering to `reply`: the feature
+    /// that claims the request answers it ([`feature::answer`]).
     pub(crate) async fn request_here_to(&self, request: Request, reply: Reply) {
-        match request.body {
-            Some(request::Body::Publish(Publish {
-                topic: Some(topic),
-                payload: Some(payload),
-                ..
-            })) => {
-                let topic = TopicKey::from(topic);
-                self.to_shard(
-                    &topic.clone(),
-                    ShardCommand::Publish {
-                        topic,
-                        payload,
-                        reply: Some(reply),
-                    },
-                )
-                .await;
-            }
-            Some(request::Body::Presence(PresenceQuery { topic: Some(topic) })) => {
-                let topic = TopicKey::from(topic);
-                self.to_shard(&topic.clone(), ShardCommand::PresenceQuery { topic, reply })
-                    .await;
-            }
-            Some(request::Body::Collect(Collect { topics })) => {
-                let topics = topics.into_iter().map(TopicKey::from).collect();
-                reply.send(self.collected(topics).await);
-            }
-            Some(
-                body @ (request::Body::Kv(_)
-                | request::Body::Bind(_)
-                | request::Body::DeviceAttach(_)
-                | request::Body::DeviceStatus(_)
-                | request::Body::ToolCall(_)
-                | request::Body::ToolEvent(_)
-                | request::Body::Notify(_)),
-            ) => match self.me.upgrade() {
-                Some(node) => crate::jsonrpc::handle(&node, body, reply).await,
-                None => reply.send(error_response(
-                    ErrorCode::Internal,
-                    "router is shutting down",
-                )),
-            },
-            Some(request::Body::Im(im)) => match self.me.upgrade() {
-                Some(node) => crate::im::handle(node, *im, reply),
-                None => reply.send(error_response(
-                    ErrorCode::Internal,
-                    "router is shutting down",
-                )),
-            },
-            _ => reply.send(error_response(
-                ErrorCode::Invalid,
-                "a request needs a topic (and a payload to publish)",
-            )),
+        match self.me.upgrade() {
+            Some(node) => feature::answer(Ctx { node, reply }, request).await,
+            None => reply.send(NodeError::Stopping.response()),
         }
     }
 

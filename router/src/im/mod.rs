@@ -33,6 +33,7 @@ use switchboard_proto::{
     ErrorCode, ImAnswer, ImRequest, Request, Response, Topic, TopicKind, im_request, request,
 };
 
+use crate::feature::{Claim, Ctx, Feature};
 use crate::node::{RouterNode, error_response};
 use crate::reply::Reply;
 use crate::shard::ShardCommand;
@@ -80,32 +81,53 @@ pub enum ImError {
     OverQuota { quota: usize },
 }
 
-/// Whether a shard command for `topic` must pass through the user's queue:
-/// a socket joining or leaving an IM user topic.
-pub(crate) fn is_membership(topic: &TopicKey, command: &ShardCommand) -> bool {
-    topic.kind == TopicKind::ImUser
-        && matches!(
-            command,
-            ShardCommand::Subscribe { .. } | ShardCommand::Unsubscribe { .. }
-        )
-}
+/// IM at a topic's owner: its requests, and the joins of user topics,
+/// which run in the user's queue.
+pub(crate) struct Im;
 
-/// Queues a socket's join or leave behind the user's earlier jobs.
-pub(crate) fn membership(node: &Arc<RouterNode>, topic: &TopicKey, command: ShardCommand) {
-    node.im
-        .queues
-        .submit(node, topic, queue::Job::Membership(command));
-}
+impl Feature for Im {
+    type Request = Box<ImRequest>;
 
-/// Answers a sync behind the user's earlier jobs (its joins included).
-pub(crate) fn sync(node: &Arc<RouterNode>, topic: &TopicKey, reply: Reply) {
-    node.im
-        .queues
-        .submit(node, topic, queue::Job::Sync { reply });
+    fn claim(body: request::Body) -> Claim<Box<ImRequest>> {
+        match body {
+            request::Body::Im(im) => Claim::Mine(im),
+            other => Claim::Other(other),
+        }
+    }
+
+    async fn answer(ctx: Ctx, request: Box<ImRequest>) {
+        handle(ctx.node, *request, ctx.reply);
+    }
+
+    /// A socket joins or leaves a user topic behind the user's earlier
+    /// jobs, so it takes kept messages live only after its backlog.
+    fn membership(
+        node: &Arc<RouterNode>,
+        topic: &TopicKey,
+        command: ShardCommand,
+    ) -> Option<ShardCommand> {
+        if topic.kind != TopicKind::ImUser {
+            return Some(command);
+        }
+        node.im
+            .queues
+            .submit(node, topic, queue::Job::Membership(command));
+        None
+    }
+
+    /// Confirmed behind the user's earlier jobs, its join included.
+    fn confirm(ctx: Ctx, topic: TopicKey) -> Option<(Ctx, TopicKey)> {
+        if topic.kind != TopicKind::ImUser {
+            return Some((ctx, topic));
+        }
+        let sync = queue::Job::Sync { reply: ctx.reply };
+        ctx.node.im.queues.submit(&ctx.node, &topic, sync);
+        None
+    }
 }
 
 /// Answers an IM request this router owns the topic of.
-pub(crate) fn handle(node: Arc<RouterNode>, request: ImRequest, reply: Reply) {
+fn handle(node: Arc<RouterNode>, request: ImRequest, reply: Reply) {
     let invalid = |message: &str| error_response(ErrorCode::Invalid, message);
     let hub = &node.im;
     let (Some(topic), Some(op)) = (request.topic.map(TopicKey::from), request.op) else {

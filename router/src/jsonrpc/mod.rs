@@ -21,9 +21,10 @@ use serde_json::{Value, json};
 use switchboard_common::clock::iso8601_now;
 use switchboard_proto::{
     BindConversation, DeviceAttach, DeviceStatus, ErrorCode, KvAction, KvOp, Notify, Payload,
-    Request, Response, TopicKind, request,
+    Request, Response, ToolCall, ToolEvent, TopicKind, request,
 };
 
+use crate::feature::{Claim, Ctx, Feature};
 use crate::node::{NodeError, RouterNode, error_response};
 use crate::reply::Reply;
 use crate::store::StoreError;
@@ -53,19 +54,49 @@ fn store_failed(e: &StoreError) -> Response {
     error_response(ErrorCode::Internal, &format!("store unavailable: {e}"))
 }
 
-/// Answers a JSON-RPC request body this router owns the topic of.
-pub(crate) async fn handle(node: &Arc<RouterNode>, body: request::Body, reply: Reply) {
-    let response = match body {
-        request::Body::Kv(op) => kv(node, op).await,
-        request::Body::Bind(bind) => bind_conversation(node, bind).await,
-        request::Body::DeviceAttach(attach) => device_attach(node, attach).await,
-        request::Body::DeviceStatus(status) => device_status(node, status).await,
-        request::Body::ToolCall(call) => return tools::dispatch(node, call, reply).await,
-        request::Body::ToolEvent(event) => tools::relay(node, event).await,
-        request::Body::Notify(notify) => return notify_here(node, notify, reply).await,
-        _ => error_response(ErrorCode::Invalid, "not a JSON-RPC request"),
-    };
-    reply.send(response);
+/// The JSON-RPC dialect's part at a topic's owner.
+pub(crate) struct JsonRpc;
+
+/// A JSON-RPC request at its topic's owner.
+pub(crate) enum JsonRpcRequest {
+    Kv(KvOp),
+    Bind(BindConversation),
+    DeviceAttach(DeviceAttach),
+    DeviceStatus(DeviceStatus),
+    ToolCall(ToolCall),
+    ToolEvent(ToolEvent),
+    Notify(Notify),
+}
+
+impl Feature for JsonRpc {
+    type Request = JsonRpcRequest;
+
+    fn claim(body: request::Body) -> Claim<JsonRpcRequest> {
+        Claim::Mine(match body {
+            request::Body::Kv(op) => JsonRpcRequest::Kv(op),
+            request::Body::Bind(bind) => JsonRpcRequest::Bind(bind),
+            request::Body::DeviceAttach(attach) => JsonRpcRequest::DeviceAttach(attach),
+            request::Body::DeviceStatus(status) => JsonRpcRequest::DeviceStatus(status),
+            request::Body::ToolCall(call) => JsonRpcRequest::ToolCall(call),
+            request::Body::ToolEvent(event) => JsonRpcRequest::ToolEvent(event),
+            request::Body::Notify(notify) => JsonRpcRequest::Notify(notify),
+            other => return Claim::Other(other),
+        })
+    }
+
+    async fn answer(ctx: Ctx, request: JsonRpcRequest) {
+        let Ctx { node, reply } = ctx;
+        let response = match request {
+            JsonRpcRequest::Kv(op) => kv(&node, op).await,
+            JsonRpcRequest::Bind(bind) => bind_conversation(&node, bind).await,
+            JsonRpcRequest::DeviceAttach(attach) => device_attach(&node, attach).await,
+            JsonRpcRequest::DeviceStatus(status) => device_status(&node, status).await,
+            JsonRpcRequest::ToolCall(call) => return tools::dispatch(&node, call, reply).await,
+            JsonRpcRequest::ToolEvent(event) => tools::relay(&node, event).await,
+            JsonRpcRequest::Notify(notify) => return notify_here(&node, notify, reply).await,
+        };
+        reply.send(response);
+    }
 }
 
 /// The request's topic; the refusal is boxed to keep `Result` small.
