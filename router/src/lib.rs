@@ -19,7 +19,6 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod api_rpc;
 pub mod cluster;
 mod feature;
 pub mod forward;

@@ -16,10 +16,8 @@
 //!
 //! - [`queue`]: the per-user queues.
 //! - [`backlog`]: kept messages handed to a registering socket.
-//! - [`api`]: `POST /api/v1/im/messages` and its NATS subject.
 //! - [`settings`]: limits and lifetimes.
 
-pub mod api;
 mod backlog;
 mod queue;
 pub mod settings;
@@ -426,7 +424,12 @@ pub fn system_notice(user: &str, data: &serde_json::Value) -> Result<ImMessage, 
     object.insert("type".into(), Kind::Notice.code().into());
     object.insert("to".into(), user.into());
     object.insert("body".into(), body.into());
-    ImMessage::system(object, api::new_id).map_err(ImError::Invalid)
+    ImMessage::system(object, new_id).map_err(ImError::Invalid)
+}
+
+/// An id for a system message sent without one.
+pub(crate) fn new_id() -> String {
+    format!("sys-{}", random_hex::<12>())
 }
 
 /// `N` random bytes in lowercase hex.
