@@ -9,7 +9,7 @@
 //! permissions allow. A refused message is answered with the HTTP error
 //! JSON when it has a reply subject, counted, and never stops the consumer.
 //! Replies never go to a subject in the gateway's own trees (see
-//! [`is_reply_subject`]).
+//! `is_reply_subject`).
 //!
 //! The tenant token is one NATS token: tenants with a `.` in their name are
 //! served over HTTP only (a wildcard over several tokens would let a

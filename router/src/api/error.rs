@@ -1,5 +1,5 @@
 //! Why the server API refused a call: one variant per failure, the cause
-//! kept, and one match ([`ApiError::answer`]) that turns each into its
+//! kept, and one match (`ApiError::answer`) that turns each into its
 //! status, code and field. HTTP and NATS answer with the same body,
 //! `{"error":{"code":…,"message":…,"field"?:…}}`; the message is the
 //! variant's `Display`.

@@ -1,9 +1,9 @@
 //! The server API: how backends push into the gateway over HTTP (and,
 //! through [`crate::nats_api`], over NATS, with the same handlers).
 //!
-//! A request is parsed once into a [`Route`] ([`routes`]), authenticated
-//! ([`auth`]), and handed to its feature's handler; every refusal is one
-//! [`ApiError`] ([`error`]), answered as one JSON error:
+//! A request is parsed once into a [`Route`] ([`routes`]), its caller
+//! authenticated (`auth`), and handed to its feature's handler; every
+//! refusal is one [`ApiError`] ([`error`]), answered as one JSON error:
 //! `{"error":{"code":…,"message":…,"field"?:…}}`.
 //!
 //! - [`groups`]: group messages, broadcasts, presence.

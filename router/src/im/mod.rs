@@ -1,5 +1,5 @@
-//! Instant messages on the router (`40-im.md`): login sessions, each
-//! user's kept messages, deliveries and receipts.
+//! Instant messages on the router: login sessions, each user's kept
+//! messages, deliveries and receipts.
 //!
 //! A message is named by (sender, id) and kept in the store once, for all
 //! its recipients, before it is delivered, until each recipient's receipt
@@ -9,13 +9,13 @@
 //! as a success and goes nowhere.
 //!
 //! Everything about one user runs in order on the router that owns the
-//! user's topic ([`queue`]): a socket that registers reads the user's
+//! user's topic (`queue`): a socket that registers reads the user's
 //! kept messages, oldest first, a window at a time at its own pace
-//! ([`backlog`]), and only then takes kept messages live, so no newer
+//! (`backlog`), and only then takes kept messages live, so no newer
 //! message overtakes a kept one.
 //!
-//! - [`queue`]: the per-user queues.
-//! - [`backlog`]: kept messages handed to a registering socket.
+//! - `queue`: the per-user queues.
+//! - `backlog`: kept messages handed to a registering socket.
 //! - [`settings`]: limits and lifetimes.
 
 mod backlog;
