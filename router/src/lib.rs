@@ -2,22 +2,43 @@
 //! fan-out, and serves the server API. Edges attach over gRPC, NATS (or in
 //! process, in standalone mode) and get one delivery per edge per message.
 //!
-//! - [`node`]: the router core: shards, presence workers, attached edges.
-//! - [`im`]: instant messages: sessions, kept messages, receipts.
+//! Request path:
+//!
+//! - [`node`]: the router core: shards, attached edges, who owns a
+//!   topic, requests answered here or forwarded to the owner.
+//! - `feature`: the one seam through which the node hands a request or
+//!   a subscription to the feature it belongs to.
+//! - [`session`]: one attached edge's connection table.
 //! - [`shard`]: topic state, one task per shard; fan-out.
 //! - [`presence`]: store-backed presence, off the fan-out path.
-//! - [`session`]: one attached edge's connection table.
-//! - [`store`]: the `Store` trait, in memory and on Redis.
-//! - [`grpc`]: the `Attach` stream service and `Forward` calls.
-//! - [`nats_edges`]: the NATS transport's router side, and forwarded calls
-//!   over NATS.
-//! - [`forward`]: requests for topics another router owns, sent there.
-//! - [`local`]: this router as an in-process edge's `LocalRouter`.
-//! - [`rpc`]: the JSON-RPC dialect's keys, bindings, pushes and tool calls.
-//! - [`api`]: the server API (HTTP).
+//! - [`topic`]: topic keys as the router holds them.
+//! - `reply`: where an answer goes: up an edge's stream, or to a caller
+//!   in this process.
+//!
+//! Features:
+//!
+//! - [`im`]: instant messages: sessions, kept messages, receipts.
+//! - [`jsonrpc`]: the JSON-RPC dialect's keys, bindings, pushes and tool
+//!   calls.
+//! - [`api`]: the server API over HTTP: routes, credentials, refusals,
+//!   and one handler module per feature.
 //! - [`nats_api`]: the server API over NATS, the tenant a subject token.
+//!
+//! Cluster and transports:
+//!
+//! - [`grpc`]: the `Attach` stream and `Forward` service.
+//! - [`nats_edges`]: the NATS transport, router side, and forwards
+//!   received over NATS.
+//! - [`forward`]: router-to-router forwarding, over gRPC or NATS.
+//! - [`local`]: this router as an in-process edge's `LocalRouter`.
+//! - [`cluster`]: live routers, pools, and so the owner of a topic.
+//! - [`trust`]: cluster proofs checked and made, mutual TLS configuration.
+//!
+//! Around them:
+//!
+//! - [`store`]: the `Store` trait, in memory and on Redis.
+//! - [`metrics`]: every metric a router exports, created at start.
 //! - [`settings`]: flags, env vars, config file.
-//! - [`metrics`]: every metric a router exports.
 //! - `fuzzing`: a socket-free entry point for the envelope fuzz target
 //!   and property tests (hidden; not an API).
 //!
@@ -28,12 +49,13 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod api_rpc;
+mod feature;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grpc;
 pub mod im;
+pub mod jsonrpc;
 pub mod local;
 pub mod metrics;
 pub mod nats_api;
@@ -41,7 +63,6 @@ pub mod nats_edges;
 pub mod node;
 pub mod presence;
 mod reply;
-pub mod rpc;
 pub mod session;
 pub mod settings;
 pub mod shard;

@@ -9,7 +9,7 @@
 //! permissions allow. A refused message is answered with the HTTP error
 //! JSON when it has a reply subject, counted, and never stops the consumer.
 //! Replies never go to a subject in the gateway's own trees (see
-//! [`is_reply_subject`]).
+//! `is_reply_subject`).
 //!
 //! The tenant token is one NATS token: tenants with a `.` in their name are
 //! served over HTTP only (a wildcard over several tokens would let a
@@ -18,14 +18,12 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use http::StatusCode;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiError};
-use crate::api_rpc;
+use crate::api::{ApiError, groups, im, iot, jsonrpc};
+use crate::jsonrpc::tools;
 use crate::node::RouterNode;
-use crate::rpc::tools;
 
 pub use switchboard_cluster::subjects::{ApiSubject as Subject, api_subject};
 
@@ -65,8 +63,8 @@ pub async fn serve(
                 "subject" => subject.suffix(), "code" => "unavailable")
             .increment(1);
             if let Some(reply) = message.reply.filter(|r| is_reply_subject(r, &prefix)) {
-                let busy = ApiError::unavailable("this router is handling too many messages");
-                let _ = client.publish(reply, busy.body().to_string().into()).await;
+                let busy = ApiError::Busy.body().to_string();
+                let _ = client.publish(reply, busy.into()).await;
             }
             continue;
         };
@@ -154,17 +152,19 @@ fn subject_tenant<'a>(full: &'a str, tree: &str, subject: Subject) -> Result<&'a
 fn parse(payload: &[u8], tenant: &str) -> Result<Map<String, Value>, ApiError> {
     let mut body = match serde_json::from_slice(payload) {
         Ok(Value::Object(map)) => map,
-        Ok(_) => return Err(ApiError::invalid("the message must be a JSON object")),
-        Err(e) => return Err(ApiError::invalid_json(&e)),
+        Ok(_) => {
+            return Err(ApiError::Invalid(
+                "the message must be a JSON object".into(),
+            ));
+        }
+        Err(e) => return Err(ApiError::InvalidJson(e)),
     };
     match body.remove("tenant") {
         None | Some(Value::Null) => Ok(body),
         Some(Value::String(named)) if named == tenant => Ok(body),
-        Some(Value::String(named)) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("a message on tenant {tenant}'s subject cannot act for {named}"),
-        )),
+        Some(Value::String(named)) => Err(ApiError::Forbidden(format!(
+            "a message on tenant {tenant}'s subject cannot act for {named}"
+        ))),
         Some(_) => Err(ApiError::field("tenant", "tenant must be a string")),
     }
 }
@@ -180,29 +180,29 @@ async fn handle(
 ) -> Result<Value, ApiError> {
     let mut body = parse(payload, tenant)?;
     match subject {
-        Subject::IotEvents => api::iot_event(node, tenant, body)
+        Subject::IotEvents => iot::event(node, tenant, body)
             .await
             .map(|delivered| json!({ "delivered": delivered })),
-        Subject::Notify => api_rpc::notify(node, tenant, body).await,
-        Subject::Stream => api_rpc::stream(node, tenant, body).await,
+        Subject::Notify => jsonrpc::notify(node, tenant, body).await,
+        Subject::Stream => jsonrpc::stream(node, tenant, body).await,
         Subject::AppsPublish => {
-            let app = api_rpc::ref_field(&mut body, "appId")?;
-            api_rpc::app_publish(node, tenant, &app, body).await
+            let app = jsonrpc::ref_field(&mut body, "appId")?;
+            jsonrpc::app_publish(node, tenant, &app, body).await
         }
         Subject::GroupsMessages => {
             // HTTP takes it from the path; the message may repeat it.
             let group_id = match body.get("group_id") {
-                Some(Value::String(g)) => api::path_id("group_id", g)?,
+                Some(Value::String(g)) => groups::group_id(g)?,
                 _ => return Err(ApiError::field("group_id", "group_id is required")),
             };
-            api::group_message(node, tenant, &group_id, body)
+            groups::message(node, tenant, &group_id, body)
                 .await
                 .map(|delivered| json!({ "delivered": delivered }))
         }
         Subject::ToolsCall => {
-            let app = api_rpc::ref_field(&mut body, "appId")?;
-            let tool = api_rpc::ref_field(&mut body, "toolId")?;
-            let call = api_rpc::tool_request(tenant, app, tool, &body)?;
+            let app = jsonrpc::ref_field(&mut body, "appId")?;
+            let tool = jsonrpc::ref_field(&mut body, "toolId")?;
+            let call = jsonrpc::tool_request(tenant, app, tool, &body)?;
             // Progress notes go to the reply subject as they come.
             let (progress_tx, mut progress) =
                 tokio::sync::mpsc::channel::<Value>(tools::PROGRESS_QUEUE);
@@ -219,9 +219,9 @@ async fn handle(
             if let Some(relay) = relay {
                 let _ = relay.await;
             }
-            Ok(api_rpc::tool_answer(&outcome?))
+            Ok(jsonrpc::tool_answer(&outcome?))
         }
-        Subject::ImMessages => crate::im::api::post_message(node, tenant, body).await,
+        Subject::ImMessages => im::post_message(node, tenant, body).await,
     }
 }
 

@@ -12,6 +12,7 @@ use switchboard_proto::{
 };
 use tokio::sync::mpsc;
 
+use crate::feature::{self, Ctx};
 use crate::node::{Owner, RouterNode, request_topic};
 use crate::reply::Reply;
 use crate::shard::{EdgeIdx, ShardCommand};
@@ -79,16 +80,6 @@ fn out_of_order(what: &'static str, conn: u64) {
         frame = what,
         "frame for a connection that is not open"
     );
-}
-
-/// Answers `reply` once the subscription to `topic` just handed on is
-/// applied: an IM user topic's join runs in the user's queue (which also
-/// looks up the socket's backlog), any other in the topic's shard.
-async fn confirm_subscription(node: &Arc<RouterNode>, topic: TopicKey, reply: Reply) {
-    if topic.kind == switchboard_proto::TopicKind::ImUser {
-        return crate::im::sync(node, &topic, reply);
-    }
-    reply.send(node.collected(vec![topic]).await);
 }
 
 async fn handle(
@@ -186,7 +177,13 @@ async fn handle(
                 .await;
             }
             if let Some(reply) = confirm {
-                confirm_subscription(node, topic, reply).await;
+                // Once applied: in the shard, or where the topic's feature
+                // orders its joins (an IM user's queue).
+                let ctx = Ctx {
+                    node: node.clone(),
+                    reply,
+                };
+                feature::confirm(ctx, topic).await;
             }
         }
         edge_frame::Body::Unsubscribe(unsubscribe) => {

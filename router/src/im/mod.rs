@@ -1,5 +1,5 @@
-//! Instant messages on the router (`40-im.md`): login sessions, each
-//! user's kept messages, deliveries and receipts.
+//! Instant messages on the router: login sessions, each user's kept
+//! messages, deliveries and receipts.
 //!
 //! A message is named by (sender, id) and kept in the store once, for all
 //! its recipients, before it is delivered, until each recipient's receipt
@@ -9,17 +9,15 @@
 //! as a success and goes nowhere.
 //!
 //! Everything about one user runs in order on the router that owns the
-//! user's topic ([`queue`]): a socket that registers reads the user's
+//! user's topic (`queue`): a socket that registers reads the user's
 //! kept messages, oldest first, a window at a time at its own pace
-//! ([`backlog`]), and only then takes kept messages live, so no newer
+//! (`backlog`), and only then takes kept messages live, so no newer
 //! message overtakes a kept one.
 //!
-//! - [`queue`]: the per-user queues.
-//! - [`backlog`]: kept messages handed to a registering socket.
-//! - [`api`]: `POST /api/v1/im/messages` and its NATS subject.
+//! - `queue`: the per-user queues.
+//! - `backlog`: kept messages handed to a registering socket.
 //! - [`settings`]: limits and lifetimes.
 
-pub mod api;
 mod backlog;
 mod queue;
 pub mod settings;
@@ -33,6 +31,7 @@ use switchboard_proto::{
     ErrorCode, ImAnswer, ImRequest, Request, Response, Topic, TopicKind, im_request, request,
 };
 
+use crate::feature::{Claim, Ctx, Feature};
 use crate::node::{RouterNode, error_response};
 use crate::reply::Reply;
 use crate::shard::ShardCommand;
@@ -80,32 +79,53 @@ pub enum ImError {
     OverQuota { quota: usize },
 }
 
-/// Whether a shard command for `topic` must pass through the user's queue:
-/// a socket joining or leaving an IM user topic.
-pub(crate) fn is_membership(topic: &TopicKey, command: &ShardCommand) -> bool {
-    topic.kind == TopicKind::ImUser
-        && matches!(
-            command,
-            ShardCommand::Subscribe { .. } | ShardCommand::Unsubscribe { .. }
-        )
-}
+/// IM at a topic's owner: its requests, and the joins of user topics,
+/// which run in the user's queue.
+pub(crate) struct Im;
 
-/// Queues a socket's join or leave behind the user's earlier jobs.
-pub(crate) fn membership(node: &Arc<RouterNode>, topic: &TopicKey, command: ShardCommand) {
-    node.im
-        .queues
-        .submit(node, topic, queue::Job::Membership(command));
-}
+impl Feature for Im {
+    type Request = Box<ImRequest>;
 
-/// Answers a sync behind the user's earlier jobs (its joins included).
-pub(crate) fn sync(node: &Arc<RouterNode>, topic: &TopicKey, reply: Reply) {
-    node.im
-        .queues
-        .submit(node, topic, queue::Job::Sync { reply });
+    fn claim(body: request::Body) -> Claim<Box<ImRequest>> {
+        match body {
+            request::Body::Im(im) => Claim::Mine(im),
+            other => Claim::Other(other),
+        }
+    }
+
+    async fn answer(ctx: Ctx, request: Box<ImRequest>) {
+        handle(ctx.node, *request, ctx.reply);
+    }
+
+    /// A socket joins or leaves a user topic behind the user's earlier
+    /// jobs, so it takes kept messages live only after its backlog.
+    fn membership(
+        node: &Arc<RouterNode>,
+        topic: &TopicKey,
+        command: ShardCommand,
+    ) -> Option<ShardCommand> {
+        if topic.kind != TopicKind::ImUser {
+            return Some(command);
+        }
+        node.im
+            .queues
+            .submit(node, topic, queue::Job::Membership(command));
+        None
+    }
+
+    /// Confirmed behind the user's earlier jobs, its join included.
+    fn confirm(ctx: Ctx, topic: TopicKey) -> Option<(Ctx, TopicKey)> {
+        if topic.kind != TopicKind::ImUser {
+            return Some((ctx, topic));
+        }
+        let sync = queue::Job::Sync { reply: ctx.reply };
+        ctx.node.im.queues.submit(&ctx.node, &topic, sync);
+        None
+    }
 }
 
 /// Answers an IM request this router owns the topic of.
-pub(crate) fn handle(node: Arc<RouterNode>, request: ImRequest, reply: Reply) {
+fn handle(node: Arc<RouterNode>, request: ImRequest, reply: Reply) {
     let invalid = |message: &str| error_response(ErrorCode::Invalid, message);
     let hub = &node.im;
     let (Some(topic), Some(op)) = (request.topic.map(TopicKey::from), request.op) else {
@@ -337,18 +357,19 @@ async fn send_to(
             message: message.clone(),
             cursor,
         });
-        node.request(im_request(tenant, user, deliver))
+        node.call(im_request(tenant, user, deliver))
     });
     let answers = futures_util::future::join_all(deliveries).await;
     let (mut delivered, mut stored) = (0u32, 0u32);
     for answer in answers {
-        if answer.error != 0 {
+        match answer {
+            Ok(answer) => {
+                delivered += answer.delivered;
+                stored += answer.im.map_or(0, |im| im.stored);
+            }
             // Kept all the same: it goes out at the next registration.
-            stored += 1;
-            continue;
+            Err(_) => stored += 1,
         }
-        delivered += answer.delivered;
-        stored += answer.im.map_or(0, |im| im.stored);
     }
     if let Some(echo) = echo
         && !to.iter().any(|user| user == from)
@@ -403,7 +424,12 @@ pub fn system_notice(user: &str, data: &serde_json::Value) -> Result<ImMessage, 
     object.insert("type".into(), Kind::Notice.code().into());
     object.insert("to".into(), user.into());
     object.insert("body".into(), body.into());
-    ImMessage::system(object, api::new_id).map_err(ImError::Invalid)
+    ImMessage::system(object, new_id).map_err(ImError::Invalid)
+}
+
+/// An id for a system message sent without one.
+pub(crate) fn new_id() -> String {
+    format!("sys-{}", random_hex::<12>())
 }
 
 /// `N` random bytes in lowercase hex.

@@ -1,30 +1,21 @@
-//! The server API's JSON-RPC routes, shared by HTTP and NATS: `_notify`
+//! The JSON-RPC dialect's routes, shared by HTTP and NATS: `_notify`
 //! pushes, stream chunks, app channel publishes, device status,
-//! conversation owners and tool calls. Each takes the parsed JSON body and answers JSON or an
-//! [`ApiError`].
+//! conversation owners and tool calls. Each takes the parsed JSON body
+//! and answers JSON or an [`ApiError`].
 
 use std::time::Duration;
 
-use http::StatusCode;
 use serde_json::{Map, Value, json};
 use switchboard_proto::jsonrpc::{is_valid_key, is_valid_ref, notify_frame, stream_frame};
 
-use crate::api::ApiError;
+use super::ApiError;
 use crate::im;
-use crate::node::{NodeError, RouterNode};
-use crate::rpc::tools::{MAX_TIMEOUT, ToolError, ToolRequest};
-use crate::rpc::{self, Target};
+use crate::jsonrpc::tools::{MAX_TIMEOUT, ToolRequest};
+use crate::jsonrpc::{self, Target};
+use crate::node::RouterNode;
 
 /// Tool call timeout when the caller names none.
 pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn unavailable(e: &NodeError) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        e.to_string(),
-    )
-}
 
 /// A path id (appId, toolId, hdId) or the same field of a NATS body.
 pub fn ref_id(field: &str, id: &str) -> Result<String, ApiError> {
@@ -102,9 +93,7 @@ pub async fn notify(
     };
     let data = body.get("data").cloned().unwrap_or(Value::Null);
     let frame = notify_frame(&kind, &data);
-    let mut delivered = rpc::notify(node, tenant, &target, frame, None)
-        .await
-        .map_err(|e| unavailable(&e))?;
+    let mut delivered = jsonrpc::notify(node, tenant, &target, frame, None).await?;
     // A notice to a user also reaches that user's IM sockets, as a 3001.
     if let (Target::User(user), "notice") = (&target, kind.as_str()) {
         let notice = im::system_notice(user, &data)?;
@@ -140,9 +129,8 @@ pub async fn stream(
     };
     let delta = body.get("delta").cloned().unwrap_or(Value::Null);
     let frame = stream_frame(&stream_id, seq, &delta, done);
-    let delivered = rpc::notify(node, tenant, &target, frame, Some((stream_id, seq, done)))
-        .await
-        .map_err(|e| unavailable(&e))?;
+    let delivered =
+        jsonrpc::notify(node, tenant, &target, frame, Some((stream_id, seq, done))).await?;
     Ok(json!({ "delivered": delivered }))
 }
 
@@ -165,29 +153,17 @@ pub async fn app_publish(
     let Some(message) = body.get("message") else {
         return Err(ApiError::field("message", "message is required"));
     };
-    let receivers = rpc::app_publish(node, tenant, app, &channel, message)
-        .await
-        .map_err(|e| unavailable(&e))?;
+    let receivers = jsonrpc::app_publish(node, tenant, app, &channel, message).await?;
     Ok(json!({ "receivers": receivers }))
 }
 
 /// `GET /api/v1/devices/{hdId}/status`.
 pub async fn device_status(node: &RouterNode, tenant: &str, hd: &str) -> Result<Value, ApiError> {
-    let record = rpc::stored_device_status(node, tenant, hd)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            )
-        })?;
+    let record = jsonrpc::stored_device_status(node, tenant, hd).await?;
     let Some(mut record) = record else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("device {hd} has reported no status"),
-        ));
+        return Err(ApiError::NoDeviceStatus {
+            hd_id: hd.to_owned(),
+        });
     };
     let status = record
         .get_mut("status")
@@ -218,18 +194,7 @@ pub async fn conversation_owner(
             ));
         }
     };
-    rpc::set_conversation_owner(node, tenant, conv, &owner)
-        .await
-        .map_err(|e| match e {
-            rpc::OwnerError::Taken { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
-            }
-            rpc::OwnerError::Store(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            ),
-        })?;
+    jsonrpc::set_conversation_owner(node, tenant, conv, &owner).await?;
     Ok(json!({"convId": conv, "owner": owner}))
 }
 
@@ -274,17 +239,6 @@ pub fn tool_request(
         params: body.get("params").cloned().unwrap_or(Value::Null),
         timeout,
     })
-}
-
-impl From<ToolError> for ApiError {
-    fn from(e: ToolError) -> Self {
-        let (status, code) = match &e {
-            ToolError::NotConnected { .. } => (StatusCode::NOT_FOUND, "not_found"),
-            ToolError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-            ToolError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        };
-        Self::new(status, code, e.to_string())
-    }
 }
 
 /// The app's JSON-RPC answer as the caller gets it: `{"result":…}` or

@@ -21,12 +21,12 @@ use serde_json::{Value, json};
 use switchboard_common::clock::iso8601_now;
 use switchboard_proto::{
     BindConversation, DeviceAttach, DeviceStatus, ErrorCode, KvAction, KvOp, Notify, Payload,
-    Publish, Request, Response, TopicKind, request,
+    Request, Response, ToolCall, ToolEvent, TopicKind, request,
 };
 
+use crate::feature::{Claim, Ctx, Feature};
 use crate::node::{NodeError, RouterNode, error_response};
 use crate::reply::Reply;
-use crate::shard::ShardCommand;
 use crate::store::StoreError;
 use crate::store::{ConvBind, ConvBound, DeviceBind, keys};
 use crate::topic::TopicKey;
@@ -54,19 +54,49 @@ fn store_failed(e: &StoreError) -> Response {
     error_response(ErrorCode::Internal, &format!("store unavailable: {e}"))
 }
 
-/// Answers a JSON-RPC request body this router owns the topic of.
-pub(crate) async fn handle(node: &Arc<RouterNode>, body: request::Body, reply: Reply) {
-    let response = match body {
-        request::Body::Kv(op) => kv(node, op).await,
-        request::Body::Bind(bind) => bind_conversation(node, bind).await,
-        request::Body::DeviceAttach(attach) => device_attach(node, attach).await,
-        request::Body::DeviceStatus(status) => device_status(node, status).await,
-        request::Body::ToolCall(call) => return tools::dispatch(node, call, reply).await,
-        request::Body::ToolEvent(event) => tools::relay(node, event).await,
-        request::Body::Notify(notify) => return notify_here(node, notify, reply).await,
-        _ => error_response(ErrorCode::Invalid, "not a JSON-RPC request"),
-    };
-    reply.send(response);
+/// The JSON-RPC dialect's part at a topic's owner.
+pub(crate) struct JsonRpc;
+
+/// A JSON-RPC request at its topic's owner.
+pub(crate) enum JsonRpcRequest {
+    Kv(KvOp),
+    Bind(BindConversation),
+    DeviceAttach(DeviceAttach),
+    DeviceStatus(DeviceStatus),
+    ToolCall(ToolCall),
+    ToolEvent(ToolEvent),
+    Notify(Notify),
+}
+
+impl Feature for JsonRpc {
+    type Request = JsonRpcRequest;
+
+    fn claim(body: request::Body) -> Claim<JsonRpcRequest> {
+        Claim::Mine(match body {
+            request::Body::Kv(op) => JsonRpcRequest::Kv(op),
+            request::Body::Bind(bind) => JsonRpcRequest::Bind(bind),
+            request::Body::DeviceAttach(attach) => JsonRpcRequest::DeviceAttach(attach),
+            request::Body::DeviceStatus(status) => JsonRpcRequest::DeviceStatus(status),
+            request::Body::ToolCall(call) => JsonRpcRequest::ToolCall(call),
+            request::Body::ToolEvent(event) => JsonRpcRequest::ToolEvent(event),
+            request::Body::Notify(notify) => JsonRpcRequest::Notify(notify),
+            other => return Claim::Other(other),
+        })
+    }
+
+    async fn answer(ctx: Ctx, request: JsonRpcRequest) {
+        let Ctx { node, reply } = ctx;
+        let response = match request {
+            JsonRpcRequest::Kv(op) => kv(&node, op).await,
+            JsonRpcRequest::Bind(bind) => bind_conversation(&node, bind).await,
+            JsonRpcRequest::DeviceAttach(attach) => device_attach(&node, attach).await,
+            JsonRpcRequest::DeviceStatus(status) => device_status(&node, status).await,
+            JsonRpcRequest::ToolCall(call) => return tools::dispatch(&node, call, reply).await,
+            JsonRpcRequest::ToolEvent(event) => tools::relay(&node, event).await,
+            JsonRpcRequest::Notify(notify) => return notify_here(&node, notify, reply).await,
+        };
+        reply.send(response);
+    }
 }
 
 /// The request's topic; the refusal is boxed to keep `Result` small.
@@ -358,24 +388,10 @@ pub(crate) async fn deliver(
 ) -> Result<u32, NodeError> {
     let payload = Payload::json(frame);
     if topic.kind == TopicKind::Conv {
-        let topics = conversation_topics(node, &topic.tenant, &topic.name)
-            .await
-            .map_err(|e| NodeError::Unavailable(format!("store unavailable: {e}")))?;
+        let topics = conversation_topics(node, &topic.tenant, &topic.name).await?;
         return node.publish_once(topics, payload).await;
     }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    node.to_shard(
-        &topic.clone(),
-        ShardCommand::Publish {
-            topic,
-            payload,
-            reply: Some(Reply::Local(tx)),
-        },
-    )
-    .await;
-    rx.await
-        .map(|response| response.delivered)
-        .map_err(|_| NodeError::Unavailable("router is shutting down".to_owned()))
+    node.publish_here(topic, payload).await
 }
 
 async fn notify_here(node: &Arc<RouterNode>, notify: Notify, reply: Reply) {
@@ -394,14 +410,6 @@ async fn notify_here(node: &Arc<RouterNode>, notify: Notify, reply: Reply) {
         return reply.send(response);
     }
     node.streams().push(node, topic, notify, reply).await;
-}
-
-fn answered(response: Response) -> Result<Response, NodeError> {
-    if response.error == 0 {
-        Ok(response)
-    } else {
-        Err(NodeError::Unavailable(response.error_message))
-    }
 }
 
 /// Pushes a `_notify` frame (or, with `stream`, a stream chunk) to a
@@ -424,7 +432,7 @@ pub async fn notify(
             done,
         })),
     };
-    answered(node.request(request).await).map(|r| r.delivered)
+    Ok(node.call(request).await?.delivered)
 }
 
 /// Publishes on an app channel as the server API; returns the receivers.
@@ -441,15 +449,7 @@ pub async fn app_publish(
         &switchboard_proto::jsonrpc::channel_topic_name(app, channel),
     );
     let frame = switchboard_proto::jsonrpc::channel_message_frame(channel, message);
-    let request = Request {
-        correlation_id: 0,
-        body: Some(request::Body::Publish(Publish {
-            topic: Some(topic.to_proto()),
-            payload: Some(Payload::json(frame)),
-            from_conn: 0,
-        })),
-    };
-    answered(node.request(request).await).map(|r| r.delivered)
+    node.publish(topic, Payload::json(frame)).await
 }
 
 /// A device's latest status record (`{"status":…,"updated_at":…}`).

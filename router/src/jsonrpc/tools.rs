@@ -16,11 +16,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchboard_proto::jsonrpc::{call_id, call_router, tool_topic_name};
 use switchboard_proto::{
-    EdgeTargets, ErrorCode, Payload, Request, Response, ToolCall, ToolEvent, TopicKind, request,
+    EdgeTargets, ErrorCode, Payload, Request, Response, RouterRefusal, ToolCall, ToolEvent,
+    TopicKind, request,
 };
 use tokio::sync::mpsc;
 
-use crate::node::{RouterNode, error_response};
+use crate::node::{NodeError, RouterNode, error_response};
 use crate::reply::Reply;
 use crate::shard::ShardCommand;
 use crate::topic::TopicKey;
@@ -138,8 +139,8 @@ pub async fn call(
         frame["params"] = params.clone();
     }
     let topic = TopicKey::new(tenant, TopicKind::Tool, &tool_topic_name(app, tool));
-    let response = node
-        .request(Request {
+    let handed = node
+        .call(Request {
             correlation_id: 0,
             body: Some(request::Body::ToolCall(ToolCall {
                 topic: Some(topic.to_proto()),
@@ -147,22 +148,22 @@ pub async fn call(
             })),
         })
         .await;
-    let sent_to = match ErrorCode::try_from(response.error) {
-        Ok(ErrorCode::Unspecified) => match handed_to(&response) {
-            Some(socket) => socket,
-            None => {
-                return Err(ToolError::Unavailable(
-                    "the tool topic's owner did not say which socket took the call".to_owned(),
-                ));
-            }
-        },
-        Ok(ErrorCode::NotFound) => {
+    let sent_to = match handed {
+        Ok(answer) => handed_to(&answer).ok_or_else(|| {
+            ToolError::Unavailable(
+                "the tool topic's owner did not say which socket took the call".to_owned(),
+            )
+        })?,
+        Err(NodeError::Refused(RouterRefusal {
+            code: ErrorCode::NotFound,
+            ..
+        })) => {
             return Err(ToolError::NotConnected {
                 app: app.clone(),
                 tool: tool.clone(),
             });
         }
-        _ => return Err(ToolError::Unavailable(response.error_message)),
+        Err(e) => return Err(ToolError::Unavailable(e.to_string())),
     };
     metrics::counter!("switchboard_router_tool_calls_total").increment(1);
     let deadline = tokio::time::Instant::now() + timeout;
