@@ -87,51 +87,21 @@ fn key(history: HistoryRef<'_>) -> (String, String) {
     (history.tenant.to_owned(), history.stream.to_owned())
 }
 
-/// The memory store's histories live in its [`MemoryHistory`].
-#[async_trait]
-impl HistoryStore for super::MemoryStore {
-    async fn history_append(
+impl MemoryHistory {
+    fn append(
         &self,
         history: HistoryRef<'_>,
         message: Append<'_>,
         limits: HistoryLimits,
         now_ms: u64,
-    ) -> Result<Appended, StoreError> {
-        self.history
-            .history_append(history, message, limits, now_ms)
-            .await
-    }
-
-    async fn history_since(
-        &self,
-        history: HistoryRef<'_>,
-        since: Option<&Position>,
-        limit: usize,
-        limits: HistoryLimits,
-        now_ms: u64,
-    ) -> Result<Since, StoreError> {
-        self.history
-            .history_since(history, since, limit, limits, now_ms)
-            .await
-    }
-}
-
-#[async_trait]
-impl HistoryStore for MemoryHistory {
-    async fn history_append(
-        &self,
-        history: HistoryRef<'_>,
-        message: Append<'_>,
-        limits: HistoryLimits,
-        now_ms: u64,
-    ) -> Result<Appended, StoreError> {
+    ) -> Appended {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.sweep(now_ms);
         let h = state.live(key(history), now_ms, limits.ttl_ms);
         if let Some(id) = message.publish_id
             && let Some(&offset) = h.ids.get(id)
         {
-            return Ok(Appended::Duplicate(h.position(offset)));
+            return Appended::Duplicate(h.position(offset));
         }
         h.top += 1;
         let offset = h.top;
@@ -146,36 +116,36 @@ impl HistoryStore for MemoryHistory {
             }
         }
         h.expires_at_ms = now_ms.saturating_add(limits.ttl_ms);
-        Ok(Appended::New(h.position(offset)))
+        Appended::New(h.position(offset))
     }
 
-    async fn history_since(
+    fn since(
         &self,
         history: HistoryRef<'_>,
         since: Option<&Position>,
         limit: usize,
         limits: HistoryLimits,
         now_ms: u64,
-    ) -> Result<Since, StoreError> {
+    ) -> Since {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let h = state.live(key(history), now_ms, limits.ttl_ms);
         let (epoch, top) = (h.epoch.clone(), h.top);
         let Some(since) = since else {
-            return Ok(Since::Recovered {
+            return Since::Recovered {
                 epoch,
                 top,
                 messages: Vec::new(),
-            });
+            };
         };
         if since.epoch != h.epoch {
-            return Ok(Since::Lost { epoch, top });
+            return Since::Lost { epoch, top };
         }
         if since.offset > top {
-            return Ok(Since::Ahead { epoch, top });
+            return Since::Ahead { epoch, top };
         }
         let first = h.first();
         if since.offset + 1 < first {
-            return Ok(Since::Lost { epoch, top });
+            return Since::Lost { epoch, top };
         }
         let skip = (since.offset + 1 - first) as usize;
         let messages = h
@@ -186,58 +156,89 @@ impl HistoryStore for MemoryHistory {
             .zip(since.offset + 1..)
             .map(|((_, data), offset)| (offset, data.clone()))
             .collect();
-        Ok(Since::Recovered {
+        Since::Recovered {
             epoch,
             top,
             messages,
-        })
+        }
+    }
+}
+
+/// The memory store's histories live in its [`MemoryHistory`]; nothing
+/// here waits or fails.
+#[async_trait]
+impl HistoryStore for super::MemoryStore {
+    async fn history_append(
+        &self,
+        history: HistoryRef<'_>,
+        message: Append<'_>,
+        limits: HistoryLimits,
+        now_ms: u64,
+    ) -> Result<Appended, StoreError> {
+        Ok(self.history.append(history, message, limits, now_ms))
+    }
+
+    async fn history_since(
+        &self,
+        history: HistoryRef<'_>,
+        since: Option<&Position>,
+        limit: usize,
+        limits: HistoryLimits,
+        now_ms: u64,
+    ) -> Result<Since, StoreError> {
+        Ok(self.history.since(history, since, limit, limits, now_ms))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::history::contract;
+    use super::super::{MemoryStore, contract::TTL_MS};
     use super::*;
+
+    fn store() -> MemoryStore {
+        MemoryStore::new(TTL_MS)
+    }
 
     #[tokio::test]
     async fn offsets_count_from_one_in_one_epoch() {
-        contract::offsets_count_from_one_in_one_epoch(&MemoryHistory::default()).await;
+        contract::offsets_count_from_one_in_one_epoch(&store()).await;
     }
 
     #[tokio::test]
     async fn a_position_without_history_starts_an_epoch() {
-        contract::a_position_without_history_starts_an_epoch(&MemoryHistory::default()).await;
+        contract::a_position_without_history_starts_an_epoch(&store()).await;
     }
 
     #[tokio::test]
     async fn old_positions_and_other_epochs_are_lost() {
-        contract::old_positions_and_other_epochs_are_lost(&MemoryHistory::default()).await;
+        contract::old_positions_and_other_epochs_are_lost(&store()).await;
     }
 
     #[tokio::test]
     async fn a_publish_id_is_appended_once() {
-        contract::a_publish_id_is_appended_once(&MemoryHistory::default()).await;
+        contract::a_publish_id_is_appended_once(&store()).await;
     }
 
     #[tokio::test]
     async fn tenants_and_streams_are_isolated() {
-        contract::tenants_and_streams_are_isolated(&MemoryHistory::default()).await;
+        contract::tenants_and_streams_are_isolated(&store()).await;
     }
 
     #[tokio::test]
     async fn binary_messages_survive() {
-        contract::binary_messages_survive(&MemoryHistory::default()).await;
+        contract::binary_messages_survive(&store()).await;
     }
 
     #[tokio::test]
     async fn a_history_expires_after_its_last_message() {
-        contract::a_history_expires_after_its_last_message(&MemoryHistory::default()).await;
+        contract::a_history_expires_after_its_last_message(&store()).await;
     }
 
     /// Histories nobody appends to any more are swept, not kept forever.
     #[tokio::test]
     async fn expired_histories_are_swept() {
-        let store = MemoryHistory::default();
+        let store = store();
         let limits = HistoryLimits {
             size: 2,
             ttl_ms: 10,
@@ -279,7 +280,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let left = store.state.lock().unwrap().histories.len();
+        let left = store.history.state.lock().unwrap().histories.len();
         assert_eq!(left, 1, "only the live history stays");
     }
 }
