@@ -176,6 +176,27 @@ async fn execute(
                     .await;
                 Ok(())
             }
+            Action::SubscribeRecovering {
+                topic,
+                member,
+                since,
+                answer,
+            } => {
+                // Held before the subscription goes out, so no live
+                // delivery it brings overtakes the replay.
+                handle.positions().hold(&topic);
+                let subscribed = env.upstream.subscribe(handle, topic.clone(), member).await;
+                if let Some(conn) = env.registry.get(handle.id) {
+                    tokio::spawn(crate::recovery::recover(
+                        env.upstream.clone(),
+                        conn,
+                        topic,
+                        since,
+                        answer,
+                    ));
+                }
+                subscribed
+            }
             Action::Unsubscribe { topic } => env.upstream.unsubscribe(handle, &topic).await,
             Action::Touch { topic } => env.upstream.touch(handle, topic).await,
             Action::Publish { topic, payload } => {

@@ -9,6 +9,8 @@
 //! - [`dialect`]: one module per wire dialect.
 //! - [`outbound`]: per-socket queues and the connection registry.
 //! - [`backlog`]: kept IM messages handed to a socket at its own pace.
+//! - [`recovery`]: what each socket has of each topic with history, and
+//!   catching a socket up from a position it presents.
 //! - [`upstream`]: ownership, router links, replay, delivery dispatch.
 //! - [`transport`]: links to routers: in process (any `LocalRouter`), gRPC
 //!   streams, or NATS subjects; proving the cluster secret (and over
@@ -36,6 +38,7 @@ pub mod im_login;
 pub mod limits;
 pub mod metrics;
 pub mod outbound;
+pub mod recovery;
 pub mod server;
 pub mod settings;
 pub mod socket_io;

@@ -85,6 +85,8 @@ pub struct ConnHandle {
     pub backlog_run: AtomicU64,
     /// Owned by the socket's reader; read by router replay and close.
     pub routing: Mutex<Routing>,
+    /// What the socket has of each topic with history.
+    positions: Mutex<crate::recovery::PositionBook>,
 }
 
 impl ConnHandle {
@@ -111,6 +113,7 @@ impl ConnHandle {
             written: Notify::new(),
             backlog_run: AtomicU64::new(0),
             routing: Mutex::default(),
+            positions: Mutex::default(),
         }
     }
 
@@ -246,6 +249,10 @@ impl ConnHandle {
 
     pub fn routing(&self) -> std::sync::MutexGuard<'_, Routing> {
         self.routing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn positions(&self) -> std::sync::MutexGuard<'_, crate::recovery::PositionBook> {
+        self.positions.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

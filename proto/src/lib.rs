@@ -76,3 +76,44 @@ impl From<router_frame::Body> for RouterFrame {
         Self { body: Some(body) }
     }
 }
+
+impl Position {
+    /// A position as clients hold it, `epoch:offset`; `None` unless the
+    /// epoch is 1 to 64 ASCII letters and digits and the offset a number.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (epoch, offset) = text.rsplit_once(':')?;
+        let epoch_ok = !epoch.is_empty()
+            && epoch.len() <= 64
+            && epoch.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !epoch_ok || offset.is_empty() || !offset.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(Self {
+            epoch: epoch.to_owned(),
+            offset: offset.parse().ok()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod position_tests {
+    use super::Position;
+
+    #[test]
+    fn positions_parse_as_epoch_colon_offset() {
+        let p = Position::parse("00ff:12").unwrap();
+        assert_eq!((p.epoch.as_str(), p.offset), ("00ff", 12));
+        for bad in [
+            "",
+            ":1",
+            "a:",
+            "a:-1",
+            "a:+1",
+            "a/b:1",
+            "a:1x",
+            "a:99999999999999999999999",
+        ] {
+            assert_eq!(Position::parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -134,8 +134,14 @@ fn incomplete() -> switchboard_proto::Response {
 pub(crate) struct Topics;
 
 pub(crate) enum TopicRequest {
-    Publish { topic: TopicKey, payload: Payload },
+    Publish {
+        topic: TopicKey,
+        payload: Payload,
+        publish_id: Option<String>,
+    },
     Presence(TopicKey),
+    /// A topic's history after a position (an edge recovering a socket).
+    History(switchboard_proto::HistoryRead),
     Collect(Vec<TopicKey>),
 }
 
@@ -147,11 +153,14 @@ impl Feature for Topics {
             request::Body::Publish(switchboard_proto::Publish {
                 topic: Some(topic),
                 payload: Some(payload),
+                publish_id,
                 ..
             }) => TopicRequest::Publish {
                 topic: TopicKey::from(topic),
                 payload,
+                publish_id: Some(publish_id).filter(|id| !id.is_empty()),
             },
+            request::Body::History(read) if read.topic.is_some() => TopicRequest::History(read),
             request::Body::Presence(switchboard_proto::PresenceQuery { topic: Some(topic) }) => {
                 TopicRequest::Presence(TopicKey::from(topic))
             }
@@ -165,10 +174,15 @@ impl Feature for Topics {
     async fn answer(ctx: Ctx, request: TopicRequest) {
         let Ctx { node, reply } = ctx;
         match request {
-            TopicRequest::Publish { topic, payload } => {
+            TopicRequest::Publish {
+                topic,
+                payload,
+                publish_id,
+            } => {
                 let publish = ShardCommand::Publish {
                     topic: topic.clone(),
                     payload,
+                    publish_id,
                     reply: Some(reply),
                 };
                 node.to_shard(&topic, publish).await;
@@ -181,6 +195,7 @@ impl Feature for Topics {
                 node.to_shard(&topic, query).await;
             }
             TopicRequest::Collect(topics) => reply.send(node.collected(topics).await),
+            TopicRequest::History(read) => reply.send(node.history_answer(read).await),
         }
     }
 }

@@ -11,6 +11,8 @@
 //! - [`session`]: one attached edge's connection table.
 //! - [`shard`]: topic state, one task per shard; fan-out.
 //! - [`presence`]: store-backed presence, off the fan-out path.
+//! - [`history`]: each shard's history writer: a publish to a topic with
+//!   history is appended, then delivered with its position.
 //! - [`topic`]: topic keys as the router holds them.
 //! - `reply`: where an answer goes: up an edge's stream, or to a caller
 //!   in this process.
@@ -54,6 +56,7 @@ pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grpc;
+pub mod history;
 pub mod im;
 pub mod jsonrpc;
 pub mod local;
@@ -138,6 +141,7 @@ pub async fn run(settings: RouterSettings, shutdown: CancellationToken) -> anyho
         config.shards = shards;
     }
     config.im = settings.im.config();
+    config.history = settings.history.limits();
     let joined = join_cluster(&settings, &id, &advertise, &api_listener, &access, &stop).await?;
     let node = RouterNode::start_in_cluster(config, store.clone(), stop.clone(), joined.cluster);
     if let Some(client) = joined.nats {

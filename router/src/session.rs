@@ -233,6 +233,7 @@ async fn handle(
                         ShardCommand::Publish {
                             topic,
                             payload,
+                            publish_id: Some(publish.publish_id).filter(|id| !id.is_empty()),
                             reply: None,
                         },
                     )

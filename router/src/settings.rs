@@ -65,6 +65,8 @@ pub struct RouterSettings {
     pub presence: PresenceSettings,
     #[command(flatten)]
     pub im: crate::im::ImSettings,
+    #[command(flatten)]
+    pub history: HistorySettings,
     /// State shards (tasks); default: one per core.
     #[arg(long, env = "SWITCHBOARD_ROUTER_SHARDS")]
     pub shards: Option<usize>,
@@ -110,6 +112,29 @@ impl PresenceSettings {
     }
 }
 
+/// How much history each topic keeps, shared by routers and standalone
+/// mode.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HistorySettings {
+    /// Messages kept per topic (groups, client ids, broadcasts) for
+    /// recovery after a reconnect; 0 turns history off.
+    #[arg(long, env = "SWITCHBOARD_HISTORY_SIZE", default_value_t = 100)]
+    pub history_size: usize,
+    /// A topic's history goes this long after its last message.
+    #[arg(long, env = "SWITCHBOARD_HISTORY_TTL", default_value = "300s", value_parser = duration)]
+    pub history_ttl: Duration,
+}
+
+impl HistorySettings {
+    /// What each history keeps; `None` with history off.
+    pub fn limits(&self) -> Option<crate::store::history::HistoryLimits> {
+        (self.history_size > 0).then(|| crate::store::history::HistoryLimits {
+            size: self.history_size,
+            ttl_ms: (self.history_ttl.as_millis() as u64).max(1),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +146,15 @@ mod tests {
         assert_eq!(s.api_addr, "0.0.0.0:8081");
         assert_eq!(s.admin_addr, "0.0.0.0:9091");
         assert_eq!(s.presence.presence_ttl, Duration::from_secs(90));
+        let history = s.history.limits().unwrap();
+        assert_eq!((history.size, history.ttl_ms), (100, 300_000));
+    }
+
+    #[test]
+    fn a_history_size_of_zero_turns_history_off() {
+        let s = RouterSettings::try_parse_from(["router", "--history-size", "0"]).unwrap();
+        assert_eq!(s.history.limits(), None);
+        let s = RouterSettings::try_parse_from(["router", "--history-ttl", "5s"]).unwrap();
+        assert_eq!(s.history.limits().unwrap().ttl_ms, 5_000);
     }
 }

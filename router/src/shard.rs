@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchboard_proto::{
-    Delivery, ErrorCode, Payload, PresenceEvent, Response, RouterFrame, router_frame,
+    Delivery, ErrorCode, Payload, Position, PresenceEvent, Response, RouterFrame, Topic,
+    router_frame,
 };
 use tokio::sync::mpsc;
 
+use crate::history::{AppendJob, HistoryQueue};
 use crate::presence::PresenceJob;
 use crate::reply::Reply;
 use crate::topic::TopicKey;
@@ -48,6 +50,15 @@ pub enum ShardCommand {
     Publish {
         topic: TopicKey,
         payload: Payload,
+        /// Makes a resend idempotent on a topic with history.
+        publish_id: Option<String>,
+        reply: Option<Reply>,
+    },
+    /// A publish its history writer appended: fan it out with its place.
+    Deliver {
+        topic: TopicKey,
+        payload: Payload,
+        position: Position,
         reply: Option<Reply>,
     },
     /// A presence change the store confirmed, to tell the group.
@@ -186,6 +197,9 @@ pub struct Shard {
     touch_interval: Duration,
     /// Turn counter for [`ShardCommand::Dispatch`].
     turns: usize,
+    /// Where publishes to topics with history wait to be appended; `None`
+    /// with history off.
+    history: Option<HistoryQueue>,
 }
 
 impl Shard {
@@ -198,7 +212,15 @@ impl Shard {
             resync_from: 0,
             touch_interval,
             turns: 0,
+            history: None,
         }
+    }
+
+    /// Appends publishes to topics with history through `queue` before
+    /// they are delivered.
+    pub fn with_history(mut self, queue: HistoryQueue) -> Self {
+        self.history = Some(queue);
+        self
     }
 
     pub async fn run(mut self, mut commands: mpsc::Receiver<ShardCommand>) {
@@ -237,9 +259,22 @@ impl Shard {
             ShardCommand::Publish {
                 topic,
                 payload,
+                publish_id,
                 reply,
             } => {
-                let delivered = self.fan_out(&topic, &payload);
+                if let Some(history) = &self.history
+                    && crate::history::is_message(&payload)
+                    && let Some(stream) = topic.history_stream()
+                {
+                    return history.push(AppendJob {
+                        topic,
+                        stream,
+                        payload,
+                        publish_id,
+                        reply,
+                    });
+                }
+                let delivered = self.fan_out(&topic, &payload, None);
                 metrics::counter!("switchboard_router_publishes_total", "kind" => topic.kind.as_str_name())
                     .increment(1);
                 if let Some(reply) = reply {
@@ -247,6 +282,19 @@ impl Shard {
                         delivered,
                         ..Response::default()
                     });
+                }
+            }
+            ShardCommand::Deliver {
+                topic,
+                payload,
+                position,
+                reply,
+            } => {
+                let delivered = self.fan_out(&topic, &payload, Some(&position));
+                metrics::counter!("switchboard_router_publishes_total", "kind" => topic.kind.as_str_name())
+                    .increment(1);
+                if let Some(reply) = reply {
+                    reply.send(crate::history::accepted(delivered, position));
                 }
             }
             ShardCommand::Announce {
@@ -261,7 +309,7 @@ impl Shard {
                     joined,
                     count,
                 };
-                self.fan_out(&topic, &Payload::presence(event));
+                self.fan_out(&topic, &Payload::presence(event), None);
             }
             ShardCommand::Collect { topics, reply } => {
                 let mut found = Vec::new();
@@ -442,20 +490,22 @@ impl Shard {
         let (edge, conn) = candidates[self.turns % candidates.len()];
         self.edges
             .get(&edge)
-            .is_some_and(|tx| send_delivery(tx, vec![conn], payload) == 1)
+            .is_some_and(|tx| send_delivery(tx, vec![conn], payload, None) == 1)
             .then_some((edge, conn))
     }
 
     /// Hands `payload` to every edge with subscribers of `topic`, one frame
-    /// per edge; returns the number of sockets it was handed to.
-    fn fan_out(&self, topic: &TopicKey, payload: &Payload) -> u32 {
+    /// per edge, with the message's place in the topic's history if it has
+    /// one; returns the number of sockets it was handed to.
+    fn fan_out(&self, topic: &TopicKey, payload: &Payload, position: Option<&Position>) -> u32 {
         let Some(state) = self.topics.get(topic) else {
             return 0;
         };
+        let placed = position.map(|position| (topic.to_proto(), position.clone()));
         let mut delivered = 0u32;
         for (edge, conns) in &state.by_edge {
             if let Some(tx) = self.edges.get(edge) {
-                delivered += send_delivery(tx, conns.ids.clone(), payload);
+                delivered += send_delivery(tx, conns.ids.clone(), payload, placed.as_ref());
             }
         }
         metrics::counter!("switchboard_router_delivered_sockets_total")
@@ -471,11 +521,14 @@ pub(crate) fn send_delivery(
     tx: &mpsc::Sender<RouterFrame>,
     conn_ids: Vec<u64>,
     payload: &Payload,
+    placed: Option<&(Topic, Position)>,
 ) -> u32 {
     let count = conn_ids.len();
     let frame: RouterFrame = router_frame::Body::Delivery(Delivery {
         conn_ids,
         payload: Some(payload.clone()),
+        topic: placed.map(|(topic, _)| topic.clone()),
+        position: placed.map(|(_, position)| position.clone()),
     })
     .into();
     match tx.try_send(frame) {
@@ -570,7 +623,7 @@ mod tests {
             shard.subscribe(1, conn, group(), None);
         }
         shard.subscribe(2, 7, group(), None);
-        let delivered = shard.fan_out(&group(), &Payload::json(&b"{}"[..]));
+        let delivered = shard.fan_out(&group(), &Payload::json(&b"{}"[..]), None);
         assert_eq!(delivered, 51);
         let d1 = deliveries(&mut rx1);
         assert_eq!(d1.len(), 1, "one frame for 50 sockets on one edge");

@@ -47,6 +47,7 @@ pub async fn run(settings: StandaloneSettings, shutdown: CancellationToken) -> a
     let router_stop = CancellationToken::new();
     let mut config = settings.presence.node_config("standalone".to_owned());
     config.im = settings.im.config();
+    config.history = settings.history.limits();
     let node = RouterNode::start(config, store.clone(), router_stop.clone());
     let api_listener = net::bind("router-api", &settings.router_api_listen_addr()).await?;
     let admin_listener = net::bind("router-admin", &settings.router_admin_listen_addr()).await?;

@@ -45,6 +45,10 @@ pub struct StandaloneSettings {
     /// IM limits of the in-process router.
     #[command(flatten)]
     pub im: ImSettings,
+    /// History kept per topic by the in-process router (in memory unless
+    /// a Redis URL is set).
+    #[command(flatten)]
+    pub history: switchboard_router::settings::HistorySettings,
 }
 
 impl StandaloneSettings {

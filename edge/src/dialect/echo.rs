@@ -28,7 +28,11 @@ impl Dialect for EchoDialect {
     }
 
     /// Nothing is ever delivered to an echo socket.
-    fn encode(&self, _payload: &Payload) -> Option<Bytes> {
+    fn encode(
+        &self,
+        _payload: &Payload,
+        _position: Option<&switchboard_proto::Position>,
+    ) -> Option<Bytes> {
         None
     }
 }

@@ -14,9 +14,11 @@ use switchboard_common::clock::iso8601_now;
 use switchboard_proto::group::{
     self, ErrorCode, GroupError, GroupMessage, MsgType, Sender, Target,
 };
-use switchboard_proto::{Payload, Response, Topic, is_valid_id, payload};
+use switchboard_proto::{Payload, Position, Response, Topic, is_valid_id, payload};
 
-use super::{Accept, Action, Dialect, DialectSession, RequestBody, Unavailable, UpgradeRequest};
+use super::{
+    Accept, Action, Dialect, DialectSession, Recovery, RequestBody, Unavailable, UpgradeRequest,
+};
 use crate::server::Refusal;
 
 /// Any valid message keeps its client present; the edge says so at most
@@ -52,9 +54,12 @@ impl Dialect for GroupDialect {
         }
     }
 
-    fn encode(&self, payload: &Payload) -> Option<Bytes> {
+    fn encode(&self, payload: &Payload, position: Option<&Position>) -> Option<Bytes> {
         match payload.body.as_ref()? {
-            payload::Body::Json(bytes) => Some(bytes.clone()),
+            payload::Body::Json(bytes) => Some(match position {
+                Some(position) => with_position(bytes, position),
+                None => bytes.clone(),
+            }),
             payload::Body::Presence(event) => Some(to_bytes(&group::presence_event(
                 &event.group,
                 &event.member,
@@ -65,6 +70,57 @@ impl Dialect for GroupDialect {
             payload::Body::ImBacklog(_) => None,
         }
     }
+}
+
+/// A message with its place in its topic's history as top-level `epoch`
+/// and `offset`. Messages are JSON objects completed by the edge or the
+/// server API, so the fields go before the closing brace; anything else
+/// goes out as it is.
+pub fn with_position(message: &Bytes, position: &Position) -> Bytes {
+    let Some(body) = message.strip_suffix(b"}") else {
+        return message.clone();
+    };
+    let epoch = serde_json::to_string(&position.epoch).unwrap_or_default();
+    let tail = format!(r#","epoch":{epoch},"offset":{}}}"#, position.offset);
+    let mut out = Vec::with_capacity(message.len() + tail.len());
+    out.extend_from_slice(body);
+    out.extend_from_slice(tail.as_bytes());
+    Bytes::from(out)
+}
+
+/// The message that opens a recovery of `stream` (`group`, `direct` or
+/// `broadcast`); a position ahead of the latest is a validation error.
+pub fn recovery_frame(stream: &'static str, outcome: Recovery<'_>) -> Bytes {
+    let (recovered, missed, latest) = match outcome {
+        Recovery::Recovered { missed, latest } => (true, missed, Some(latest)),
+        Recovery::Lost { latest } => (false, 0, Some(latest)),
+        Recovery::Unavailable => (false, 0, None),
+        Recovery::Ahead { latest } => {
+            let field = format!("since_{stream}");
+            let message = format!(
+                "{field} is ahead of the latest position {}:{}",
+                latest.epoch, latest.offset
+            );
+            return error_frame(&GroupError {
+                code: ErrorCode::ValidationError,
+                field: Some(field),
+                message,
+            });
+        }
+    };
+    to_bytes(&serde_json::json!({
+        "version": "3",
+        "msg_type": "recovery",
+        "target": "echo",
+        "payload": {
+            "stream": stream,
+            "recovered": recovered,
+            "missed": missed,
+            "epoch": latest.map_or("", |p| p.epoch.as_str()),
+            "offset": latest.map_or(0, |p| p.offset),
+        },
+        "sent_at": iso8601_now(),
+    }))
 }
 
 fn to_bytes(value: &Value) -> Bytes {
@@ -112,6 +168,21 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
             return Some(unauthorized(e.to_string()));
         }
     };
+    // Positions to recover from, per stream: group, direct, broadcast.
+    let mut since: [Option<Position>; 3] = Default::default();
+    for (slot, (stream, _)) in since.iter_mut().zip(STREAMS) {
+        let field = match stream {
+            "group" => "since_group",
+            "direct" => "since_direct",
+            _ => "since_broadcast",
+        };
+        if let Some(text) = request.query.get(field) {
+            match Position::parse(text) {
+                Some(position) => *slot = Some(position),
+                None => return Some(Accept::Refuse(Refusal::InvalidPosition { field })),
+            }
+        }
+    }
     let dialect: &'static GroupDialect = if legacy { &V2 } else { &V3 };
     Some(Accept::Session {
         dialect,
@@ -123,6 +194,7 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
             client_id: client_id.to_owned(),
             may_broadcast,
             last_touch: None,
+            since,
         }),
         tenant,
         principal: client_id.to_owned(),
@@ -138,7 +210,13 @@ pub struct GroupSession {
     group_topic: Topic,
     may_broadcast: bool,
     last_touch: Option<Instant>,
+    /// Where the client asked to recover each of [`STREAMS`] from.
+    since: [Option<Position>; 3],
 }
+
+/// The streams a group socket recovers, in the order it subscribes: its
+/// group (where it is present), its client id, its tenant's broadcast.
+const STREAMS: [(&str, bool); 3] = [("group", true), ("direct", false), ("broadcast", false)];
 
 impl GroupSession {
     fn touch(&mut self, always: bool, actions: &mut Vec<Action>) {
@@ -250,20 +328,28 @@ fn direct_outcome(to: &str, response: Result<Response, Unavailable>) -> Option<B
 impl DialectSession for GroupSession {
     fn open(&mut self) -> Vec<Action> {
         self.last_touch = Some(Instant::now());
-        vec![
-            Action::Subscribe {
-                topic: self.group_topic.clone(),
-                member: Some(self.client_id.clone()),
-            },
-            Action::Subscribe {
-                topic: Topic::client(&self.tenant, &self.client_id),
-                member: None,
-            },
-            Action::Subscribe {
-                topic: Topic::tenant(&self.tenant),
-                member: None,
-            },
-        ]
+        let topics = [
+            self.group_topic.clone(),
+            Topic::client(&self.tenant, &self.client_id),
+            Topic::tenant(&self.tenant),
+        ];
+        topics
+            .into_iter()
+            .zip(STREAMS)
+            .zip(std::mem::take(&mut self.since))
+            .map(|((topic, (stream, present)), since)| {
+                let member = present.then(|| self.client_id.clone());
+                match since {
+                    Some(since) => Action::SubscribeRecovering {
+                        topic,
+                        member,
+                        since,
+                        answer: Box::new(move |outcome| recovery_frame(stream, outcome)),
+                    },
+                    None => Action::Subscribe { topic, member },
+                }
+            })
+            .collect()
     }
 
     fn on_text(&mut self, text: &str) -> Vec<Action> {
@@ -302,6 +388,7 @@ mod tests {
     use http::StatusCode;
     use serde_json::json;
     use switchboard_common::auth::claims;
+    use switchboard_proto::TopicKind;
 
     fn upgrade(path: &str, sub: &str, scope: Option<&str>) -> Option<Accept> {
         accept(&UpgradeRequest {
@@ -315,6 +402,120 @@ mod tests {
             im_path: "/websocket",
             echo_path: None,
         })
+    }
+
+    fn upgrade_with_query(query: &[(&str, &str)]) -> Option<Accept> {
+        accept(&UpgradeRequest {
+            path: "/v3/ws/group/g_1/client/c_1",
+            query: query
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            headers: &http::HeaderMap::new(),
+            auth: Ok(claims("c_1", "client", "acme", None, 60)),
+            allow_anonymous: false,
+            connect_id: "e-1".into(),
+            max_subscriptions: 1024,
+            im_path: "/websocket",
+            echo_path: None,
+        })
+    }
+
+    fn position(epoch: &str, offset: u64) -> Position {
+        Position {
+            epoch: epoch.into(),
+            offset,
+        }
+    }
+
+    #[test]
+    fn positions_are_top_level_fields_of_a_delivered_message() {
+        let message = Payload::json(Bytes::from_static(br#"{"version":"3","msg":"hi"}"#));
+        let bytes = V3.encode(&message, Some(&position("ab", 7))).unwrap();
+        let value: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(value["epoch"], "ab");
+        assert_eq!(value["offset"], 7);
+        assert_eq!(value["msg"], "hi");
+        // Without a position, the message goes out untouched.
+        let plain = V3.encode(&message, None).unwrap();
+        assert_eq!(&plain[..], br#"{"version":"3","msg":"hi"}"#);
+    }
+
+    #[test]
+    fn since_parameters_recover_their_streams_and_nothing_else() {
+        let Some(Accept::Session { mut session, .. }) =
+            upgrade_with_query(&[("since_group", "ab:3"), ("since_broadcast", "cd:0")])
+        else {
+            panic!("expected a session");
+        };
+        let actions = session.open();
+        let shapes: Vec<(i32, Option<Position>)> = actions
+            .iter()
+            .map(|a| match a {
+                Action::SubscribeRecovering { topic, since, .. } => {
+                    (topic.kind, Some(since.clone()))
+                }
+                Action::Subscribe { topic, .. } => (topic.kind, None),
+                _ => panic!("only subscriptions"),
+            })
+            .collect();
+        assert_eq!(
+            shapes,
+            vec![
+                (TopicKind::Group as i32, Some(position("ab", 3))),
+                (TopicKind::Client as i32, None),
+                (TopicKind::Tenant as i32, Some(position("cd", 0))),
+            ]
+        );
+        let Some(Action::SubscribeRecovering { answer, .. }) = actions.into_iter().next() else {
+            panic!("group recovers");
+        };
+        let latest = position("ab", 9);
+        let frame: Value = serde_json::from_slice(&answer(Recovery::Recovered {
+            missed: 6,
+            latest: &latest,
+        }))
+        .unwrap();
+        assert_eq!(frame["msg_type"], "recovery");
+        assert_eq!(frame["target"], "echo");
+        assert_eq!(
+            frame["payload"],
+            json!({"stream":"group","recovered":true,"missed":6,"epoch":"ab","offset":9})
+        );
+    }
+
+    #[test]
+    fn a_malformed_since_refuses_the_upgrade() {
+        for bad in ["", "ab", "ab:", ":3", "ab:-1", "a/b:1"] {
+            match upgrade_with_query(&[("since_direct", bad)]) {
+                Some(Accept::Refuse(Refusal::InvalidPosition { field })) => {
+                    assert_eq!(field, "since_direct", "{bad}")
+                }
+                _ => panic!("{bad:?} accepted"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_position_ahead_is_a_validation_error_and_lost_says_so() {
+        let latest = position("ab", 2);
+        let ahead: Value = serde_json::from_slice(&recovery_frame(
+            "direct",
+            Recovery::Ahead { latest: &latest },
+        ))
+        .unwrap();
+        assert_eq!(ahead["msg_type"], "error");
+        assert_eq!(ahead["payload"]["code"], "validation_error");
+        assert_eq!(ahead["payload"]["field"], "since_direct");
+        let lost: Value = serde_json::from_slice(&recovery_frame(
+            "direct",
+            Recovery::Lost { latest: &latest },
+        ))
+        .unwrap();
+        assert_eq!(
+            lost["payload"],
+            json!({"stream":"direct","recovered":false,"missed":0,"epoch":"ab","offset":2})
+        );
     }
 
     fn session(scope: Option<&str>) -> Box<dyn DialectSession> {
@@ -523,7 +724,9 @@ mod tests {
             count: 2,
         };
         for dialect in [&V3, &V2] {
-            let bytes = dialect.encode(&Payload::presence(event.clone())).unwrap();
+            let bytes = dialect
+                .encode(&Payload::presence(event.clone()), None)
+                .unwrap();
             let v: Value = serde_json::from_slice(&bytes).unwrap();
             assert_eq!(
                 v["payload"],

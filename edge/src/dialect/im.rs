@@ -47,7 +47,11 @@ impl Dialect for ImDialect {
         switchboard_proto::Dialect::Im
     }
 
-    fn encode(&self, payload: &Payload) -> Option<Bytes> {
+    fn encode(
+        &self,
+        payload: &Payload,
+        _position: Option<&switchboard_proto::Position>,
+    ) -> Option<Bytes> {
         match payload.body.as_ref()? {
             payload::Body::Json(bytes) => Some(bytes.clone()),
             payload::Body::Presence(_) | payload::Body::ImBacklog(_) => None,

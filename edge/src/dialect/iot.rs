@@ -37,7 +37,11 @@ impl Dialect for IotDialect {
         switchboard_proto::Dialect::Iot
     }
 
-    fn encode(&self, payload: &Payload) -> Option<Bytes> {
+    fn encode(
+        &self,
+        payload: &Payload,
+        _position: Option<&switchboard_proto::Position>,
+    ) -> Option<Bytes> {
         match payload.body.as_ref()? {
             payload::Body::Json(bytes) => Some(bytes.clone()),
             payload::Body::Presence(_) | payload::Body::ImBacklog(_) => None,

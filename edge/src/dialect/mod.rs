@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_common::auth::{AuthError, Claims};
-use switchboard_proto::{Payload, Response, Topic};
+use switchboard_proto::{Payload, Position, Response, Topic};
 use tokio_util::sync::CancellationToken;
 
 use crate::limits::UnauthenticatedSlot;
@@ -42,6 +42,15 @@ pub enum Action {
     SubscribeConfirmed {
         topic: Topic,
         on_confirmed: ResponseMapper,
+    },
+    /// [`Action::Subscribe`] for a topic with history, catching the socket
+    /// up from `since` first: the frame `answer` makes of the outcome, then
+    /// the missed messages in offset order, then live ones, none twice.
+    SubscribeRecovering {
+        topic: Topic,
+        member: Option<String>,
+        since: Position,
+        answer: RecoveryMapper,
     },
     /// Stop receiving deliveries for `topic`.
     Unsubscribe { topic: Topic },
@@ -93,6 +102,22 @@ pub enum RequestBody {
 #[error("router unavailable")]
 pub struct Unavailable;
 
+/// What became of a recovery ([`Action::SubscribeRecovering`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery<'a> {
+    /// The position was in the history: `missed` messages follow.
+    Recovered { missed: usize, latest: &'a Position },
+    /// Another epoch, or older than the history holds: nothing follows.
+    Lost { latest: &'a Position },
+    /// The position is ahead of the latest one.
+    Ahead { latest: &'a Position },
+    /// No router answered, or history is off: nothing follows.
+    Unavailable,
+}
+
+/// Turns a recovery's outcome into the frame that opens it.
+pub type RecoveryMapper = Box<dyn FnOnce(Recovery<'_>) -> Bytes + Send + 'static>;
+
 /// Turns a router's answer into the frame (if any) for the socket. It
 /// takes the answer whole: nobody else needs it once it is answered.
 pub type ResponseMapper =
@@ -106,8 +131,9 @@ pub trait Dialect: Send + Sync + 'static {
     /// Metrics label.
     fn label(&self) -> &'static str;
     fn proto(&self) -> switchboard_proto::Dialect;
-    /// Encodes a delivery; called once per delivery frame, not per socket.
-    fn encode(&self, payload: &Payload) -> Option<Bytes>;
+    /// Encodes a delivery, with its place in its topic's history when it
+    /// has one; called once per delivery frame, not per socket.
+    fn encode(&self, payload: &Payload, position: Option<&Position>) -> Option<Bytes>;
 }
 
 /// Number of dialect indexes in use.

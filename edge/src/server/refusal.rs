@@ -48,6 +48,9 @@ pub enum Refusal {
     /// A group or client id in the path that is not a valid id.
     #[error("{}", switchboard_proto::ids::invalid_id_message(field))]
     InvalidId { field: &'static str },
+    /// A position to recover from that is not `epoch:offset`.
+    #[error("{field} must be epoch:offset")]
+    InvalidPosition { field: &'static str },
     /// A missing, bad or wrong-kind token.
     #[error("{0}")]
     GroupToken(String),
@@ -124,6 +127,13 @@ impl Refusal {
                 StatusCode::BAD_REQUEST,
                 Shape::Error {
                     code: "invalid_id",
+                    field: Some(field),
+                },
+            ),
+            Self::InvalidPosition { field } => (
+                StatusCode::BAD_REQUEST,
+                Shape::Error {
+                    code: "validation_error",
                     field: Some(field),
                 },
             ),
@@ -232,6 +242,13 @@ mod tests {
                 Refusal::InvalidId { field: "group_id" },
                 400,
                 r#"{"error":{"code":"invalid_id","message":"group_id must match [A-Za-z0-9_-]{1,64} and not be only digits","field":"group_id"}}"#,
+            ),
+            (
+                Refusal::InvalidPosition {
+                    field: "since_group",
+                },
+                400,
+                r#"{"error":{"code":"validation_error","message":"since_group must be epoch:offset","field":"since_group"}}"#,
             ),
             (
                 Refusal::GroupToken("token expired".into()),

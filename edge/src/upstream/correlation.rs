@@ -185,6 +185,7 @@ impl Upstream {
                 topic: Some(topic),
                 payload: Some(payload),
                 from_conn: conn,
+                publish_id: String::new(),
             }),
             RequestBody::Presence => {
                 request::Body::Presence(switchboard_proto::PresenceQuery { topic: Some(topic) })

@@ -10,6 +10,7 @@ use switchboard_proto::{Delivery, RouterFrame, payload, router_frame};
 
 use super::Upstream;
 use crate::dialect::DIALECTS;
+use crate::recovery::Admit;
 
 impl Upstream {
     /// Handles one frame from a router; false when the router reset the
@@ -51,9 +52,23 @@ impl Upstream {
             let Some(slot) = encoded.get_mut(conn.dialect.index()) else {
                 continue;
             };
-            let Some(frame) = slot.get_or_insert_with(|| conn.dialect.encode(&payload)) else {
+            let Some(frame) = slot
+                .get_or_insert_with(|| conn.dialect.encode(&payload, delivery.position.as_ref()))
+            else {
                 continue;
             };
+            // A socket drops what it has (a replay gave it, or an old
+            // owner did), and holds what comes while it recovers.
+            if let (Some(topic), Some(position)) = (&delivery.topic, &delivery.position) {
+                match conn.positions().admit(topic, position, frame) {
+                    Admit::Deliver => {}
+                    Admit::Drop => {
+                        metrics::counter!("switchboard_edge_duplicates_dropped_total").increment(1);
+                        continue;
+                    }
+                    Admit::Held => continue,
+                }
+            }
             // A socket that agreed to deflate gets the frame compressed
             // once per dialect and window size, however many share them.
             let pushed = match conn.deflate {
@@ -101,6 +116,7 @@ mod tests {
             // 42 is not a socket of this edge.
             conn_ids: vec![group.id, 42, im.id],
             payload: Some(Payload::json(Bytes::from_static(b"{\"x\":1}"))),
+            ..Delivery::default()
         };
         let frame = RouterFrame {
             body: Some(router_frame::Body::Delivery(delivery)),
@@ -117,6 +133,7 @@ mod tests {
         let delivery = Delivery {
             conn_ids: vec![group.id],
             payload: None,
+            ..Delivery::default()
         };
         let frame = RouterFrame {
             body: Some(router_frame::Body::Delivery(delivery)),

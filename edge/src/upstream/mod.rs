@@ -214,6 +214,7 @@ impl Upstream {
             topic: Some(topic.clone()),
             payload: Some(payload),
             from_conn: conn.id,
+            publish_id: String::new(),
         });
         self.send_for(&topic, body).await
     }

@@ -14,7 +14,7 @@ use switchboard_proto::iot::IotError;
 use crate::im::ImError;
 use crate::jsonrpc::OwnerError;
 use crate::jsonrpc::tools::ToolError;
-use crate::node::NodeError;
+use crate::node::{HistoryError, NodeError};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +65,9 @@ pub enum ApiError {
     /// The store failed.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// A history that cannot be read: off, or not kept for the topic.
+    #[error("{0}")]
+    History(#[from] crate::node::HistoryError),
     /// The node could not reach the target; the answer says why.
     #[error("{0}")]
     Node(#[from] NodeError),
@@ -140,6 +143,10 @@ impl ApiError {
             Self::Owner(OwnerError::Taken { .. }) => (StatusCode::CONFLICT, "conflict", None),
             Self::Owner(OwnerError::Store(_)) => UNAVAILABLE,
             Self::NoDeviceStatus { .. } => (StatusCode::NOT_FOUND, "not_found", None),
+            Self::History(HistoryError::Off | HistoryError::NoHistory) => {
+                (StatusCode::NOT_FOUND, "not_found", None)
+            }
+            Self::History(HistoryError::Node(_)) => UNAVAILABLE,
             Self::Store(_) | Self::Node(_) | Self::GroupsUnavailable(_) | Self::Busy => UNAVAILABLE,
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         }

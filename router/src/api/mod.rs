@@ -17,6 +17,7 @@
 mod auth;
 pub mod error;
 pub mod groups;
+pub mod history;
 pub mod im;
 pub mod iot;
 pub mod jsonrpc;
@@ -90,7 +91,7 @@ async fn handle(context: &ApiContext, request: Request<Incoming>) -> Response<Ap
     let (label, answer) = match Route::parse(method, path) {
         Ok(route) => (
             route.label(),
-            respond(context, route, &parts.headers, body).await,
+            respond(context, route, &parts.headers, parts.uri.query(), body).await,
         ),
         Err(Unrouted::NoRoute) => (
             "unknown",
@@ -124,6 +125,7 @@ async fn respond(
     context: &ApiContext,
     route: Route<'_>,
     headers: &HeaderMap,
+    query: Option<&str>,
     body: Incoming,
 ) -> Result<Response<ApiBody>, ApiError> {
     // The document is public: it is answered before any credential.
@@ -148,6 +150,7 @@ async fn respond(
             delivered(groups::broadcast(node, tenant, json_body(body).await?).await?)
         }
         Route::Stats => stats::stats(context, &caller),
+        Route::History => history::history(node, tenant, query).await?,
         Route::IotEvents => delivered(iot::event(node, tenant, json_body(body).await?).await?),
         Route::Notify => jsonrpc::notify(node, tenant, json_body(body).await?).await?,
         Route::Stream => jsonrpc::stream(node, tenant, json_body(body).await?).await?,

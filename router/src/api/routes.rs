@@ -21,6 +21,7 @@ pub enum Route<'p> {
     DeviceStatus { hd_id: &'p str },
     ImMessages,
     ConversationOwner { conv_id: &'p str },
+    History,
 }
 
 /// Why a request names no route it may use.
@@ -35,7 +36,7 @@ pub enum Unrouted<'p> {
 impl Route<'static> {
     /// Every route, each path parameter holding its name in braces, so
     /// that [`Route::path`] gives the OpenAPI document's template.
-    pub const ALL: [Route<'static>; 13] = [
+    pub const ALL: [Route<'static>; 14] = [
         Route::OpenApi,
         Route::GroupMessages {
             group_id: "{group_id}",
@@ -58,6 +59,7 @@ impl Route<'static> {
         Route::ConversationOwner {
             conv_id: "{convId}",
         },
+        Route::History,
     ];
 }
 
@@ -92,6 +94,7 @@ impl<'p> Route<'p> {
             ["api", "v1", "devices", hd_id, "status"] => Self::DeviceStatus { hd_id },
             ["api", "v1", "im", "messages"] => Self::ImMessages,
             ["api", "v1", "conversations", conv_id] => Self::ConversationOwner { conv_id },
+            ["api", "v1", "history"] => Self::History,
             _ => return None,
         })
     }
@@ -102,6 +105,7 @@ impl<'p> Route<'p> {
             Self::OpenApi
             | Self::GroupPresence { .. }
             | Self::Stats
+            | Self::History
             | Self::DeviceStatus { .. } => Method::GET,
             Self::ConversationOwner { .. } => Method::PUT,
             Self::GroupMessages { .. }
@@ -131,6 +135,7 @@ impl<'p> Route<'p> {
             Self::DeviceStatus { .. } => "device_status",
             Self::ImMessages => "im_messages",
             Self::ConversationOwner { .. } => "conversation_owner",
+            Self::History => "history",
         }
     }
 
@@ -152,6 +157,7 @@ impl<'p> Route<'p> {
             Self::DeviceStatus { hd_id } => format!("/api/v1/devices/{hd_id}/status"),
             Self::ImMessages => "/api/v1/im/messages".to_owned(),
             Self::ConversationOwner { conv_id } => format!("/api/v1/conversations/{conv_id}"),
+            Self::History => "/api/v1/history".to_owned(),
         }
     }
 }

@@ -134,6 +134,7 @@ pub(crate) async fn join(node: &RouterNode, topic: &TopicKey, edge: EdgeIdx, con
     let frame: RouterFrame = router_frame::Body::Delivery(Delivery {
         conn_ids: vec![conn],
         payload: Some(ready),
+        ..Delivery::default()
     })
     .into();
     // The edge is gone when this fails; its leave follows.

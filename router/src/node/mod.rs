@@ -5,7 +5,9 @@
 //! - `requests`: requests answered here or forwarded to their topic's
 //!   owner, publishes, collects, and why a request failed ([`NodeError`]).
 //! - `stats`: live connection counts for `/stats`.
+//! - `history`: reads of a topic's history ([`HistoryError`]).
 
+mod history;
 mod requests;
 mod stats;
 
@@ -27,6 +29,7 @@ use crate::shard::{EdgeIdx, Shard, ShardCommand};
 use crate::store::Store;
 use crate::topic::TopicKey;
 
+pub use history::HistoryError;
 pub(crate) use requests::request_topic;
 pub use requests::{NodeError, error_response};
 pub use stats::{Stats, dialect_label};
@@ -43,6 +46,8 @@ pub struct NodeConfig {
     /// Frames queued towards one edge before deliveries to it are dropped.
     pub edge_queue: usize,
     pub im: crate::im::ImConfig,
+    /// How much each topic's history keeps; `None` turns history off.
+    pub history: Option<crate::store::history::HistoryLimits>,
 }
 
 impl Default for NodeConfig {
@@ -55,6 +60,10 @@ impl Default for NodeConfig {
             touch_interval: Duration::from_secs(10),
             edge_queue: 16_384,
             im: crate::im::ImConfig::default(),
+            history: Some(crate::store::history::HistoryLimits {
+                size: 100,
+                ttl_ms: 300_000,
+            }),
         }
     }
 }
@@ -125,7 +134,14 @@ impl RouterNode {
             let (jobs_tx, jobs_rx) = mpsc::channel(crate::shard::PRESENCE_QUEUE);
             // Refresh well within the TTL, however short it is configured.
             let touch_interval = config.touch_interval.min(config.presence_ttl / 4);
-            let shard = Shard::new(jobs_tx, touch_interval);
+            let mut shard = Shard::new(jobs_tx, touch_interval);
+            if let Some(limits) = config.history {
+                shard = shard.with_history(crate::history::start(
+                    store.clone(),
+                    limits,
+                    tx.downgrade(),
+                ));
+            }
             let worker = PresenceWorker {
                 store: store.clone(),
                 shard: tx.clone(),

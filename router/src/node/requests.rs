@@ -87,6 +87,7 @@ pub(crate) fn request_topic(request: &Request) -> Option<TopicKey> {
         request::Body::ToolEvent(event) => event.topic.clone()?,
         request::Body::Notify(notify) => notify.topic.clone()?,
         request::Body::Im(im) => im.topic.clone()?,
+        request::Body::History(read) => read.topic.clone()?,
     };
     Some(TopicKey::from(topic))
 }
@@ -265,7 +266,7 @@ impl RouterNode {
         let mut delivered = 0u32;
         for (edge_id, conns) in targets {
             if let Some(tx) = senders.get(&edge_id) {
-                delivered += send_delivery(tx, conns.into_iter().collect(), payload);
+                delivered += send_delivery(tx, conns.into_iter().collect(), payload, None);
             }
         }
         metrics::counter!("switchboard_router_delivered_sockets_total")
@@ -286,6 +287,7 @@ impl RouterNode {
                         topic: Some(topic.to_proto()),
                         payload: Some(payload),
                         from_conn: 0,
+                        publish_id: String::new(),
                     })),
                 };
                 Ok(self
@@ -308,12 +310,16 @@ impl RouterNode {
         let publish = ShardCommand::Publish {
             topic: topic.clone(),
             payload,
+            publish_id: None,
             reply: Some(Reply::Local(tx)),
         };
         self.to_shard(&topic, publish).await;
-        rx.await
-            .map(|answer| answer.delivered)
-            .map_err(|_| NodeError::Stopping)
+        // A topic with history may refuse: its store failed or is behind.
+        Ok(rx
+            .await
+            .map_err(|_| NodeError::Stopping)?
+            .into_result()?
+            .delivered)
     }
 
     /// Members present in a group topic.

@@ -108,16 +108,34 @@ pub fn new_epoch() -> String {
 
 #[async_trait]
 pub trait HistoryStore: Send + Sync {
-    /// Appends `message`, creating the history (and its epoch) if it has
-    /// none, keeping the last `limits.size` messages and moving its expiry
-    /// to `limits.ttl_ms` after `now_ms`.
+    /// Appends `messages` in order, creating the history (and its epoch)
+    /// if it has none, keeping the last `limits.size` messages and moving
+    /// its expiry to `limits.ttl_ms` after `now_ms`. One step for all of
+    /// them (one script on Redis), so a busy topic costs one round trip per
+    /// batch, not per message. Answers one [`Appended`] per message.
+    async fn history_append_batch(
+        &self,
+        history: HistoryRef<'_>,
+        messages: &[Append<'_>],
+        limits: HistoryLimits,
+        now_ms: u64,
+    ) -> Result<Vec<Appended>, StoreError>;
+
+    /// Appends one message: [`HistoryStore::history_append_batch`] of one.
     async fn history_append(
         &self,
         history: HistoryRef<'_>,
         message: Append<'_>,
         limits: HistoryLimits,
         now_ms: u64,
-    ) -> Result<Appended, StoreError>;
+    ) -> Result<Appended, StoreError> {
+        let mut appended = self
+            .history_append_batch(history, std::slice::from_ref(&message), limits, now_ms)
+            .await?;
+        appended
+            .pop()
+            .ok_or_else(|| StoreError::Protocol("history: an append answered nothing".into()))
+    }
 
     /// The messages after `since` (at most `limit`), or why there are
     /// none. Without `since`, just the current position (`Recovered` with
@@ -358,6 +376,67 @@ pub(crate) mod contract {
         }
         let late = append(store, h, with_id("p1", "one, late")).await;
         assert!(matches!(late, Appended::New(_)), "{late:?}");
+    }
+
+    /// A batch numbers its messages in order, one after another, trims to
+    /// the size as one append would, and finds a repeated id even within
+    /// the batch.
+    pub async fn a_batch_appends_in_order(store: &dyn HistoryStore) {
+        let h = at("t1", "group:batch");
+        let first = append(store, h, message("zero")).await;
+        let batch = [
+            message("a"),
+            with_id("p", "b"),
+            with_id("p", "b again"),
+            message("c"),
+        ];
+        let appended = store
+            .history_append_batch(h, &batch, LIMITS, now())
+            .await
+            .unwrap();
+        let epoch = first.position().epoch.clone();
+        let at_offset = |offset| Position {
+            epoch: epoch.clone(),
+            offset,
+        };
+        assert_eq!(
+            appended,
+            vec![
+                Appended::New(at_offset(2)),
+                Appended::New(at_offset(3)),
+                Appended::Duplicate(at_offset(3)),
+                Appended::New(at_offset(4)),
+            ]
+        );
+        assert!(
+            store
+                .history_append_batch(h, &[], LIMITS, now())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let many: Vec<Append<'_>> = (0..LIMITS.size + 2)
+            .map(|n| Append {
+                publish_id: None,
+                data: Bytes::from(format!("m{n}")),
+            })
+            .collect();
+        let appended = store
+            .history_append_batch(h, &many, LIMITS, now())
+            .await
+            .unwrap();
+        let last = appended.last().unwrap().position().offset;
+        assert_eq!(last, 4 + many.len() as u64);
+        let from = since(store, h, Some(&at_offset(last - LIMITS.size as u64)), 100).await;
+        assert_eq!(texts(&from).len(), LIMITS.size, "trimmed to the size");
+        let older = since(
+            store,
+            h,
+            Some(&at_offset(last - LIMITS.size as u64 - 1)),
+            100,
+        )
+        .await;
+        assert!(matches!(older, Since::Lost { .. }), "{older:?}");
     }
 
     pub async fn tenants_and_streams_are_isolated(store: &dyn HistoryStore) {

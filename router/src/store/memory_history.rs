@@ -91,32 +91,38 @@ impl MemoryHistory {
     fn append(
         &self,
         history: HistoryRef<'_>,
-        message: Append<'_>,
+        messages: &[Append<'_>],
         limits: HistoryLimits,
         now_ms: u64,
-    ) -> Appended {
+    ) -> Vec<Appended> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.sweep(now_ms);
         let h = state.live(key(history), now_ms, limits.ttl_ms);
-        if let Some(id) = message.publish_id
-            && let Some(&offset) = h.ids.get(id)
-        {
-            return Appended::Duplicate(h.position(offset));
-        }
-        h.top += 1;
-        let offset = h.top;
-        let id = message.publish_id.map(str::to_owned);
-        if let Some(id) = &id {
-            h.ids.insert(id.clone(), offset);
-        }
-        h.messages.push_back((id, message.data));
+        let appended = messages
+            .iter()
+            .map(|message| {
+                if let Some(id) = message.publish_id
+                    && let Some(&offset) = h.ids.get(id)
+                {
+                    return Appended::Duplicate(h.position(offset));
+                }
+                h.top += 1;
+                let offset = h.top;
+                let id = message.publish_id.map(str::to_owned);
+                if let Some(id) = &id {
+                    h.ids.insert(id.clone(), offset);
+                }
+                h.messages.push_back((id, message.data.clone()));
+                Appended::New(h.position(offset))
+            })
+            .collect();
         while h.messages.len() > limits.size.max(1) {
             if let Some((Some(id), _)) = h.messages.pop_front() {
                 h.ids.remove(&id);
             }
         }
         h.expires_at_ms = now_ms.saturating_add(limits.ttl_ms);
-        Appended::New(h.position(offset))
+        appended
     }
 
     fn since(
@@ -168,14 +174,14 @@ impl MemoryHistory {
 /// here waits or fails.
 #[async_trait]
 impl HistoryStore for super::MemoryStore {
-    async fn history_append(
+    async fn history_append_batch(
         &self,
         history: HistoryRef<'_>,
-        message: Append<'_>,
+        messages: &[Append<'_>],
         limits: HistoryLimits,
         now_ms: u64,
-    ) -> Result<Appended, StoreError> {
-        Ok(self.history.append(history, message, limits, now_ms))
+    ) -> Result<Vec<Appended>, StoreError> {
+        Ok(self.history.append(history, messages, limits, now_ms))
     }
 
     async fn history_since(
@@ -218,6 +224,11 @@ mod tests {
     #[tokio::test]
     async fn a_publish_id_is_appended_once() {
         contract::a_publish_id_is_appended_once(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_appends_in_order() {
+        contract::a_batch_appends_in_order(&store()).await;
     }
 
     #[tokio::test]

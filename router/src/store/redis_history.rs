@@ -18,9 +18,10 @@ use super::redis::observed;
 use super::{RedisStore, StoreError};
 
 /// KEYS[1] meta hash, KEYS[2] message list, KEYS[3] id hash; ARGV[1] an
-/// epoch for a history that has none, ARGV[2] publish id ('' none),
-/// ARGV[3] message, ARGV[4] size, ARGV[5] ttl ms. A list entry is
-/// `<id length>:<id><message>`. Returns {epoch, offset, 1 if duplicate}.
+/// epoch for a history that has none, ARGV[2] size, ARGV[3] ttl ms, then
+/// per message its publish id ('' none) and its data. A list entry is
+/// `<id length>:<id><message>`. Returns {epoch, then per message its
+/// offset and 1 if it was a duplicate}.
 const APPEND: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -28,15 +29,23 @@ if not epoch then
   redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
 end
-local id = ARGV[2]
-if id ~= '' then
-  local seen = redis.call('HGET', KEYS[3], id)
-  if seen then return {epoch, tonumber(seen), 1} end
+local size = tonumber(ARGV[2])
+local out = {epoch}
+for i = 4, #ARGV, 2 do
+  local id = ARGV[i]
+  local seen = false
+  if id ~= '' then seen = redis.call('HGET', KEYS[3], id) end
+  if seen then
+    out[#out + 1] = tonumber(seen)
+    out[#out + 1] = 1
+  else
+    local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
+    redis.call('RPUSH', KEYS[2], string.len(id) .. ':' .. id .. ARGV[i + 1])
+    if id ~= '' then redis.call('HSET', KEYS[3], id, top) end
+    out[#out + 1] = top
+    out[#out + 1] = 0
+  end
 end
-local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
-redis.call('RPUSH', KEYS[2], string.len(id) .. ':' .. id .. ARGV[3])
-if id ~= '' then redis.call('HSET', KEYS[3], id, top) end
-local size = tonumber(ARGV[4])
 local len = redis.call('LLEN', KEYS[2])
 while len > size do
   local old = redis.call('LPOP', KEYS[2])
@@ -45,10 +54,10 @@ while len > size do
   if n > 0 then redis.call('HDEL', KEYS[3], string.sub(old, colon + 1, colon + n)) end
   len = len - 1
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
-return {epoch, top, 0}
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
+return out
 ";
 
 /// KEYS[1] meta hash, KEYS[2] message list; ARGV[1] an epoch for a
@@ -128,13 +137,16 @@ fn message(entry: &Value) -> Result<Bytes, StoreError> {
 
 #[async_trait]
 impl HistoryStore for RedisStore {
-    async fn history_append(
+    async fn history_append_batch(
         &self,
         history: HistoryRef<'_>,
-        message: Append<'_>,
+        messages: &[Append<'_>],
         limits: HistoryLimits,
         _now_ms: u64,
-    ) -> Result<Appended, StoreError> {
+    ) -> Result<Vec<Appended>, StoreError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
         let (tenant, stream) = (history.tenant, history.stream);
         let mut connection = self.connection();
         let mut invocation = APPEND_SCRIPT.key(keys::history_meta(tenant, stream));
@@ -142,26 +154,38 @@ impl HistoryStore for RedisStore {
             .key(keys::history_messages(tenant, stream))
             .key(keys::history_ids(tenant, stream))
             .arg(new_epoch())
-            .arg(message.publish_id.unwrap_or(""))
-            .arg(message.data.as_ref())
             .arg(limits.size.max(1))
             .arg(limits.ttl_ms.max(1));
+        for message in messages {
+            invocation
+                .arg(message.publish_id.unwrap_or(""))
+                .arg(message.data.as_ref());
+        }
         let reply: Vec<Value> = observed("history_append", async {
             Ok(invocation.invoke_async(&mut connection).await?)
         })
         .await?;
-        let [epoch, offset, duplicate] = reply.as_slice() else {
+        let [epoch, answers @ ..] = reply.as_slice() else {
             return Err(protocol("append answered the wrong shape"));
         };
-        let position = Position {
-            epoch: text(epoch)?,
-            offset: number(offset)?,
-        };
-        Ok(if number(duplicate)? == 1 {
-            Appended::Duplicate(position)
-        } else {
-            Appended::New(position)
-        })
+        if answers.len() != messages.len() * 2 {
+            return Err(protocol("append answered the wrong count"));
+        }
+        let epoch = text(epoch)?;
+        answers
+            .chunks_exact(2)
+            .map(|answer| {
+                let position = Position {
+                    epoch: epoch.clone(),
+                    offset: number(&answer[0])?,
+                };
+                Ok(if number(&answer[1])? == 1 {
+                    Appended::Duplicate(position)
+                } else {
+                    Appended::New(position)
+                })
+            })
+            .collect()
     }
 
     async fn history_since(
@@ -250,6 +274,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_appends_in_order() {
+        let (_server, store) = store().await;
+        contract::a_batch_appends_in_order(&store).await;
+    }
+
+    #[tokio::test]
     async fn tenants_and_streams_are_isolated() {
         let (_server, store) = store().await;
         contract::tenants_and_streams_are_isolated(&store).await;
@@ -276,6 +306,7 @@ mod tests {
         contract::offsets_count_from_one_in_one_epoch(&store).await;
         contract::old_positions_and_other_epochs_are_lost(&store).await;
         contract::a_publish_id_is_appended_once(&store).await;
+        contract::a_batch_appends_in_order(&store).await;
         contract::tenants_and_streams_are_isolated(&store).await;
     }
 
