@@ -142,6 +142,7 @@ async fn backends_cannot_touch_the_internal_tree() {
                     .to_string(),
             )),
             from_conn: 0,
+            publish_id: String::new(),
         })),
     };
     for router in ROUTERS {

@@ -88,6 +88,7 @@ fn publish(tenant: &str, group: &str, text: &str) -> Request {
             topic: Some(Topic::group(tenant, group)),
             payload: Some(group_json(text)),
             from_conn: 0,
+            publish_id: String::new(),
         })),
     }
 }
@@ -910,6 +911,7 @@ async fn a_live_nats_sessions_frames_are_sealed() {
     let delivery: RouterFrame = router_frame::Body::Delivery(switchboard_proto::Delivery {
         conn_ids: (0..64).collect(),
         payload: Some(group_json("injected-downstream")),
+        ..Default::default()
     })
     .into();
     for headers in [None, Some(forged)] {

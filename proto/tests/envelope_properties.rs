@@ -59,13 +59,15 @@ fn edge_frame() -> impl Strategy<Value = EdgeFrame> {
         (
             prop::option::of(topic()),
             prop::collection::vec(any::<u8>(), 0..64),
-            any::<u64>()
+            any::<u64>(),
+            "\\PC{0,8}"
         )
-            .prop_map(|(topic, json, from_conn)| {
+            .prop_map(|(topic, json, from_conn, publish_id)| {
                 edge_frame::Body::Publish(Publish {
                     topic,
                     payload: Some(Payload::json(json)),
                     from_conn,
+                    publish_id,
                 })
             }),
         (any::<u64>(), prop::option::of(topic())).prop_map(|(correlation_id, topic)| {

@@ -66,13 +66,31 @@ fn frame() -> impl Strategy<Value = EdgeFrame> {
         ),
         (conn.clone(), prop::option::of(topic()))
             .prop_map(|(conn_id, topic)| edge_frame::Body::Touch(Touch { conn_id, topic })),
-        (prop::option::of(topic()), conn.clone()).prop_map(|(topic, from_conn)| {
-            edge_frame::Body::Publish(Publish {
-                topic,
-                payload: Some(Payload::json(&b"{}"[..])),
-                from_conn,
-            })
-        }),
+        (prop::option::of(topic()), conn.clone(), "[a-c]{0,2}").prop_map(
+            |(topic, from_conn, publish_id)| {
+                edge_frame::Body::Publish(Publish {
+                    topic,
+                    payload: Some(Payload::json(&b"{}"[..])),
+                    from_conn,
+                    publish_id,
+                })
+            }
+        ),
+        (1u64..1000, prop::option::of(topic()), 0u64..5, 0u32..3).prop_map(
+            |(correlation_id, topic, offset, limit)| {
+                edge_frame::Body::Request(Request {
+                    correlation_id,
+                    body: Some(request::Body::History(switchboard_proto::HistoryRead {
+                        topic,
+                        since: Some(switchboard_proto::Position {
+                            epoch: "e".into(),
+                            offset,
+                        }),
+                        limit,
+                    })),
+                })
+            }
+        ),
         (1u64..1000, prop::option::of(topic())).prop_map(|(correlation_id, topic)| {
             edge_frame::Body::Request(Request {
                 correlation_id,
@@ -86,6 +104,7 @@ fn frame() -> impl Strategy<Value = EdgeFrame> {
                     topic,
                     payload: Some(Payload::json(&b"{}"[..])),
                     from_conn: 0,
+                    publish_id: String::new(),
                 })),
             })
         }),

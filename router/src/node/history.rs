@@ -66,7 +66,11 @@ impl RouterNode {
         let Some(topic) = read.topic.map(TopicKey::from) else {
             return error_response(ErrorCode::Invalid, "a history read needs a topic");
         };
-        let limit = usize::try_from(read.limit).unwrap_or(usize::MAX);
+        // 0 asks for as many as the history keeps.
+        let limit = match read.limit {
+            0 => usize::MAX,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
         match self.read_history(&topic, read.since.as_ref(), limit).await {
             Ok(found) => Response {
                 history: Some(history_answer(found)),
