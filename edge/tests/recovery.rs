@@ -360,3 +360,58 @@ async fn with_history_off_nothing_is_kept() {
     let (status, _) = env.history("acme", "topic=group:g1").await;
     assert_eq!(status, 404);
 }
+
+/// A backend that sends a publish again with the same `Idempotency-Key`
+/// (after a timeout, say) makes no duplicate: the history holds it once
+/// and sockets get it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_sent_twice_delivers_once() {
+    for env in [Env::memory(&[]).await, Env::redis(&[]).await] {
+        let mut client = env.connect("acme", "g1", "c8", "").await;
+        let auth = format!("Bearer {API_KEY}");
+        let send = |key: &'static str, msg: &'static str| {
+            let auth = auth.clone();
+            let api = env.api();
+            async move {
+                post_json(
+                    api,
+                    "/api/v1/groups/g1/messages",
+                    &[
+                        ("authorization", auth.as_str()),
+                        ("x-tenant", "acme"),
+                        ("idempotency-key", key),
+                    ],
+                    &json!({"msg_type":"msg","target":"group","msg":msg}),
+                )
+                .await
+            }
+        };
+        let first = send("order-1", "once").await;
+        assert_eq!(
+            (first.status, first.json()["delivered"].as_u64()),
+            (200, Some(1))
+        );
+        let again = send("order-1", "once").await;
+        assert_eq!(
+            (again.status, again.json()["delivered"].as_u64()),
+            (200, Some(0))
+        );
+        let other = send("order-2", "next").await;
+        assert_eq!(other.status, 200);
+        let m = next(&mut client).await;
+        assert_eq!(
+            (m["msg"].as_str(), m["offset"].as_u64()),
+            (Some("once"), Some(1))
+        );
+        let m = next(&mut client).await;
+        assert_eq!(
+            (m["msg"].as_str(), m["offset"].as_u64()),
+            (Some("next"), Some(2))
+        );
+        let (_, history) = env.history("acme", "topic=group:g1").await;
+        assert_eq!(history["offset"], 2);
+        let bad = send("", "x").await;
+        assert_eq!(bad.status, 400);
+        assert_eq!(bad.json()["error"]["field"], "Idempotency-Key");
+    }
+}

@@ -92,12 +92,22 @@ async fn run(
         };
         for (job, appended) in batch.drain(..).zip(appended) {
             let command = match appended {
-                Ok(position) => ShardCommand::Deliver {
+                Ok(Appended::New(position)) => ShardCommand::Deliver {
                     topic: job.topic,
                     payload: job.payload,
-                    position,
+                    position: wire_position(position),
                     reply: job.reply,
                 },
+                // A resend of a publish the history holds: it was
+                // delivered when it was appended, so only its place is
+                // answered.
+                Ok(Appended::Duplicate(position)) => {
+                    metrics::counter!("switchboard_router_history_duplicates_total").increment(1);
+                    if let Some(reply) = job.reply {
+                        reply.send(accepted(0, wire_position(position)));
+                    }
+                    continue;
+                }
                 Err(message) => {
                     metrics::counter!("switchboard_router_history_refused_total", "reason" => "store")
                         .increment(1);
@@ -118,12 +128,12 @@ async fn run(
 }
 
 /// Appends every job, one store step per topic, all topics at once;
-/// answers each job's position (or why it has none) in the jobs' order.
+/// answers what became of each job (or why nothing did) in the jobs' order.
 async fn append_batch(
     store: &dyn Store,
     limits: HistoryLimits,
     batch: &[AppendJob],
-) -> Vec<Result<Position, String>> {
+) -> Vec<Result<Appended, String>> {
     // Jobs per stream, in order: (tenant, stream) → indexes into `batch`.
     let mut streams: Vec<((&str, &str), Vec<usize>)> = Vec::new();
     for (index, job) in batch.iter().enumerate() {
@@ -150,16 +160,12 @@ async fn append_batch(
         }
     });
     let results = join_all(appends).await;
-    let mut answers: Vec<Result<Position, String>> = vec![Err(String::new()); batch.len()];
+    let mut answers: Vec<Result<Appended, String>> = vec![Err(String::new()); batch.len()];
     for ((_, indexes), result) in streams.iter().zip(results) {
         match result {
             Ok(appended) if appended.len() == indexes.len() => {
                 for (&i, appended) in indexes.iter().zip(appended) {
-                    let (Appended::New(position) | Appended::Duplicate(position)) = appended;
-                    answers[i] = Ok(Position {
-                        epoch: position.epoch,
-                        offset: position.offset,
-                    });
+                    answers[i] = Ok(appended);
                 }
             }
             Ok(_) => {
@@ -176,6 +182,13 @@ async fn append_batch(
         }
     }
     answers
+}
+
+fn wire_position(position: crate::store::history::Position) -> Position {
+    Position {
+        epoch: position.epoch,
+        offset: position.offset,
+    }
 }
 
 /// The wire form a history keeps: a publish's JSON as it was completed.

@@ -195,7 +195,7 @@ async fn handle(
                 Some(Value::String(g)) => groups::group_id(g)?,
                 _ => return Err(ApiError::field("group_id", "group_id is required")),
             };
-            groups::message(node, tenant, &group_id, body)
+            groups::message(node, tenant, &group_id, body, None)
                 .await
                 .map(|delivered| json!({ "delivered": delivered }))
         }

@@ -30,6 +30,7 @@ pub async fn message(
     tenant: &str,
     group_id: &str,
     body: Map<String, Value>,
+    idempotency_key: Option<String>,
 ) -> Result<u32, ApiError> {
     let sender = Sender {
         client_id: None,
@@ -50,9 +51,30 @@ pub async fn message(
         }
     };
     let wire = message.complete("server", group_id, &iso8601_now());
-    node.publish(topic, Payload::json(wire))
+    node.publish_with_id(topic, Payload::json(wire), idempotency_key)
         .await
         .map_err(ApiError::GroupsUnavailable)
+}
+
+/// The `Idempotency-Key` header of a publish, as the publish id its
+/// history keeps: a key sent again within the history is not delivered
+/// twice. Keys are the caller's, so they are namespaced apart from the
+/// ids edges make; 1 to 128 visible ASCII characters.
+pub fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| (1..=128).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::field(
+                "Idempotency-Key",
+                "Idempotency-Key must be 1 to 128 visible ASCII characters",
+            )
+        })?;
+    Ok(Some(format!("api:{key}")))
 }
 
 /// `POST /api/v1/broadcast`: a V3 message to every group socket of the
@@ -61,6 +83,7 @@ pub async fn broadcast(
     node: &RouterNode,
     tenant: &str,
     mut body: Map<String, Value>,
+    idempotency_key: Option<String>,
 ) -> Result<u32, ApiError> {
     body.entry("target").or_insert_with(|| json!("broadcast"));
     // A broadcast belongs to no group unless the caller names one.
@@ -80,9 +103,10 @@ pub async fn broadcast(
         return Err(ApiError::field("target", "target must be broadcast"));
     }
     let wire = message.complete("server", &group_id, &iso8601_now());
-    node.publish(
+    node.publish_with_id(
         TopicKey::new(tenant, TopicKind::Tenant, ""),
         Payload::json(wire),
+        idempotency_key,
     )
     .await
     .map_err(ApiError::GroupsUnavailable)

@@ -139,15 +139,17 @@ async fn respond(
         Route::OpenApi => return Ok(openapi()),
         Route::GroupMessages { group_id } => {
             let group_id = groups::group_id(group_id)?;
+            let key = groups::idempotency_key(headers)?;
             let body = json_body(body).await?;
-            delivered(groups::message(node, tenant, &group_id, body).await?)
+            delivered(groups::message(node, tenant, &group_id, body, key).await?)
         }
         Route::GroupPresence { group_id } => {
             let group_id = groups::group_id(group_id)?;
             groups::presence(node, tenant, &group_id).await?
         }
         Route::Broadcast => {
-            delivered(groups::broadcast(node, tenant, json_body(body).await?).await?)
+            let key = groups::idempotency_key(headers)?;
+            delivered(groups::broadcast(node, tenant, json_body(body).await?, key).await?)
         }
         Route::Stats => stats::stats(context, &caller),
         Route::History => history::history(node, tenant, query).await?,

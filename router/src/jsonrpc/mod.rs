@@ -391,7 +391,7 @@ pub(crate) async fn deliver(
         let topics = conversation_topics(node, &topic.tenant, &topic.name).await?;
         return node.publish_once(topics, payload).await;
     }
-    node.publish_here(topic, payload).await
+    node.publish_here(topic, payload, None).await
 }
 
 async fn notify_here(node: &Arc<RouterNode>, notify: Notify, reply: Reply) {

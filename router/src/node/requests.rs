@@ -278,8 +278,20 @@ impl RouterNode {
     /// owned; returns sockets reached. Only a remote owner needs the
     /// request on the wire; an owned topic goes straight to its shard.
     pub async fn publish(&self, topic: TopicKey, payload: Payload) -> Result<u32, NodeError> {
+        self.publish_with_id(topic, payload, None).await
+    }
+
+    /// [`RouterNode::publish`] with a publish id: on a topic with history,
+    /// a publish whose id the history holds is not appended or delivered
+    /// again (an `Idempotency-Key` sent twice).
+    pub async fn publish_with_id(
+        &self,
+        topic: TopicKey,
+        payload: Payload,
+        publish_id: Option<String>,
+    ) -> Result<u32, NodeError> {
         match self.owner(&topic) {
-            Owner::Local => self.publish_here(topic, payload).await,
+            Owner::Local => self.publish_here(topic, payload, publish_id).await,
             Owner::Remote(owner) => {
                 let publish = Request {
                     correlation_id: 0,
@@ -287,7 +299,7 @@ impl RouterNode {
                         topic: Some(topic.to_proto()),
                         payload: Some(payload),
                         from_conn: 0,
-                        publish_id: String::new(),
+                        publish_id: publish_id.unwrap_or_default(),
                     })),
                 };
                 Ok(self
@@ -305,12 +317,13 @@ impl RouterNode {
         &self,
         topic: TopicKey,
         payload: Payload,
+        publish_id: Option<String>,
     ) -> Result<u32, NodeError> {
         let (tx, rx) = oneshot::channel();
         let publish = ShardCommand::Publish {
             topic: topic.clone(),
             payload,
-            publish_id: None,
+            publish_id,
             reply: Some(Reply::Local(tx)),
         };
         self.to_shard(&topic, publish).await;
