@@ -103,6 +103,25 @@ pub fn register() {
         "switchboard_edge_im_backlog_retries_total",
         "Backlog windows asked for again after a router did not answer"
     );
+    describe_counter!(
+        "switchboard_edge_recoveries_total",
+        "Streams a reconnecting socket asked to recover, by outcome"
+    );
+    describe_counter!(
+        "switchboard_edge_replayed_messages_total",
+        "Messages replayed from history to recovering sockets"
+    );
+    describe_counter!(
+        "switchboard_edge_recovery_rounds_total",
+        "History reads repeated because live messages overflowed a recovery's hold"
+    );
+    describe_counter!(
+        "switchboard_edge_duplicates_dropped_total",
+        "Deliveries dropped because the socket already had that position"
+    );
+    for outcome in ["recovered", "lost", "ahead", "unavailable"] {
+        metrics::counter!("switchboard_edge_recoveries_total", "outcome" => outcome).absolute(0);
+    }
 
     for dialect in DIALECTS {
         metrics::gauge!("switchboard_edge_connections", "dialect" => dialect).increment(0.0);
@@ -133,6 +152,9 @@ pub fn register() {
         "switchboard_edge_unauthenticated_refused_total",
         "switchboard_edge_im_backlog_windows_total",
         "switchboard_edge_im_backlog_retries_total",
+        "switchboard_edge_replayed_messages_total",
+        "switchboard_edge_recovery_rounds_total",
+        "switchboard_edge_duplicates_dropped_total",
     ] {
         metrics::counter!(name).absolute(0);
     }

@@ -49,6 +49,28 @@ pub fn register() {
         "Connections known to this router, by dialect"
     );
     describe_counter!(
+        "switchboard_router_history_refused_total",
+        "Publishes to topics with history refused unappended, by reason (queue_full, store)"
+    );
+    for reason in ["queue_full", "store"] {
+        metrics::counter!("switchboard_router_history_refused_total", "reason" => reason)
+            .absolute(0);
+    }
+    describe_counter!(
+        "switchboard_router_history_duplicates_total",
+        "Publishes whose id the history held already: answered, not appended or delivered"
+    );
+    metrics::counter!("switchboard_router_history_duplicates_total").absolute(0);
+    describe_counter!(
+        "switchboard_router_history_evicted_total",
+        "In-memory histories dropped to stay within the history byte budget"
+    );
+    metrics::counter!("switchboard_router_history_evicted_total").absolute(0);
+    describe_histogram!(
+        "switchboard_router_history_batch_size",
+        "Publishes one history writer batch appended"
+    );
+    describe_counter!(
         "switchboard_router_publishes_total",
         "Publishes fanned out, by topic kind"
     );

@@ -1,6 +1,10 @@
 //! [`HistoryStore`] in memory: one map of histories behind a mutex held
 //! only for map operations. Expired histories are swept as appends go on,
-//! so topics nobody publishes to any more do not stay.
+//! so topics nobody publishes to any more do not stay, and all histories
+//! together hold at most a byte budget: past it, the histories that would
+//! expire first are dropped (their clients are told `recovered: false`),
+//! so messages to ever new topics (direct messages to made-up client ids)
+//! cannot grow the process without bound.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -16,6 +20,13 @@ use super::history::{
 /// Appends between two sweeps of expired histories: each sweep walks
 /// every history, so it runs once per this many appends.
 const SWEEP_EVERY: u64 = 4_096;
+
+/// Bytes of kept messages (and their ids) all histories hold at most.
+pub const DEFAULT_BUDGET_BYTES: usize = 256 << 20;
+
+/// What a history costs besides its messages: its map entry, epoch and
+/// bookkeeping, so that many empty histories count too.
+const HISTORY_OVERHEAD: usize = 256;
 
 struct History {
     epoch: String,
@@ -51,34 +62,95 @@ impl History {
     }
 }
 
-#[derive(Default)]
 pub struct MemoryHistory {
     state: Mutex<State>,
 }
 
-#[derive(Default)]
+impl Default for MemoryHistory {
+    fn default() -> Self {
+        Self::with_budget(DEFAULT_BUDGET_BYTES)
+    }
+}
+
 struct State {
     histories: HashMap<(String, String), History>,
     appends: u64,
+    /// Bytes held now, as [`History::cost`] counts them.
+    bytes: usize,
+    budget: usize,
+}
+
+impl History {
+    fn cost(&self) -> usize {
+        HISTORY_OVERHEAD
+            + self
+                .messages
+                .iter()
+                .map(|(id, data)| data.len() + id.as_ref().map_or(0, |id| 2 * id.len()))
+                .sum::<usize>()
+    }
 }
 
 impl State {
-    /// The live history of `key`, a new one if it has none or it expired.
-    fn live(&mut self, key: (String, String), now_ms: u64, ttl_ms: u64) -> &mut History {
-        let history = self
-            .histories
-            .entry(key)
-            .or_insert_with(|| History::new(now_ms, ttl_ms));
-        if history.expires_at_ms <= now_ms {
-            *history = History::new(now_ms, ttl_ms);
+    /// The live history of `key`, a new one if it has none or it expired;
+    /// its cost is taken off [`State::bytes`] until [`State::put_back`].
+    fn take(&mut self, key: &(String, String), now_ms: u64, ttl_ms: u64) -> History {
+        match self.histories.remove(key) {
+            Some(history) => {
+                self.bytes -= history.cost();
+                if history.expires_at_ms <= now_ms {
+                    History::new(now_ms, ttl_ms)
+                } else {
+                    history
+                }
+            }
+            None => History::new(now_ms, ttl_ms),
         }
-        history
+    }
+
+    /// Keeps `history` under `key` and, past the budget, drops the
+    /// histories that would expire first (never the one just kept).
+    fn put_back(&mut self, key: (String, String), history: History) {
+        self.bytes += history.cost();
+        self.histories.insert(key.clone(), history);
+        if self.bytes <= self.budget {
+            return;
+        }
+        // Down to 90% at once, so a full budget costs one sort per many
+        // appends rather than one per append.
+        let target = self.budget / 10 * 9;
+        let mut by_expiry: Vec<(u64, (String, String))> = self
+            .histories
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .map(|(k, h)| (h.expires_at_ms, k.clone()))
+            .collect();
+        by_expiry.sort_unstable();
+        let mut evicted = 0u64;
+        for (_, old) in by_expiry {
+            if self.bytes <= target {
+                break;
+            }
+            if let Some(h) = self.histories.remove(&old) {
+                self.bytes -= h.cost();
+                evicted += 1;
+            }
+        }
+        metrics::counter!("switchboard_router_history_evicted_total").increment(evicted);
     }
 
     fn sweep(&mut self, now_ms: u64) {
         self.appends += 1;
         if self.appends.is_multiple_of(SWEEP_EVERY) {
-            self.histories.retain(|_, h| h.expires_at_ms > now_ms);
+            let mut freed = 0;
+            self.histories.retain(|_, h| {
+                let live = h.expires_at_ms > now_ms;
+                if !live {
+                    freed += h.cost();
+                }
+                live
+            });
+            self.bytes -= freed;
         }
     }
 }
@@ -88,6 +160,18 @@ fn key(history: HistoryRef<'_>) -> (String, String) {
 }
 
 impl MemoryHistory {
+    /// Histories holding at most `budget` bytes in all.
+    pub fn with_budget(budget: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                histories: HashMap::new(),
+                appends: 0,
+                bytes: 0,
+                budget,
+            }),
+        }
+    }
+
     fn append(
         &self,
         history: HistoryRef<'_>,
@@ -97,7 +181,9 @@ impl MemoryHistory {
     ) -> Vec<Appended> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.sweep(now_ms);
-        let h = state.live(key(history), now_ms, limits.ttl_ms);
+        let key = key(history);
+        let mut history = state.take(&key, now_ms, limits.ttl_ms);
+        let h = &mut history;
         let appended = messages
             .iter()
             .map(|message| {
@@ -122,6 +208,7 @@ impl MemoryHistory {
             }
         }
         h.expires_at_ms = now_ms.saturating_add(limits.ttl_ms);
+        state.put_back(key, history);
         appended
     }
 
@@ -134,39 +221,47 @@ impl MemoryHistory {
         now_ms: u64,
     ) -> Since {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let h = state.live(key(history), now_ms, limits.ttl_ms);
-        let (epoch, top) = (h.epoch.clone(), h.top);
-        let Some(since) = since else {
-            return Since::Recovered {
-                epoch,
-                top,
-                messages: Vec::new(),
-            };
-        };
-        if since.epoch != h.epoch {
-            return Since::Lost { epoch, top };
-        }
-        if since.offset > top {
-            return Since::Ahead { epoch, top };
-        }
-        let first = h.first();
-        if since.offset + 1 < first {
-            return Since::Lost { epoch, top };
-        }
-        let skip = (since.offset + 1 - first) as usize;
-        let messages = h
-            .messages
-            .iter()
-            .skip(skip)
-            .take(limit)
-            .zip(since.offset + 1..)
-            .map(|((_, data), offset)| (offset, data.clone()))
-            .collect();
-        Since::Recovered {
+        let key = key(history);
+        let h = state.take(&key, now_ms, limits.ttl_ms);
+        let found = read(&h, since, limit);
+        state.put_back(key, h);
+        found
+    }
+}
+
+/// What `h` holds after `since`, at most `limit` messages.
+fn read(h: &History, since: Option<&Position>, limit: usize) -> Since {
+    let (epoch, top) = (h.epoch.clone(), h.top);
+    let Some(since) = since else {
+        return Since::Recovered {
             epoch,
             top,
-            messages,
-        }
+            messages: Vec::new(),
+        };
+    };
+    if since.epoch != h.epoch {
+        return Since::Lost { epoch, top };
+    }
+    if since.offset > top {
+        return Since::Ahead { epoch, top };
+    }
+    let first = h.first();
+    if since.offset + 1 < first {
+        return Since::Lost { epoch, top };
+    }
+    let skip = (since.offset + 1 - first) as usize;
+    let messages = h
+        .messages
+        .iter()
+        .skip(skip)
+        .take(limit)
+        .zip(since.offset + 1..)
+        .map(|((_, data), offset)| (offset, data.clone()))
+        .collect();
+    Since::Recovered {
+        epoch,
+        top,
+        messages,
     }
 }
 
@@ -204,6 +299,58 @@ mod tests {
 
     fn store() -> MemoryStore {
         MemoryStore::new(TTL_MS)
+    }
+
+    /// Messages to ever new topics stay within the byte budget: the
+    /// histories that would expire first go, and their next read starts
+    /// a new epoch (so their clients are told nothing was recovered).
+    #[test]
+    fn all_histories_together_stay_within_the_budget() {
+        let budget = 64 * 1024;
+        let histories = MemoryHistory::with_budget(budget);
+        let limits = HistoryLimits {
+            size: 10,
+            ttl_ms: 60_000,
+        };
+        let message = Append {
+            publish_id: None,
+            data: Bytes::from(vec![b'x'; 1024]),
+        };
+        let first = HistoryRef {
+            tenant: "t",
+            stream: "client:c0",
+        };
+        let before = histories.append(first, std::slice::from_ref(&message), limits, 1)[0].clone();
+        for n in 1..1_000u64 {
+            let stream = format!("client:c{n}");
+            let h = HistoryRef {
+                tenant: "t",
+                stream: &stream,
+            };
+            histories.append(h, std::slice::from_ref(&message), limits, 1 + n);
+            let state = histories.state.lock().unwrap();
+            assert!(state.bytes <= budget, "{} bytes after {n}", state.bytes);
+            let counted: usize = state.histories.values().map(History::cost).sum();
+            assert_eq!(state.bytes, counted, "the count is exact");
+        }
+        // The oldest went; the newest is kept whole.
+        let gone = histories.since(first, Some(before.position()), 10, limits, 2_000);
+        assert!(matches!(gone, Since::Lost { .. }), "{gone:?}");
+        let newest = HistoryRef {
+            tenant: "t",
+            stream: "client:c999",
+        };
+        let start = Position {
+            epoch: histories
+                .since(newest, None, 0, limits, 2_000)
+                .latest()
+                .epoch,
+            offset: 0,
+        };
+        match histories.since(newest, Some(&start), 10, limits, 2_000) {
+            Since::Recovered { messages, .. } => assert_eq!(messages.len(), 1),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]
