@@ -415,3 +415,49 @@ async fn an_idempotency_key_sent_twice_delivers_once() {
         assert_eq!(bad.json()["error"]["field"], "Idempotency-Key");
     }
 }
+
+/// A message is accepted only once it is in the history: with the store
+/// gone, the sender is told it was not delivered, nobody gets it, and
+/// once the store is back messages flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_down_a_group_message_is_refused_not_lost_silently() {
+    let mut env = Env::redis(&[]).await;
+    let mut sender = env.connect("acme", "g1", "s1", "").await;
+    let mut reader = env.connect("acme", "g1", "r1", "").await;
+    env.0.redis.as_mut().expect("a redis store").kill();
+    sender
+        .send_json(&json!({"msg_type":"msg","target":"group","msg":"lost?"}))
+        .await;
+    let refused = sender.recv_json_until(|m| m["msg_type"] == "error").await;
+    assert_eq!(refused["payload"]["code"], "internal", "{refused}");
+    assert!(
+        refused["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("not delivered")),
+        "{refused}"
+    );
+    let unexpected = reader.recv(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !matches!(&unexpected, Some(switchboard_testkit::ws::Event::Text(t)) if t.contains("lost?")),
+        "{unexpected:?}"
+    );
+    env.0.redis.as_mut().expect("a redis store").restart().await;
+    let mut delivered = None;
+    for _ in 0..50 {
+        sender
+            .send_json(&json!({"msg_type":"msg","target":"group","msg":"back"}))
+            .await;
+        let m = sender
+            .recv_json_until(|m| m["msg"] == "back" || m["msg_type"] == "error")
+            .await;
+        if m["msg"] == "back" {
+            delivered = Some(m);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let delivered = delivered.expect("the store came back");
+    assert!(delivered["offset"].as_u64().is_some(), "{delivered}");
+    let m = reader.recv_json_until(|m| m["msg"] == "back").await;
+    assert_eq!(m["offset"], delivered["offset"]);
+}

@@ -280,9 +280,13 @@ impl GroupSession {
                 }
             }
             (_, Target::Echo) => Action::Reply(self.completed(&message)),
-            (_, Target::Group) => Action::Publish {
+            // Asked, not fired: the owner answers once the message is in
+            // its history, and a refusal (the store failed) reaches the
+            // sender instead of vanishing.
+            (_, Target::Group) => Action::Request {
                 topic: self.group_topic.clone(),
-                payload: Payload::json(self.completed(&message)),
+                body: RequestBody::Publish(Payload::json(self.completed(&message))),
+                on_response: Box::new(publish_outcome),
             },
             (_, Target::Direct) => {
                 let to = message.to_id.clone().unwrap_or_default();
@@ -299,9 +303,10 @@ impl GroupSession {
                     format!("target broadcast needs the `{BROADCAST_SCOPE}` scope"),
                 )))
             }
-            (_, Target::Broadcast) => Action::Publish {
+            (_, Target::Broadcast) => Action::Request {
                 topic: Topic::tenant(&self.tenant),
-                payload: Payload::json(self.completed(&message)),
+                body: RequestBody::Publish(Payload::json(self.completed(&message))),
+                on_response: Box::new(publish_outcome),
             },
         };
         actions.push(action);
@@ -311,6 +316,16 @@ impl GroupSession {
 
 fn internal(message: &str) -> Bytes {
     error_frame(&GroupError::new(ErrorCode::Internal, message))
+}
+
+/// Nothing for a group or broadcast message the owner took, an error
+/// for one it refused or never answered.
+fn publish_outcome(response: Result<Response, Unavailable>) -> Option<Bytes> {
+    match response.map(Response::into_result) {
+        Ok(Ok(_)) => None,
+        Ok(Err(_)) => Some(internal("message not delivered: router error")),
+        Err(_) => Some(internal("message not delivered: router unavailable")),
+    }
 }
 
 fn direct_outcome(to: &str, response: Result<Response, Unavailable>) -> Option<Bytes> {
@@ -666,7 +681,23 @@ mod tests {
         assert_eq!(reply["payload"]["code"], "forbidden");
         let mut s = session(Some("read broadcast"));
         let actions = s.on_text(r#"{"msg_type":"cmd","target":"broadcast","cmd":"X"}"#);
-        assert!(matches!(actions.last(), Some(Action::Publish { topic, .. }) if topic.kind == 3));
+        let mapper = |actions: Vec<Action>| match actions.into_iter().last() {
+            Some(Action::Request {
+                topic, on_response, ..
+            }) => (topic, on_response),
+            _ => panic!("a broadcast is a publish the owner answers"),
+        };
+        let (topic, taken) = mapper(actions);
+        assert_eq!(topic.kind, 3);
+        assert_eq!(taken(Ok(Response::default())), None, "taken: no reply");
+        let (_, refused) =
+            mapper(s.on_text(r#"{"msg_type":"cmd","target":"broadcast","cmd":"Y"}"#));
+        let answer = Response {
+            error: switchboard_proto::ErrorCode::Internal as i32,
+            ..Response::default()
+        };
+        let reply: Value = serde_json::from_slice(&refused(Ok(answer)).unwrap()).unwrap();
+        assert_eq!(reply["payload"]["code"], "internal");
     }
 
     #[test]
