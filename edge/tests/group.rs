@@ -2,28 +2,15 @@
 //! WebSocket client, every target, presence and the V2 path. Each scenario
 //! runs against the in-memory store and against a private redis-server.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_testkit::WsClient;
-use switchboard_testkit::switchboard::{Standalone, group_url, group_v2_url, token};
+use switchboard_testkit::switchboard::{group_url, group_v2_url, token};
 
-struct Env(Standalone);
+switchboard_testkit::standalone_env!();
 
 impl Env {
-    async fn memory(extra: &[&str]) -> Self {
-        Self(Standalone::memory(extra).await)
-    }
-
-    async fn redis(extra: &[&str]) -> Self {
-        Self(Standalone::redis(extra).await)
-    }
-
-    fn edge(&self) -> SocketAddr {
-        self.0.edge()
-    }
-
     /// Connects `client` to `group` in `tenant` and waits until the router
     /// has it: its own presence join, or a presence answer for a second tab.
     async fn join(&self, tenant: &str, group: &str, client: &str, scope: Option<&str>) -> WsClient {

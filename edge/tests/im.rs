@@ -2,7 +2,6 @@
 //! every status code, offline storage, receipts and the server API. Each
 //! scenario runs against the in-memory store and a private redis-server.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -16,23 +15,11 @@ use switchboard_testkit::im::{
     self, APP_LOGIN, ImClient, LOGIN, SOCKET, is_status_for, message, notice_body, receipt,
     register, status_of, text,
 };
-use switchboard_testkit::switchboard::{self, API_KEY, Standalone, token};
+use switchboard_testkit::switchboard::{self, API_KEY, token};
 
-struct Env(Standalone);
+switchboard_testkit::standalone_env!();
 
 impl Env {
-    async fn memory(extra: &[&str]) -> Self {
-        Self(Standalone::memory(extra).await)
-    }
-
-    async fn redis(extra: &[&str]) -> Self {
-        Self(Standalone::redis(extra).await)
-    }
-
-    fn edge(&self) -> SocketAddr {
-        self.0.edge()
-    }
-
     async fn connect(&self, tenant: &str, user: &str, scope: Option<&str>) -> ImClient {
         ImClient::connect(self.edge(), tenant, user, scope).await
     }

@@ -3,30 +3,17 @@
 //! sender over its quota, and one message to a thousand recipients. Each
 //! scenario runs against the in-memory store and a private redis-server.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
 use switchboard_testkit::cluster::scrape;
 use switchboard_testkit::http::{self, Reply, metric};
 use switchboard_testkit::im::{self, ImClient, SOCKET, receipt, register, status_of, text};
-use switchboard_testkit::switchboard::{API_KEY, Standalone};
+use switchboard_testkit::switchboard::API_KEY;
 
-struct Env(Standalone);
+switchboard_testkit::standalone_env!();
 
 impl Env {
-    async fn memory(extra: &[&str]) -> Self {
-        Self(Standalone::memory(extra).await)
-    }
-
-    async fn redis(extra: &[&str]) -> Self {
-        Self(Standalone::redis(extra).await)
-    }
-
-    fn edge(&self) -> SocketAddr {
-        self.0.edge()
-    }
-
     async fn connect(&self, user: &str) -> ImClient {
         ImClient::connect(self.edge(), "t1", user, None).await
     }

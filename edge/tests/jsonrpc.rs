@@ -3,7 +3,6 @@
 //! and tool calls. The behaviour tests run against the memory store and
 //! against a private `redis-server`.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -15,28 +14,12 @@ use switchboard_testkit::jsonrpc::{
     device_socket, notified, notify_sentinel, user_socket, user_socket_refused_conv,
 };
 use switchboard_testkit::switchboard::{
-    self, API_KEY, Standalone, app_token, device_token, token, token_shaped,
+    self, API_KEY, app_token, device_token, token, token_shaped,
 };
 
-struct Env(Standalone);
+switchboard_testkit::standalone_env!();
 
 impl Env {
-    async fn memory(extra: &[&str]) -> Self {
-        Self(Standalone::memory(extra).await)
-    }
-
-    async fn redis(extra: &[&str]) -> Self {
-        Self(Standalone::redis(extra).await)
-    }
-
-    fn edge(&self) -> SocketAddr {
-        self.0.edge()
-    }
-
-    fn api(&self) -> SocketAddr {
-        self.0.api()
-    }
-
     async fn user(&self, user: &str, conv: Option<&str>) -> WsClient {
         user_socket(self.edge(), user, "default", conv).await
     }

@@ -6,7 +6,6 @@
 //! arrive, something that must arrive is sent on the same path, and it is
 //! the first thing heard.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -15,30 +14,13 @@ use switchboard_testkit::http::{self, Reply};
 use switchboard_testkit::jsonrpc::{
     app_socket, assert_error, assert_ok, call, device_socket, notified, service_post, user_socket,
 };
-use switchboard_testkit::switchboard::Standalone;
 
 const A: &str = "tenant-a";
 const B: &str = "tenant-b";
 
-struct Env(Standalone);
+switchboard_testkit::standalone_env!();
 
 impl Env {
-    async fn memory(extra: &[&str]) -> Self {
-        Self(Standalone::memory(extra).await)
-    }
-
-    async fn redis(extra: &[&str]) -> Self {
-        Self(Standalone::redis(extra).await)
-    }
-
-    fn edge(&self) -> SocketAddr {
-        self.0.edge()
-    }
-
-    fn api(&self) -> SocketAddr {
-        self.0.api()
-    }
-
     /// A POST with `tenant`'s service token.
     async fn post(&self, tenant: &str, path: &str, body: &Value) -> Reply {
         service_post(self.api(), path, tenant, body).await

@@ -5,32 +5,14 @@
 //! only. Each scenario runs against the in-memory store and against a
 //! private redis-server.
 
-use std::net::SocketAddr;
-
 use serde_json::{Value, json};
 use switchboard_testkit::WsClient;
 use switchboard_testkit::http::{get, post_json};
-use switchboard_testkit::switchboard::{API_KEY, Standalone, group_url, token};
+use switchboard_testkit::switchboard::{API_KEY, group_url, token};
 
-struct Env(Standalone);
+switchboard_testkit::standalone_env!();
 
 impl Env {
-    async fn memory(extra: &[&str]) -> Self {
-        Self(Standalone::memory(extra).await)
-    }
-
-    async fn redis(extra: &[&str]) -> Self {
-        Self(Standalone::redis(extra).await)
-    }
-
-    fn edge(&self) -> SocketAddr {
-        self.0.edge()
-    }
-
-    fn api(&self) -> SocketAddr {
-        self.0.api()
-    }
-
     async fn connect(&self, tenant: &str, group: &str, client: &str, query: &str) -> WsClient {
         let token = token(client, "client", tenant, Some("broadcast"));
         let url = format!("{}{query}", group_url(self.edge(), group, client, &token));

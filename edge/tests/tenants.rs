@@ -13,7 +13,7 @@ use switchboard_common::auth::{Minter, claims};
 use switchboard_testkit::WsClient;
 use switchboard_testkit::http::{self, Reply};
 use switchboard_testkit::im::{self, ImClient, SOCKET, register, status_of};
-use switchboard_testkit::switchboard::{self, API_KEY, SECRET, Standalone, join_group, token};
+use switchboard_testkit::switchboard::{self, API_KEY, SECRET, join_group, token};
 
 /// Tenant A, whose traffic the attacker wants.
 const A: &str = "tenant_a";
@@ -22,25 +22,9 @@ const B: &str = "tenant_b";
 
 const IOT_ROUTE: &str = "/api/v1/system/common/websocket/connect";
 
-struct Env(Standalone);
+switchboard_testkit::standalone_env!();
 
 impl Env {
-    async fn memory(extra: &[&str]) -> Self {
-        Self(Standalone::memory(extra).await)
-    }
-
-    async fn redis(extra: &[&str]) -> Self {
-        Self(Standalone::redis(extra).await)
-    }
-
-    fn edge(&self) -> SocketAddr {
-        self.0.edge()
-    }
-
-    fn api(&self) -> SocketAddr {
-        self.0.api()
-    }
-
     async fn post(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Reply {
         http::post_json(self.api(), path, headers, body).await
     }

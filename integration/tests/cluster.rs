@@ -360,19 +360,9 @@ switchboard_testkit::over_both_transports! {
 
 /// The IoT topics of one event, and the routers owning them.
 fn iot_owners(tenant: &str, code: &str, device: &str) -> Vec<String> {
-    use switchboard_cluster::{RouterInfo, TenantPools, View};
+    use switchboard_cluster::TenantPools;
     use switchboard_proto::iot::Shape;
-    let view = View::new(
-        (0..3)
-            .map(|i| RouterInfo {
-                id: format!("router-{i}"),
-                grpc_addr: String::new(),
-                api_addr: String::new(),
-                pool: "default".into(),
-                epoch: 0,
-            })
-            .collect(),
-    );
+    let view = switchboard_testkit::views::three_routers();
     let shapes = [
         Shape::Device {
             product: "prod".into(),

@@ -4,6 +4,7 @@
 //! - [`redis`], [`nats`]: private `redis-server` and `nats-server` instances
 //!   on ephemeral ports.
 //! - [`cluster`]: routers and edges as processes over gRPC or NATS.
+//! - [`views`]: cluster views of routers that exist only as entries.
 //! - [`dialects`]: one socket per dialect and a probe each answers.
 //! - [`netns`]: a second host (network namespace and veth pair) to cut off.
 //! - [`process`]: Switchboard binaries started as child processes, with the
@@ -32,6 +33,7 @@ pub mod process;
 pub mod redis;
 pub mod switchboard;
 pub mod tls;
+pub mod views;
 pub mod ws;
 
 pub use nats::NatsServer;

@@ -212,6 +212,36 @@ impl Standalone {
     }
 }
 
+/// Declares a test file's `Env`: a ready standalone process on either
+/// store (`Env::memory`, `Env::redis`) with its edge and server-API
+/// addresses. The file adds its own helpers in its own `impl Env`.
+#[macro_export]
+macro_rules! standalone_env {
+    () => {
+        struct Env($crate::switchboard::Standalone);
+
+        // Each file uses what it needs of these.
+        #[allow(dead_code)]
+        impl Env {
+            async fn memory(extra: &[&str]) -> Self {
+                Self($crate::switchboard::Standalone::memory(extra).await)
+            }
+
+            async fn redis(extra: &[&str]) -> Self {
+                Self($crate::switchboard::Standalone::redis(extra).await)
+            }
+
+            fn edge(&self) -> ::std::net::SocketAddr {
+                self.0.edge()
+            }
+
+            fn api(&self) -> ::std::net::SocketAddr {
+                self.0.api()
+            }
+        }
+    };
+}
+
 /// Runs each scenario `async fn name(env: Env)` twice, as
 /// `memory_store::name` and `redis_store::name`, with `Env::memory(&[args])`
 /// and `Env::redis(&[args])` of the calling test file.

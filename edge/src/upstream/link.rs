@@ -239,15 +239,7 @@ mod tests {
         }
     }
 
-    fn router(id: &str, epoch: u64) -> RouterInfo {
-        RouterInfo {
-            id: id.to_owned(),
-            grpc_addr: format!("{id}:1"),
-            api_addr: String::new(),
-            pool: "default".to_owned(),
-            epoch,
-        }
-    }
+    use switchboard_testkit::views::router;
 
     fn ids(links: &[Arc<Link>]) -> Vec<&str> {
         let mut ids: Vec<&str> = links.iter().map(|l| &*l.id).collect();

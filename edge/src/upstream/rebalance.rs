@@ -144,24 +144,11 @@ impl Upstream {
 mod tests {
     use std::collections::HashMap;
 
-    use switchboard_cluster::{RouterInfo, TenantPools, View};
+    use switchboard_cluster::{TenantPools, View};
     use switchboard_proto::TopicKind;
+    use switchboard_testkit::views::view_of as view;
 
     use super::*;
-
-    fn view(ids: &[&str]) -> View {
-        View::new(
-            ids.iter()
-                .map(|id| RouterInfo {
-                    id: (*id).to_owned(),
-                    grpc_addr: format!("{id}:1"),
-                    api_addr: String::new(),
-                    pool: "default".to_owned(),
-                    epoch: 1,
-                })
-                .collect(),
-        )
-    }
 
     fn owner_in(view: &View) -> impl Fn(&Topic) -> Option<Arc<str>> + '_ {
         let pools = TenantPools::default();
