@@ -2,7 +2,8 @@
 //! standalone mode and a local cluster (2 edges, 2 routers, private Redis
 //! and NATS), runs the standard suite against each with the same client
 //! settings, and writes the figures, their ratios to the baseline and
-//! the issue-8 targets into `docs/BENCHMARKS.md`.
+//! the issue-8 targets into `docs/BENCHMARKS.md`. Fan-out of JSON and idle
+//! sockets are also run with permessage-deflate offered.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use switchboard_testkit::cluster::Cluster;
 use switchboard_testkit::switchboard::{API_KEY, SECRET};
 use switchboard_testkit::{Process, binary};
 
-use crate::report::{Figure, Report};
+use crate::report::{DEFLATE, Figure, Report};
 use crate::run::{Options, RunError};
 use crate::scenario::{Dialect, Scenario};
 use crate::summary::Summary;
@@ -151,6 +152,98 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
 
+    // permessage-deflate: the same 1 KiB JSON messages to the same group,
+    // the sockets offering compression or not, interleaved with the
+    // baseline (which implements no extension, so runs uncompressed). Both
+    // servers are watched for their CPU time per delivery; at capacity the
+    // harness's own CPU time says whether inflating limits it.
+    let mut json = suite.load("fanout_json")?;
+    json.duration = Duration::from_secs(5);
+    json.compression = false;
+    let mut json_capacity = json.clone();
+    json_capacity.name = "fanout_json_capacity".into();
+    json_capacity.message.rate = 5000.0;
+    json_capacity.drain = Duration::from_secs(10);
+    json_capacity.thresholds.clear();
+    for (scenario, figures) in [
+        (
+            &json,
+            &[
+                Figure::DeliveriesPerSec,
+                Figure::P99,
+                Figure::WireBytesPerDelivery,
+                Figure::ServerCpuPerDelivery,
+            ][..],
+        ),
+        (
+            &json_capacity,
+            &[
+                Figure::DeliveriesPerSec,
+                Figure::Delivered,
+                Figure::WireBytesPerDelivery,
+                Figure::ServerCpuPerDelivery,
+                Figure::ClientCpuPerDelivery,
+            ][..],
+        ),
+    ] {
+        let mut compressed = scenario.clone();
+        compressed.compression = true;
+        let (mut base_runs, mut plain_runs, mut deflate_runs) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..repeats {
+            base_runs.push(
+                suite
+                    .once(
+                        "baseline",
+                        scenario,
+                        &base_url,
+                        Dialect::Raw,
+                        Some(baseline.pid()),
+                    )
+                    .await?,
+            );
+            plain_runs.push(
+                suite
+                    .once(
+                        "standalone",
+                        scenario,
+                        &edge_url,
+                        Dialect::Group,
+                        Some(standalone.pid()),
+                    )
+                    .await?,
+            );
+            deflate_runs.push(
+                suite
+                    .once(
+                        DEFLATE,
+                        &compressed,
+                        &edge_url,
+                        Dialect::Group,
+                        Some(standalone.pid()),
+                    )
+                    .await?,
+            );
+        }
+        report.compare(
+            scenario,
+            "standalone",
+            figures,
+            &plain_runs,
+            Some(&base_runs),
+        );
+        let mut with_share = figures.to_vec();
+        with_share.insert(0, Figure::Compressed);
+        report.compare(
+            &compressed,
+            DEFLATE,
+            &with_share,
+            &deflate_runs,
+            Some(&base_runs),
+        );
+        report.deflate_note(scenario);
+    }
+
     // The rest of the suite on standalone mode (no baseline equivalent).
     let mut extras = Vec::new();
     for name in [
@@ -192,6 +285,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         report.soak(&s);
     }
     drop(standalone);
+
+    // Idle sockets that negotiated permessage-deflate, on a fresh process
+    // as the plain hold was: RSS growth per socket with compression agreed.
+    let fresh = switchboard_testkit::switchboard::standalone(&RATE_FLAGS);
+    let mut idle_deflate = idle.clone();
+    idle_deflate.duration = Duration::from_secs(30);
+    idle_deflate.compression = true;
+    let d = suite
+        .once(
+            DEFLATE,
+            &idle_deflate,
+            &format!("ws://{}", fresh.addr("edge")),
+            Dialect::Group,
+            Some(fresh.pid()),
+        )
+        .await?;
+    report.idle_deflate(&b, &d, idle_deflate.duration);
+    crate::rss::settle(&[fresh.pid()], SETTLE).await;
+    drop(fresh);
 
     // The cluster: 2 routers, 2 edges over gRPC, private Redis and NATS.
     let env: Vec<(&'static str, String)> = vec![
@@ -243,6 +355,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         )
         .await?;
     report.idle_cluster_edge(&e);
+    // The other edge, after the same runs, with compression negotiated.
+    crate::rss::settle(&[cluster.edges[0].pid(), cluster.edges[1].pid()], SETTLE).await;
+    let e1 = suite
+        .once(
+            "cluster",
+            &idle_deflate,
+            &format!("ws://{}", cluster.edge(1)),
+            Dialect::Group,
+            Some(cluster.edges[1].pid()),
+        )
+        .await?;
+    report.idle_cluster_edge_deflate(&e1);
     drop(cluster);
     drop(baseline);
 
@@ -335,8 +459,10 @@ impl Suite {
             .map_err(|e| RunError::Setup(e.to_string()))?;
         summary.judge(&thresholds);
         let file = self.out.join(format!(
-            "{system}-{}-{}.json",
-            scenario.name, options.run_id
+            "{}-{}-{}.json",
+            system.replace(" + ", "-"),
+            scenario.name,
+            options.run_id
         ));
         if let Ok(json) = serde_json::to_string_pretty(&summary) {
             let _ = std::fs::write(file, json);
@@ -425,6 +551,7 @@ mod tests {
             "jsonrpc_pubsub",
             "im_chat",
             "soak",
+            "fanout_json",
         ] {
             let s = suite.load(name).unwrap();
             assert_eq!(s.name, name);

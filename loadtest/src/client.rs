@@ -1,7 +1,9 @@
 //! A WebSocket client cheap enough for tens of thousands of sockets: a
 //! hand-written upgrade request over one TCP connection (optionally from
 //! a chosen local address), then fastwebsockets frames, split into a
-//! reader and a writer that the reader shares for pongs.
+//! reader and a writer that the reader shares for pongs. It can offer
+//! permessage-deflate ([`crate::deflate`]) and inflate what it receives,
+//! counting each message's bytes on the wire.
 
 use std::io::Cursor;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -12,6 +14,8 @@ use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError, WebSocketRead
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Chain};
 use tokio::net::TcpSocket;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::deflate::{self, Agreement, AnswerError, Inflater};
 
 /// Why a socket did not open.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +28,9 @@ pub enum ConnectError {
     BadResponse(String),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The upgrade's `Sec-WebSocket-Extensions` answer cannot be taken.
+    #[error("extension answer refused: {0}")]
+    Extension(#[from] AnswerError),
 }
 
 impl ConnectError {
@@ -103,6 +110,23 @@ pub type Writer = Arc<tokio::sync::Mutex<WebSocketWrite<OwnedWriteHalf>>>;
 /// The largest upgrade answer read (headers and a refusal's body).
 const MAX_ANSWER: usize = 16 * 1024;
 
+/// How a socket is opened, beside where to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Setup {
+    /// Kernel receive buffer to ask for before connecting.
+    pub recv_buffer: Option<u32>,
+    /// Offer permessage-deflate ([`deflate::OFFER`]).
+    pub compression: bool,
+}
+
+/// An open socket and what its upgrade agreed to.
+pub struct Socket {
+    pub reader: Reader,
+    pub writer: Writer,
+    /// permessage-deflate, when it was offered and the server took it.
+    pub deflate: Option<Agreement>,
+}
+
 /// Opens a WebSocket to `target` at `path` (with its query).
 pub async fn connect(
     target: &Target,
@@ -125,7 +149,24 @@ pub async fn connect_with(
     limit: Duration,
     recv_buffer: Option<u32>,
 ) -> Result<(Reader, Writer), ConnectError> {
-    tokio::time::timeout(limit, open(target, path, headers, source, recv_buffer))
+    let setup = Setup {
+        recv_buffer,
+        compression: false,
+    };
+    let socket = connect_socket(target, path, headers, source, limit, setup).await?;
+    Ok((socket.reader, socket.writer))
+}
+
+/// Opens a WebSocket as `setup` says, within `limit`.
+pub async fn connect_socket(
+    target: &Target,
+    path: &str,
+    headers: &[(&str, &str)],
+    source: Option<IpAddr>,
+    limit: Duration,
+    setup: Setup,
+) -> Result<Socket, ConnectError> {
+    tokio::time::timeout(limit, open(target, path, headers, source, setup))
         .await
         .map_err(|_| ConnectError::Timeout(limit))?
 }
@@ -135,14 +176,14 @@ async fn open(
     path: &str,
     headers: &[(&str, &str)],
     source: Option<IpAddr>,
-    recv_buffer: Option<u32>,
-) -> Result<(Reader, Writer), ConnectError> {
+    setup: Setup,
+) -> Result<Socket, ConnectError> {
     let socket = if target.addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
-    if let Some(bytes) = recv_buffer {
+    if let Some(bytes) = setup.recv_buffer {
         // Before connecting, so the window offered in the handshake is small.
         socket.set_recv_buffer_size(bytes)?;
     }
@@ -156,6 +197,11 @@ async fn open(
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
         target.host
     );
+    if setup.compression {
+        request.push_str("Sec-WebSocket-Extensions: ");
+        request.push_str(deflate::OFFER);
+        request.push_str("\r\n");
+    }
     for (name, value) in headers {
         request.push_str(name);
         request.push_str(": ");
@@ -190,12 +236,38 @@ async fn open(
         let body = read_body(&mut stream, &head, answer[head_end..].to_vec()).await;
         return Err(ConnectError::Refused { status, body });
     }
+    let deflate = extensions_agreed(&head, setup.compression)?;
     // Frames the server sent right after its answer are already read.
     let early = answer.split_off(head_end);
     let (read, write) = stream.into_split();
-    let (reader, writer) =
+    let (mut reader, writer) =
         fastwebsockets::after_handshake_split(Cursor::new(early).chain(read), write, Role::Client);
-    Ok((reader, Arc::new(tokio::sync::Mutex::new(writer))))
+    // RSV1 marks a compressed message once permessage-deflate is agreed;
+    // without it a frame carrying the bit fails the socket.
+    reader.set_allow_rsv1(deflate.is_some());
+    Ok(Socket {
+        reader,
+        writer: Arc::new(tokio::sync::Mutex::new(writer)),
+        deflate,
+    })
+}
+
+/// What the `Sec-WebSocket-Extensions` lines of an upgrade answer agree
+/// to; any extension answered to a request that offered none is refused.
+fn extensions_agreed(head: &str, offered: bool) -> Result<Option<Agreement>, ConnectError> {
+    let values: Vec<&str> = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("sec-websocket-extensions"))
+        .map(|(_, value)| value.trim())
+        .collect();
+    if !offered {
+        if let Some(value) = values.iter().find(|v| !v.is_empty()) {
+            return Err(AnswerError::NotOffered((*value).to_owned()).into());
+        }
+        return Ok(None);
+    }
+    Ok(deflate::read_answer(values)?)
 }
 
 /// A refusal's body, as far as `Content-Length` says and at most 16 KiB.
@@ -243,8 +315,13 @@ pub async fn send_frame(
 
 /// Sends a close frame (errors ignored: the peer may be gone already).
 pub async fn close(writer: &Writer) {
+    close_with(writer, 1000).await;
+}
+
+/// Sends a close frame with `code` (errors ignored).
+pub async fn close_with(writer: &Writer, code: u16) {
     let mut w = writer.lock().await;
-    let _ = w.write_frame(Frame::close(1000, b"")).await;
+    let _ = w.write_frame(Frame::close(code, b"")).await;
 }
 
 /// What the reader saw next.
@@ -254,8 +331,51 @@ pub enum Incoming {
     Closed(Option<u16>),
 }
 
-/// Reads until the next text frame or the end, answering pings.
+/// Reads until the next data message or the end, answering pings.
 pub async fn next_text(reader: &mut Reader, writer: &Writer) -> Incoming {
+    match next_message(reader, writer, None).await {
+        Received::Message(message) => Incoming::Text(message.data),
+        Received::Closed(code) => Incoming::Closed(code),
+        Received::Failed { .. } => Incoming::Closed(None),
+    }
+}
+
+/// One data message as received.
+#[derive(Debug)]
+pub struct Message {
+    /// Its payload, inflated when it came compressed.
+    pub data: Vec<u8>,
+    /// What its frames took on the wire: headers and payloads as read
+    /// from the socket, before inflating.
+    pub wire_bytes: u64,
+    /// Whether it came compressed (RSV1 on its first frame).
+    pub compressed: bool,
+}
+
+/// What [`next_message`] saw next.
+#[derive(Debug)]
+pub enum Received {
+    Message(Message),
+    /// A close frame (its code) or the end of the connection (`None`).
+    Closed(Option<u16>),
+    /// The server broke the protocol: the socket must be failed with
+    /// this close code (1002, or 1007 for data that does not inflate).
+    Failed {
+        code: u16,
+        why: String,
+    },
+}
+
+/// Reads until the next whole data message (fragments joined, inflated
+/// by `inflater` when compressed) or the end, answering pings.
+pub async fn next_message(
+    reader: &mut Reader,
+    writer: &Writer,
+    mut inflater: Option<&mut Inflater>,
+) -> Received {
+    // A fragmented message so far: its bytes and whether it is compressed.
+    let mut partial: Option<(Vec<u8>, bool)> = None;
+    let mut wire_bytes = 0u64;
     loop {
         let pong_writer = writer.clone();
         let mut obligations = move |frame: Frame<'_>| {
@@ -270,20 +390,82 @@ pub async fn next_text(reader: &mut Reader, writer: &Writer) -> Incoming {
         };
         let frame = match reader.read_frame(&mut obligations).await {
             Ok(frame) => frame,
-            Err(_) => return Incoming::Closed(None),
+            Err(_) => return Received::Closed(None),
         };
         match frame.opcode {
-            OpCode::Text | OpCode::Binary => return Incoming::Text(frame.payload.to_vec()),
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {}
+            _ if frame.rsv1 => return protocol("RSV1 on a control frame"),
             OpCode::Close => {
                 let code = frame
                     .payload
                     .get(..2)
                     .map(|c| u16::from_be_bytes([c[0], c[1]]));
-                return Incoming::Closed(code.or(Some(1005)));
+                return Received::Closed(code.or(Some(1005)));
             }
             _ => continue,
         }
+        wire_bytes += frame_bytes(frame.payload.len());
+        let (mut data, compressed) = match (frame.opcode, partial.take()) {
+            (OpCode::Continuation, None) => {
+                return protocol("a continuation frame outside a message");
+            }
+            (OpCode::Continuation, Some(_)) if frame.rsv1 => {
+                return protocol("RSV1 on a continuation frame");
+            }
+            (OpCode::Continuation, Some((mut data, compressed))) => {
+                if data.len() + frame.payload.len() > deflate::MAX_INFLATED {
+                    return protocol("fragmented message too large");
+                }
+                data.extend_from_slice(&frame.payload);
+                (data, compressed)
+            }
+            (_, Some(_)) => {
+                return protocol("a new message inside a fragmented one");
+            }
+            (_, None) => (frame.payload.to_vec(), frame.rsv1),
+        };
+        if !frame.fin {
+            partial = Some((data, compressed));
+            continue;
+        }
+        if compressed {
+            let Some(inflater) = inflater.as_deref_mut() else {
+                return protocol("a compressed message without deflate agreed");
+            };
+            data = match inflater.inflate(&data, deflate::MAX_INFLATED) {
+                Ok(inflated) => inflated,
+                Err(e) => {
+                    return Received::Failed {
+                        code: 1007,
+                        why: e.to_string(),
+                    };
+                }
+            };
+        }
+        return Received::Message(Message {
+            data,
+            wire_bytes,
+            compressed,
+        });
     }
+}
+
+fn protocol(why: &str) -> Received {
+    Received::Failed {
+        code: 1002,
+        why: why.to_owned(),
+    }
+}
+
+/// Bytes a server's (unmasked) frame with `payload` bytes takes on the
+/// wire: the shortest header for its length, then the payload.
+pub fn frame_bytes(payload: usize) -> u64 {
+    let length = match payload {
+        0..=125 => 0,
+        126..=65_535 => 2,
+        _ => 8,
+    };
+    (2 + length + payload) as u64
 }
 
 #[cfg(test)]
@@ -296,6 +478,33 @@ mod tests {
         assert_eq!(t.addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(t.host, "127.0.0.1:8080");
         assert!(Target::parse("wss://x:1").is_err());
+    }
+
+    #[test]
+    fn extension_answers_are_read_from_the_upgrade_head() {
+        let head = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+                    sec-websocket-extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n\r\n";
+        let agreed = extensions_agreed(head, true).unwrap().expect("agreed");
+        assert!(agreed.server_no_context_takeover);
+        // An answer to a request that offered nothing fails the socket.
+        assert!(matches!(
+            extensions_agreed(head, false),
+            Err(ConnectError::Extension(AnswerError::NotOffered(_)))
+        ));
+        let declined = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n";
+        assert_eq!(extensions_agreed(declined, true).unwrap(), None);
+        assert_eq!(extensions_agreed(declined, false).unwrap(), None);
+        let other = "HTTP/1.1 101 OK\r\nSec-WebSocket-Extensions: x-webkit-deflate-frame\r\n\r\n";
+        assert!(extensions_agreed(other, true).is_err());
+    }
+
+    #[test]
+    fn frame_sizes_follow_the_shortest_header() {
+        assert_eq!(frame_bytes(0), 2);
+        assert_eq!(frame_bytes(125), 127);
+        assert_eq!(frame_bytes(126), 130);
+        assert_eq!(frame_bytes(65_535), 65_539);
+        assert_eq!(frame_bytes(65_536), 65_546);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`plan`]: a scenario as sockets to open and publishers to run.
 //! - [`run`]: runs a plan in this process; [`procs`]: across processes.
 //! - [`client`]: the WebSocket client; [`http`]: the HTTP client.
+//! - [`deflate`]: the client's side of permessage-deflate.
 //! - [`wire`]: each dialect's messages and how replies are read.
 //! - [`stats`], [`summary`]: counters, histograms, the end summary.
 //! - [`rss`]: memory of the server under test.
@@ -20,6 +21,7 @@
 pub mod abuse;
 pub mod bench;
 pub mod client;
+pub mod deflate;
 pub mod http;
 pub use switchboard_common::fd_limit as limits;
 pub mod plan;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use loadtest::procs::{ERROR_PREFIX, SUMMARY_PREFIX};
 use loadtest::run::{Options, RunError, Shard};
-use loadtest::scenario::{Dialect, Scenario};
+use loadtest::scenario::{Body, Dialect, Scenario};
 
 #[derive(Parser)]
 #[command(
@@ -72,6 +72,13 @@ struct RunArgs {
     /// Overrides the dialect (`raw` drives the baseline server).
     #[arg(long)]
     dialect: Option<String>,
+    /// Offer permessage-deflate on every socket and inflate compressed
+    /// messages (overrides the file's `compression`).
+    #[arg(long)]
+    compression: bool,
+    /// Overrides `message.body`: `pad` or `json` (a realistic JSON document).
+    #[arg(long, value_parser = parse_body)]
+    body: Option<Body>,
     /// Write the summary as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -103,6 +110,14 @@ struct RunArgs {
     barrier: bool,
     #[arg(long, hide = true)]
     emit_summary: bool,
+}
+
+fn parse_body(text: &str) -> Result<Body, String> {
+    match text {
+        "pad" => Ok(Body::Pad),
+        "json" => Ok(Body::Json),
+        _ => Err(format!("`{text}` is not pad or json")),
+    }
 }
 
 fn parse_shard(text: &str) -> Result<Shard, String> {
@@ -139,6 +154,16 @@ impl RunArgs {
         push("--size", self.size.map(|s| s.to_string()));
         push("--dialect", self.dialect.clone());
         push("--metrics", self.metrics.clone());
+        push(
+            "--body",
+            self.body.map(|b| match b {
+                Body::Pad => "pad".to_owned(),
+                Body::Json => "json".to_owned(),
+            }),
+        );
+        if self.compression {
+            out.push("--compression".to_owned());
+        }
         if self.no_abuse {
             out.push("--no-abuse".to_owned());
         }
@@ -169,6 +194,12 @@ impl RunArgs {
         }
         if let Some(size) = self.size {
             s.message.size = size;
+        }
+        if let Some(body) = self.body {
+            s.message.body = body;
+        }
+        if self.compression {
+            s.compression = true;
         }
         if let Some(d) = &self.dialect {
             s.dialect =

@@ -17,6 +17,10 @@ pub enum Figure {
     P99,
     DeliveriesPerSec,
     Delivered,
+    WireBytesPerDelivery,
+    Compressed,
+    ServerCpuPerDelivery,
+    ClientCpuPerDelivery,
 }
 
 impl Figure {
@@ -28,6 +32,10 @@ impl Figure {
             Figure::P99 => "p99_ms",
             Figure::DeliveriesPerSec => "deliveries_per_s",
             Figure::Delivered => "delivered",
+            Figure::WireBytesPerDelivery => "wire_bytes_per_delivery",
+            Figure::Compressed => "compressed",
+            Figure::ServerCpuPerDelivery => "server_cpu_us_per_delivery",
+            Figure::ClientCpuPerDelivery => "client_cpu_us_per_delivery",
         }
     }
 
@@ -39,6 +47,10 @@ impl Figure {
             Figure::P99 => "latency p99",
             Figure::DeliveriesPerSec => "deliveries/s",
             Figure::Delivered => "delivered",
+            Figure::WireBytesPerDelivery => "wire bytes per delivery",
+            Figure::Compressed => "deliveries compressed",
+            Figure::ServerCpuPerDelivery => "server CPU per delivery",
+            Figure::ClientCpuPerDelivery => "harness CPU per delivery",
         }
     }
 
@@ -46,7 +58,11 @@ impl Figure {
         match self {
             Figure::ConnectRate | Figure::DeliveriesPerSec => thousands(value),
             Figure::ConnectP99 | Figure::P50 | Figure::P99 => format!("{value:.2} ms"),
-            Figure::Delivered => format!("{:.2} %", value * 100.0),
+            Figure::Delivered | Figure::Compressed => format!("{:.2} %", value * 100.0),
+            Figure::WireBytesPerDelivery => format!("{} B", thousands(value)),
+            Figure::ServerCpuPerDelivery | Figure::ClientCpuPerDelivery => {
+                format!("{value:.2} µs")
+            }
         }
     }
 }
@@ -114,9 +130,18 @@ pub struct Report {
     /// RSS growth per idle socket: standalone, and its baseline; the memory
     /// target is settled once the cluster edge's figure joins them.
     idle_kib: (Option<f64>, Option<f64>),
+    /// The same on the cluster edge.
+    cluster_edge_kib: Option<f64>,
+    /// RSS growth per idle socket with permessage-deflate negotiated:
+    /// standalone, and a cluster edge.
+    deflate_kib: (Option<f64>, Option<f64>),
 }
 
 const MEMORY_TARGET: &str = "≤ 8 KiB edge RSS growth per idle socket";
+const DEFLATE_MEMORY_TARGET: &str =
+    "≤ 8 KiB edge RSS growth per idle socket with permessage-deflate negotiated";
+/// The system column of runs whose sockets offered permessage-deflate.
+pub const DEFLATE: &str = "standalone + deflate";
 
 fn kib(value: Option<f64>) -> String {
     value.map_or("–".into(), |k| format!("{k:.1} KiB"))
@@ -140,6 +165,8 @@ impl Report {
             medians: BTreeMap::new(),
             spreads: Vec::new(),
             idle_kib: (None, None),
+            cluster_edge_kib: None,
+            deflate_kib: (None, None),
         }
     }
 
@@ -307,6 +334,7 @@ impl Report {
             "–".into(),
             "–".into(),
         );
+        self.cluster_edge_kib = per;
         let (standalone, baseline) = self.idle_kib;
         if let Some(goal) = self.goals.iter_mut().find(|g| g.target == MEMORY_TARGET) {
             goal.measured = format!(
@@ -389,6 +417,146 @@ impl Report {
                 "not measured (quick profile holds 30 s)"
             },
         });
+    }
+
+    /// Idle sockets that negotiated permessage-deflate, held on a fresh
+    /// standalone process (as the plain hold was).
+    pub fn idle_deflate(&mut self, baseline: &Summary, product: &Summary, hold: Duration) {
+        let label = format!(
+            "idle, {} sockets held {}, permessage-deflate negotiated",
+            thousands(product.counts.planned_open as f64),
+            human(hold)
+        );
+        let held = format!(
+            "{}/{}",
+            product.counts.open_at_end, product.counts.planned_open
+        );
+        self.row(&label, DEFLATE, "held", held, "–".into(), "–".into());
+        let negotiated = format!(
+            "{}/{}",
+            product.counts.negotiated, product.counts.connections
+        );
+        self.row(
+            &label,
+            DEFLATE,
+            "sockets that negotiated deflate",
+            negotiated,
+            "–".into(),
+            "–".into(),
+        );
+        let per = |s: &Summary| s.rss.as_ref().and_then(|r| r.per_socket_kib);
+        let (p, b) = (per(product), per(baseline));
+        self.row(
+            &label,
+            DEFLATE,
+            "RSS growth per socket",
+            kib(p),
+            kib(b),
+            p.zip(b)
+                .map_or("–".into(), |(p, b)| format!("{:.2}", p / b)),
+        );
+        // A figure only counts if every socket really negotiated.
+        let all = product.counts.negotiated == product.counts.connections
+            && product.counts.connections > 0;
+        self.deflate_kib.0 = p.filter(|_| all);
+        self.deflate_goal();
+    }
+
+    /// The same on a cluster edge: the other edge of the one whose plain
+    /// hold is reported by [`Report::idle_cluster_edge`], after the same runs.
+    pub fn idle_cluster_edge_deflate(&mut self, edge: &Summary) {
+        let label = format!(
+            "idle, {} sockets on the other cluster edge, permessage-deflate negotiated",
+            thousands(edge.counts.planned_open as f64)
+        );
+        let held = format!("{}/{}", edge.counts.open_at_end, edge.counts.planned_open);
+        self.row(&label, "cluster", "held", held, "–".into(), "–".into());
+        self.row(
+            &label,
+            "cluster",
+            "sockets that negotiated deflate",
+            format!("{}/{}", edge.counts.negotiated, edge.counts.connections),
+            "–".into(),
+            "–".into(),
+        );
+        let per = edge.rss.as_ref().and_then(|r| r.per_socket_kib);
+        self.row(
+            &label,
+            "cluster",
+            "edge RSS growth per socket",
+            kib(per),
+            "–".into(),
+            "–".into(),
+        );
+        let all = edge.counts.negotiated == edge.counts.connections && edge.counts.connections > 0;
+        self.deflate_kib.1 = per.filter(|_| all);
+        self.deflate_goal();
+    }
+
+    fn deflate_goal(&mut self) {
+        let (standalone, edge) = self.deflate_kib;
+        let measured = format!(
+            "{} on a cluster edge (plain {}); {} standalone (plain {})",
+            kib(edge),
+            kib(self.cluster_edge_kib),
+            kib(standalone),
+            kib(self.idle_kib.0)
+        );
+        let pass = match (standalone, edge) {
+            (None, None) => None,
+            (s, e) => Some(s.is_none_or(|k| k <= 8.0) && e.is_none_or(|k| k <= 8.0)),
+        };
+        let goal = Goal {
+            target: DEFLATE_MEMORY_TARGET.into(),
+            measured,
+            verdict: verdict(pass),
+        };
+        match self
+            .goals
+            .iter_mut()
+            .find(|g| g.target == DEFLATE_MEMORY_TARGET)
+        {
+            Some(existing) => *existing = goal,
+            None => self.goals.push(goal),
+        }
+    }
+
+    /// A note comparing the runs of `name` with and without compression.
+    pub fn deflate_note(&mut self, scenario: &Scenario) {
+        let get = |system: &str, figure: Figure| {
+            self.medians
+                .get(&(scenario.name.clone(), system.to_owned(), figure))
+                .and_then(|m| m.0)
+        };
+        let mut parts = Vec::new();
+        for figure in [
+            Figure::DeliveriesPerSec,
+            Figure::WireBytesPerDelivery,
+            Figure::ServerCpuPerDelivery,
+            Figure::ClientCpuPerDelivery,
+        ] {
+            if let (Some(plain), Some(deflate)) = (get("standalone", figure), get(DEFLATE, figure))
+            {
+                let ratio = if plain > 0.0 {
+                    format!(" ({:.2} ×)", deflate / plain)
+                } else {
+                    String::new()
+                };
+                parts.push(format!(
+                    "{} {} → {}{ratio}",
+                    figure.label(),
+                    figure.show(plain),
+                    figure.show(deflate)
+                ));
+            }
+        }
+        if !parts.is_empty() {
+            self.notes.push(format!(
+                "permessage-deflate, {} (medians, plain → deflate): {}",
+                describe(scenario),
+                parts.join("; ")
+            ));
+        }
     }
 
     /// Cluster publish-to-receive latency at 50,000 deliveries/s.
@@ -520,6 +688,14 @@ fn describe(scenario: &Scenario) -> String {
         "direct" => format!("direct, {} pairs × {rate} msg/s", scenario.vus / 2),
         "api_publish" => format!("server API, {} msg/s into {} groups", rate, scenario.groups),
         "iot_events" => format!("IoT, {rate} events/s to {} sockets", scenario.vus),
+        "fanout_json" => format!(
+            "fan-out, {} subscribers × {rate} msg/s, {} B JSON",
+            scenario.vus, scenario.message.size
+        ),
+        "fanout_json_capacity" => format!(
+            "fan-out capacity, {} subscribers, {rate} msg/s offered, {} B JSON",
+            scenario.vus, scenario.message.size
+        ),
         other => format!("{other}, {} vus", scenario.vus),
     }
 }
@@ -614,5 +790,110 @@ mod tests {
         report.idle(&idle_summary(Some(14.0)), &idle_summary(None), hold);
         report.idle_cluster_edge(&idle_summary(Some(5.5)));
         assert_eq!(memory_goal(&report).verdict, "not measured");
+    }
+
+    fn negotiated(mut summary: Summary, negotiated: u64) -> Summary {
+        summary.counts.connections = 15_000;
+        summary.counts.negotiated = negotiated;
+        summary
+    }
+
+    #[test]
+    fn the_deflate_memory_target_counts_only_sockets_that_negotiated() {
+        let hold = Duration::from_secs(30);
+        let mut report = Report::new("quick");
+        report.idle(&idle_summary(Some(14.0)), &idle_summary(Some(7.4)), hold);
+        report.idle_deflate(
+            &idle_summary(Some(14.0)),
+            &negotiated(idle_summary(Some(7.6)), 15_000),
+            hold,
+        );
+        let goal = |r: &Report| {
+            let g = r
+                .goals
+                .iter()
+                .find(|g| g.target == DEFLATE_MEMORY_TARGET)
+                .expect("deflate goal");
+            (g.measured.clone(), g.verdict)
+        };
+        assert_eq!(goal(&report).1, "pass");
+        report.idle_cluster_edge(&idle_summary(Some(5.5)));
+        report.idle_cluster_edge_deflate(&negotiated(idle_summary(Some(8.4)), 15_000));
+        assert_eq!(
+            goal(&report),
+            (
+                "8.4 KiB on a cluster edge (plain 5.5 KiB); 7.6 KiB standalone (plain 7.4 KiB)"
+                    .to_owned(),
+                "**miss**"
+            )
+        );
+        assert_eq!(
+            report
+                .goals
+                .iter()
+                .filter(|g| g.target == DEFLATE_MEMORY_TARGET)
+                .count(),
+            1,
+            "updated, not repeated"
+        );
+
+        // Sockets that ran plain say nothing about compression's cost.
+        let mut report = Report::new("quick");
+        report.idle_deflate(
+            &idle_summary(Some(14.0)),
+            &negotiated(idle_summary(Some(7.6)), 14_999),
+            hold,
+        );
+        assert_eq!(goal(&report).1, "not measured");
+    }
+
+    #[test]
+    fn deflate_runs_are_compared_with_plain_ones_and_the_baseline() {
+        let scenario = Scenario::parse(
+            "fanout_json",
+            "name='fanout_json'\nkind='fanout'\nvus=1000\n[message]\nsize=1024\nbody='json'\nrate=200\n",
+        )
+        .unwrap();
+        let run = |received: u64, wire: u64| {
+            let mut s = Summary {
+                delivery_secs: 1.0,
+                ..Summary::default()
+            };
+            s.counts.received = received;
+            s.counts.delivered_wire_bytes = wire * received;
+            s
+        };
+        let mut report = Report::new("quick");
+        let base = [run(200_000, 1_100)];
+        report.compare(
+            &scenario,
+            "standalone",
+            &[Figure::DeliveriesPerSec, Figure::WireBytesPerDelivery],
+            &[run(190_000, 1_200)],
+            Some(&base),
+        );
+        report.compare(
+            &scenario,
+            DEFLATE,
+            &[Figure::DeliveriesPerSec, Figure::WireBytesPerDelivery],
+            &[run(180_000, 480)],
+            Some(&base),
+        );
+        report.deflate_note(&scenario);
+        let text = report.render();
+        assert!(
+            text.contains(
+                "| standalone + deflate | wire bytes per delivery | 480 B | 1,100 B | 0.44 |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("wire bytes per delivery 1,200 B → 480 B (0.40 ×)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("deliveries/s 190,000 → 180,000 (0.95 ×)"),
+            "{text}"
+        );
     }
 }

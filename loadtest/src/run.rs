@@ -13,7 +13,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::abuse::{AbuseEnv, AbuseRss, AbuseSummary, Tally};
-use crate::client::{self, ConnectError, Incoming, Sources, Target, Writer};
+use crate::client::{self, ConnectError, Received, Setup, Sources, Target, Writer};
+use crate::deflate::Inflater;
 use crate::http::HttpClient;
 use crate::plan::{self, Message, Names, PublisherPlan, SocketPlan};
 use crate::rss::RssWatch;
@@ -225,6 +226,7 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Summary, RunE
         targets: scenario.targets.clone(),
         vus: scenario.vus,
         processes: options.shard.count,
+        compression: scenario.compression,
         ..Summary::default()
     };
 
@@ -268,6 +270,7 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Summary, RunE
     });
     let measure_start = Instant::now();
     let measure_wall = now_micros();
+    let cpu = CpuClock::start(options.watch_pid);
     if let Some(abuse) = &abuse {
         let micros = |d: Duration| measure_wall + d.as_micros() as u64;
         stats
@@ -316,6 +319,7 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Summary, RunE
     if let Some(w) = &rss {
         w.mark("end");
     }
+    (summary.server_cpu_secs, summary.client_cpu_secs) = cpu.read();
     let last = Stats::get(&stats.last_receive);
     summary.delivery_secs = if last > measure_wall {
         ((last - measure_wall) as f64 / 1e6)
@@ -348,6 +352,35 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Summary, RunE
     });
     summary.rss = rss.map(|w| w.finish(summary.counts.open_at_end, scenario.warmup));
     Ok(summary)
+}
+
+/// CPU time of the watched server and of this process from `start`.
+struct CpuClock {
+    server: Option<(u32, u64)>,
+    client: Option<u64>,
+}
+
+/// `/proc/<pid>/stat` counts CPU time in ticks of 1/100 s.
+const TICKS_PER_SEC: f64 = 100.0;
+
+impl CpuClock {
+    fn start(server: Option<u32>) -> Self {
+        Self {
+            server: server.and_then(|pid| Some((pid, crate::rss::cpu_ticks(pid)?))),
+            client: crate::rss::cpu_ticks(std::process::id()),
+        }
+    }
+
+    /// Seconds since `start`: the server's, this process's.
+    fn read(&self) -> (Option<f64>, Option<f64>) {
+        let since = |pid: u32, then: u64| {
+            crate::rss::cpu_ticks(pid).map(|now| now.saturating_sub(then) as f64 / TICKS_PER_SEC)
+        };
+        (
+            self.server.and_then(|(pid, then)| since(pid, then)),
+            self.client.and_then(|then| since(std::process::id(), then)),
+        )
+    }
 }
 
 async fn wait_for_go() {
@@ -465,9 +498,20 @@ async fn open_one(env: &Arc<Env>, socket: &SocketPlan) -> Result<Open, ConnectEr
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
     let source = env.sources.pick(socket.index, target);
+    let setup = Setup {
+        compression: env.scenario.compression,
+        ..Setup::default()
+    };
     let started = Instant::now();
-    let (reader, writer) =
-        client::connect(target, &socket.path, &headers, source, env.connect_timeout).await?;
+    let opened = client::connect_socket(
+        target,
+        &socket.path,
+        &headers,
+        source,
+        env.connect_timeout,
+        setup,
+    )
+    .await?;
     let stats = &env.stats;
     stats.record(
         Trend::Connect,
@@ -476,10 +520,13 @@ async fn open_one(env: &Arc<Env>, socket: &SocketPlan) -> Result<Open, ConnectEr
     );
     Stats::add(&stats.connections, 1);
     Stats::add(&stats.open, 1);
+    if opened.deflate.is_some() {
+        Stats::add(&stats.negotiated, 1);
+    }
+    let writer = opened.writer.clone();
     let (ready_tx, ready_rx) = oneshot::channel();
     let reader = tokio::spawn(read_loop(
-        reader,
-        writer.clone(),
+        opened,
         stats.clone(),
         env.dialect,
         socket.index,
@@ -530,29 +577,50 @@ async fn im_login(target: &Target, client_name: &str, token: &str) -> Result<Str
         .ok_or_else(|| ConnectError::BadResponse(format!("login answer without sessionId: {body}")))
 }
 
+/// Reads `socket` to its end: counts and times what it receives, and
+/// inflates what comes compressed when it agreed to permessage-deflate.
 async fn read_loop(
-    mut reader: client::Reader,
-    writer: Writer,
+    socket: client::Socket,
     stats: Arc<Stats>,
     dialect: Dialect,
     key: usize,
     me: String,
     ready: oneshot::Sender<()>,
 ) {
+    let client::Socket {
+        mut reader,
+        writer,
+        deflate,
+    } = socket;
+    let mut inflater = deflate.map(Inflater::new);
     let mut ready = Some(ready);
     loop {
-        let text = match client::next_text(&mut reader, &writer).await {
-            Incoming::Text(text) => text,
-            Incoming::Closed(_) => {
+        let message = match client::next_message(&mut reader, &writer, inflater.as_mut()).await {
+            Received::Message(message) => message,
+            Received::Closed(_) => {
+                stats.socket_ended();
+                return;
+            }
+            Received::Failed { code, why } => {
+                // The server broke the protocol: fail the socket.
+                stats.error(|| format!("{me}: {why}"));
+                client::close_with(&writer, code).await;
                 stats.socket_ended();
                 return;
             }
         };
+        Stats::add(&stats.wire_bytes, message.wire_bytes);
+        let text = message.data;
+        let sized =
+            || stats.delivery_bytes(message.wire_bytes, text.len() as u64, message.compressed);
         if let Some(tx) = ready.take_if(|_| wire::is_ready(dialect, &text)) {
             let _ = tx.send(());
         }
         match wire::classify(dialect, &text, &me) {
-            Seen::Stamped(stamp) => stats.delivered(key, stamp),
+            Seen::Stamped(stamp) => {
+                stats.delivered(key, stamp);
+                sized();
+            }
             Seen::Ack(stamp) => stats.record(Trend::Ack, key, now_micros().saturating_sub(stamp)),
             Seen::Receipt(stamp) => {
                 stats.record(Trend::Receipt, key, now_micros().saturating_sub(stamp))
@@ -560,6 +628,7 @@ async fn read_loop(
             Seen::ImText { stamp, reply } => {
                 if let Some(stamp) = stamp {
                     stats.delivered(key, stamp);
+                    sized();
                 }
                 if let Err(e) = client::send_text(&writer, &reply).await {
                     stats.error(|| format!("receipt from {me}: {e}"));
@@ -574,7 +643,7 @@ async fn read_loop(
 /// Sends a publisher's messages on schedule (late ones go at once).
 async fn publish(env: Arc<Env>, p: PublisherPlan, writer: Option<Writer>, start: Instant) {
     let stats = &env.stats;
-    let padding = wire::padding_for(env.scenario.message.size);
+    let fill = wire::Fill::new(env.scenario.message.body, env.scenario.message.size);
     let mut http = None;
     if writer.is_none() {
         let Some(api) = &env.api else { return };
@@ -591,21 +660,21 @@ async fn publish(env: Arc<Env>, p: PublisherPlan, writer: Option<Writer>, start:
         let stamp = now_micros();
         let seq = p.first + n * p.stride;
         let text = match &p.message {
-            Message::Group => wire::group::to_group(stamp, &padding),
-            Message::Echo => wire::group::echo(stamp, &padding),
-            Message::Direct(to) => wire::group::direct(to, stamp, &padding),
-            Message::Raw => wire::raw::message(stamp, &padding),
-            Message::RpcPublish(channel) => wire::jsonrpc::publish(channel, stamp, &padding),
-            Message::ImText { from, to } => wire::im::text(from, to, seq, stamp, &padding),
+            Message::Group => wire::group::to_group(stamp, &fill),
+            Message::Echo => wire::group::echo(stamp, &fill),
+            Message::Direct(to) => wire::group::direct(to, stamp, &fill),
+            Message::Raw => wire::raw::message(stamp, &fill),
+            Message::RpcPublish(channel) => wire::jsonrpc::publish(channel, stamp, &fill),
+            Message::ImText { from, to } => wire::im::text(from, to, seq, stamp, &fill),
             Message::ApiGroups(groups) => {
                 let group = &groups[(seq % groups.len() as u64) as usize];
                 let path = format!("/api/v1/groups/{group}/messages");
-                let body = wire::group::api_message(stamp, &padding).to_string();
+                let body = wire::group::api_message(stamp, &fill).to_string();
                 api_post(stats, http.as_mut(), &path, body, &auth, &tenant).await;
                 continue;
             }
             Message::ApiIot { product, device } => {
-                let body = wire::iot::event(product, device, stamp, &padding).to_string();
+                let body = wire::iot::event(product, device, stamp, &fill).to_string();
                 api_post(
                     stats,
                     http.as_mut(),
@@ -726,9 +795,26 @@ async fn connect_loop(
                 attempt += 1;
                 let source = env.sources.pick(socket.index + attempt, target);
                 let begun = Instant::now();
-                match client::connect(target, &socket.path, &[], source, env.connect_timeout).await
+                let setup = Setup {
+                    compression: env.scenario.compression,
+                    ..Setup::default()
+                };
+                match client::connect_socket(
+                    target,
+                    &socket.path,
+                    &[],
+                    source,
+                    env.connect_timeout,
+                    setup,
+                )
+                .await
                 {
-                    Ok((_reader, writer)) => {
+                    Ok(client::Socket {
+                        writer, deflate, ..
+                    }) => {
+                        if deflate.is_some() {
+                            Stats::add(&env.stats.negotiated, 1);
+                        }
                         env.stats.record(
                             Trend::Connect,
                             socket.index,

@@ -149,12 +149,26 @@ pub struct Stage {
     pub target: usize,
 }
 
+/// What fills a message beside its stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Body {
+    /// A run of `x` (compresses to almost nothing).
+    #[default]
+    Pad,
+    /// A JSON document shaped like an application's event (an order with
+    /// its lines, customer and tags), as compressible as real JSON is.
+    Json,
+}
+
 /// The messages publishers send.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MessageSpec {
     /// Approximate size of each message's payload in bytes (padding added).
     pub size: usize,
+    /// What fills it.
+    pub body: Body,
     /// Messages per second per publisher (per group for `groups`, in
     /// total for the server-API kinds).
     pub rate: f64,
@@ -166,6 +180,7 @@ impl Default for MessageSpec {
     fn default() -> Self {
         Self {
             size: 64,
+            body: Body::Pad,
             rate: 10.0,
             publishers: 1,
         }
@@ -249,6 +264,10 @@ pub struct Scenario {
     /// spread over; 0 picks enough for the socket count.
     #[serde(default)]
     pub source_ips: usize,
+    /// Offer permessage-deflate on every socket and inflate what comes
+    /// compressed; a server that declines runs the socket uncompressed.
+    #[serde(default)]
+    pub compression: bool,
     /// Pass/fail rules such as `p99_ms < 10` or `errors < 0.1%`.
     #[serde(default)]
     pub thresholds: Vec<String>,
@@ -485,6 +504,16 @@ rate = 200
         assert_eq!(s.thresholds().unwrap().len(), 2);
         assert_eq!(s.ramp_time(), Duration::from_secs(10));
         assert_eq!(s.tenant, "bench");
+        assert!(!s.compression);
+        assert_eq!(s.message.body, Body::Pad);
+        let compressed = Scenario::parse(
+            "x",
+            "name='x'\nkind='fanout'\ncompression=true\n[message]\nsize=1024\nbody='json'\n",
+        )
+        .unwrap();
+        assert!(compressed.compression);
+        assert_eq!(compressed.message.body, Body::Json);
+        assert!(Scenario::parse("x", "name='x'\nkind='fanout'\n[message]\nbody='xml'\n").is_err());
     }
 
     #[test]

@@ -115,6 +115,17 @@ pub struct Stats {
     pub unexpected_closes: AtomicU64,
     /// When the last stamped message arrived (µs since the epoch).
     pub last_receive: AtomicU64,
+    /// Sockets whose upgrade agreed to permessage-deflate.
+    pub negotiated: AtomicU64,
+    /// Bytes on the wire of every data message received (frame headers
+    /// and payloads as read, before inflating).
+    pub wire_bytes: AtomicU64,
+    /// The same for stamped messages only (deliveries).
+    pub delivered_wire_bytes: AtomicU64,
+    /// Deliveries' payload bytes after inflating.
+    pub delivered_bytes: AtomicU64,
+    /// Deliveries that came compressed.
+    pub compressed_deliveries: AtomicU64,
     /// Set once the plan closes its sockets, so their ends are expected.
     pub closing: AtomicBool,
     /// Send times (µs since the epoch) bounding the abuse window, `[from,
@@ -143,6 +154,11 @@ impl Stats {
             errors: AtomicU64::new(0),
             unexpected_closes: AtomicU64::new(0),
             last_receive: AtomicU64::new(0),
+            negotiated: AtomicU64::new(0),
+            wire_bytes: AtomicU64::new(0),
+            delivered_wire_bytes: AtomicU64::new(0),
+            delivered_bytes: AtomicU64::new(0),
+            compressed_deliveries: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             window: (AtomicU64::new(0), AtomicU64::new(0)),
             trends: std::array::from_fn(|_| Sharded::new()),
@@ -163,6 +179,15 @@ impl Stats {
         let from = self.window.0.load(Ordering::Relaxed);
         if from > 0 && stamp >= from && stamp < self.window.1.load(Ordering::Relaxed) {
             self.record(Trend::Window, key, now.saturating_sub(stamp));
+        }
+    }
+
+    /// A delivery's size: `wire` bytes on the wire, `inflated` once read.
+    pub fn delivery_bytes(&self, wire: u64, inflated: u64, compressed: bool) {
+        self.delivered_wire_bytes.fetch_add(wire, Ordering::Relaxed);
+        self.delivered_bytes.fetch_add(inflated, Ordering::Relaxed);
+        if compressed {
+            self.compressed_deliveries.fetch_add(1, Ordering::Relaxed);
         }
     }
 

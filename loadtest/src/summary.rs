@@ -24,6 +24,21 @@ pub struct Counts {
     pub open_at_end: u64,
     /// Sockets the plan opened and meant to hold.
     pub planned_open: u64,
+    /// Sockets whose upgrade agreed to permessage-deflate.
+    #[serde(default)]
+    pub negotiated: u64,
+    /// Bytes on the wire of every data message received.
+    #[serde(default)]
+    pub wire_bytes: u64,
+    /// Bytes on the wire of the deliveries (stamped messages), and their
+    /// payload bytes once inflated.
+    #[serde(default)]
+    pub delivered_wire_bytes: u64,
+    #[serde(default)]
+    pub delivered_bytes: u64,
+    /// Deliveries that came compressed.
+    #[serde(default)]
+    pub compressed: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -41,6 +56,16 @@ pub struct Summary {
     /// From the measured phase's start to the last receipt.
     pub delivery_secs: f64,
     pub counts: Counts,
+    /// Whether the sockets offered permessage-deflate.
+    #[serde(default)]
+    pub compression: bool,
+    /// CPU time (user + system) the watched server spent from the
+    /// measured phase's start to the end of the drain, in seconds.
+    #[serde(default)]
+    pub server_cpu_secs: Option<f64>,
+    /// The same for the harness itself (every process, added up).
+    #[serde(default)]
+    pub client_cpu_secs: Option<f64>,
     pub trends: BTreeMap<String, TrendSummary>,
     pub rss: Option<RssSummary>,
     /// What the abusers met, when the scenario has an `[abuse]` table.
@@ -61,6 +86,11 @@ impl Summary {
         self.counts.expected = Stats::get(&stats.expected);
         self.counts.errors = Stats::get(&stats.errors);
         self.counts.unexpected_closes = Stats::get(&stats.unexpected_closes);
+        self.counts.negotiated = Stats::get(&stats.negotiated);
+        self.counts.wire_bytes = Stats::get(&stats.wire_bytes);
+        self.counts.delivered_wire_bytes = Stats::get(&stats.delivered_wire_bytes);
+        self.counts.delivered_bytes = Stats::get(&stats.delivered_bytes);
+        self.counts.compressed = Stats::get(&stats.compressed_deliveries);
         for trend in Trend::ALL {
             let t = TrendSummary::from_histogram(&stats.histogram(trend));
             if t.count > 0 {
@@ -83,6 +113,21 @@ impl Summary {
         c.unexpected_closes += o.unexpected_closes;
         c.open_at_end += o.open_at_end;
         c.planned_open += o.planned_open;
+        c.negotiated += o.negotiated;
+        c.wire_bytes += o.wire_bytes;
+        c.delivered_wire_bytes += o.delivered_wire_bytes;
+        c.delivered_bytes += o.delivered_bytes;
+        c.compressed += o.compressed;
+        self.compression |= other.compression;
+        // Every process watches the same server: its time is not a share.
+        self.server_cpu_secs = match (self.server_cpu_secs, other.server_cpu_secs) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.client_cpu_secs = match (self.client_cpu_secs, other.client_cpu_secs) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
         self.connect_secs = self.connect_secs.max(other.connect_secs);
         self.measure_secs = self.measure_secs.max(other.measure_secs);
         self.delivery_secs = self.delivery_secs.max(other.delivery_secs);
@@ -134,6 +179,26 @@ impl Summary {
             "received" => c.received as f64,
             "sent_per_s" => return per(c.sent, self.measure_secs),
             "deliveries_per_s" => return per(c.received, self.delivery_secs),
+            "negotiated" => {
+                return (c.connections > 0).then(|| c.negotiated as f64 / c.connections as f64);
+            }
+            "wire_bytes_per_delivery" => {
+                return (c.received > 0).then(|| c.delivered_wire_bytes as f64 / c.received as f64);
+            }
+            "bytes_per_delivery" => {
+                return (c.received > 0).then(|| c.delivered_bytes as f64 / c.received as f64);
+            }
+            "compressed" => {
+                return (c.received > 0).then(|| c.compressed as f64 / c.received as f64);
+            }
+            "server_cpu_us_per_delivery" => {
+                let secs = self.server_cpu_secs?;
+                return (c.received > 0).then(|| secs * 1e6 / c.received as f64);
+            }
+            "client_cpu_us_per_delivery" => {
+                let secs = self.client_cpu_secs?;
+                return (c.received > 0).then(|| secs * 1e6 / c.received as f64);
+            }
             _ => {
                 let (trend, stat) = name.split_once('.').unwrap_or(("delivery", name));
                 let stat = stat.strip_suffix("_ms")?;
@@ -211,6 +276,46 @@ impl Summary {
                 rate(self.metric("deliveries_per_s"))
             ),
         );
+        if self.compression {
+            line(
+                &mut out,
+                "ws_deflate_negotiated",
+                format!("{} of {} sockets", c.negotiated, c.connections),
+            );
+        }
+        if c.received > 0 && c.delivered_wire_bytes > 0 {
+            let per = |n: u64| n as f64 / c.received as f64;
+            line(
+                &mut out,
+                "ws_bytes_per_delivery",
+                format!(
+                    "{:.1} on the wire, {:.1} read ({:.1}% compressed)",
+                    per(c.delivered_wire_bytes),
+                    per(c.delivered_bytes),
+                    per(c.compressed) * 100.0
+                ),
+            );
+        }
+        line(&mut out, "ws_wire_bytes_received", c.wire_bytes.to_string());
+        for (name, secs, metric) in [
+            (
+                "server_cpu",
+                self.server_cpu_secs,
+                "server_cpu_us_per_delivery",
+            ),
+            (
+                "harness_cpu",
+                self.client_cpu_secs,
+                "client_cpu_us_per_delivery",
+            ),
+        ] {
+            if let Some(secs) = secs {
+                let per = self
+                    .metric(metric)
+                    .map_or(String::new(), |us| format!(", {us:.2} µs per delivery"));
+                line(&mut out, name, format!("{secs:.2} s{per}"));
+            }
+        }
         line(
             &mut out,
             "errors",

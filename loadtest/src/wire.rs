@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::scenario::Dialect;
+use crate::scenario::{Body, Dialect};
 
 /// Padding that brings a message near `size` bytes.
 pub fn pad(size: usize, overhead: usize) -> String {
@@ -23,19 +23,19 @@ pub mod group {
     }
 
     /// A message to the sender's group.
-    pub fn to_group(stamp: u64, padding: &str) -> String {
-        json!({"msg_type":"msg","target":"group","payload":{"t":stamp,"pad":padding}}).to_string()
+    pub fn to_group(stamp: u64, fill: &Fill) -> String {
+        json!({"msg_type":"msg","target":"group","payload":fill.payload(stamp)}).to_string()
     }
 
     /// A message the edge sends back to the sending socket only: the
     /// product's own round trip, with the same validation and completion
     /// as any other message but no routing.
-    pub fn echo(stamp: u64, padding: &str) -> String {
-        json!({"msg_type":"msg","target":"echo","payload":{"t":stamp,"pad":padding}}).to_string()
+    pub fn echo(stamp: u64, fill: &Fill) -> String {
+        json!({"msg_type":"msg","target":"echo","payload":fill.payload(stamp)}).to_string()
     }
 
-    pub fn direct(to: &str, stamp: u64, padding: &str) -> String {
-        json!({"msg_type":"msg","target":"direct","to_id":to,"payload":{"t":stamp,"pad":padding}})
+    pub fn direct(to: &str, stamp: u64, fill: &Fill) -> String {
+        json!({"msg_type":"msg","target":"direct","to_id":to,"payload":fill.payload(stamp)})
             .to_string()
     }
 
@@ -44,13 +44,15 @@ pub mod group {
     }
 
     /// The server-API body for `POST /api/v1/groups/{group}/messages`.
-    pub fn api_message(stamp: u64, padding: &str) -> Value {
-        json!({"msg_type":"msg","target":"group","payload":{"t":stamp,"pad":padding}})
+    pub fn api_message(stamp: u64, fill: &Fill) -> Value {
+        json!({"msg_type":"msg","target":"group","payload":fill.payload(stamp)})
     }
 }
 
 /// The baseline's bare frames: JSON only because the client stamps it.
 pub mod raw {
+    use super::Fill;
+
     pub fn echo_path() -> String {
         "/echo".to_owned()
     }
@@ -59,8 +61,11 @@ pub mod raw {
         format!("/broadcast/{room}")
     }
 
-    pub fn message(stamp: u64, padding: &str) -> String {
-        format!(r#"{{"t":{stamp},"pad":"{padding}"}}"#)
+    pub fn message(stamp: u64, fill: &Fill) -> String {
+        match fill {
+            Fill::Pad(padding) => format!(r#"{{"t":{stamp},"pad":"{padding}"}}"#),
+            Fill::Json { text, .. } => format!(r#"{{"t":{stamp},"data":{text}}}"#),
+        }
     }
 
     pub fn heartbeat() -> String {
@@ -87,10 +92,10 @@ pub mod iot {
     }
 
     /// The server-API body for `POST /api/v1/iot/events`.
-    pub fn event(product: &str, device: &str, stamp: u64, padding: &str) -> Value {
-        json!({"code":"devicePublish","body":{
-            "device":{"productID":product,"deviceName":device},
-            "t":stamp,"pad":padding}})
+    pub fn event(product: &str, device: &str, stamp: u64, fill: &Fill) -> Value {
+        let mut body = fill.payload(stamp);
+        body["device"] = json!({"productID":product,"deviceName":device});
+        json!({"code":"devicePublish","body":body})
     }
 }
 
@@ -114,9 +119,9 @@ pub mod jsonrpc {
 
     /// `redis.publish`; the request id is the send time, so the reply
     /// times the publish itself.
-    pub fn publish(channel: &str, stamp: u64, padding: &str) -> String {
+    pub fn publish(channel: &str, stamp: u64, fill: &Fill) -> String {
         json!({"jsonrpc":"2.0","method":"redis.publish",
-            "params":{"channel":channel,"message":{"t":stamp,"pad":padding}},
+            "params":{"channel":channel,"message":fill.payload(stamp)},
             "id":stamp.to_string()})
         .to_string()
     }
@@ -143,9 +148,9 @@ pub mod im {
 
     /// A text message (2001); its id starts with the send time, so the
     /// send status and the receipt that name it can be timed.
-    pub fn text(from: &str, to: &str, seq: u64, stamp: u64, padding: &str) -> String {
+    pub fn text(from: &str, to: &str, seq: u64, stamp: u64, fill: &Fill) -> String {
         json!({"id":format!("{stamp}-{from}-{seq}"),"type":2001,"isSystem":false,
-            "from":from,"to":to,"body":padding})
+            "from":from,"to":to,"body":fill.text()})
         .to_string()
     }
 
@@ -160,6 +165,121 @@ pub mod im {
 /// A stamped message with `size` bytes in all, per dialect builder.
 pub fn padding_for(size: usize) -> String {
     pad(size, STAMP_OVERHEAD)
+}
+
+/// What a publisher puts beside each stamp, built once per publisher.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fill {
+    /// Padding, as `"pad":"xxx…"`.
+    Pad(String),
+    /// A JSON document, as `"data":{…}`, with its text.
+    Json { value: Value, text: String },
+}
+
+impl From<&str> for Fill {
+    fn from(padding: &str) -> Self {
+        Fill::Pad(padding.to_owned())
+    }
+}
+
+impl Fill {
+    /// The fill that brings a stamped message near `size` bytes.
+    pub fn new(body: Body, size: usize) -> Self {
+        match body {
+            Body::Pad => Fill::Pad(padding_for(size)),
+            Body::Json => {
+                let value = json_document(size.saturating_sub(STAMP_OVERHEAD));
+                let text = value.to_string();
+                Fill::Json { value, text }
+            }
+        }
+    }
+
+    /// The stamped object a dialect's message carries.
+    pub fn payload(&self, stamp: u64) -> Value {
+        match self {
+            Fill::Pad(padding) => json!({"t":stamp,"pad":padding}),
+            Fill::Json { value, .. } => json!({"t":stamp,"data":value}),
+        }
+    }
+
+    /// As a string, for dialects whose message body is text (IM).
+    pub fn text(&self) -> &str {
+        match self {
+            Fill::Pad(padding) => padding,
+            Fill::Json { text, .. } => text,
+        }
+    }
+}
+
+/// A JSON document of about `size` bytes shaped like an order event: an
+/// account, order lines from a small catalogue, tags and timestamps. The
+/// same `size` always gives the same document. It compresses like real
+/// JSON (repeated keys, a limited vocabulary, varied numbers and ids),
+/// unlike padding; no key is `t`, so the stamp is the only `"t":`.
+pub fn json_document(size: usize) -> Value {
+    const PRODUCTS: [(&str, f64); 12] = [
+        ("Espresso beans, 1 kg", 18.5),
+        ("Oat milk, barista edition", 2.49),
+        ("Ceramic pour-over dripper", 24.0),
+        ("Paper filters (100)", 4.75),
+        ("Burr grinder, manual", 59.9),
+        ("Gooseneck kettle 1 l", 42.0),
+        ("Decaf blend, 500 g", 11.2),
+        ("Travel mug, steel", 16.99),
+        ("Descaling tablets", 7.5),
+        ("Milk frother", 29.95),
+        ("Cold brew bottle", 21.0),
+        ("Tasting notebook", 6.4),
+    ];
+    const STATUSES: [&str; 4] = ["paid", "packed", "shipped", "delivered"];
+    const TAGS: [&str; 6] = [
+        "priority",
+        "gift",
+        "subscription",
+        "eu-west",
+        "repeat",
+        "promo",
+    ];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ size as u64;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let mut doc = json!({
+        "event": "order.updated",
+        "id": format!("ord_{:08}", next(100_000_000)),
+        "account": {
+            "id": format!("acct_{:06}", next(1_000_000)),
+            "name": "Northwind Traders",
+            "tier": "gold",
+            "region": "eu-west-1",
+        },
+        "status": STATUSES[next(4) as usize],
+        "currency": "EUR",
+        "lines": [],
+        "tags": [TAGS[next(6) as usize], TAGS[next(6) as usize]],
+        "created_at": format!("2026-11-{:02}T{:02}:{:02}:{:02}Z", 1 + next(28), next(24), next(60), next(60)),
+    });
+    let mut total = 0.0;
+    while doc.to_string().len() < size {
+        let (title, price) = PRODUCTS[next(PRODUCTS.len() as u64) as usize];
+        let qty = 1 + next(5);
+        total += price * qty as f64;
+        let line = json!({
+            "sku": format!("SKU-{:05}", 10_000 + next(90_000)),
+            "title": title,
+            "qty": qty,
+            "price": price,
+        });
+        if let Some(lines) = doc["lines"].as_array_mut() {
+            lines.push(line);
+        }
+        doc["total"] = json!((total * 100.0).round() / 100.0);
+    }
+    doc
 }
 
 /// The `"t":<digits>` stamp in a frame, escaped or not; the first wins.
@@ -309,13 +429,13 @@ mod tests {
 
     #[test]
     fn group_messages_follow_the_v3_schema() {
-        let m = parse(&group::to_group(42, "xx"));
+        let m = parse(&group::to_group(42, &"xx".into()));
         assert_eq!(
             m,
             json!({"msg_type":"msg","target":"group","payload":{"t":42,"pad":"xx"}})
         );
-        assert_eq!(parse(&group::echo(1, ""))["target"], "echo");
-        let d = parse(&group::direct("bob", 7, ""));
+        assert_eq!(parse(&group::echo(1, &"".into()))["target"], "echo");
+        let d = parse(&group::direct("bob", 7, &"".into()));
         assert_eq!(
             (d["target"].as_str(), d["to_id"].as_str()),
             (Some("direct"), Some("bob"))
@@ -354,10 +474,13 @@ mod tests {
             Seen::Other
         );
         assert_eq!(
-            classify(Dialect::Raw, raw::message(5, "x").as_bytes(), ""),
+            classify(Dialect::Raw, raw::message(5, &"x".into()).as_bytes(), ""),
             Seen::Stamped(5)
         );
-        assert_eq!(parse(&raw::message(5, "ab")), json!({"t":5,"pad":"ab"}));
+        assert_eq!(
+            parse(&raw::message(5, &"ab".into())),
+            json!({"t":5,"pad":"ab"})
+        );
     }
 
     #[test]
@@ -368,7 +491,7 @@ mod tests {
             sub["body"]["params"],
             json!({"productID":"p","deviceName":"d"})
         );
-        let event = iot::event("p", "d", 9, "");
+        let event = iot::event("p", "d", 9, &"".into());
         assert_eq!(event["body"]["device"]["deviceName"], "d");
         let push = json!({"code":200,"msg":"成功","type":"down.pub","path":"devicePublish","body":event["body"]});
         assert_eq!(
@@ -392,7 +515,7 @@ mod tests {
             sub,
             json!({"jsonrpc":"2.0","method":"subscribe","params":{"channel":"ch"},"id":"s1"})
         );
-        let publish = parse(&jsonrpc::publish("ch", 77, "p"));
+        let publish = parse(&jsonrpc::publish("ch", 77, &"p".into()));
         assert_eq!(publish["method"], "redis.publish");
         assert_eq!(publish["params"]["message"]["t"], 77);
         assert_eq!(publish["id"], "77");
@@ -426,7 +549,7 @@ mod tests {
         for key in ["id", "type", "isSystem", "from", "to", "body"] {
             assert!(register.get(key).is_some(), "register lacks {key}");
         }
-        let text = parse(&im::text("u1", "u2", 3, 555, "hi"));
+        let text = parse(&im::text("u1", "u2", 3, 555, &"hi".into()));
         assert_eq!(text["id"], "555-u1-3");
         assert_eq!(
             (text["type"].as_i64(), text["to"].as_str()),
@@ -473,8 +596,56 @@ mod tests {
     #[test]
     fn padding_reaches_the_size() {
         let padding = padding_for(256);
-        let m = group::to_group(1_700_000_000_000_000, &padding);
+        let m = group::to_group(1_700_000_000_000_000, &Fill::Pad(padding));
         assert!((200..=300).contains(&m.len()), "{}", m.len());
         assert_eq!(padding_for(10), "");
+    }
+
+    #[test]
+    fn json_fills_reach_the_size_and_keep_the_stamp_findable() {
+        let stamp = 1_700_000_000_000_000;
+        let fill = Fill::new(Body::Json, 1024);
+        assert_eq!(
+            fill,
+            Fill::new(Body::Json, 1024),
+            "the same size, the same document"
+        );
+        for (dialect, message) in [
+            (Dialect::Group, group::to_group(stamp, &fill)),
+            (Dialect::Raw, raw::message(stamp, &fill)),
+        ] {
+            assert!((900..=1200).contains(&message.len()), "{}", message.len());
+            let value = parse(&message);
+            assert_eq!(
+                classify(dialect, message.as_bytes(), ""),
+                Seen::Stamped(stamp)
+            );
+            let data = if dialect == Dialect::Raw {
+                &value["data"]
+            } else {
+                &value["payload"]["data"]
+            };
+            assert_eq!(data["event"], "order.updated");
+            assert!(data["lines"].as_array().is_some_and(|l| l.len() >= 5));
+        }
+        // Only the stamp is a `"t":`.
+        let Fill::Json { text, .. } = &fill else {
+            panic!("a JSON fill")
+        };
+        assert_eq!(stamp_of_text(text), None);
+        // Realistic: it compresses, but nowhere near as far as padding does.
+        let ratio = |text: &str| {
+            use std::io::Write;
+            let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(3));
+            e.write_all(text.as_bytes()).unwrap();
+            e.finish().unwrap().len() as f64 / text.len() as f64
+        };
+        let json_ratio = ratio(text);
+        assert!((0.2..0.8).contains(&json_ratio), "{json_ratio}");
+        assert!(ratio(&padding_for(1024)) < 0.05);
+    }
+
+    fn stamp_of_text(text: &str) -> Option<u64> {
+        stamp(text.as_bytes())
     }
 }
