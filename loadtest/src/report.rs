@@ -21,6 +21,7 @@ pub enum Figure {
     Compressed,
     ServerCpuPerDelivery,
     ClientCpuPerDelivery,
+    UnexpectedCloses,
 }
 
 impl Figure {
@@ -36,6 +37,7 @@ impl Figure {
             Figure::Compressed => "compressed",
             Figure::ServerCpuPerDelivery => "server_cpu_us_per_delivery",
             Figure::ClientCpuPerDelivery => "client_cpu_us_per_delivery",
+            Figure::UnexpectedCloses => "unexpected_closes",
         }
     }
 
@@ -51,12 +53,15 @@ impl Figure {
             Figure::Compressed => "deliveries compressed",
             Figure::ServerCpuPerDelivery => "server CPU per delivery",
             Figure::ClientCpuPerDelivery => "harness CPU per delivery",
+            Figure::UnexpectedCloses => "sockets closed by the server",
         }
     }
 
     fn show(self, value: f64) -> String {
         match self {
-            Figure::ConnectRate | Figure::DeliveriesPerSec => thousands(value),
+            Figure::ConnectRate | Figure::DeliveriesPerSec | Figure::UnexpectedCloses => {
+                thousands(value)
+            }
             Figure::ConnectP99 | Figure::P50 | Figure::P99 => format!("{value:.2} ms"),
             Figure::Delivered | Figure::Compressed => format!("{:.2} %", value * 100.0),
             Figure::WireBytesPerDelivery => format!("{} B", thousands(value)),
