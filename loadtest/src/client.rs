@@ -345,8 +345,8 @@ pub async fn next_text(reader: &mut Reader, writer: &Writer) -> Incoming {
 pub struct Message {
     /// Its payload, inflated when it came compressed.
     pub data: Vec<u8>,
-    /// What its frames took on the wire: headers and payloads as read
-    /// from the socket, before inflating.
+    /// What its frames took on the wire, before inflating: each payload
+    /// as read and its header ([`frame_bytes`]).
     pub wire_bytes: u64,
     /// Whether it came compressed (RSV1 on its first frame).
     pub compressed: bool,
