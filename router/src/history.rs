@@ -95,7 +95,7 @@ async fn run(
                 Ok(Appended::New(position)) => ShardCommand::Deliver {
                     topic: job.topic,
                     payload: job.payload,
-                    position: wire_position(position),
+                    position,
                     reply: job.reply,
                 },
                 // A resend of a publish the history holds: it was
@@ -104,7 +104,7 @@ async fn run(
                 Ok(Appended::Duplicate(position)) => {
                     metrics::counter!("switchboard_router_history_duplicates_total").increment(1);
                     if let Some(reply) = job.reply {
-                        reply.send(accepted(0, wire_position(position)));
+                        reply.send(accepted(0, position));
                     }
                     continue;
                 }
@@ -182,13 +182,6 @@ async fn append_batch(
         }
     }
     answers
-}
-
-fn wire_position(position: crate::store::history::Position) -> Position {
-    Position {
-        epoch: position.epoch,
-        offset: position.offset,
-    }
 }
 
 /// The wire form a history keeps: a publish's JSON as it was completed.

@@ -39,10 +39,6 @@ impl RouterNode {
     ) -> Result<Since, HistoryError> {
         let limits = self.config.history.ok_or(HistoryError::Off)?;
         let stream = topic.history_stream().ok_or(HistoryError::NoHistory)?;
-        let since = since.map(|p| crate::store::history::Position {
-            epoch: p.epoch.clone(),
-            offset: p.offset,
-        });
         let history = HistoryRef {
             tenant: &topic.tenant,
             stream: &stream,
@@ -50,13 +46,7 @@ impl RouterNode {
         let now_ms = switchboard_common::clock::now_ms();
         Ok(self
             .store
-            .history_since(
-                history,
-                since.as_ref(),
-                limit.min(limits.size),
-                limits,
-                now_ms,
-            )
+            .history_since(history, since, limit.min(limits.size), limits, now_ms)
             .await
             .map_err(NodeError::from)?)
     }
@@ -85,11 +75,7 @@ impl RouterNode {
 }
 
 fn history_answer(found: Since) -> HistoryAnswer {
-    let latest = found.latest();
-    let latest = Some(Position {
-        epoch: latest.epoch,
-        offset: latest.offset,
-    });
+    let latest = Some(found.latest());
     match found {
         Since::Recovered { messages, .. } => HistoryAnswer {
             latest,

@@ -34,12 +34,9 @@ pub struct HistoryLimits {
     pub ttl_ms: u64,
 }
 
-/// A place in a history.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Position {
-    pub epoch: String,
-    pub offset: u64,
-}
+/// A place in a history: the wire's own position, so what the store
+/// answers goes to edges and the server API as it is.
+pub use switchboard_proto::Position;
 
 /// What an append did.
 #[derive(Debug, Clone, PartialEq, Eq)]
