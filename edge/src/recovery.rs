@@ -176,36 +176,31 @@ pub async fn recover(
     let synced = upstream
         .call(conn.id, topic.clone(), RequestBody::Sync)
         .await;
-    let first = match synced {
-        Ok(_) => read(&upstream, &conn, &topic, &since).await,
-        Err(Unavailable) => Err(Unavailable),
+    let found = match synced {
+        Ok(_) => read(&upstream, &conn, &topic, &since).await.ok(),
+        Err(Unavailable) => None,
     };
-    let (messages, latest) = match first {
-        Ok(found) => {
-            let latest = found.latest.clone().unwrap_or_default();
-            let verdict = HistoryVerdict::try_from(found.verdict).unwrap_or(HistoryVerdict::Lost);
-            let outcome = match verdict {
-                HistoryVerdict::Recovered => Recovery::Recovered {
-                    missed: found.messages.len(),
-                    latest: &latest,
-                },
-                HistoryVerdict::Lost => Recovery::Lost { latest: &latest },
-                HistoryVerdict::Ahead => Recovery::Ahead { latest: &latest },
-            };
-            metrics::counter!("switchboard_edge_recoveries_total", "outcome" => label(&outcome))
-                .increment(1);
-            conn.push(answer(outcome));
-            (found.messages, latest)
-        }
-        Err(Unavailable) => {
-            metrics::counter!("switchboard_edge_recoveries_total", "outcome" => "unavailable")
-                .increment(1);
-            conn.push(answer(Recovery::Unavailable));
-            // Nothing to replay: what is held goes out as it came.
-            let latest = conn.positions().position(&topic).unwrap_or_default();
-            (Vec::new(), latest)
-        }
+    // Without an answer nothing is replayed: what is held goes out as it
+    // came, from where the socket is.
+    let latest = match &found {
+        Some(found) => found.latest.clone().unwrap_or_default(),
+        None => conn.positions().position(&topic).unwrap_or_default(),
     };
+    let outcome = match &found {
+        None => Recovery::Unavailable,
+        Some(found) => match HistoryVerdict::try_from(found.verdict) {
+            Ok(HistoryVerdict::Recovered) => Recovery::Recovered {
+                missed: found.messages.len(),
+                latest: &latest,
+            },
+            Ok(HistoryVerdict::Ahead) => Recovery::Ahead { latest: &latest },
+            Ok(HistoryVerdict::Lost) | Err(_) => Recovery::Lost { latest: &latest },
+        },
+    };
+    metrics::counter!("switchboard_edge_recoveries_total", "outcome" => label(&outcome))
+        .increment(1);
+    conn.push(answer(outcome));
+    let messages = found.map(|found| found.messages).unwrap_or_default();
     let mut replayed = replay(&conn, &latest, messages).await;
     for round in 1..=MAX_ROUNDS {
         let Some(since) = replayed else {
@@ -229,8 +224,7 @@ pub async fn recover(
                     }
                     _ => Vec::new(),
                 };
-                let latest = since.clone();
-                replayed = replay(&conn, &latest, more).await;
+                replayed = replay(&conn, &since, more).await;
             }
         }
     }
