@@ -2,33 +2,22 @@
 //! standalone edge agrees to, its compressed frames inflated, the bytes
 //! counted on the wire, and the baseline (no extensions) declining.
 
+mod common;
+
+use common::{options, scenario};
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use loadtest::client::{self, Received, Setup, Target};
 use loadtest::deflate::Inflater;
 use loadtest::run::{Options, run};
-use loadtest::scenario::{Body, Dialect, Scenario};
+use loadtest::scenario::{Body, Dialect};
 use loadtest::wire::{self, Fill, Seen};
 use switchboard_testkit::Process;
-use switchboard_testkit::switchboard::{SECRET, Standalone, token};
+use switchboard_testkit::switchboard::{Standalone, token};
 
 const LIMIT: Duration = Duration::from_secs(10);
-
-fn scenario(text: &str, target: &str) -> Scenario {
-    let mut s = Scenario::parse("test", &format!("name='test'\n{text}")).unwrap();
-    s.targets = vec![target.to_owned()];
-    s.settle = Duration::from_millis(300);
-    s.validate().unwrap();
-    s
-}
-
-fn options() -> Options {
-    Options {
-        secret: Some(SECRET.to_owned()),
-        ..Options::default()
-    }
-}
 
 async fn group_socket(target: &Target, client_id: &str, compression: bool) -> client::Socket {
     let path = wire::group::path(

@@ -1,30 +1,19 @@
 //! The harness against real servers: a standalone edge and the baseline,
 //! each a process on an ephemeral port.
 
+mod common;
+
+use common::{options, scenario};
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use loadtest::run::{Options, RunError, run};
-use loadtest::scenario::{Dialect, Scenario};
+use loadtest::scenario::Dialect;
 use loadtest::summary::Summary;
 use switchboard_testkit::Process;
 use switchboard_testkit::switchboard::{SECRET, Standalone};
-
-fn scenario(text: &str, target: &str) -> Scenario {
-    let mut s = Scenario::parse("test", &format!("name='test'\n{text}")).unwrap();
-    s.targets = vec![target.to_owned()];
-    s.settle = Duration::from_millis(300);
-    s.validate().unwrap();
-    s
-}
-
-fn options() -> Options {
-    Options {
-        secret: Some(SECRET.to_owned()),
-        ..Options::default()
-    }
-}
 
 fn baseline() -> Process {
     Process::start(
