@@ -312,7 +312,33 @@ async fn the_server_api_reads_a_history_in_its_callers_tenant_only(env: Env) {
     assert_eq!((status, &ahead["error"]["field"]), (400, &json!("since")));
 }
 
+/// The attacker holds a victim's position (an epoch seen in a leaked
+/// message) and presents it from a socket of its own tenant: its group
+/// of the same name has another history, so nothing of the victim's is
+/// replayed.
+async fn a_position_from_another_tenant_recovers_nothing_of_it(env: Env) {
+    for n in 1..=3 {
+        env.publish("acme", "g1", &format!("secret{n}")).await;
+    }
+    let (_, victim) = env.history("acme", "topic=group:g1").await;
+    let epoch = victim["epoch"].as_str().unwrap().to_owned();
+    let mut attacker = env
+        .connect("rival", "g1", "mallory", &format!("&since_group={epoch}:0"))
+        .await;
+    let recovery = attacker
+        .recv_json_until(|m| m["msg_type"] == "recovery")
+        .await;
+    assert_eq!(recovery["payload"]["recovered"], false, "{recovery}");
+    assert_eq!(recovery["payload"]["missed"], 0);
+    assert_ne!(recovery["payload"]["epoch"], json!(epoch));
+    // The first thing after the recovery is the attacker's own sentinel.
+    env.publish("rival", "g1", "sentinel").await;
+    let first = next(&mut attacker).await;
+    assert_eq!(first["msg"], "sentinel", "{first}");
+}
+
 switchboard_testkit::against_both_stores! {
+    a_position_from_another_tenant_recovers_nothing_of_it;
     deliveries_carry_gap_free_positions;
     a_reconnecting_client_gets_what_it_missed_then_live;
     a_direct_message_to_an_offline_client_waits_in_its_history;
