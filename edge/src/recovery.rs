@@ -10,6 +10,13 @@
 //! ones past it follow. A hold that overflows is dropped and read again
 //! from the history, from the last offset the socket has.
 //!
+//! The same catch-up repairs a live socket without it asking: when a
+//! delivery skips offsets (a message lost with a router that died after
+//! appending it, or sent by a new owner before this edge followed), and
+//! when a subscription moves to a new owner ([`hold_from`]), the socket
+//! reads what it lacks from the history, then goes on; it sees each
+//! message once, in offset order.
+//!
 //! The replay is paced by the socket's outbound queue like an IM backlog
 //! ([`crate::backlog::window_for`]): a window at a time, each once the
 //! queue has drained to a low-water mark, so a recovery never closes a
@@ -43,6 +50,20 @@ pub enum Admit {
     Drop,
     /// The topic is recovering: held until the replay is queued.
     Held,
+    /// Offsets between the socket's last and this one are missing: held,
+    /// and the socket must be caught up from the position answered.
+    Gap(Position),
+}
+
+/// What the end of a replay lets out of a hold.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Released {
+    /// The held deliveries past the replay, in order; the hold is over.
+    Done(Vec<Bytes>),
+    /// The held deliveries that follow on with no gap (maybe none); the
+    /// rest stay held and the history must be read again from where the
+    /// socket now is.
+    Again(Vec<Bytes>),
 }
 
 /// One topic's place, as far as this socket goes.
@@ -104,10 +125,22 @@ impl PositionBook {
             }
             return Admit::Held;
         }
-        if stream.epoch == position.epoch && position.offset <= stream.last {
-            return Admit::Drop;
-        }
-        if stream.epoch != position.epoch {
+        if stream.epoch == position.epoch {
+            if position.offset <= stream.last {
+                return Admit::Drop;
+            }
+            if position.offset > stream.last + 1 {
+                stream.held = Some(Held {
+                    frames: vec![(position.clone(), frame.clone())],
+                    overflowed: false,
+                });
+                return Admit::Gap(Position {
+                    epoch: stream.epoch.clone(),
+                    offset: stream.last,
+                });
+            }
+        } else {
+            // A first message, or a new epoch: nothing before it counts.
             stream.epoch.clone_from(&position.epoch);
         }
         stream.last = position.offset;
@@ -119,34 +152,73 @@ impl PositionBook {
         self.stream(topic).held = Some(Held::default());
     }
 
-    /// The replay of `topic` up to `latest` is queued: the socket has
-    /// everything up to it. Answers the held deliveries past it, in
-    /// order, and stops holding; or `None`, still holding, when some were
-    /// dropped and the history must be read again from `latest`.
-    pub fn release(
-        &mut self,
-        topic: &Topic,
-        latest: &Position,
-        last_round: bool,
-    ) -> Option<Vec<Bytes>> {
-        let stream = self.stream(topic);
-        stream.epoch.clone_from(&latest.epoch);
-        stream.last = latest.offset;
-        let held = stream.held.take().unwrap_or_default();
-        if held.overflowed && !last_round {
-            stream.held = Some(Held::default());
+    /// Starts holding `topic` to catch the socket up from where it is:
+    /// answers that position, or `None` when the socket has nothing of the
+    /// topic or is being caught up already.
+    pub fn hold_from(&mut self, topic: &Topic) -> Option<Position> {
+        let stream = self
+            .streams
+            .iter_mut()
+            .find(|s| s.kind == topic.kind && s.name == topic.name)?;
+        if stream.epoch.is_empty() || stream.held.is_some() {
             return None;
         }
+        stream.held = Some(Held::default());
+        Some(Position {
+            epoch: stream.epoch.clone(),
+            offset: stream.last,
+        })
+    }
+
+    /// Forgets `topic` (the socket left it): coming back is a fresh start.
+    pub fn forget(&mut self, topic: &Topic) {
+        self.streams
+            .retain(|s| !(s.kind == topic.kind && s.name == topic.name));
+    }
+
+    /// The replay of `topic` up to `latest` is queued: the socket has
+    /// everything up to it. Lets out the held deliveries that follow it in
+    /// order. What is held past a gap, or a hold that overflowed, waits for
+    /// another read of the history, except on the `last_round`, which lets
+    /// everything out and ends the hold.
+    pub fn release(&mut self, topic: &Topic, latest: &Position, last_round: bool) -> Released {
+        let stream = self.stream(topic);
+        if stream.epoch == latest.epoch {
+            stream.last = stream.last.max(latest.offset);
+        } else if !latest.epoch.is_empty() {
+            stream.epoch.clone_from(&latest.epoch);
+            stream.last = latest.offset;
+        }
+        let mut held = stream.held.take().unwrap_or_default();
+        if held.overflowed && !last_round {
+            stream.held = Some(Held::default());
+            return Released::Again(Vec::new());
+        }
+        // Two owners (an old one and a new one, for a moment) may have
+        // sent them out of order.
+        held.frames.sort_by_key(|(position, _)| position.offset);
         let mut out = Vec::with_capacity(held.frames.len());
-        for (position, frame) in held.frames {
-            if position.epoch == stream.epoch && position.offset <= stream.last {
-                continue;
+        let mut rest = held.frames.into_iter();
+        while let Some((position, frame)) = rest.next() {
+            if position.epoch == stream.epoch {
+                if position.offset <= stream.last {
+                    continue;
+                }
+                if position.offset > stream.last + 1 && !last_round {
+                    let mut frames = vec![(position, frame)];
+                    frames.extend(rest);
+                    stream.held = Some(Held {
+                        frames,
+                        overflowed: false,
+                    });
+                    return Released::Again(out);
+                }
             }
             stream.epoch = position.epoch;
             stream.last = position.offset;
             out.push(frame);
         }
-        Some(out)
+        Released::Done(out)
     }
 
     /// Where the socket is on `topic`, if it has anything of it.
@@ -171,15 +243,7 @@ pub async fn recover(
     since: Position,
     answer: RecoveryMapper,
 ) {
-    // Answered once the owner has applied the subscription, so every
-    // message after what the read below finds reaches the socket live.
-    let synced = upstream
-        .call(conn.id, topic.clone(), RequestBody::Sync)
-        .await;
-    let found = match synced {
-        Ok(_) => read(&upstream, &conn, &topic, &since).await.ok(),
-        Err(Unavailable) => None,
-    };
+    let found = synced_read(&upstream, &conn, &topic, &since).await;
     // Without an answer nothing is replayed: what is held goes out as it
     // came, from where the socket is.
     let latest = match &found {
@@ -201,33 +265,108 @@ pub async fn recover(
         .increment(1);
     conn.push(answer(outcome));
     let messages = found.map(|found| found.messages).unwrap_or_default();
-    let mut replayed = replay(&conn, &latest, messages).await;
+    finish(&upstream, &conn, &topic, &latest, messages).await;
+}
+
+/// Why a live socket is caught up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    /// Its deliveries skipped offsets; the subscription is live already.
+    Gap,
+    /// Its subscription moved to a new owner (or a new session of one):
+    /// the read waits until the owner has applied it.
+    Moved,
+}
+
+/// Catches live socket `conn` up on `topic` from `since`, where it is,
+/// without a word to it. The caller has put the topic on hold
+/// ([`PositionBook::hold_from`], or an [`Admit::Gap`]).
+pub async fn catch_up(
+    upstream: Arc<Upstream>,
+    conn: Arc<ConnHandle>,
+    topic: Topic,
+    since: Position,
+    cause: CatchUp,
+) {
+    let cause_label = match cause {
+        CatchUp::Gap => "gap",
+        CatchUp::Moved => "moved",
+    };
+    metrics::counter!("switchboard_edge_catch_ups_total", "cause" => cause_label).increment(1);
+    let found = match cause {
+        CatchUp::Gap => read(&upstream, &conn, &topic, &since).await.ok(),
+        CatchUp::Moved => synced_read(&upstream, &conn, &topic, &since).await,
+    };
+    let (latest, messages) = match found {
+        Some(found) if found.verdict == HistoryVerdict::Recovered as i32 => {
+            (found.latest.unwrap_or_default(), found.messages)
+        }
+        // The history is gone (or holds less than the socket has): the
+        // socket goes on from what the history says now.
+        Some(found) => (found.latest.unwrap_or_default(), Vec::new()),
+        None => (since, Vec::new()),
+    };
+    finish(&upstream, &conn, &topic, &latest, messages).await;
+}
+
+/// Replays `messages` (the history after `start`), then lets out what the
+/// hold has past them, reading the history again while the hold has gaps
+/// (at most [`MAX_ROUNDS`] reads; an owner that does not answer ends it).
+async fn finish(
+    upstream: &Upstream,
+    conn: &ConnHandle,
+    topic: &Topic,
+    start: &Position,
+    messages: Vec<switchboard_proto::HistoryEntry>,
+) {
+    let mut replayed = replay(conn, start, messages).await;
+    let mut last_round = false;
     for round in 1..=MAX_ROUNDS {
-        let Some(since) = replayed else {
+        let Some(at) = replayed else {
             return;
         };
         let released = conn
             .positions()
-            .release(&topic, &since, round == MAX_ROUNDS);
-        match released {
-            Some(frames) => {
+            .release(topic, &at, last_round || round == MAX_ROUNDS);
+        let frames = match released {
+            Released::Done(frames) => {
                 for frame in frames {
                     conn.push(frame);
                 }
                 return;
             }
-            None => {
-                metrics::counter!("switchboard_edge_recovery_rounds_total").increment(1);
-                let more = match read(&upstream, &conn, &topic, &since).await {
-                    Ok(found) if found.verdict == HistoryVerdict::Recovered as i32 => {
-                        found.messages
-                    }
-                    _ => Vec::new(),
-                };
-                replayed = replay(&conn, &since, more).await;
-            }
+            Released::Again(frames) => frames,
+        };
+        for frame in frames {
+            conn.push(frame);
         }
+        metrics::counter!("switchboard_edge_recovery_rounds_total").increment(1);
+        let since = conn.positions().position(topic).unwrap_or(at);
+        let more = match read(upstream, conn, topic, &since).await {
+            Ok(found) if found.verdict == HistoryVerdict::Recovered as i32 => found.messages,
+            _ => {
+                last_round = true;
+                Vec::new()
+            }
+        };
+        replayed = replay(conn, &since, more).await;
     }
+}
+
+/// The history of `topic` after `since`, once its owner has applied this
+/// socket's subscription: every message after what it finds reaches the
+/// socket live.
+async fn synced_read(
+    upstream: &Upstream,
+    conn: &ConnHandle,
+    topic: &Topic,
+    since: &Position,
+) -> Option<HistoryAnswer> {
+    upstream
+        .call(conn.id, topic.clone(), RequestBody::Sync)
+        .await
+        .ok()?;
+    read(upstream, conn, topic, since).await.ok()
 }
 
 /// The history of `topic` after `since`, from its owner.
@@ -336,8 +475,8 @@ mod tests {
             assert_eq!(book.admit(&g, &at("e", n), &frame(n)), Admit::Held);
         }
         // The replay went up to 4: only 5 and 6 follow.
-        let out = book.release(&g, &at("e", 4), false).unwrap();
-        assert_eq!(out, vec![frame(5), frame(6)]);
+        let out = book.release(&g, &at("e", 4), false);
+        assert_eq!(out, Released::Done(vec![frame(5), frame(6)]));
         assert_eq!(book.admit(&g, &at("e", 6), &frame(6)), Admit::Drop);
         assert_eq!(book.admit(&g, &at("e", 7), &frame(7)), Admit::Deliver);
     }
@@ -350,11 +489,15 @@ mod tests {
         for n in 1..=(HOLD_LIMIT as u64 + 1) {
             book.admit(&g, &at("e", n), &frame(n));
         }
-        assert_eq!(book.release(&g, &at("e", 0), false), None, "read again");
+        assert_eq!(
+            book.release(&g, &at("e", 0), false),
+            Released::Again(Vec::new()),
+            "read again"
+        );
         // Still holding while the second read runs.
         assert_eq!(book.admit(&g, &at("e", 300), &frame(300)), Admit::Held);
-        let out = book.release(&g, &at("e", 299), false).unwrap();
-        assert_eq!(out, vec![frame(300)]);
+        let out = book.release(&g, &at("e", 299), false);
+        assert_eq!(out, Released::Done(vec![frame(300)]));
     }
 
     #[test]
@@ -365,7 +508,76 @@ mod tests {
         for n in 1..=(HOLD_LIMIT as u64 + 1) {
             book.admit(&g, &at("e", n), &frame(n));
         }
-        assert_eq!(book.release(&g, &at("e", 0), true), Some(Vec::new()));
-        assert_eq!(book.admit(&g, &at("e", 400), &frame(400)), Admit::Deliver);
+        assert_eq!(
+            book.release(&g, &at("e", 0), true),
+            Released::Done(Vec::new())
+        );
+        // Live again: the next delivery is past a gap, which is read.
+        assert_eq!(
+            book.admit(&g, &at("e", 400), &frame(400)),
+            Admit::Gap(at("e", 0))
+        );
+    }
+
+    #[test]
+    fn a_skipped_offset_holds_the_topic_until_the_gap_is_read() {
+        let mut book = PositionBook::default();
+        let g = group();
+        assert_eq!(book.admit(&g, &at("e", 1), &frame(1)), Admit::Deliver);
+        assert_eq!(
+            book.admit(&g, &at("e", 3), &frame(3)),
+            Admit::Gap(at("e", 1))
+        );
+        assert_eq!(book.admit(&g, &at("e", 4), &frame(4)), Admit::Held);
+        // The read gave 2 and 3: only 4 follows, and 3 never twice.
+        let out = book.release(&g, &at("e", 3), false);
+        assert_eq!(out, Released::Done(vec![frame(4)]));
+        assert_eq!(book.position(&g), Some(at("e", 4)));
+        assert_eq!(book.admit(&g, &at("e", 5), &frame(5)), Admit::Deliver);
+    }
+
+    #[test]
+    fn a_hold_lets_out_only_what_follows_on_and_keeps_the_rest() {
+        let mut book = PositionBook::default();
+        let g = group();
+        book.hold(&g);
+        // Two owners for a moment: out of order, and 6 missing.
+        for n in [7, 5] {
+            assert_eq!(book.admit(&g, &at("e", n), &frame(n)), Admit::Held);
+        }
+        let out = book.release(&g, &at("e", 4), false);
+        assert_eq!(out, Released::Again(vec![frame(5)]));
+        assert_eq!(book.position(&g), Some(at("e", 5)), "read again from 5");
+        assert_eq!(book.admit(&g, &at("e", 8), &frame(8)), Admit::Held);
+        let out = book.release(&g, &at("e", 6), false);
+        assert_eq!(out, Released::Done(vec![frame(7), frame(8)]));
+    }
+
+    #[test]
+    fn the_last_round_lets_a_gap_through() {
+        let mut book = PositionBook::default();
+        let g = group();
+        book.hold(&g);
+        book.admit(&g, &at("e", 9), &frame(9));
+        let out = book.release(&g, &at("e", 4), true);
+        assert_eq!(out, Released::Done(vec![frame(9)]));
+    }
+
+    #[test]
+    fn a_catch_up_starts_only_where_the_socket_has_a_place_and_none_runs() {
+        let mut book = PositionBook::default();
+        let g = group();
+        assert_eq!(book.hold_from(&g), None, "nothing of it yet");
+        book.admit(&g, &at("e", 2), &frame(2));
+        assert_eq!(book.hold_from(&g), Some(at("e", 2)));
+        assert_eq!(book.hold_from(&g), None, "one catch-up at a time");
+        assert_eq!(book.admit(&g, &at("e", 3), &frame(3)), Admit::Held);
+        book.forget(&g);
+        assert_eq!(book.position(&g), None);
+        assert_eq!(
+            book.admit(&g, &at("e", 9), &frame(9)),
+            Admit::Deliver,
+            "a topic left and joined again starts afresh"
+        );
     }
 }

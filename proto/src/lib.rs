@@ -51,6 +51,25 @@ impl Topic {
     }
 }
 
+impl TopicKind {
+    /// Whether a topic of this kind keeps a history (positions on its
+    /// deliveries, recovery, idempotent publishes): groups, client ids, a
+    /// tenant's broadcast, and the JSON-RPC user, conversation, device and
+    /// app channel topics. IoT events, presence and IM keep none.
+    pub fn keeps_history(self) -> bool {
+        matches!(
+            self,
+            Self::Group
+                | Self::Client
+                | Self::Tenant
+                | Self::User
+                | Self::Conv
+                | Self::Device
+                | Self::AppChannel
+        )
+    }
+}
+
 impl Payload {
     pub fn json(bytes: impl Into<prost::bytes::Bytes>) -> Self {
         Self {

@@ -3,21 +3,33 @@
 //! router's response, the failure to send it, or its deadline (the edge's
 //! request timeout, checked every [`SWEEP`]). Whatever comes later for the
 //! same id, or for an id never given out, finds nothing and is dropped.
-//! So an entry stays in the table no longer than its timeout and a sweep.
+//! So an entry stays in the table no longer than its timeout and a sweep,
+//! and the table holds at most [`MAX_PENDING`] entries.
+//!
+//! A publish to a topic with history is *kept* with its entry until its
+//! owner accepts it: one that could not be sent waits for an owner, and
+//! one sent to a router that left the view, or on a session that ended,
+//! goes again to the owner now ([`Upstream::resend_kept`]). Its publish id
+//! makes the resend idempotent at the owner.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use switchboard_proto::{Publish, Request, Response, Topic, edge_frame, request};
 
 use super::Upstream;
+use super::link::Link;
 use crate::dialect::{RequestBody, ResponseMapper, Unavailable};
 use crate::outbound::Registry;
 
 /// How often deadlines are checked.
 const SWEEP: Duration = Duration::from_millis(250);
+
+/// Requests one edge waits on at most; past this a request is answered
+/// unavailable at once rather than growing the table.
+pub const MAX_PENDING: usize = 65_536;
 
 /// One request awaiting its answer.
 pub(super) struct Pending {
@@ -25,6 +37,17 @@ pub(super) struct Pending {
     conn: u64,
     deadline: Instant,
     on_response: ResponseMapper,
+    /// A publish kept until it is accepted.
+    kept: Option<Kept>,
+}
+
+/// A publish kept for sending again.
+pub(super) struct Kept {
+    topic: Topic,
+    body: request::Body,
+    /// The router and session it last went out on; `None` while it could
+    /// not be sent.
+    sent_on: Option<(Arc<str>, u64)>,
 }
 
 impl Pending {
@@ -40,11 +63,15 @@ impl Pending {
 }
 
 /// The pending requests. The lock is held only to insert or take entries:
-/// answers are made after it is released.
+/// answers are made, and resends sent, after it is released.
 pub(super) struct Correlations {
     pending: Mutex<HashMap<u64, Pending>>,
     next: AtomicU64,
     timeout: Duration,
+    /// Set once an owner answered a publish with its place in a history:
+    /// owners then drop resends they already hold, so a publish sent to a
+    /// router that went away may be sent again without a duplicate.
+    idempotent: AtomicBool,
 }
 
 impl Correlations {
@@ -53,6 +80,7 @@ impl Correlations {
             pending: Mutex::default(),
             next: AtomicU64::new(1),
             timeout,
+            idempotent: AtomicBool::new(false),
         }
     }
 
@@ -61,18 +89,31 @@ impl Correlations {
     }
 
     /// Waits for the answer to a request of `conn`: returns the request's
-    /// correlation id.
-    pub(super) fn pend(&self, conn: u64, on_response: ResponseMapper) -> u64 {
+    /// correlation id, or the mapper back when the table is full.
+    pub(super) fn pend(
+        &self,
+        conn: u64,
+        on_response: ResponseMapper,
+    ) -> Result<u64, ResponseMapper> {
+        self.insert(Pending {
+            conn,
+            deadline: Instant::now() + self.timeout,
+            on_response,
+            kept: None,
+        })
+        .map_err(|pending| pending.on_response)
+    }
+
+    fn insert(&self, pending: Pending) -> Result<u64, Pending> {
+        let mut table = self.lock();
+        if table.len() >= MAX_PENDING {
+            metrics::counter!("switchboard_edge_requests_refused_total", "reason" => "too_many_pending")
+                .increment(1);
+            return Err(pending);
+        }
         let correlation_id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(
-            correlation_id,
-            Pending {
-                conn,
-                deadline: Instant::now() + self.timeout,
-                on_response,
-            },
-        );
-        correlation_id
+        table.insert(correlation_id, pending);
+        Ok(correlation_id)
     }
 
     /// The request `correlation_id`, if it still awaits its answer.
@@ -89,6 +130,47 @@ impl Correlations {
             .map(|(id, _)| *id)
             .collect();
         ids.iter().filter_map(|id| pending.remove(id)).collect()
+    }
+
+    /// The kept publishes to send now, as (correlation id, topic, body):
+    /// those not sent, or sent elsewhere than `owner` answers for their
+    /// topic (the router and session a frame would go out on now; `None`:
+    /// no owner can take it yet).
+    fn kept_due(
+        &self,
+        mut owner: impl FnMut(&Topic) -> Option<(Arc<str>, u64)>,
+    ) -> Vec<(u64, Topic, request::Body)> {
+        let idempotent = self.idempotent.load(Ordering::Relaxed);
+        let pending = self.lock();
+        let mut due = Vec::new();
+        for (id, p) in pending.iter() {
+            let Some(kept) = &p.kept else { continue };
+            let Some(now) = owner(&kept.topic) else {
+                continue;
+            };
+            let again = match &kept.sent_on {
+                None => true,
+                // A router that may hold it already would append a copy
+                // unless it drops resends by publish id.
+                Some(sent) => *sent != now && idempotent,
+            };
+            if again {
+                due.push((*id, kept.topic.clone(), kept.body.clone()));
+            }
+        }
+        due
+    }
+
+    /// Records where kept publish `correlation_id` went out (`None`: it
+    /// could not be sent).
+    fn sent(&self, correlation_id: u64, sent_on: Option<(Arc<str>, u64)>) {
+        if let Some(kept) = self
+            .lock()
+            .get_mut(&correlation_id)
+            .and_then(|p| p.kept.as_mut())
+        {
+            kept.sent_on = sent_on;
+        }
     }
 
     #[cfg(test)]
@@ -134,13 +216,81 @@ impl Upstream {
         body: RequestBody,
         on_response: ResponseMapper,
     ) {
-        let correlation_id = self.requests.pend(conn, on_response);
+        let body = self.request_body(conn, topic.clone(), body);
+        let keep = matches!(body, request::Body::Publish(_)) && topic.kind().keeps_history();
+        let pending = Pending {
+            conn,
+            deadline: Instant::now() + self.requests.timeout,
+            on_response,
+            kept: keep.then(|| Kept {
+                topic: topic.clone(),
+                body: body.clone(),
+                sent_on: None,
+            }),
+        };
+        let correlation_id = match self.requests.insert(pending) {
+            Ok(id) => id,
+            Err(pending) => return pending.answer(Err(Unavailable), &self.registry),
+        };
+        let sent = match self.owner(&topic) {
+            Some(link) => self.send_on(&link, correlation_id, body, keep).await,
+            None => false,
+        };
+        if sent {
+            return;
+        }
+        if keep {
+            // Sent once an owner can take it, or answered at its deadline.
+            metrics::counter!("switchboard_edge_publishes_kept_total").increment(1);
+        } else {
+            self.unanswered(correlation_id);
+        }
+    }
+
+    /// Sends request `correlation_id` on `link`; a kept publish records
+    /// where it went first, so that a resend running meanwhile skips it.
+    async fn send_on(
+        &self,
+        link: &Link,
+        correlation_id: u64,
+        body: request::Body,
+        kept: bool,
+    ) -> bool {
+        if kept {
+            self.requests
+                .sent(correlation_id, Some((link.id.clone(), link.session())));
+        }
         let frame = edge_frame::Body::Request(Request {
             correlation_id,
-            body: Some(self.request_body(conn, topic.clone(), body)),
+            body: Some(body),
         });
-        if self.send_for(&topic, frame).await.is_err() {
-            self.unanswered(correlation_id);
+        let sent = link.send(frame.into()).await.is_ok();
+        if kept && !sent {
+            self.requests.sent(correlation_id, None);
+        }
+        sent
+    }
+
+    /// Sends again every kept publish that its topic's owner now has not
+    /// had on its open session: after the view changed (the owner left,
+    /// or a new one took the topic) and after a session opened.
+    pub(super) async fn resend_kept(&self) {
+        let due = self.requests.kept_due(|topic| {
+            let link = self.owner(topic)?;
+            link.is_up().then(|| (link.id.clone(), link.session()))
+        });
+        let mut resent = 0u64;
+        for (correlation_id, topic, body) in due {
+            let Some(link) = self.owner(&topic) else {
+                continue;
+            };
+            if self.send_on(&link, correlation_id, body, true).await {
+                resent += 1;
+            }
+        }
+        if resent > 0 {
+            metrics::counter!("switchboard_edge_publishes_resent_total").increment(resent);
+            tracing::info!(edge_id = %self.edge_id, resent, "kept publishes sent to their owners");
         }
     }
 
@@ -154,6 +304,9 @@ impl Upstream {
 
     /// A router answered `response.correlation_id`.
     pub(super) fn answered(&self, response: Response) {
+        if response.position.is_some() {
+            self.requests.idempotent.store(true, Ordering::Relaxed);
+        }
         if let Some(pending) = self.requests.take(response.correlation_id) {
             pending.answer(Ok(response), &self.registry);
         }
@@ -181,12 +334,21 @@ impl Upstream {
     /// The envelope of a dialect's request for connection `conn`.
     fn request_body(&self, conn: u64, topic: Topic, body: RequestBody) -> request::Body {
         match body {
-            RequestBody::Publish(payload) => request::Body::Publish(Publish {
-                topic: Some(topic),
-                payload: Some(payload),
-                from_conn: conn,
-                publish_id: String::new(),
-            }),
+            RequestBody::Publish(payload) => {
+                // Publishes to topics with history carry an id, so that a
+                // resend to a new owner is not appended twice.
+                let publish_id = if topic.kind().keeps_history() {
+                    self.next_publish_id()
+                } else {
+                    String::new()
+                };
+                request::Body::Publish(Publish {
+                    topic: Some(topic),
+                    payload: Some(payload),
+                    from_conn: conn,
+                    publish_id,
+                })
+            }
             RequestBody::Presence => {
                 request::Body::Presence(switchboard_proto::PresenceQuery { topic: Some(topic) })
             }
@@ -283,7 +445,11 @@ pub(super) mod tests {
     fn an_answer_reaches_its_socket_once() {
         let (upstream, conn) = upstream();
         let calls = Arc::new(AtomicUsize::new(0));
-        let id = upstream.requests.pend(conn.id, counted(&calls));
+        let id = upstream
+            .requests
+            .pend(conn.id, counted(&calls))
+            .ok()
+            .unwrap();
         assert!(upstream.dispatch(response(id, 3)));
         assert!(
             upstream.dispatch(response(id, 4)),
@@ -298,8 +464,16 @@ pub(super) mod tests {
     fn each_request_gets_its_own_id_and_its_own_answer() {
         let (upstream, conn) = upstream();
         let calls = Arc::new(AtomicUsize::new(0));
-        let first = upstream.requests.pend(conn.id, counted(&calls));
-        let second = upstream.requests.pend(conn.id, counted(&calls));
+        let first = upstream
+            .requests
+            .pend(conn.id, counted(&calls))
+            .ok()
+            .unwrap();
+        let second = upstream
+            .requests
+            .pend(conn.id, counted(&calls))
+            .ok()
+            .unwrap();
         assert_ne!(first, second);
         assert!(upstream.dispatch(response(second, 2)));
         assert!(upstream.dispatch(response(first, 1)));
@@ -310,7 +484,11 @@ pub(super) mod tests {
     fn an_answer_for_an_unknown_id_is_dropped() {
         let (upstream, conn) = upstream();
         let calls = Arc::new(AtomicUsize::new(0));
-        let id = upstream.requests.pend(conn.id, counted(&calls));
+        let id = upstream
+            .requests
+            .pend(conn.id, counted(&calls))
+            .ok()
+            .unwrap();
         assert!(upstream.dispatch(response(id + 100, 1)));
         assert!(upstream.dispatch(response(0, 1)));
         assert!(frames(&conn).is_empty());
@@ -322,7 +500,11 @@ pub(super) mod tests {
     fn a_request_never_answered_times_out_as_unavailable() {
         let (upstream, conn) = upstream();
         let calls = Arc::new(AtomicUsize::new(0));
-        upstream.requests.pend(conn.id, counted(&calls));
+        upstream
+            .requests
+            .pend(conn.id, counted(&calls))
+            .ok()
+            .unwrap();
         upstream.expire(Instant::now());
         assert_eq!(upstream.requests.len(), 1, "not before its deadline");
         assert!(frames(&conn).is_empty());
@@ -337,7 +519,11 @@ pub(super) mod tests {
     fn an_answer_after_the_timeout_is_dropped() {
         let (upstream, conn) = upstream();
         let calls = Arc::new(AtomicUsize::new(0));
-        let id = upstream.requests.pend(conn.id, counted(&calls));
+        let id = upstream
+            .requests
+            .pend(conn.id, counted(&calls))
+            .ok()
+            .unwrap();
         upstream.expire(Instant::now() + TIMEOUT);
         assert!(upstream.dispatch(response(id, 9)));
         assert_eq!(frames(&conn), ["unavailable"]);
@@ -348,7 +534,11 @@ pub(super) mod tests {
     fn an_answer_for_a_closed_socket_still_reaches_its_mapper() {
         let (upstream, conn) = upstream();
         let calls = Arc::new(AtomicUsize::new(0));
-        let id = upstream.requests.pend(conn.id + 1, counted(&calls));
+        let id = upstream
+            .requests
+            .pend(conn.id + 1, counted(&calls))
+            .ok()
+            .unwrap();
         assert!(upstream.dispatch(response(id, 1)));
         assert_eq!(
             calls.load(Ordering::SeqCst),
@@ -363,12 +553,20 @@ pub(super) mod tests {
         let (upstream, conn) = upstream();
         let calls = Arc::new(AtomicUsize::new(0));
         for _ in 0..500 {
-            upstream.requests.pend(conn.id + 1, counted(&calls));
+            upstream
+                .requests
+                .pend(conn.id + 1, counted(&calls))
+                .ok()
+                .unwrap();
         }
         let first_deadline = Instant::now() + TIMEOUT;
         std::thread::sleep(Duration::from_millis(5));
         for _ in 0..300 {
-            upstream.requests.pend(conn.id + 1, counted(&calls));
+            upstream
+                .requests
+                .pend(conn.id + 1, counted(&calls))
+                .ok()
+                .unwrap();
         }
         assert_eq!(upstream.requests.len(), 800);
         upstream.expire(first_deadline);
@@ -424,5 +622,87 @@ pub(super) mod tests {
         assert_eq!(routing.topics.len(), 1, "made once an owner appears");
         assert!(routing.topics[0].at.is_none());
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_publish_to_a_topic_with_history_waits_for_an_owner() {
+        let (upstream, conn) = upstream();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let group = Topic::new("t", TopicKind::Group, "g");
+        let payload = || RequestBody::Publish(switchboard_proto::Payload::json(Bytes::new()));
+        upstream
+            .request(&conn, group, payload(), counted(&calls))
+            .await;
+        assert!(frames(&conn).is_empty(), "kept, not refused");
+        assert_eq!(upstream.requests.len(), 1);
+        // Without history (IoT) nothing is kept: refused at once.
+        let iot = Topic::new("t", TopicKind::Iot, "d");
+        upstream
+            .request(&conn, iot, payload(), counted(&calls))
+            .await;
+        assert_eq!(frames(&conn), ["unavailable"]);
+        assert_eq!(upstream.requests.len(), 1);
+        // No owner before the deadline: answered then.
+        upstream.expire(Instant::now() + TIMEOUT);
+        assert_eq!(frames(&conn), ["unavailable"]);
+        assert_eq!(upstream.requests.len(), 0);
+    }
+
+    fn kept(correlations: &Correlations, topic: &Topic) -> u64 {
+        correlations
+            .insert(Pending {
+                conn: 7,
+                deadline: Instant::now() + TIMEOUT,
+                on_response: Box::new(|_| None),
+                kept: Some(Kept {
+                    topic: topic.clone(),
+                    body: request::Body::Publish(Publish::default()),
+                    sent_on: None,
+                }),
+            })
+            .ok()
+            .unwrap()
+    }
+
+    fn due(correlations: &Correlations, owner: Option<(&str, u64)>) -> Vec<u64> {
+        let mut ids: Vec<u64> = correlations
+            .kept_due(|_| owner.map(|(id, session)| (Arc::from(id), session)))
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[test]
+    fn a_kept_publish_goes_again_where_the_owner_has_not_had_it() {
+        let correlations = Correlations::new(TIMEOUT);
+        let topic = Topic::new("t", TopicKind::Group, "g");
+        let unsent = kept(&correlations, &topic);
+        let sent = kept(&correlations, &topic);
+        correlations.sent(sent, Some((Arc::from("r1"), 1)));
+        assert_eq!(due(&correlations, None), Vec::<u64>::new(), "no owner yet");
+        assert_eq!(due(&correlations, Some(("r1", 1))), [unsent]);
+        // Until an owner has shown it drops resends by id, what a router
+        // may hold already is not sent again.
+        assert_eq!(due(&correlations, Some(("r2", 1))), [unsent]);
+        correlations.idempotent.store(true, Ordering::Relaxed);
+        assert_eq!(due(&correlations, Some(("r2", 1))), [unsent, sent]);
+        assert_eq!(
+            due(&correlations, Some(("r1", 2))),
+            [unsent, sent],
+            "a new session of the same router lost what the old one had"
+        );
+        assert_eq!(due(&correlations, Some(("r1", 1))), [unsent]);
+    }
+
+    #[test]
+    fn the_table_refuses_past_its_bound() {
+        let correlations = Correlations::new(TIMEOUT);
+        for _ in 0..MAX_PENDING {
+            assert!(correlations.pend(1, Box::new(|_| None)).is_ok());
+        }
+        assert!(correlations.pend(1, Box::new(|_| None)).is_err());
+        assert_eq!(correlations.len(), MAX_PENDING);
     }
 }

@@ -10,7 +10,7 @@ use switchboard_proto::{Delivery, RouterFrame, payload, router_frame};
 
 use super::Upstream;
 use crate::dialect::DIALECTS;
-use crate::recovery::Admit;
+use crate::recovery::{Admit, CatchUp};
 
 impl Upstream {
     /// Handles one frame from a router; false when the router reset the
@@ -67,6 +67,17 @@ impl Upstream {
                         continue;
                     }
                     Admit::Held => continue,
+                    Admit::Gap(since) => {
+                        metrics::counter!("switchboard_edge_gaps_total").increment(1);
+                        tokio::spawn(crate::recovery::catch_up(
+                            self.clone(),
+                            conn.clone(),
+                            topic.clone(),
+                            since,
+                            CatchUp::Gap,
+                        ));
+                        continue;
+                    }
                 }
             }
             // A socket that agreed to deflate gets the frame compressed

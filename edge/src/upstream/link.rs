@@ -4,6 +4,7 @@
 //! links, which follows the membership view.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -28,6 +29,9 @@ pub struct Link {
     transport: Arc<dyn Transport>,
     /// The open session's sender; `None` while disconnected.
     tx: RwLock<Option<mpsc::Sender<EdgeFrame>>>,
+    /// Counts the sessions opened: a frame sent on an earlier one may
+    /// have been lost with it.
+    session: AtomicU64,
     /// Fired when the router leaves the view, or the edge stops.
     stop: CancellationToken,
 }
@@ -38,7 +42,16 @@ impl Link {
     }
 
     fn set(&self, tx: Option<mpsc::Sender<EdgeFrame>>) {
-        *self.tx.write().unwrap_or_else(|e| e.into_inner()) = tx;
+        let mut slot = self.tx.write().unwrap_or_else(|e| e.into_inner());
+        if tx.is_some() {
+            self.session.fetch_add(1, Ordering::Relaxed);
+        }
+        *slot = tx;
+    }
+
+    /// The session frames sent now go out on (0: none opened yet).
+    pub(super) fn session(&self) -> u64 {
+        self.session.load(Ordering::Relaxed)
     }
 
     pub fn is_up(&self) -> bool {
@@ -139,6 +152,7 @@ impl Links {
                         id: Arc::from(info.id.as_str()),
                         transport,
                         tx: RwLock::new(None),
+                        session: AtomicU64::new(0),
                         stop: stop.child_token(),
                     });
                     links.insert(info.id.clone(), link.clone());
@@ -171,6 +185,9 @@ impl Upstream {
                     metrics::gauge!("switchboard_edge_router_links_up").increment(1.0);
                     tracing::info!(edge_id = %self.edge_id, router_id = %link.id, "router link up");
                     self.replay(&link).await;
+                    // Publishes kept for this router go out again on the
+                    // new session, after the subscriptions.
+                    self.resend_kept().await;
                     let mut rx = session.rx;
                     loop {
                         tokio::select! {

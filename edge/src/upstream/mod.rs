@@ -21,6 +21,7 @@ mod ownership;
 mod rebalance;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use switchboard_cluster::{DEFAULT_POOL, TenantPools, View};
@@ -49,6 +50,10 @@ pub struct Upstream {
     registry: Arc<Registry>,
     /// Requests awaiting their answer.
     requests: Correlations,
+    /// Publish ids: this process's random prefix, then a count, so that no
+    /// two edges (nor two runs of one) ever make the same id.
+    publish_prefix: String,
+    next_publish: AtomicU64,
     stop: CancellationToken,
 }
 
@@ -67,8 +72,16 @@ impl Upstream {
             links: Links::default(),
             registry,
             requests: Correlations::new(request_timeout),
+            publish_prefix: format!("e{:016x}-", rand::random::<u64>()),
+            next_publish: AtomicU64::new(1),
             stop: CancellationToken::new(),
         })
+    }
+
+    /// A new publish id.
+    fn next_publish_id(&self) -> String {
+        let n = self.next_publish.fetch_add(1, Ordering::Relaxed);
+        format!("{}{n:x}", self.publish_prefix)
     }
 
     pub fn edge_id(&self) -> &str {
@@ -118,6 +131,7 @@ impl Upstream {
             tokio::spawn(self.clone().maintain(link));
         }
         self.rebalance().await;
+        self.resend_kept().await;
     }
 
     /// The link to the owner of `topic` in the current view.
@@ -164,7 +178,15 @@ impl Upstream {
         conn.routing().topics.push(sub.clone());
         // Without an owner now, the subscription is made when one appears;
         // the confirmation says the router is unavailable.
-        let correlation_id = self.requests.pend(conn.id, on_confirmed);
+        let correlation_id = match self.requests.pend(conn.id, on_confirmed) {
+            Ok(id) => id,
+            Err(on_confirmed) => {
+                if let Some(frame) = on_confirmed(Err(Unavailable)) {
+                    conn.push(frame);
+                }
+                return;
+            }
+        };
         let sent = match link {
             Some(link) => {
                 self.subscribe_asking(conn, &link, &sub, correlation_id)
@@ -179,6 +201,7 @@ impl Upstream {
 
     /// Drops `conn`'s subscription to `topic` at the router that holds it.
     pub async fn unsubscribe(&self, conn: &ConnHandle, topic: &Topic) -> Result<(), Unavailable> {
+        conn.positions().forget(topic);
         let removed = {
             let mut routing = conn.routing();
             let position = routing.topics.iter().position(|s| s.topic == *topic);

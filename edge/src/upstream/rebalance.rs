@@ -13,6 +13,7 @@ use switchboard_proto::{Topic, Unsubscribe, edge_frame};
 use super::Upstream;
 use super::link::Link;
 use crate::outbound::{ConnHandle, Routing, Subscription};
+use crate::recovery::CatchUp;
 
 /// A subscription whose owner changed: `sub.at` is the new owner (if
 /// any), `from` the router that held it (if any).
@@ -81,8 +82,10 @@ fn routing_uses(topics: &[Subscription], router: &Arc<str>) -> bool {
 }
 
 impl Upstream {
-    /// Moves every subscription whose owner changed.
-    pub(super) async fn rebalance(&self) {
+    /// Moves every subscription whose owner changed; a socket that has a
+    /// place in a moved topic's history is caught up from it by the new
+    /// owner, for what the old one may have accepted and not delivered.
+    pub(super) async fn rebalance(self: &Arc<Self>) {
         let mut moved = 0u64;
         for conn in self.registry.all() {
             let moves = moves(&mut conn.routing().topics, |topic| {
@@ -99,7 +102,9 @@ impl Upstream {
                     let _ = old.send(frame.into()).await;
                 }
                 if let Some(new) = sub.at.as_deref().and_then(|id| self.links.get(id)) {
-                    let _ = self.subscribe_at(&conn, &new, &sub).await;
+                    let since = conn.positions().hold_from(&sub.topic);
+                    let subscribed = self.subscribe_at(&conn, &new, &sub).await;
+                    self.start_catch_up(&conn, &sub.topic, since, subscribed.is_ok());
                 }
             }
             self.close_unused(&conn).await;
@@ -107,6 +112,39 @@ impl Upstream {
         if moved > 0 {
             metrics::counter!("switchboard_edge_ownership_moves_total").increment(moved);
             tracing::info!(edge_id = %self.edge_id, moved, "subscriptions moved to new owners");
+        }
+    }
+
+    /// Catches `conn` up on `topic` from `since` (held by
+    /// [`crate::recovery::PositionBook::hold_from`]) once its subscription
+    /// went to the new owner; without one the hold is let go at once.
+    fn start_catch_up(
+        self: &Arc<Self>,
+        conn: &Arc<ConnHandle>,
+        topic: &Topic,
+        since: Option<switchboard_proto::Position>,
+        subscribed: bool,
+    ) {
+        let Some(since) = since else {
+            return;
+        };
+        if subscribed {
+            tokio::spawn(crate::recovery::catch_up(
+                self.clone(),
+                conn.clone(),
+                topic.clone(),
+                since,
+                CatchUp::Moved,
+            ));
+        } else {
+            // The next move or session catches it up; what is held goes
+            // out as it came.
+            let released = conn.positions().release(topic, &since, true);
+            if let crate::recovery::Released::Done(frames) = released {
+                for frame in frames {
+                    conn.push(frame);
+                }
+            }
         }
     }
 
@@ -119,7 +157,7 @@ impl Upstream {
 
     /// Re-announces every local socket's state held at `link`'s router: a
     /// new session starts with nothing.
-    pub(super) async fn replay(&self, link: &Link) {
+    pub(super) async fn replay(self: &Arc<Self>, link: &Link) {
         let mut replayed = 0u64;
         for conn in self.registry.all() {
             let subs = {
@@ -128,9 +166,13 @@ impl Upstream {
                 replay_plan(&mut routing, &link.id, owners)
             };
             for sub in subs {
-                if self.subscribe_at(&conn, link, &sub).await.is_ok() {
+                // What went out on the session that ended may be lost.
+                let since = conn.positions().hold_from(&sub.topic);
+                let subscribed = self.subscribe_at(&conn, link, &sub).await.is_ok();
+                if subscribed {
                     replayed += 1;
                 }
+                self.start_catch_up(&conn, &sub.topic, since, subscribed);
             }
         }
         if replayed > 0 {
