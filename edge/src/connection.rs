@@ -198,7 +198,15 @@ async fn execute(
                 subscribed
             }
             Action::Unsubscribe { topic } => env.upstream.unsubscribe(handle, &topic).await,
-            Action::Touch { topic } => env.upstream.touch(handle, topic).await,
+            // A refresh of presence is best effort: the next one (or the
+            // subscription moving to a new owner) makes up for it, and the
+            // message that came with it must still go out.
+            Action::Touch { topic } => {
+                if env.upstream.touch(handle, topic).await.is_err() {
+                    metrics::counter!("switchboard_edge_presence_touches_lost_total").increment(1);
+                }
+                Ok(())
+            }
             Action::Publish { topic, payload } => {
                 env.upstream.publish(handle, topic, payload).await
             }

@@ -136,17 +136,25 @@ impl Cluster {
 
     /// Starts one more router in `pool`; its id is `router-<n>`.
     pub fn add_router(&mut self, pool: &str) -> &Process {
-        let mut env = self.env();
-        env.push(("SWITCHBOARD_REDIS_URL", self.redis.url()));
-        env.push((
-            "SWITCHBOARD_ROUTER_ID",
-            format!("router-{}", self.next_router),
-        ));
-        env.push(("SWITCHBOARD_POOL", pool.to_owned()));
+        let process = self.router_process(self.next_router, pool);
         self.next_router += 1;
-        let process = crate::switchboard::router(&[], &env);
         self.routers.push(process);
         self.routers.last().expect("just pushed")
+    }
+
+    /// Starts router `router-<i>` of the default pool again (after it
+    /// exited or was killed), as a new process with the same id.
+    pub fn restart_router(&mut self, i: usize) -> &Process {
+        self.routers[i] = self.router_process(i, "default");
+        &self.routers[i]
+    }
+
+    fn router_process(&self, i: usize, pool: &str) -> Process {
+        let mut env = self.env();
+        env.push(("SWITCHBOARD_REDIS_URL", self.redis.url()));
+        env.push(("SWITCHBOARD_ROUTER_ID", format!("router-{i}")));
+        env.push(("SWITCHBOARD_POOL", pool.to_owned()));
+        crate::switchboard::router(&[], &env)
     }
 
     fn add_edge(&mut self, i: usize) {

@@ -9,15 +9,16 @@
 //! A publish to a topic with history is *kept* with its entry until its
 //! owner accepts it: one that could not be sent waits for an owner, and
 //! one sent to a router that left the view, or on a session that ended,
-//! goes again to the owner now ([`Upstream::resend_kept`]). Its publish id
-//! makes the resend idempotent at the owner.
+//! goes again to the owner now ([`Upstream::resend_kept`]), as does one a
+//! router answered `unavailable` (it could not reach the owner), at the
+//! next sweep. Its publish id makes the resend idempotent at the owner.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use switchboard_proto::{Publish, Request, Response, Topic, edge_frame, request};
+use switchboard_proto::{ErrorCode, Publish, Request, Response, Topic, edge_frame, request};
 
 use super::Upstream;
 use super::link::Link;
@@ -37,8 +38,9 @@ pub(super) struct Pending {
     conn: u64,
     deadline: Instant,
     on_response: ResponseMapper,
-    /// A publish kept until it is accepted.
-    kept: Option<Kept>,
+    /// A publish kept until it is accepted (boxed: most requests have
+    /// none, and the table holds many).
+    kept: Option<Box<Kept>>,
 }
 
 /// A publish kept for sending again.
@@ -161,6 +163,22 @@ impl Correlations {
         due
     }
 
+    /// Marks kept publish `correlation_id` as not sent, for the next
+    /// resend; false when it is no kept publish (or no longer pending).
+    fn park(&self, correlation_id: u64) -> bool {
+        match self
+            .lock()
+            .get_mut(&correlation_id)
+            .and_then(|p| p.kept.as_mut())
+        {
+            Some(kept) => {
+                kept.sent_on = None;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Records where kept publish `correlation_id` went out (`None`: it
     /// could not be sent).
     fn sent(&self, correlation_id: u64, sent_on: Option<(Arc<str>, u64)>) {
@@ -222,10 +240,12 @@ impl Upstream {
             conn,
             deadline: Instant::now() + self.requests.timeout,
             on_response,
-            kept: keep.then(|| Kept {
-                topic: topic.clone(),
-                body: body.clone(),
-                sent_on: None,
+            kept: keep.then(|| {
+                Box::new(Kept {
+                    topic: topic.clone(),
+                    body: body.clone(),
+                    sent_on: None,
+                })
             }),
         };
         let correlation_id = match self.requests.insert(pending) {
@@ -307,6 +327,14 @@ impl Upstream {
         if response.position.is_some() {
             self.requests.idempotent.store(true, Ordering::Relaxed);
         }
+        if response.error == ErrorCode::Unavailable as i32
+            && self.requests.park(response.correlation_id)
+        {
+            // A router that could not reach the owner (its view lags, or
+            // the owner just died): a kept publish goes again shortly.
+            metrics::counter!("switchboard_edge_publishes_kept_total").increment(1);
+            return;
+        }
         if let Some(pending) = self.requests.take(response.correlation_id) {
             pending.answer(Ok(response), &self.registry);
         }
@@ -328,6 +356,9 @@ impl Upstream {
                 () = self.stop.cancelled() => return,
             }
             self.expire(Instant::now());
+            // Publishes that found no owner, or one that could not reach
+            // it, try again until their deadline.
+            self.resend_kept().await;
         }
     }
 
@@ -654,11 +685,11 @@ pub(super) mod tests {
                 conn: 7,
                 deadline: Instant::now() + TIMEOUT,
                 on_response: Box::new(|_| None),
-                kept: Some(Kept {
+                kept: Some(Box::new(Kept {
                     topic: topic.clone(),
                     body: request::Body::Publish(Publish::default()),
                     sent_on: None,
-                }),
+                })),
             })
             .ok()
             .unwrap()
@@ -704,5 +735,26 @@ pub(super) mod tests {
         }
         assert!(correlations.pend(1, Box::new(|_| None)).is_err());
         assert_eq!(correlations.len(), MAX_PENDING);
+    }
+
+    #[test]
+    fn a_kept_publish_a_router_could_not_take_waits_for_the_next_try() {
+        let (upstream, _) = upstream();
+        let topic = Topic::new("t", TopicKind::Group, "g");
+        let id = kept(&upstream.requests, &topic);
+        upstream.requests.sent(id, Some((Arc::from("r1"), 1)));
+        let refusal = |error: ErrorCode| RouterFrame {
+            body: Some(router_frame::Body::Response(Response {
+                correlation_id: id,
+                error: error as i32,
+                ..Response::default()
+            })),
+        };
+        assert!(upstream.dispatch(refusal(ErrorCode::Unavailable)));
+        assert_eq!(upstream.requests.len(), 1, "still kept");
+        assert_eq!(due(&upstream.requests, Some(("r1", 1))), [id], "sent again");
+        // Any other refusal is the answer.
+        assert!(upstream.dispatch(refusal(ErrorCode::Internal)));
+        assert_eq!(upstream.requests.len(), 0);
     }
 }

@@ -52,11 +52,9 @@ impl NodeError {
         match self {
             Self::NoTopic => ErrorCode::Invalid,
             Self::Refused(refusal) => refusal.code,
-            Self::NoOwner
-            | Self::NotInCluster
-            | Self::ForwardFailed { .. }
-            | Self::Stopping
-            | Self::Store(_) => ErrorCode::Internal,
+            // Ownership is moving (or the owner is gone): worth another try.
+            Self::NoOwner | Self::ForwardFailed { .. } | Self::Stopping => ErrorCode::Unavailable,
+            Self::NotInCluster | Self::Store(_) => ErrorCode::Internal,
         }
     }
 
