@@ -197,6 +197,23 @@ async fn execute(
                 }
                 subscribed
             }
+            Action::Recover {
+                topic,
+                since,
+                answer,
+            } => {
+                handle.positions().hold(&topic);
+                if let Some(conn) = env.registry.get(handle.id) {
+                    tokio::spawn(crate::recovery::recover(
+                        env.upstream.clone(),
+                        conn,
+                        topic,
+                        since,
+                        answer,
+                    ));
+                }
+                Ok(())
+            }
             Action::Unsubscribe { topic } => env.upstream.unsubscribe(handle, &topic).await,
             Action::Touch { topic } => env.upstream.touch(handle, topic).await,
             Action::Publish { topic, payload } => {
