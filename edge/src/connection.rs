@@ -197,6 +197,23 @@ async fn execute(
                 }
                 subscribed
             }
+            Action::Recover {
+                topic,
+                since,
+                answer,
+            } => {
+                handle.positions().hold(&topic);
+                if let Some(conn) = env.registry.get(handle.id) {
+                    tokio::spawn(crate::recovery::recover(
+                        env.upstream.clone(),
+                        conn,
+                        topic,
+                        since,
+                        answer,
+                    ));
+                }
+                Ok(())
+            }
             Action::Unsubscribe { topic } => env.upstream.unsubscribe(handle, &topic).await,
             // A refresh of presence is best effort: the next one (or the
             // subscription moving to a new owner) makes up for it, and the

@@ -143,7 +143,7 @@ fn run(session: &mut dyn DialectSession, actions: Vec<Action>, replies: &mut Vec
             Action::Await { token, .. } => {
                 queue.extend(session.on_response(token, Ok(answer())));
             }
-            Action::SubscribeRecovering { answer, .. } => {
+            Action::SubscribeRecovering { answer, .. } | Action::Recover { answer, .. } => {
                 replies.push(answer(crate::dialect::Recovery::Unavailable));
             }
             Action::Subscribe { .. }

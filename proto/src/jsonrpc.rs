@@ -32,6 +32,36 @@ pub fn notify_frame(kind: &str, data: &Value) -> Bytes {
     Bytes::from(frame.to_string())
 }
 
+/// `frame` (a gateway-made `_notify`, whose `params` object comes last)
+/// with `fields` (`,"name":value…`, JSON) added at the end of its params;
+/// anything else is answered as it is.
+pub fn with_params(frame: &Bytes, fields: &str) -> Bytes {
+    if !frame.starts_with(br#"{"jsonrpc":"2.0","method":"_notify","params":{"#) {
+        return frame.clone();
+    }
+    let Some(body) = frame.strip_suffix(b"}}") else {
+        return frame.clone();
+    };
+    let mut out = Vec::with_capacity(frame.len() + fields.len());
+    out.extend_from_slice(body);
+    out.extend_from_slice(fields.as_bytes());
+    out.extend_from_slice(b"}}");
+    Bytes::from(out)
+}
+
+/// `frame` naming the stream it belongs to (`"stream":"user"`, …), so a
+/// socket that gets pushes of several streams knows which position each
+/// `epoch`/`offset` is.
+pub fn with_stream(frame: &Bytes, stream: &str) -> Bytes {
+    with_params(frame, &format!(r#","stream":"{stream}""#))
+}
+
+/// `frame` with its place in its stream's history (`epoch`, `offset`).
+pub fn with_position(frame: &Bytes, epoch: &str, offset: u64) -> Bytes {
+    let epoch = serde_json::to_string(epoch).unwrap_or_default();
+    with_params(frame, &format!(r#","epoch":{epoch},"offset":{offset}"#))
+}
+
 /// The frame of one streaming chunk.
 pub fn stream_frame(stream_id: &str, seq: u64, delta: &Value, done: bool) -> Bytes {
     notify_frame(
@@ -157,6 +187,28 @@ mod tests {
             "shop/news",
             "plain ids read as before"
         );
+    }
+
+    #[test]
+    fn positions_and_streams_go_into_the_params() {
+        let frame = with_stream(&notify_frame("t", &json!({"a": "}}"})), "conv");
+        let framed = with_position(&frame, "ab", 7);
+        let value: Value = serde_json::from_slice(&framed).unwrap();
+        assert_eq!(
+            value,
+            json!({"jsonrpc": "2.0", "method": "_notify", "params": {
+                "type": "t", "data": {"a": "}}"}, "stream": "conv", "epoch": "ab", "offset": 7}})
+        );
+        // Anything but a gateway-made push goes out as it is.
+        for other in [
+            &b"{\"jsonrpc\":\"2.0\",\"result\":{}}"[..],
+            b"pong",
+            b"",
+            b"{}}",
+        ] {
+            let other = Bytes::copy_from_slice(other);
+            assert_eq!(with_position(&other, "e", 1), other);
+        }
     }
 
     #[test]

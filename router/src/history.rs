@@ -38,6 +38,8 @@ pub struct AppendJob {
     pub stream: String,
     pub payload: Payload,
     pub publish_id: Option<String>,
+    /// Connections it reaches besides the topic's subscribers.
+    pub also: crate::shard::Also,
     pub reply: Option<Reply>,
 }
 
@@ -96,6 +98,7 @@ async fn run(
                     topic: job.topic,
                     payload: job.payload,
                     position,
+                    also: job.also,
                     reply: job.reply,
                 },
                 // A resend of a publish the history holds: it was

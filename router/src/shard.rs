@@ -21,6 +21,9 @@ use crate::topic::TopicKey;
 /// An attached edge, numbered by this router.
 pub type EdgeIdx = u32;
 
+/// Connections a publish reaches besides its topic's subscribers, per edge.
+pub type Also = Vec<(EdgeIdx, Vec<u64>)>;
+
 pub enum ShardCommand {
     EdgeUp {
         edge: EdgeIdx,
@@ -54,11 +57,22 @@ pub enum ShardCommand {
         publish_id: Option<String>,
         reply: Option<Reply>,
     },
+    /// [`ShardCommand::Publish`] that also reaches `also`, connections
+    /// subscribed elsewhere (the devices bound to a conversation): one
+    /// message of `topic`'s history, delivered to its own subscribers and
+    /// to them alike, once per connection.
+    PublishAlso {
+        topic: TopicKey,
+        payload: Payload,
+        also: Also,
+        reply: Option<Reply>,
+    },
     /// A publish its history writer appended: fan it out with its place.
     Deliver {
         topic: TopicKey,
         payload: Payload,
         position: Position,
+        also: Also,
         reply: Option<Reply>,
     },
     /// A presence change the store confirmed, to tell the group.
@@ -261,36 +275,21 @@ impl Shard {
                 payload,
                 publish_id,
                 reply,
-            } => {
-                if let Some(history) = &self.history
-                    && crate::history::is_message(&payload)
-                    && let Some(stream) = topic.history_stream()
-                {
-                    return history.push(AppendJob {
-                        topic,
-                        stream,
-                        payload,
-                        publish_id,
-                        reply,
-                    });
-                }
-                let delivered = self.fan_out(&topic, &payload, None);
-                metrics::counter!("switchboard_router_publishes_total", "kind" => topic.kind.as_str_name())
-                    .increment(1);
-                if let Some(reply) = reply {
-                    reply.send(Response {
-                        delivered,
-                        ..Response::default()
-                    });
-                }
-            }
+            } => self.publish(topic, payload, publish_id, Also::new(), reply),
+            ShardCommand::PublishAlso {
+                topic,
+                payload,
+                also,
+                reply,
+            } => self.publish(topic, payload, None, also, reply),
             ShardCommand::Deliver {
                 topic,
                 payload,
                 position,
+                also,
                 reply,
             } => {
-                let delivered = self.fan_out(&topic, &payload, Some(&position));
+                let delivered = self.fan_out_also(&topic, &payload, Some(&position), also);
                 metrics::counter!("switchboard_router_publishes_total", "kind" => topic.kind.as_str_name())
                     .increment(1);
                 if let Some(reply) = reply {
@@ -332,6 +331,40 @@ impl Shard {
             ShardCommand::PresenceQuery { topic, reply } => {
                 self.queue_presence(PresenceJob::Query { topic, reply });
             }
+        }
+    }
+
+    /// A publish: appended first when its topic keeps history (delivered
+    /// once appended, with its place), else fanned out at once.
+    fn publish(
+        &mut self,
+        topic: TopicKey,
+        payload: Payload,
+        publish_id: Option<String>,
+        also: Also,
+        reply: Option<Reply>,
+    ) {
+        if let Some(history) = &self.history
+            && crate::history::is_message(&payload)
+            && let Some(stream) = topic.history_stream()
+        {
+            return history.push(AppendJob {
+                topic,
+                stream,
+                payload,
+                publish_id,
+                also,
+                reply,
+            });
+        }
+        let delivered = self.fan_out_also(&topic, &payload, None, also);
+        metrics::counter!("switchboard_router_publishes_total", "kind" => topic.kind.as_str_name())
+            .increment(1);
+        if let Some(reply) = reply {
+            reply.send(Response {
+                delivered,
+                ..Response::default()
+            });
         }
     }
 
@@ -506,6 +539,42 @@ impl Shard {
         for (edge, conns) in &state.by_edge {
             if let Some(tx) = self.edges.get(edge) {
                 delivered += send_delivery(tx, conns.ids.clone(), payload, placed.as_ref());
+            }
+        }
+        metrics::counter!("switchboard_router_delivered_sockets_total")
+            .increment(u64::from(delivered));
+        delivered
+    }
+}
+
+impl Shard {
+    /// [`Shard::fan_out`] to the subscribers of `topic` and to `also`,
+    /// once per connection, all carrying `topic`'s place.
+    fn fan_out_also(
+        &self,
+        topic: &TopicKey,
+        payload: &Payload,
+        position: Option<&Position>,
+        also: Also,
+    ) -> u32 {
+        if also.is_empty() {
+            return self.fan_out(topic, payload, position);
+        }
+        let mut by_edge: HashMap<EdgeIdx, std::collections::BTreeSet<u64>> = HashMap::new();
+        if let Some(state) = self.topics.get(topic) {
+            for (edge, conns) in &state.by_edge {
+                by_edge.entry(*edge).or_default().extend(&conns.ids);
+            }
+        }
+        for (edge, conns) in also {
+            by_edge.entry(edge).or_default().extend(conns);
+        }
+        let placed = position.map(|position| (topic.to_proto(), position.clone()));
+        let mut delivered = 0u32;
+        for (edge, conns) in by_edge {
+            if let Some(tx) = self.edges.get(&edge) {
+                delivered +=
+                    send_delivery(tx, conns.into_iter().collect(), payload, placed.as_ref());
             }
         }
         metrics::counter!("switchboard_router_delivered_sockets_total")

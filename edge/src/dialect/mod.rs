@@ -52,6 +52,15 @@ pub enum Action {
         since: Position,
         answer: RecoveryMapper,
     },
+    /// Catches the socket up on `topic` from `since` like
+    /// [`Action::SubscribeRecovering`], without subscribing: the socket
+    /// gets the topic's deliveries some other way (a device bound to a
+    /// conversation).
+    Recover {
+        topic: Topic,
+        since: Position,
+        answer: RecoveryMapper,
+    },
     /// Stop receiving deliveries for `topic`.
     Unsubscribe { topic: Topic },
     /// Refresh the presence this socket holds on `topic`.

@@ -63,7 +63,8 @@ pub async fn history(
     let topic = TopicKey::from_history_stream(tenant, &query.topic).ok_or_else(|| {
         ApiError::field(
             "topic",
-            "topic must be group:{id}, client:{id} or broadcast",
+            "topic must be group:{id}, client:{id}, broadcast, user:{id}, conv:{id}, \
+             device:{id} or channel:{appId}:{channel}, with valid ids",
         )
     })?;
     let limits = node

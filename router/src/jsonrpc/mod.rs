@@ -319,9 +319,9 @@ pub async fn set_conversation_owner(
     }
 }
 
-/// The topics a push to a conversation reaches: its user sockets' topic
-/// and the topic of every device bound to it.
-async fn conversation_topics(
+/// The topics of the devices bound to a conversation: a push to the
+/// conversation reaches their sockets too.
+async fn bound_devices(
     node: &RouterNode,
     tenant: &str,
     conv: &str,
@@ -330,13 +330,10 @@ async fn conversation_topics(
         .store()
         .set_members(&keys::conv_devices(tenant, conv))
         .await?;
-    let mut topics = vec![TopicKey::new(tenant, TopicKind::Conv, conv)];
-    topics.extend(
-        devices
-            .iter()
-            .map(|hd| TopicKey::new(tenant, TopicKind::Device, hd)),
-    );
-    Ok(topics)
+    Ok(devices
+        .iter()
+        .map(|hd| TopicKey::new(tenant, TopicKind::Device, hd))
+        .collect())
 }
 
 async fn device_status(node: &RouterNode, report: DeviceStatus) -> Response {
@@ -354,24 +351,16 @@ async fn device_status(node: &RouterNode, report: DeviceStatus) -> Response {
         store
             .kv_set(&keys::device_status(tenant, hd), &record.to_string(), None)
             .await?;
-        let mut topics = Vec::new();
-        if let Some(conv) = store.kv_get(&keys::device_conv(tenant, hd)).await? {
-            topics.extend(conversation_topics(node, tenant, &conv).await?);
-        }
-        if let Some(owner) = store.kv_get(&keys::device_owner(tenant, hd)).await? {
-            topics.push(TopicKey::new(tenant, TopicKind::User, &owner));
-        }
-        Ok::<_, StoreError>(topics)
+        let conv = store.kv_get(&keys::device_conv(tenant, hd)).await?;
+        let owner = store.kv_get(&keys::device_owner(tenant, hd)).await?;
+        Ok::<_, StoreError>((conv, owner))
     }
     .await;
-    let topics = match targets {
-        Ok(topics) => topics,
+    let (conv, owner) = match targets {
+        Ok(targets) => targets,
         Err(e) => return store_failed(&e),
     };
-    if topics.is_empty() {
-        return Response::default();
-    }
-    match node.publish_once(topics, Payload::json(report.frame)).await {
+    match report_status(node, tenant, conv, owner, report.frame).await {
         Ok(delivered) => Response {
             delivered,
             ..Response::default()
@@ -380,16 +369,89 @@ async fn device_status(node: &RouterNode, report: DeviceStatus) -> Response {
     }
 }
 
-/// Delivers a push to its target, at the target topic's owner.
+/// A status report is a push to the device's conversation (appended once
+/// to the conversation's history, reaching its sockets and every bound
+/// device's with the conversation's position) and to the owner's user
+/// sockets. A user socket bound to that conversation has it already;
+/// the others get it without a place in any history. A device bound to
+/// no conversation reports to its owner's user history instead.
+async fn report_status(
+    node: &RouterNode,
+    tenant: &str,
+    conv: Option<String>,
+    owner: Option<String>,
+    frame: Bytes,
+) -> Result<u32, NodeError> {
+    let Some(conv) = conv else {
+        return match owner {
+            Some(owner) => notify_boxed(node, tenant, Target::User(owner), frame).await,
+            None => Ok(0),
+        };
+    };
+    let mut delivered =
+        notify_boxed(node, tenant, Target::Conv(conv.clone()), frame.clone()).await?;
+    if let Some(owner) = owner {
+        let mut users = node
+            .subscribers(vec![TopicKey::new(tenant, TopicKind::User, &owner)])
+            .await?;
+        let reached = node
+            .subscribers(vec![TopicKey::new(tenant, TopicKind::Conv, &conv)])
+            .await?;
+        for (edge, conns) in reached {
+            if let Some(left) = users.get_mut(&edge) {
+                left.retain(|conn| !conns.contains(conn));
+            }
+        }
+        delivered += node.deliver_to_edges(users, &Payload::json(frame));
+    }
+    Ok(delivered)
+}
+
+/// [`notify`] from inside a request's answer, boxed: the push may come
+/// back to this router's answer, and a boxed future ends the cycle.
+fn notify_boxed<'a>(
+    node: &'a RouterNode,
+    tenant: &'a str,
+    target: Target,
+    frame: Bytes,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, NodeError>> + Send + 'a>> {
+    Box::pin(async move { notify(node, tenant, &target, frame, None).await })
+}
+
+/// The stream name a push's topic goes by on the wire (`"stream"` in the
+/// `_notify` params, and in a recovery message).
+pub fn stream_name(kind: TopicKind) -> Option<&'static str> {
+    match kind {
+        TopicKind::User => Some("user"),
+        TopicKind::Conv => Some("conv"),
+        TopicKind::Device => Some("device"),
+        TopicKind::AppChannel => Some("channel"),
+        _ => None,
+    }
+}
+
+/// Delivers a push to its target, at the target topic's owner. A push to
+/// a conversation is one message of the conversation's history: it
+/// reaches the conversation's sockets and those of every device bound to
+/// it, each with the conversation's position.
 pub(crate) async fn deliver(
     node: &RouterNode,
     topic: TopicKey,
     frame: Bytes,
 ) -> Result<u32, NodeError> {
+    let frame = match stream_name(topic.kind) {
+        Some(stream) => switchboard_proto::jsonrpc::with_stream(&frame, stream),
+        None => frame,
+    };
     let payload = Payload::json(frame);
     if topic.kind == TopicKind::Conv {
-        let topics = conversation_topics(node, &topic.tenant, &topic.name).await?;
-        return node.publish_once(topics, payload).await;
+        let devices = bound_devices(node, &topic.tenant, &topic.name).await?;
+        let also = if devices.is_empty() {
+            Default::default()
+        } else {
+            node.subscribers(devices).await?
+        };
+        return node.publish_also_here(topic, payload, also).await;
     }
     node.publish_here(topic, payload, None).await
 }
@@ -449,6 +511,7 @@ pub async fn app_publish(
         &switchboard_proto::jsonrpc::channel_topic_name(app, channel),
     );
     let frame = switchboard_proto::jsonrpc::channel_message_frame(channel, message);
+    let frame = switchboard_proto::jsonrpc::with_stream(&frame, "channel");
     node.publish(topic, Payload::json(frame)).await
 }
 

@@ -2,7 +2,7 @@
 //! owner; publishes and collects from inside the router; and why a
 //! request got no answer ([`NodeError`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use switchboard_proto::{
     Collect, EdgeTargets, ErrorCode, Payload, PresenceQuery, Publish, Request, Response,
@@ -212,6 +212,16 @@ impl RouterNode {
         topics: Vec<TopicKey>,
         payload: Payload,
     ) -> Result<u32, NodeError> {
+        let union = self.subscribers(topics).await?;
+        Ok(self.deliver_to_edges(union, &payload))
+    }
+
+    /// The connections subscribed to any of `topics`, wherever the topics
+    /// are owned, per edge id.
+    pub(crate) async fn subscribers(
+        &self,
+        topics: Vec<TopicKey>,
+    ) -> Result<HashMap<String, BTreeSet<u64>>, NodeError> {
         let mut local = Vec::new();
         let mut remote: HashMap<String, (RouterInfo, Vec<Topic>)> = HashMap::new();
         for topic in topics {
@@ -234,20 +244,51 @@ impl RouterNode {
             let answer = self.forward(&owner, collect).await?.into_result()?;
             targets.extend(answer.targets);
         }
-        let mut union: HashMap<String, std::collections::BTreeSet<u64>> = HashMap::new();
+        let mut union: HashMap<String, BTreeSet<u64>> = HashMap::new();
         for target in targets {
             union
                 .entry(target.edge_id)
                 .or_default()
                 .extend(target.conn_ids);
         }
-        Ok(self.deliver_to_edges(union, &payload))
+        Ok(union)
+    }
+
+    /// Publishes on `topic`, which this router owns, to its subscribers and
+    /// to `also` (connections per edge id) alike: on a topic with history
+    /// every one of them gets the message with `topic`'s place in it, and
+    /// it is appended once. Returns the sockets reached.
+    pub(crate) async fn publish_also_here(
+        &self,
+        topic: TopicKey,
+        payload: Payload,
+        also: HashMap<String, BTreeSet<u64>>,
+    ) -> Result<u32, NodeError> {
+        let also = also
+            .into_iter()
+            .filter_map(|(edge_id, conns)| {
+                Some((self.edge_index(&edge_id)?, conns.into_iter().collect()))
+            })
+            .collect();
+        let (tx, rx) = oneshot::channel();
+        let publish = ShardCommand::PublishAlso {
+            topic: topic.clone(),
+            payload,
+            also,
+            reply: Some(Reply::Local(tx)),
+        };
+        self.to_shard_direct(&topic, publish).await;
+        Ok(rx
+            .await
+            .map_err(|_| NodeError::Stopping)?
+            .into_result()?
+            .delivered)
     }
 
     /// Sends one delivery per edge; returns the sockets it was handed to.
     pub(crate) fn deliver_to_edges(
         &self,
-        targets: HashMap<String, std::collections::BTreeSet<u64>>,
+        targets: HashMap<String, BTreeSet<u64>>,
         payload: &Payload,
     ) -> u32 {
         let senders: HashMap<String, mpsc::Sender<RouterFrame>> = {

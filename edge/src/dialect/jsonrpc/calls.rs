@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 use switchboard_proto::jsonrpc::{
     MAX_KEY_BYTES, channel_message_frame, channel_topic_name, is_valid_key, is_valid_ref,
-    notify_frame, tool_topic_name,
+    notify_frame, tool_topic_name, with_stream,
 };
 use switchboard_proto::{
     BindConversation, DeviceAttach, DeviceStatus, ErrorCode, KvAction, KvOp, Payload, Response,
@@ -176,7 +176,44 @@ impl RpcSession {
                 actions,
                 request,
             },
+            Ok(Planned::Recovering {
+                channel,
+                topic,
+                since,
+            }) => self.plan_recovery(id, channel, topic, since),
             Err(error) => Plan::Answer(id, Err(error), Vec::new()),
+        }
+    }
+
+    /// A `subscribe` with `since`: subscribed and recovered at once. Called
+    /// alone with an id, its answer (the recovery's outcome in the result
+    /// data) comes once the history is read, then the missed messages; in
+    /// a batch, or as a notification, it is answered like any subscribe
+    /// and a `recovery` notify opens the replay.
+    fn plan_recovery(
+        &mut self,
+        id: Option<Id>,
+        channel: String,
+        topic: Topic,
+        since: switchboard_proto::Position,
+    ) -> Plan {
+        let batch = self.work.as_ref().is_some_and(|w| w.batch);
+        let answer: crate::dialect::RecoveryMapper = match (&id, batch) {
+            (Some(call), false) => {
+                let (call, channel) = (call.clone(), channel.clone());
+                Box::new(move |outcome| super::recovery::subscribe_answer(&call, &channel, outcome))
+            }
+            _ => Box::new(|outcome| super::recovery::recovery_frame("channel", "since", outcome)),
+        };
+        let subscribe = Action::SubscribeRecovering {
+            topic,
+            member: None,
+            since,
+            answer,
+        };
+        match (id, batch) {
+            (Some(_), false) => Plan::Answer(None, Ok(Value::Null), vec![subscribe]),
+            (id, _) => Plan::Answer(id, Ok(json!({"channel": channel})), vec![subscribe]),
         }
     }
 
@@ -263,7 +300,7 @@ impl RpcSession {
                 let message = params
                     .get("message")
                     .ok_or_else(|| RpcError::InvalidParams("message is required".to_owned()))?;
-                let frame = channel_message_frame(&channel, message);
+                let frame = with_stream(&channel_message_frame(&channel, message), "channel");
                 let topic = Topic::new(
                     &self.tenant,
                     TopicKind::AppChannel,
@@ -285,6 +322,9 @@ impl RpcSession {
                 );
                 let data = json!({"channel": channel});
                 if method == "subscribe" {
+                    let since = super::recovery::param_since(&params)?;
+                    // Subscribed already: the socket is live on the
+                    // channel, so it has missed nothing to recover.
                     if self.channels.contains(&channel) {
                         return Ok(Planned::Now(data, Vec::new()));
                     }
@@ -295,6 +335,13 @@ impl RpcSession {
                         )));
                     }
                     self.channels.insert(channel.clone());
+                    if let Some(since) = since {
+                        return Ok(Planned::Recovering {
+                            channel,
+                            topic,
+                            since,
+                        });
+                    }
                     let subscribe = Action::Subscribe {
                         topic: topic.clone(),
                         member: None,
@@ -464,6 +511,12 @@ impl RpcSession {
 /// What a call needs.
 enum Planned {
     Now(Value, Vec<Action>),
+    /// A subscription recovering from `since` ([`RpcSession::plan_recovery`]).
+    Recovering {
+        channel: String,
+        topic: Topic,
+        since: switchboard_proto::Position,
+    },
     Wait {
         pending: Pending,
         actions: Vec<Action>,

@@ -8,6 +8,7 @@
 //! Pushes arrive complete from the router and go out unchanged.
 
 mod calls;
+mod recovery;
 pub mod wire;
 
 use std::collections::{HashSet, VecDeque};
@@ -42,13 +43,18 @@ impl Dialect for JsonRpcDialect {
         switchboard_proto::Dialect::Jsonrpc
     }
 
+    /// A push on a topic with history carries its place as `epoch` and
+    /// `offset` in its params.
     fn encode(
         &self,
         payload: &Payload,
-        _position: Option<&switchboard_proto::Position>,
+        position: Option<&switchboard_proto::Position>,
     ) -> Option<Bytes> {
         match payload.body.as_ref()? {
-            payload::Body::Json(bytes) => Some(bytes.clone()),
+            payload::Body::Json(bytes) => Some(match position {
+                Some(p) => switchboard_proto::jsonrpc::with_position(bytes, &p.epoch, p.offset),
+                None => bytes.clone(),
+            }),
             payload::Body::Presence(_) | payload::Body::ImBacklog(_) => None,
         }
     }
@@ -158,6 +164,19 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
         }
         _ => None,
     };
+    // Positions to recover from: the socket's own stream and its
+    // conversation's (app sockets ask per channel, in `subscribe`).
+    let since = match &socket {
+        SocketKind::User { .. } => recovery::query_since(&request.query, &recovery::USER_STREAMS),
+        SocketKind::Hardware { .. } => {
+            recovery::query_since(&request.query, &recovery::HARDWARE_STREAMS)
+        }
+        SocketKind::App { .. } => Ok(Default::default()),
+    };
+    let since = match since {
+        Ok(since) => since,
+        Err(refusal) => return Some(Accept::Refuse(refusal)),
+    };
     let tenant = claims.tenant().to_owned();
     Some(Accept::Session {
         dialect: &JSONRPC,
@@ -166,6 +185,7 @@ pub fn accept(request: &UpgradeRequest<'_>) -> Option<Accept> {
             socket,
             conv: None,
             open_conv: conv,
+            since,
             channels: HashSet::new(),
             max_subscriptions: request.max_subscriptions,
             work: None,
@@ -220,6 +240,9 @@ pub struct RpcSession {
     conv: Option<String>,
     /// `convId` from the connect query, bound at open.
     open_conv: Option<String>,
+    /// Positions from the connect query: the socket's own stream (user or
+    /// device) and its conversation's, taken at open.
+    since: recovery::Since,
     /// App channels this socket subscribes to.
     channels: HashSet<String>,
     max_subscriptions: usize,
@@ -234,6 +257,10 @@ const OPEN_TOKEN: u64 = 0;
 /// The token of the binding a `convId` in the connect query asks for: the
 /// socket joins the conversation only once the router allows it.
 const OPEN_BIND_TOKEN: u64 = u64::MAX;
+
+/// The token of a hardware socket's attach when it recovers its
+/// conversation: the answer names the conversation it is bound to.
+const OPEN_ATTACH_TOKEN: u64 = u64::MAX - 1;
 
 impl RpcSession {
     fn topic(&self, kind: TopicKind, name: &str) -> Topic {
@@ -325,44 +352,59 @@ impl RpcSession {
 
 impl DialectSession for RpcSession {
     fn open(&mut self) -> Vec<Action> {
-        let mut actions = Vec::new();
-        // Each subscription is confirmed by its owner before the socket
-        // reads on, so a client that got its first answer gets every push.
-        let mut subscribe = |topic: Topic| {
-            actions.push(Action::Subscribe {
-                topic: topic.clone(),
-                member: None,
-            });
-            actions.push(Action::Await {
-                topic,
-                body: RequestBody::Sync,
-                token: OPEN_TOKEN,
-            });
-        };
-        match &self.socket {
+        let [own_since, conv_since] = std::mem::take(&mut self.since);
+        match self.socket.clone() {
             SocketKind::User { user } => {
-                subscribe(self.topic(TopicKind::User, user));
-                if let Some(conv) = &self.open_conv {
-                    actions.push(Action::Await {
-                        topic: self.topic(TopicKind::User, user),
-                        body: calls::bind(&self.tenant, user, conv, None),
-                        token: OPEN_BIND_TOKEN,
-                    });
+                let mut actions = subscribe_own(
+                    self.topic(TopicKind::User, &user),
+                    own_since,
+                    recovery::USER_STREAMS[0],
+                );
+                match &self.open_conv {
+                    Some(conv) => {
+                        self.since[1] = conv_since;
+                        actions.push(Action::Await {
+                            topic: self.topic(TopicKind::User, &user),
+                            body: calls::bind(&self.tenant, &user, conv, None),
+                            token: OPEN_BIND_TOKEN,
+                        });
+                    }
+                    // Bound to no conversation: nothing to recover.
+                    None if conv_since.is_some() => actions.push(conv_unrecovered()),
+                    None => {}
                 }
+                actions
             }
-            SocketKind::App { app, tool } => {
-                subscribe(self.topic(TopicKind::Tool, &tool_topic_name(app, tool)));
-            }
+            SocketKind::App { app, tool } => subscribe_own(
+                self.topic(TopicKind::Tool, &tool_topic_name(&app, &tool)),
+                None,
+                ("", ""),
+            ),
             SocketKind::Hardware { hd, owner } => {
-                subscribe(self.topic(TopicKind::Device, hd));
+                let attach = calls::attach(&self.tenant, &hd, owner.as_deref());
+                let topic = self.topic(TopicKind::Device, &hd);
+                if conv_since.is_some() {
+                    // The conversation is known once the attach answers;
+                    // the device topic (through which the conversation's
+                    // pushes come) is subscribed only then, so none of
+                    // them overtakes the replay.
+                    self.since = [own_since, conv_since];
+                    return vec![Action::Await {
+                        topic,
+                        body: attach,
+                        token: OPEN_ATTACH_TOKEN,
+                    }];
+                }
+                let mut actions =
+                    subscribe_own(topic.clone(), own_since, recovery::HARDWARE_STREAMS[0]);
                 actions.push(Action::Await {
-                    topic: self.topic(TopicKind::Device, hd),
-                    body: calls::attach(&self.tenant, hd, owner.as_deref()),
+                    topic,
+                    body: attach,
                     token: OPEN_TOKEN,
                 });
+                actions
             }
         }
-        actions
     }
 
     fn on_text(&mut self, text: &str) -> Vec<Action> {
@@ -401,6 +443,9 @@ impl DialectSession for RpcSession {
     fn on_response(&mut self, token: u64, response: Result<Response, Unavailable>) -> Vec<Action> {
         if token == OPEN_BIND_TOKEN {
             return self.opened_bind(response);
+        }
+        if token == OPEN_ATTACH_TOKEN {
+            return self.attached(response);
         }
         if token == OPEN_TOKEN {
             if let Err(Unavailable) | Ok(Response { error: 1.., .. }) = &response {
@@ -456,16 +501,124 @@ impl RpcSession {
             },
             response,
         );
+        let since = self.since[1].take();
         match result {
-            Ok(_) => actions.push(Action::Await {
-                topic: self.topic(TopicKind::Conv, &conv),
-                body: RequestBody::Sync,
-                token: OPEN_TOKEN,
-            }),
-            Err(error) => actions.push(Action::Reply(wire::failure(&Id::null(), &error))),
+            Ok(_) => {
+                if let Some(since) = since {
+                    // The conversation's subscription recovers first.
+                    let topic = self.topic(TopicKind::Conv, &conv);
+                    for action in &mut actions {
+                        if matches!(action, Action::Subscribe { topic: t, .. } if *t == topic) {
+                            *action =
+                                recovering(topic.clone(), since.clone(), recovery::USER_STREAMS[1]);
+                        }
+                    }
+                }
+                actions.push(Action::Await {
+                    topic: self.topic(TopicKind::Conv, &conv),
+                    body: RequestBody::Sync,
+                    token: OPEN_TOKEN,
+                });
+            }
+            Err(error) => {
+                actions.push(Action::Reply(wire::failure(&Id::null(), &error)));
+                if since.is_some() {
+                    actions.push(conv_unrecovered());
+                }
+            }
         }
         actions
     }
+
+    /// A hardware socket recovering its conversation is attached: it
+    /// recovers the conversation it is bound to (none: nothing to
+    /// recover), then subscribes its own topic, recovering it too if asked.
+    fn attached(&mut self, response: Result<Response, Unavailable>) -> Vec<Action> {
+        let SocketKind::Hardware { hd, .. } = &self.socket else {
+            return Vec::new();
+        };
+        let [own_since, conv_since] = std::mem::take(&mut self.since);
+        let topic = self.topic(TopicKind::Device, hd);
+        let conv = match &response {
+            Ok(Response {
+                error: 0, value, ..
+            }) => value.clone(),
+            _ => {
+                tracing::debug!(?response, "device attach failed");
+                None
+            }
+        };
+        let mut actions = Vec::new();
+        match (conv, conv_since) {
+            (Some(conv), Some(since)) => {
+                let (stream, field) = recovery::HARDWARE_STREAMS[1];
+                actions.push(Action::Recover {
+                    topic: self.topic(TopicKind::Conv, &conv),
+                    since,
+                    answer: Box::new(move |outcome| {
+                        recovery::recovery_frame(stream, field, outcome)
+                    }),
+                });
+            }
+            (None, Some(_)) => actions.push(conv_unrecovered()),
+            (_, None) => {}
+        }
+        actions.extend(subscribe_own(
+            topic,
+            own_since,
+            recovery::HARDWARE_STREAMS[0],
+        ));
+        actions
+    }
+}
+
+/// Subscribes a socket's own topic (recovering it from `since` when
+/// given), confirmed by its owner before the socket reads on, so a client
+/// that got its first answer gets every push.
+fn subscribe_own(
+    topic: Topic,
+    since: Option<switchboard_proto::Position>,
+    stream: (&'static str, &'static str),
+) -> Vec<Action> {
+    let subscribe = match since {
+        Some(since) => recovering(topic.clone(), since, stream),
+        None => Action::Subscribe {
+            topic: topic.clone(),
+            member: None,
+        },
+    };
+    vec![
+        subscribe,
+        Action::Await {
+            topic,
+            body: RequestBody::Sync,
+            token: OPEN_TOKEN,
+        },
+    ]
+}
+
+/// Subscribes `topic`, recovering `stream` (asked for by `field`) first.
+fn recovering(
+    topic: Topic,
+    since: switchboard_proto::Position,
+    (stream, field): (&'static str, &'static str),
+) -> Action {
+    Action::SubscribeRecovering {
+        topic,
+        member: None,
+        since,
+        answer: Box::new(move |outcome| recovery::recovery_frame(stream, field, outcome)),
+    }
+}
+
+/// The answer to `since_conv` on a socket bound to no conversation.
+fn conv_unrecovered() -> Action {
+    let (stream, field) = recovery::USER_STREAMS[1];
+    Action::Reply(recovery::recovery_frame(
+        stream,
+        field,
+        super::Recovery::Unavailable,
+    ))
 }
 
 /// The `{"convId","hdId"}` data of a switch.
