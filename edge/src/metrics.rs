@@ -119,6 +119,35 @@ pub fn register() {
         "switchboard_edge_duplicates_dropped_total",
         "Deliveries dropped because the socket already had that position"
     );
+    describe_counter!(
+        "switchboard_edge_publishes_kept_total",
+        "Publishes to topics with history kept for a later send: no owner could take them yet"
+    );
+    describe_counter!(
+        "switchboard_edge_publishes_resent_total",
+        "Kept publishes sent again to their topic's owner (after a view change, a new session or a router's unavailable answer)"
+    );
+    describe_counter!(
+        "switchboard_edge_gaps_total",
+        "Deliveries that skipped offsets of a socket's stream, each starting a catch-up"
+    );
+    describe_counter!(
+        "switchboard_edge_catch_ups_total",
+        "Live sockets caught up from history, by cause (gap, moved)"
+    );
+    describe_counter!(
+        "switchboard_edge_requests_refused_total",
+        "Requests answered unavailable at once because the pending table was full"
+    );
+    describe_counter!(
+        "switchboard_edge_presence_touches_lost_total",
+        "Presence refreshes that found no router; the next one makes up for it"
+    );
+    for cause in ["gap", "moved"] {
+        metrics::counter!("switchboard_edge_catch_ups_total", "cause" => cause).absolute(0);
+    }
+    metrics::counter!("switchboard_edge_requests_refused_total", "reason" => "too_many_pending")
+        .absolute(0);
     for outcome in ["recovered", "lost", "ahead", "unavailable"] {
         metrics::counter!("switchboard_edge_recoveries_total", "outcome" => outcome).absolute(0);
     }
@@ -155,6 +184,10 @@ pub fn register() {
         "switchboard_edge_replayed_messages_total",
         "switchboard_edge_recovery_rounds_total",
         "switchboard_edge_duplicates_dropped_total",
+        "switchboard_edge_publishes_kept_total",
+        "switchboard_edge_publishes_resent_total",
+        "switchboard_edge_gaps_total",
+        "switchboard_edge_presence_touches_lost_total",
     ] {
         metrics::counter!(name).absolute(0);
     }
