@@ -120,6 +120,10 @@ pub fn register() {
         "Deliveries dropped because the socket already had that position"
     );
     describe_counter!(
+        "switchboard_edge_recovery_retries_total",
+        "History reads of a recovery or catch-up asked again because the owner did not answer (ownership moving)"
+    );
+    describe_counter!(
         "switchboard_edge_publishes_kept_total",
         "Publishes to topics with history kept for a later send: no owner could take them yet"
     );
@@ -186,6 +190,7 @@ pub fn register() {
         "switchboard_edge_duplicates_dropped_total",
         "switchboard_edge_publishes_kept_total",
         "switchboard_edge_publishes_resent_total",
+        "switchboard_edge_recovery_retries_total",
         "switchboard_edge_gaps_total",
         "switchboard_edge_presence_touches_lost_total",
     ] {

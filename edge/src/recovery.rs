@@ -41,6 +41,12 @@ pub const HOLD_LIMIT: usize = 256;
 /// costs one more. Past this the socket goes live with what it has.
 const MAX_ROUNDS: usize = 8;
 
+/// How long a recovery or catch-up keeps asking an owner that does not
+/// answer, and how often: about what a dead router takes to leave the
+/// view, twice over.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+const RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What a socket does with one delivery that carries a position.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admit {
@@ -293,10 +299,9 @@ pub async fn catch_up(
         CatchUp::Moved => "moved",
     };
     metrics::counter!("switchboard_edge_catch_ups_total", "cause" => cause_label).increment(1);
-    let found = match cause {
-        CatchUp::Gap => read(&upstream, &conn, &topic, &since).await.ok(),
-        CatchUp::Moved => synced_read(&upstream, &conn, &topic, &since).await,
-    };
+    // The subscription is live after a gap, so waiting on the owner to
+    // apply it costs one round trip and answers nothing new.
+    let found = synced_read(&upstream, &conn, &topic, &since).await;
     let (latest, messages) = match found {
         Some(found) if found.verdict == HistoryVerdict::Recovered as i32 => {
             (found.latest.unwrap_or_default(), found.messages)
@@ -355,18 +360,33 @@ async fn finish(
 
 /// The history of `topic` after `since`, once its owner has applied this
 /// socket's subscription: every message after what it finds reaches the
-/// socket live.
+/// socket live. While the topic's ownership is moving (its owner just
+/// died, or one is starting) the owner may not answer: asked again every
+/// [`RETRY_EVERY`] for up to [`RETRY_FOR`], live deliveries held meanwhile.
 async fn synced_read(
     upstream: &Upstream,
     conn: &ConnHandle,
     topic: &Topic,
     since: &Position,
 ) -> Option<HistoryAnswer> {
-    upstream
-        .call(conn.id, topic.clone(), RequestBody::Sync)
-        .await
-        .ok()?;
-    read(upstream, conn, topic, since).await.ok()
+    let give_up = tokio::time::Instant::now() + RETRY_FOR;
+    loop {
+        let synced = upstream
+            .call(conn.id, topic.clone(), RequestBody::Sync)
+            .await
+            .ok()
+            .and_then(|r| r.into_result().ok());
+        if synced.is_some()
+            && let Ok(found) = read(upstream, conn, topic, since).await
+        {
+            return Some(found);
+        }
+        if tokio::time::Instant::now() + RETRY_EVERY >= give_up || conn.close_reason().is_some() {
+            return None;
+        }
+        metrics::counter!("switchboard_edge_recovery_retries_total").increment(1);
+        tokio::time::sleep(RETRY_EVERY).await;
+    }
 }
 
 /// The history of `topic` after `since`, from its owner.

@@ -250,6 +250,39 @@ async fn server_api_over_nats() {
     let bad = request("switchboard.api.t1.notify", json!({"type": "n"})).await;
     assert_eq!(bad["error"]["field"], "to");
 
+    // The same push twice with one Idempotency-Key header: one delivery.
+    // (A duplicate would come before the stream chunks read below.)
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Idempotency-Key", "push-2");
+    for expected in [1, 0] {
+        let body = json!({"to": {"user": "alice"}, "type": "n", "data": 2});
+        let reply = client
+            .request_with_headers(
+                "switchboard.api.t1.notify",
+                headers.clone(),
+                body.to_string().into(),
+            )
+            .await
+            .unwrap();
+        let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(reply, json!({"delivered": expected}));
+    }
+    assert_eq!(notified(&mut user).await, ("n".to_owned(), json!(2)));
+    let mut bad_key = async_nats::HeaderMap::new();
+    bad_key.insert("Idempotency-Key", "with space");
+    let reply = client
+        .request_with_headers(
+            "switchboard.api.t1.notify",
+            bad_key,
+            json!({"to": {"user": "alice"}, "type": "n", "data": 3})
+                .to_string()
+                .into(),
+        )
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["error"]["field"], "Idempotency-Key", "{reply}");
+
     // Published back to back, taken by different routers, delivered in order.
     const CHUNKS: u64 = 30;
     for seq in 0..CHUNKS {

@@ -7,10 +7,10 @@
 
 use serde_json::{Value, json};
 use switchboard_testkit::WsClient;
-use switchboard_testkit::http::get;
+use switchboard_testkit::http::{get, post_json};
 use switchboard_testkit::jsonrpc::{
-    api_post, app_socket, assert_error, assert_ok, call, device_socket, notify_sentinel, ready,
-    user_socket,
+    api_post, app_sentinel, app_socket, assert_error, assert_ok, call, device_socket,
+    notify_sentinel, ready, user_socket,
 };
 use switchboard_testkit::switchboard::{API_KEY, device_token, token};
 
@@ -536,7 +536,67 @@ async fn the_server_api_reads_jsonrpc_histories(env: Env) {
     assert_eq!(status, 400, "{error}");
 }
 
+/// A backend that sends a push again with the same `Idempotency-Key`
+/// (after a 5xx or a timeout, say) makes no duplicate: a user, a
+/// conversation and an app channel each get it once, and its history
+/// holds it once.
+async fn an_idempotency_key_sent_twice_pushes_once(env: Env) {
+    let mut alice = user_socket(env.edge(), "alice", "acme", Some("c9")).await;
+    let mut app = app_socket(env.edge(), "app1", "tool1", "acme").await;
+    let sub = call(&mut app, "subscribe", json!({"channel": "news"}), json!(1)).await;
+    assert_ok(&sub, &json!(1));
+    let auth = format!("Bearer {API_KEY}");
+    let post = |path: String, key: &'static str, body: Value| {
+        let auth = auth.clone();
+        let api = env.api();
+        async move {
+            let headers = [
+                ("authorization", auth.as_str()),
+                ("x-tenant", "acme"),
+                ("idempotency-key", key),
+            ];
+            let reply = post_json(api, &path, &headers, &body).await;
+            (reply.status, reply.json())
+        }
+    };
+    let notify = |to: Value, data: i64| json!({"to": to, "type": "n", "data": data});
+    for (to, stream) in [
+        (json!({"user": "alice"}), "user"),
+        (json!({"conv": "c9"}), "conv"),
+    ] {
+        let key = if stream == "user" { "u-1" } else { "c-1" };
+        let first = post("/api/v1/notify".into(), key, notify(to.clone(), 1)).await;
+        assert_eq!(first, (200, json!({"delivered": 1})), "{stream}");
+        let again = post("/api/v1/notify".into(), key, notify(to.clone(), 1)).await;
+        assert_eq!(again, (200, json!({"delivered": 0})), "{stream}");
+        let params = pushed(&mut alice).await;
+        assert_eq!(
+            (params["stream"].as_str(), params["offset"].as_u64()),
+            (Some(stream), Some(1))
+        );
+    }
+    let publish = json!({"channel": "news", "message": "m1"});
+    let path = "/api/v1/apps/app1/publish".to_owned();
+    let first = post(path.clone(), "p-1", publish.clone()).await;
+    assert_eq!(first, (200, json!({"receivers": 1})));
+    let again = post(path.clone(), "p-1", publish.clone()).await;
+    assert_eq!(again, (200, json!({"receivers": 0})));
+    let params = pushed(&mut app).await;
+    assert_eq!(params["offset"], 1);
+    let (_, history) = env.history("acme", "topic=channel:app1:news").await;
+    assert_eq!(history["offset"], 1, "kept once: {history}");
+    let bad = post(path, "", publish).await;
+    assert_eq!(
+        (bad.0, &bad.1["error"]["field"]),
+        (400, &json!("Idempotency-Key"))
+    );
+    // Nothing came twice.
+    notify_sentinel(env.api(), "acme", json!({"user": "alice"}), &mut alice).await;
+    app_sentinel(env.api(), "acme", "app1", &mut app).await;
+}
+
 switchboard_testkit::against_both_stores! {
+    an_idempotency_key_sent_twice_pushes_once;
     pushes_carry_their_stream_and_position;
     a_user_gets_what_it_missed_then_live;
     a_user_recovers_its_conversation;

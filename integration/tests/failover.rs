@@ -31,7 +31,8 @@ const KILL_AT: Duration = Duration::from_secs(3);
 const RESTART_AT: Duration = Duration::from_secs(8);
 const ADD_AT: Duration = Duration::from_secs(12);
 const PUBLISH_FOR: Duration = Duration::from_secs(16);
-/// How long a mover stays away.
+/// How long a mover stays away: it comes back just as the killed router
+/// is started again, while its groups move back to it.
 const AWAY: Duration = Duration::from_secs(5);
 /// Quiet after the last publish before a socket's record is closed: a
 /// correctness bound, far past any failover.

@@ -80,15 +80,28 @@ pub async fn serve(
                 .filter(|reply| is_reply_subject(reply, &prefix));
             let outcome = match subject_tenant(message.subject.as_str(), &tree, subject) {
                 Ok(tenant) => {
-                    handle(
-                        &node,
-                        &client,
-                        subject,
-                        tenant,
-                        reply.clone(),
-                        &message.payload,
-                    )
-                    .await
+                    let key = message
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get("Idempotency-Key"))
+                        .map(|v| v.as_str().as_bytes());
+                    match groups::idempotency_key_of(key) {
+                        Ok(key) => {
+                            handle(
+                                &node,
+                                &client,
+                                Call {
+                                    subject,
+                                    tenant,
+                                    reply: reply.clone(),
+                                    idempotency_key: key,
+                                },
+                                &message.payload,
+                            )
+                            .await
+                        }
+                        Err(error) => Err(error),
+                    }
                 }
                 Err(error) => Err(error),
             };
@@ -170,24 +183,37 @@ fn parse(payload: &[u8], tenant: &str) -> Result<Map<String, Value>, ApiError> {
 }
 
 /// One message: its answer, or the error the requester gets.
+/// One NATS API message: its subject, the tenant it names, where it may
+/// be answered, and its `Idempotency-Key` header (a publish id).
+struct Call<'a> {
+    subject: Subject,
+    tenant: &'a str,
+    reply: Option<async_nats::Subject>,
+    idempotency_key: Option<String>,
+}
+
 async fn handle(
     node: &RouterNode,
     client: &async_nats::Client,
-    subject: Subject,
-    tenant: &str,
-    reply: Option<async_nats::Subject>,
+    call: Call<'_>,
     payload: &[u8],
 ) -> Result<Value, ApiError> {
+    let Call {
+        subject,
+        tenant,
+        reply,
+        idempotency_key,
+    } = call;
     let mut body = parse(payload, tenant)?;
     match subject {
         Subject::IotEvents => iot::event(node, tenant, body)
             .await
             .map(|delivered| json!({ "delivered": delivered })),
-        Subject::Notify => jsonrpc::notify(node, tenant, body).await,
+        Subject::Notify => jsonrpc::notify(node, tenant, body, idempotency_key).await,
         Subject::Stream => jsonrpc::stream(node, tenant, body).await,
         Subject::AppsPublish => {
             let app = jsonrpc::ref_field(&mut body, "appId")?;
-            jsonrpc::app_publish(node, tenant, &app, body).await
+            jsonrpc::app_publish(node, tenant, &app, body, idempotency_key).await
         }
         Subject::GroupsMessages => {
             // HTTP takes it from the path; the message may repeat it.
@@ -195,7 +221,7 @@ async fn handle(
                 Some(Value::String(g)) => groups::group_id(g)?,
                 _ => return Err(ApiError::field("group_id", "group_id is required")),
             };
-            groups::message(node, tenant, &group_id, body, None)
+            groups::message(node, tenant, &group_id, body, idempotency_key)
                 .await
                 .map(|delivered| json!({ "delivered": delivered }))
         }

@@ -64,6 +64,7 @@ pub enum ShardCommand {
     PublishAlso {
         topic: TopicKey,
         payload: Payload,
+        publish_id: Option<String>,
         also: Also,
         reply: Option<Reply>,
     },
@@ -279,9 +280,10 @@ impl Shard {
             ShardCommand::PublishAlso {
                 topic,
                 payload,
+                publish_id,
                 also,
                 reply,
-            } => self.publish(topic, payload, None, also, reply),
+            } => self.publish(topic, payload, publish_id, also, reply),
             ShardCommand::Deliver {
                 topic,
                 payload,

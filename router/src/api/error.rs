@@ -71,11 +71,6 @@ pub enum ApiError {
     /// The node could not reach the target; the answer says why.
     #[error("{0}")]
     Node(#[from] NodeError),
-    /// A group message, broadcast or presence query the node could not
-    /// serve. These routes have always answered this one message
-    /// whatever the node's reason, which is kept for the log.
-    #[error("router is shutting down")]
-    GroupsUnavailable(#[source] NodeError),
     /// This router handles as many NATS messages as it may at once.
     #[error("this router is handling too many messages")]
     Busy,
@@ -147,7 +142,7 @@ impl ApiError {
                 (StatusCode::NOT_FOUND, "not_found", None)
             }
             Self::History(HistoryError::Node(_)) => UNAVAILABLE,
-            Self::Store(_) | Self::Node(_) | Self::GroupsUnavailable(_) | Self::Busy => UNAVAILABLE,
+            Self::Store(_) | Self::Node(_) | Self::Busy => UNAVAILABLE,
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         }
     }
@@ -361,11 +356,6 @@ mod tests {
                 ApiError::Node(node_error()),
                 503,
                 body("unavailable", "no live router serves this tenant's pool"),
-            ),
-            (
-                ApiError::GroupsUnavailable(node_error()),
-                503,
-                body("unavailable", "router is shutting down"),
             ),
             (
                 ApiError::Busy,

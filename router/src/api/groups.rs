@@ -53,7 +53,7 @@ pub async fn message(
     let wire = message.complete("server", group_id, &iso8601_now());
     node.publish_with_id(topic, Payload::json(wire), idempotency_key)
         .await
-        .map_err(ApiError::GroupsUnavailable)
+        .map_err(ApiError::Node)
 }
 
 /// The `Idempotency-Key` header of a publish, as the publish id its
@@ -61,11 +61,16 @@ pub async fn message(
 /// twice. Keys are the caller's, so they are namespaced apart from the
 /// ids edges make; 1 to 128 visible ASCII characters.
 pub fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
+    idempotency_key_of(headers.get("idempotency-key").map(|v| v.as_bytes()))
+}
+
+/// [`idempotency_key`] from the header's raw value, however it came
+/// (HTTP, or a NATS message's headers).
+pub fn idempotency_key_of(value: Option<&[u8]>) -> Result<Option<String>, ApiError> {
+    let Some(value) = value else {
         return Ok(None);
     };
-    let key = value
-        .to_str()
+    let key = std::str::from_utf8(value)
         .ok()
         .filter(|k| (1..=128).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| {
@@ -109,7 +114,7 @@ pub async fn broadcast(
         idempotency_key,
     )
     .await
-    .map_err(ApiError::GroupsUnavailable)
+    .map_err(ApiError::Node)
 }
 
 /// `GET /api/v1/groups/{group_id}/presence`: `{"members":[…],"count":n}`.
@@ -117,7 +122,7 @@ pub async fn presence(node: &RouterNode, tenant: &str, group_id: &str) -> Result
     let answer = node
         .presence(TopicKey::new(tenant, TopicKind::Group, group_id))
         .await
-        .map_err(ApiError::GroupsUnavailable)?;
+        .map_err(ApiError::Node)?;
     let count = answer.members.len();
     Ok(json!({ "members": answer.members, "count": count }))
 }

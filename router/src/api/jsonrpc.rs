@@ -80,6 +80,7 @@ pub async fn notify(
     node: &RouterNode,
     tenant: &str,
     body: Map<String, Value>,
+    idempotency_key: Option<String>,
 ) -> Result<Value, ApiError> {
     let target = target(&body)?;
     let kind = match body.get("type") {
@@ -93,7 +94,8 @@ pub async fn notify(
     };
     let data = body.get("data").cloned().unwrap_or(Value::Null);
     let frame = notify_frame(&kind, &data);
-    let mut delivered = jsonrpc::notify(node, tenant, &target, frame, None).await?;
+    let mut delivered =
+        jsonrpc::notify(node, tenant, &target, frame, None, idempotency_key).await?;
     // A notice to a user also reaches that user's IM sockets, as a 3001.
     if let (Target::User(user), "notice") = (&target, kind.as_str()) {
         let notice = im::system_notice(user, &data)?;
@@ -129,8 +131,15 @@ pub async fn stream(
     };
     let delta = body.get("delta").cloned().unwrap_or(Value::Null);
     let frame = stream_frame(&stream_id, seq, &delta, done);
-    let delivered =
-        jsonrpc::notify(node, tenant, &target, frame, Some((stream_id, seq, done))).await?;
+    let delivered = jsonrpc::notify(
+        node,
+        tenant,
+        &target,
+        frame,
+        Some((stream_id, seq, done)),
+        None,
+    )
+    .await?;
     Ok(json!({ "delivered": delivered }))
 }
 
@@ -140,6 +149,7 @@ pub async fn app_publish(
     tenant: &str,
     app: &str,
     body: Map<String, Value>,
+    idempotency_key: Option<String>,
 ) -> Result<Value, ApiError> {
     let channel = match body.get("channel") {
         Some(Value::String(c)) if is_valid_key(c) => c.clone(),
@@ -153,7 +163,8 @@ pub async fn app_publish(
     let Some(message) = body.get("message") else {
         return Err(ApiError::field("message", "message is required"));
     };
-    let receivers = jsonrpc::app_publish(node, tenant, app, &channel, message).await?;
+    let receivers =
+        jsonrpc::app_publish(node, tenant, app, &channel, message, idempotency_key).await?;
     Ok(json!({ "receivers": receivers }))
 }
 

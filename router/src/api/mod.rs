@@ -154,11 +154,15 @@ async fn respond(
         Route::Stats => stats::stats(context, &caller),
         Route::History => history::history(node, tenant, query).await?,
         Route::IotEvents => delivered(iot::event(node, tenant, json_body(body).await?).await?),
-        Route::Notify => jsonrpc::notify(node, tenant, json_body(body).await?).await?,
+        Route::Notify => {
+            let key = groups::idempotency_key(headers)?;
+            jsonrpc::notify(node, tenant, json_body(body).await?, key).await?
+        }
         Route::Stream => jsonrpc::stream(node, tenant, json_body(body).await?).await?,
         Route::AppPublish { app_id } => {
             let app = jsonrpc::ref_id("appId", app_id)?;
-            jsonrpc::app_publish(node, tenant, &app, json_body(body).await?).await?
+            let key = groups::idempotency_key(headers)?;
+            jsonrpc::app_publish(node, tenant, &app, json_body(body).await?, key).await?
         }
         Route::ToolCall { app_id, tool_id } => {
             let app = jsonrpc::ref_id("appId", app_id)?;

@@ -415,7 +415,7 @@ fn notify_boxed<'a>(
     target: Target,
     frame: Bytes,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, NodeError>> + Send + 'a>> {
-    Box::pin(async move { notify(node, tenant, &target, frame, None).await })
+    Box::pin(async move { notify(node, tenant, &target, frame, None, None).await })
 }
 
 /// The stream name a push's topic goes by on the wire (`"stream"` in the
@@ -438,6 +438,7 @@ pub(crate) async fn deliver(
     node: &RouterNode,
     topic: TopicKey,
     frame: Bytes,
+    publish_id: Option<String>,
 ) -> Result<u32, NodeError> {
     let frame = match stream_name(topic.kind) {
         Some(stream) => switchboard_proto::jsonrpc::with_stream(&frame, stream),
@@ -451,9 +452,11 @@ pub(crate) async fn deliver(
         } else {
             node.subscribers(devices).await?
         };
-        return node.publish_also_here(topic, payload, also).await;
+        return node
+            .publish_also_here(topic, payload, publish_id, also)
+            .await;
     }
-    node.publish_here(topic, payload, None).await
+    node.publish_here(topic, payload, publish_id).await
 }
 
 async fn notify_here(node: &Arc<RouterNode>, notify: Notify, reply: Reply) {
@@ -462,7 +465,8 @@ async fn notify_here(node: &Arc<RouterNode>, notify: Notify, reply: Reply) {
         Err(response) => return reply.send(*response),
     };
     if notify.stream_id.is_empty() {
-        let response = match deliver(node, topic, notify.frame).await {
+        let publish_id = (!notify.publish_id.is_empty()).then_some(notify.publish_id);
+        let response = match deliver(node, topic, notify.frame, publish_id).await {
             Ok(delivered) => Response {
                 delivered,
                 ..Response::default()
@@ -475,13 +479,15 @@ async fn notify_here(node: &Arc<RouterNode>, notify: Notify, reply: Reply) {
 }
 
 /// Pushes a `_notify` frame (or, with `stream`, a stream chunk) to a
-/// target, wherever it is owned; returns the sockets reached.
+/// target, wherever it is owned; returns the sockets reached. A push
+/// with `publish_id` its target's history holds already is not sent again.
 pub async fn notify(
     node: &RouterNode,
     tenant: &str,
     target: &Target,
     frame: Bytes,
     stream: Option<(String, u64, bool)>,
+    publish_id: Option<String>,
 ) -> Result<u32, NodeError> {
     let (stream_id, seq, done) = stream.unwrap_or_default();
     let request = Request {
@@ -492,18 +498,22 @@ pub async fn notify(
             stream_id,
             seq,
             done,
+            publish_id: publish_id.unwrap_or_default(),
         })),
     };
     Ok(node.call(request).await?.delivered)
 }
 
 /// Publishes on an app channel as the server API; returns the receivers.
+/// A publish whose `publish_id` the channel's history holds is not sent
+/// again.
 pub async fn app_publish(
     node: &RouterNode,
     tenant: &str,
     app: &str,
     channel: &str,
     message: &Value,
+    publish_id: Option<String>,
 ) -> Result<u32, NodeError> {
     let topic = TopicKey::new(
         tenant,
@@ -512,7 +522,8 @@ pub async fn app_publish(
     );
     let frame = switchboard_proto::jsonrpc::channel_message_frame(channel, message);
     let frame = switchboard_proto::jsonrpc::with_stream(&frame, "channel");
-    node.publish(topic, Payload::json(frame)).await
+    node.publish_with_id(topic, Payload::json(frame), publish_id)
+        .await
 }
 
 /// A device's latest status record (`{"status":…,"updated_at":…}`).

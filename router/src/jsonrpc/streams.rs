@@ -160,7 +160,7 @@ async fn sequence(node: Weak<RouterNode>, key: StreamKey, mut rx: mpsc::Unbounde
         };
         let Some(node) = node.upgrade() else { break };
         for chunk in ready {
-            let response = match super::deliver(&node, key.0.clone(), chunk.frame).await {
+            let response = match super::deliver(&node, key.0.clone(), chunk.frame, None).await {
                 Ok(delivered) => Response {
                     delivered,
                     ..Response::default()

@@ -262,6 +262,7 @@ impl RouterNode {
         &self,
         topic: TopicKey,
         payload: Payload,
+        publish_id: Option<String>,
         also: HashMap<String, BTreeSet<u64>>,
     ) -> Result<u32, NodeError> {
         let also = also
@@ -274,6 +275,7 @@ impl RouterNode {
         let publish = ShardCommand::PublishAlso {
             topic: topic.clone(),
             payload,
+            publish_id,
             also,
             reply: Some(Reply::Local(tx)),
         };
