@@ -3,7 +3,10 @@
 //! and NATS), runs the standard suite against each with the same client
 //! settings, and writes the figures, their ratios to the baseline and
 //! the issue-8 targets into `docs/BENCHMARKS.md`. Fan-out of JSON and idle
-//! sockets are also run with permessage-deflate offered.
+//! sockets are also run with permessage-deflate offered. Fan-out is also
+//! run against a second standalone process and a second cluster with
+//! history off, interleaved with the first, for what history costs; and
+//! the recovery scenario runs on both systems with history on.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +16,7 @@ use switchboard_testkit::cluster::Cluster;
 use switchboard_testkit::switchboard::{API_KEY, SECRET};
 use switchboard_testkit::{Process, binary};
 
-use crate::report::{DEFLATE, Figure, Report};
+use crate::report::{DEFLATE, Figure, RECOVERY_FIGURES, Report};
 use crate::run::{Options, RunError};
 use crate::scenario::{Dialect, Scenario};
 use crate::summary::Summary;
@@ -44,6 +47,33 @@ pub struct BenchArgs {
 /// What the standalone edge and the cluster's edges are started with:
 /// one publisher must be able to send more than the default 50 msg/s.
 const RATE_FLAGS: [&str; 4] = ["--rate-limit", "1000000", "--rate-burst", "1000000"];
+
+/// What turns history off (`spec/60-recovery.md`): on the command line of
+/// standalone mode, in the environment of a cluster's processes.
+const HISTORY_OFF_FLAGS: [&str; 2] = ["--history-size", "0"];
+const HISTORY_OFF_ENV: (&str, &str) = ("SWITCHBOARD_HISTORY_SIZE", "0");
+
+/// System names of the history-off runs (their JSON summaries' prefix).
+const STANDALONE_NO_HISTORY: &str = "standalone-history-off";
+const CLUSTER_NO_HISTORY: &str = "cluster-history-off";
+
+/// Runs of `fanout_50k` on each cluster, history on and off: every one
+/// holds 500 sockets per cluster for 10 s (60 s in the full profile).
+const CLUSTER_HISTORY_REPEATS: usize = 3;
+
+/// Standalone flags of the history-off process: the same rate limits.
+fn history_off_flags() -> Vec<&'static str> {
+    let mut flags = RATE_FLAGS.to_vec();
+    flags.extend_from_slice(&HISTORY_OFF_FLAGS);
+    flags
+}
+
+/// A cluster's environment with history turned off besides.
+fn history_off_env(env: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+    let mut off = env.to_vec();
+    off.push((HISTORY_OFF_ENV.0, HISTORY_OFF_ENV.1.to_owned()));
+    off
+}
 
 /// The longest wait for servers to go quiet after closing an idle hold.
 const SETTLE: Duration = Duration::from_secs(30);
@@ -117,20 +147,32 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     capacity.message.rate = 5000.0;
     capacity.drain = Duration::from_secs(10);
     capacity.thresholds.clear();
-    for (scenario, figures) in [
-        (&connect, &[Figure::ConnectRate, Figure::ConnectP99][..]),
-        (&echo, &[Figure::P50, Figure::P99][..]),
+    // Fan-out also runs, interleaved, on a second standalone process with
+    // history off (the same rate flags): what numbering and keeping each
+    // message costs, each side measured beside the same baseline runs.
+    let no_history = switchboard_testkit::switchboard::standalone(&history_off_flags());
+    let no_history_url = format!("ws://{}", no_history.addr("edge"));
+    for (scenario, figures, history_cost) in [
+        (
+            &connect,
+            &[Figure::ConnectRate, Figure::ConnectP99][..],
+            false,
+        ),
+        (&echo, &[Figure::P50, Figure::P99][..], false),
         (
             &fanout,
             &[Figure::DeliveriesPerSec, Figure::P50, Figure::P99][..],
+            true,
         ),
         (
             &capacity,
             &[Figure::DeliveriesPerSec, Figure::Delivered][..],
+            true,
         ),
     ] {
         let mut base_runs = Vec::new();
         let mut product_runs = Vec::new();
+        let mut no_history_runs = Vec::new();
         for _ in 0..repeats {
             base_runs.push(
                 suite
@@ -142,6 +184,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     .once("standalone", scenario, &edge_url, Dialect::Group, None)
                     .await?,
             );
+            if history_cost {
+                no_history_runs.push(
+                    suite
+                        .once(
+                            STANDALONE_NO_HISTORY,
+                            scenario,
+                            &no_history_url,
+                            Dialect::Group,
+                            None,
+                        )
+                        .await?,
+                );
+            }
         }
         report.compare(
             scenario,
@@ -150,7 +205,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             &product_runs,
             Some(&base_runs),
         );
+        if history_cost {
+            report.history_cost(
+                scenario,
+                "standalone",
+                figures,
+                &product_runs,
+                &no_history_runs,
+            );
+        }
     }
+    drop(no_history);
 
     // permessage-deflate: the same 1 KiB JSON messages to the same group,
     // the sockets offering compression or not, interleaved with the
@@ -272,6 +337,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             )
             .await?;
     }
+    // Subscribers that drop and come back with their history position.
+    let mut recovery = suite.load("recovery")?;
+    if !quick {
+        recovery.duration = Duration::from_secs(20);
+    }
+    suite
+        .recovery_figures(&mut report, "standalone", &recovery, &edge_url)
+        .await?;
 
     if !quick {
         let soak = suite.load("soak")?;
@@ -321,10 +394,51 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     latency.vus = 500;
     latency.message.rate = 100.0;
     latency.duration = Duration::from_secs(if quick { 10 } else { 60 });
-    let c = suite
-        .once("cluster", &latency, &edges, Dialect::Group, None)
-        .await?;
-    report.cluster_latency(&c);
+    // The same fan-out on a second cluster with history off (its own
+    // Redis and NATS), interleaved; it is stopped before the rest of the
+    // cluster runs so that they share the machine with one cluster only.
+    let no_history = Cluster::with_env(
+        "grpc",
+        &["default", "default"],
+        "",
+        2,
+        &history_off_env(&env),
+    )
+    .await;
+    let no_history_edges = format!("ws://{},ws://{}", no_history.edge(0), no_history.edge(1));
+    let (mut on_runs, mut off_runs) = (Vec::new(), Vec::new());
+    for _ in 0..CLUSTER_HISTORY_REPEATS {
+        on_runs.push(
+            suite
+                .once("cluster", &latency, &edges, Dialect::Group, None)
+                .await?,
+        );
+        off_runs.push(
+            suite
+                .once(
+                    CLUSTER_NO_HISTORY,
+                    &latency,
+                    &no_history_edges,
+                    Dialect::Group,
+                    None,
+                )
+                .await?,
+        );
+    }
+    drop(no_history);
+    report.cluster_latency(&on_runs);
+    report.history_cost(
+        &latency,
+        "cluster",
+        &[
+            Figure::DeliveriesPerSec,
+            Figure::Delivered,
+            Figure::P50,
+            Figure::P99,
+        ],
+        &on_runs,
+        &off_runs,
+    );
     for scenario in [&connect, &echo, &fanout] {
         let c = suite
             .once("cluster", scenario, &edges, Dialect::Group, None)
@@ -342,6 +456,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .delivery_figures(&mut report, "cluster", scenario, &edges, None)
             .await?;
     }
+    // Its history is in Redis: returning sockets land on either edge.
+    suite
+        .recovery_figures(&mut report, "cluster", &recovery, &edges)
+        .await?;
     // Edge memory on its own (in standalone mode the router's share of
     // each subscription sits in the same process); last, so closing its
     // sockets disturbs no other figure.
@@ -421,6 +539,23 @@ impl Suite {
                 &[summary],
                 None,
             ),
+            Err(RunError::Unsupported(why)) => report.unsupported(scenario, system, &why),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    /// Runs the recovery scenario and reports what came back, or that
+    /// the system does not serve it.
+    async fn recovery_figures(
+        &self,
+        report: &mut Report,
+        system: &str,
+        scenario: &Scenario,
+        targets: &str,
+    ) -> anyhow::Result<()> {
+        match self.try_once(system, scenario, targets, None).await {
+            Ok(summary) => report.compare(scenario, system, &RECOVERY_FIGURES, &[summary], None),
             Err(RunError::Unsupported(why)) => report.unsupported(scenario, system, &why),
             Err(e) => return Err(e.into()),
         }
@@ -535,6 +670,32 @@ mod tests {
     }
 
     #[test]
+    fn history_off_runs_differ_from_the_others_by_history_only() {
+        let flags = history_off_flags();
+        assert_eq!(&flags[..RATE_FLAGS.len()], &RATE_FLAGS[..]);
+        assert_eq!(&flags[RATE_FLAGS.len()..], ["--history-size", "0"]);
+        let env = vec![("SWITCHBOARD_RATE_LIMIT", "1000000".to_owned())];
+        let off = history_off_env(&env);
+        assert_eq!(off[0], env[0]);
+        assert_eq!(off[1], ("SWITCHBOARD_HISTORY_SIZE", "0".to_owned()));
+    }
+
+    #[test]
+    fn the_recovery_scenario_fits_the_default_history() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let s = Scenario::load(&dir.join("recovery.toml")).unwrap();
+        let spec = s.recovery.as_ref().expect("[recovery] table");
+        // A socket misses what is sent while it is away; more than the
+        // default history (100) would make `recovered:true` impossible.
+        let missed = s.message.rate * s.message.publishers as f64 * spec.away.as_secs_f64();
+        assert!(missed < 100.0, "{missed} messages missed per drop");
+        // The full profile lengthens it; the quick one keeps the file's.
+        let mut long = s.clone();
+        long.duration = Duration::from_secs(20);
+        long.validate().unwrap();
+    }
+
+    #[test]
     fn every_suite_scenario_parses() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
         let suite = Suite {
@@ -554,6 +715,7 @@ mod tests {
             "im_chat",
             "soak",
             "fanout_json",
+            "recovery",
         ] {
             let s = suite.load(name).unwrap();
             assert_eq!(s.name, name);

@@ -10,6 +10,8 @@
 //! - [`wire`]: each dialect's messages and how replies are read.
 //! - [`stats`], [`summary`]: counters, histograms, the end summary.
 //! - [`rss`]: memory of the server under test.
+//! - [`recovery`]: sockets that drop and come back with their history
+//!   position, and what they missed and got replayed.
 //! - [`abuse`]: abusers that run beside a scenario, and runs with and
 //!   without them compared.
 //! - [`report`]: the benchmark table written into `docs/BENCHMARKS.md`.
@@ -26,6 +28,7 @@ pub mod http;
 pub use switchboard_common::fd_limit as limits;
 pub mod plan;
 pub mod procs;
+pub mod recovery;
 pub mod report;
 pub mod rss;
 pub mod run;

@@ -72,6 +72,9 @@ pub struct PublisherPlan {
 pub struct Plan {
     pub sockets: Vec<SocketPlan>,
     pub publishers: Vec<PublisherPlan>,
+    /// `recovery`: sockets that drop, each with its close time from the
+    /// start of the measured phase.
+    pub drops: Vec<(usize, Duration)>,
 }
 
 /// Names that are unique to a run, so runs against one server never meet.
@@ -286,6 +289,36 @@ pub fn build(scenario: &Scenario, names: &Names, minter: Option<&Minter>) -> Pla
                 });
             }
         }
+        Kind::Recovery => {
+            // Subscribers first (round robin over the groups), then each
+            // group's publishers; every member gets all of its group's
+            // messages, a dropped one through its replay.
+            let groups = scenario.groups.max(1);
+            let per_group = planned * publishers as u64;
+            for i in 0..scenario.vus {
+                plan.sockets
+                    .push(group_socket(i, &names.group(i % groups), per_group));
+            }
+            for g in 0..groups {
+                for p in 0..publishers {
+                    let index = scenario.vus + g * publishers + p;
+                    plan.sockets
+                        .push(group_socket(index, &names.group(g), per_group));
+                    plan.publishers.push(PublisherPlan {
+                        socket: Some(index),
+                        message: Message::Group,
+                        first: 0,
+                        stride: 1,
+                        messages: planned,
+                        rate,
+                        offset: stagger(g * publishers + p, groups * publishers),
+                    });
+                }
+            }
+            if let Some(spec) = &scenario.recovery {
+                plan.drops = spec.drops(scenario.vus);
+            }
+        }
         Kind::ImChat => {
             for i in 0..scenario.vus {
                 let me = names.client(i);
@@ -414,6 +447,26 @@ mod tests {
         );
         // 10 messages over 3 groups of 2: 4 + 3 + 3 messages, each to 2 sockets.
         assert_eq!(expected(&plan), 20);
+    }
+
+    #[test]
+    fn recovery_drops_subscribers_only_and_expects_everything_for_them() {
+        let s = scenario(
+            "kind='recovery'\nvus=6\ngroups=2\nduration='4s'\n[message]\nrate=5\npublishers=2\n[recovery]\ndrop=3\nat='1s'\naway='1s'\n",
+        );
+        let plan = build(&s, &names(), None);
+        assert_eq!(plan.sockets.len(), 10);
+        assert_eq!(
+            plan.publishers.iter().map(|p| p.socket).collect::<Vec<_>>(),
+            [Some(6), Some(7), Some(8), Some(9)]
+        );
+        assert!(plan.sockets[1].path.starts_with("/v3/ws/group/gr1_1/"));
+        assert!(plan.sockets[8].path.starts_with("/v3/ws/group/gr1_1/"));
+        // 2 publishers x 20 messages reach each of the 10 members.
+        assert_eq!(expected(&plan), 10 * 40);
+        let dropped: Vec<usize> = plan.drops.iter().map(|d| d.0).collect();
+        assert_eq!(dropped, [0, 2, 4]);
+        assert!(dropped.iter().all(|&d| d < s.vus), "publishers never drop");
     }
 
     #[test]

@@ -22,7 +22,26 @@ pub enum Figure {
     ServerCpuPerDelivery,
     ClientCpuPerDelivery,
     UnexpectedCloses,
+    Recovered,
+    Missed,
+    Replayed,
+    Gaps,
+    Duplicates,
+    ReplayP50,
+    ReplayP99,
 }
+
+/// What a `recovery` run reports.
+pub const RECOVERY_FIGURES: [Figure; 8] = [
+    Figure::Recovered,
+    Figure::Missed,
+    Figure::Replayed,
+    Figure::Gaps,
+    Figure::Duplicates,
+    Figure::ReplayP50,
+    Figure::ReplayP99,
+    Figure::Delivered,
+];
 
 impl Figure {
     fn metric(self) -> &'static str {
@@ -38,6 +57,13 @@ impl Figure {
             Figure::ServerCpuPerDelivery => "server_cpu_us_per_delivery",
             Figure::ClientCpuPerDelivery => "client_cpu_us_per_delivery",
             Figure::UnexpectedCloses => "unexpected_closes",
+            Figure::Recovered => "recovered",
+            Figure::Missed => "missed",
+            Figure::Replayed => "replayed",
+            Figure::Gaps => "gaps",
+            Figure::Duplicates => "duplicates",
+            Figure::ReplayP50 => "replay.med_ms",
+            Figure::ReplayP99 => "replay.p99_ms",
         }
     }
 
@@ -54,16 +80,32 @@ impl Figure {
             Figure::ServerCpuPerDelivery => "server CPU per delivery",
             Figure::ClientCpuPerDelivery => "harness CPU per delivery",
             Figure::UnexpectedCloses => "sockets closed by the server",
+            Figure::Recovered => "reconnects recovered",
+            Figure::Missed => "messages missed while away",
+            Figure::Replayed => "missed messages replayed",
+            Figure::Gaps => "gaps (offsets never received)",
+            Figure::Duplicates => "duplicates (offsets received twice)",
+            Figure::ReplayP50 => "replay time p50",
+            Figure::ReplayP99 => "replay time p99",
         }
     }
 
     fn show(self, value: f64) -> String {
         match self {
-            Figure::ConnectRate | Figure::DeliveriesPerSec | Figure::UnexpectedCloses => {
-                thousands(value)
+            Figure::ConnectRate
+            | Figure::DeliveriesPerSec
+            | Figure::UnexpectedCloses
+            | Figure::Missed
+            | Figure::Gaps
+            | Figure::Duplicates => thousands(value),
+            Figure::ConnectP99
+            | Figure::P50
+            | Figure::P99
+            | Figure::ReplayP50
+            | Figure::ReplayP99 => format!("{value:.2} ms"),
+            Figure::Delivered | Figure::Compressed | Figure::Recovered | Figure::Replayed => {
+                format!("{:.2} %", value * 100.0)
             }
-            Figure::ConnectP99 | Figure::P50 | Figure::P99 => format!("{value:.2} ms"),
-            Figure::Delivered | Figure::Compressed => format!("{:.2} %", value * 100.0),
             Figure::WireBytesPerDelivery => format!("{} B", thousands(value)),
             Figure::ServerCpuPerDelivery | Figure::ClientCpuPerDelivery => {
                 format!("{value:.2} µs")
@@ -123,6 +165,25 @@ struct Goal {
     verdict: &'static str,
 }
 
+/// A row of the history-cost table: a figure with history on and off.
+struct CostRow {
+    scenario: String,
+    label: String,
+    system: String,
+    figure: Figure,
+    on: Option<f64>,
+    off: Option<f64>,
+}
+
+const HISTORY_P99_TARGET: &str = "history-on fan-out p99 ≤ 1.25 × history-off p99";
+const HISTORY_RATE_TARGET: &str = "history-on fan-out deliveries/s ≥ 0.9 × history-off";
+/// Which run of which system each history target judges: p99 at a fixed
+/// rate, deliveries/s where the offered rate exceeds what is delivered
+/// (standalone) or at 50,000/s (cluster, whose capacity is not probed).
+const HISTORY_P99_RUNS: [(&str, &str); 2] = [("fanout", "standalone"), ("fanout_50k", "cluster")];
+const HISTORY_RATE_RUNS: [(&str, &str); 2] =
+    [("fanout_capacity", "standalone"), ("fanout_50k", "cluster")];
+
 /// Everything one `make bench` measured.
 pub struct Report {
     profile: &'static str,
@@ -140,6 +201,7 @@ pub struct Report {
     /// RSS growth per idle socket with permessage-deflate negotiated:
     /// standalone, and a cluster edge.
     deflate_kib: (Option<f64>, Option<f64>),
+    history: Vec<CostRow>,
 }
 
 const MEMORY_TARGET: &str = "≤ 8 KiB edge RSS growth per idle socket";
@@ -172,6 +234,7 @@ impl Report {
             idle_kib: (None, None),
             cluster_edge_kib: None,
             deflate_kib: (None, None),
+            history: Vec::new(),
         }
     }
 
@@ -564,19 +627,118 @@ impl Report {
         }
     }
 
-    /// Cluster publish-to-receive latency at 50,000 deliveries/s.
-    pub fn cluster_latency(&mut self, summary: &Summary) {
+    /// The same scenario on one system with history on and with it off
+    /// (`--history-size 0`), run interleaved: medians of each side and
+    /// their ratio, and the history targets as far as they are measured.
+    pub fn history_cost(
+        &mut self,
+        scenario: &Scenario,
+        system: &str,
+        figures: &[Figure],
+        on: &[Summary],
+        off: &[Summary],
+    ) {
+        for &figure in figures {
+            self.history.push(CostRow {
+                scenario: scenario.name.clone(),
+                label: describe(scenario),
+                system: system.to_owned(),
+                figure,
+                on: median_of(on, figure.metric()),
+                off: median_of(off, figure.metric()),
+            });
+            let show = |runs: &[Summary]| {
+                let values: Vec<String> = runs
+                    .iter()
+                    .filter_map(|s| s.metric(figure.metric()))
+                    .map(|v| figure.show(v))
+                    .collect();
+                values.join(" / ")
+            };
+            self.spreads.push(format!(
+                "{} on {system}, {}: history on {}; history off {}",
+                scenario.name,
+                figure.label(),
+                show(on),
+                show(off)
+            ));
+        }
+        self.history_goals();
+    }
+
+    /// On/off of one figure of one run, when both sides were measured.
+    fn history_ratio(&self, name: &str, system: &str, figure: Figure) -> Option<(f64, f64, f64)> {
+        let row = self
+            .history
+            .iter()
+            .find(|r| r.scenario == name && r.system == system && r.figure == figure)?;
+        let (on, off) = row.on.zip(row.off)?;
+        (off > 0.0).then(|| (on, off, on / off))
+    }
+
+    /// The two history targets, from every run measured so far (each
+    /// passes only when every measured run passes).
+    fn history_goals(&mut self) {
+        for (target, figure, runs, holds) in [
+            (
+                HISTORY_P99_TARGET,
+                Figure::P99,
+                &HISTORY_P99_RUNS,
+                (|r: f64| r <= 1.25) as fn(f64) -> bool,
+            ),
+            (
+                HISTORY_RATE_TARGET,
+                Figure::DeliveriesPerSec,
+                &HISTORY_RATE_RUNS,
+                |r: f64| r >= 0.9,
+            ),
+        ] {
+            let mut parts = Vec::new();
+            let mut pass: Option<bool> = None;
+            for (name, system) in runs {
+                let Some((on, off, ratio)) = self.history_ratio(name, system, figure) else {
+                    continue;
+                };
+                parts.push(format!(
+                    "{system} {name}: {} vs {}, ratio {ratio:.2}",
+                    figure.show(on),
+                    figure.show(off)
+                ));
+                pass = Some(pass.unwrap_or(true) && holds(ratio));
+            }
+            let goal = Goal {
+                target: target.into(),
+                measured: if parts.is_empty() {
+                    "–".into()
+                } else {
+                    parts.join("; ")
+                },
+                verdict: verdict(pass),
+            };
+            match self.goals.iter_mut().find(|g| g.target == target) {
+                Some(existing) => *existing = goal,
+                None => self.goals.push(goal),
+            }
+        }
+    }
+
+    /// Cluster publish-to-receive latency at 50,000 deliveries/s: the
+    /// medians of `runs`.
+    pub fn cluster_latency(&mut self, runs: &[Summary]) {
+        let Some(first) = runs.first() else {
+            return;
+        };
         let label = format!(
             "fan-out over 2 edges, {} subscribers × {} msg/s",
-            summary.vus,
-            thousands(summary.counts.sent as f64 / summary.measure_secs.max(1e-9))
+            first.vus,
+            thousands(first.counts.sent as f64 / first.measure_secs.max(1e-9))
         );
-        let rate = summary.metric("deliveries_per_s");
-        let p99 = summary.metric("p99_ms");
+        let rate = median_of(runs, "deliveries_per_s");
+        let p99 = median_of(runs, "p99_ms");
         for (figure, value) in [
             (Figure::DeliveriesPerSec, rate),
-            (Figure::Delivered, summary.metric("delivered")),
-            (Figure::P50, summary.metric("med_ms")),
+            (Figure::Delivered, median_of(runs, "delivered")),
+            (Figure::P50, median_of(runs, "med_ms")),
             (Figure::P99, p99),
         ] {
             self.row(
@@ -663,6 +825,28 @@ impl Report {
                 r.scenario, r.system, r.figure, r.value, r.baseline, r.ratio
             );
         }
+        if !self.history.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n### History cost\n\nThe same scenario against a second process of the same kind started with `--history-size 0` (`SWITCHBOARD_HISTORY_SIZE=0` in the cluster), run interleaved with the first; medians.\n\n| scenario | system | figure | history on | history off | on/off |\n|---|---|---|---|---|---|"
+            );
+            for r in &self.history {
+                let show = |v: Option<f64>| v.map_or("–".to_owned(), |v| r.figure.show(v));
+                let ratio = match (r.on, r.off) {
+                    (Some(on), Some(off)) if off > 0.0 => format!("{:.2}", on / off),
+                    _ => "–".to_owned(),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {ratio} |",
+                    r.label,
+                    r.system,
+                    r.figure.label(),
+                    show(r.on),
+                    show(r.off)
+                );
+            }
+        }
         if !self.spreads.is_empty() || !self.notes.is_empty() {
             let _ = writeln!(out);
         }
@@ -679,9 +863,22 @@ impl Report {
 fn describe(scenario: &Scenario) -> String {
     let rate = scenario.message.rate;
     match scenario.name.as_str() {
+        "recovery" => {
+            let away = scenario.recovery.as_ref().map_or(String::new(), |r| {
+                format!(", {} away for {:.1} s", r.drop, r.away.as_secs_f64())
+            });
+            format!(
+                "recovery, {} subscribers in {} groups × {rate} msg/s{away}",
+                scenario.vus, scenario.groups
+            )
+        }
         "connect" => format!("connect, {} virtual users", scenario.vus),
         "echo" => format!("echo, {} sockets × {rate} msg/s", scenario.vus),
         "fanout" => format!("fan-out, {} subscribers × {rate} msg/s", scenario.vus),
+        "fanout_50k" => format!(
+            "fan-out over 2 edges, {} subscribers × {rate} msg/s",
+            scenario.vus
+        ),
         "fanout_capacity" => format!(
             "fan-out capacity, {} subscribers, {rate} msg/s offered",
             scenario.vus
@@ -899,6 +1096,126 @@ mod tests {
         assert!(
             text.contains("deliveries/s 190,000 → 180,000 (0.95 ×)"),
             "{text}"
+        );
+    }
+
+    fn fanout_run(deliveries_per_s: f64, p99_micros: u64) -> Summary {
+        let stats = crate::stats::Stats::new();
+        stats.record(crate::stats::Trend::Delivery, 0, p99_micros);
+        let mut s = Summary {
+            delivery_secs: 1.0,
+            ..Summary::default()
+        };
+        s.collect(&stats);
+        s.counts.received = deliveries_per_s as u64;
+        s
+    }
+
+    fn scenario(name: &str) -> Scenario {
+        Scenario::parse(name, &format!("name='{name}'\nkind='fanout'\nvus=500\n")).unwrap()
+    }
+
+    fn goal<'a>(report: &'a Report, target: &str) -> &'a Goal {
+        report
+            .goals
+            .iter()
+            .find(|g| g.target == target)
+            .expect("history goal")
+    }
+
+    #[test]
+    fn history_cost_is_tabled_and_judged_against_both_targets() {
+        let figures = [Figure::DeliveriesPerSec, Figure::P99];
+        let mut report = Report::new("quick");
+        report.history_cost(
+            &scenario("fanout"),
+            "standalone",
+            &figures,
+            &[fanout_run(200_000.0, 2_000), fanout_run(200_000.0, 2_400)],
+            &[fanout_run(200_000.0, 2_000), fanout_run(200_000.0, 2_000)],
+        );
+        // Only the p99 target has a run yet.
+        assert_eq!(goal(&report, HISTORY_P99_TARGET).verdict, "pass");
+        assert_eq!(goal(&report, HISTORY_RATE_TARGET).verdict, "not measured");
+        report.history_cost(
+            &scenario("fanout_capacity"),
+            "standalone",
+            &figures,
+            &[fanout_run(300_000.0, 9_000)],
+            &[fanout_run(400_000.0, 9_000)],
+        );
+        let rate = goal(&report, HISTORY_RATE_TARGET);
+        assert_eq!(rate.verdict, "**miss**", "0.75 is under 0.9");
+        assert_eq!(
+            rate.measured,
+            "standalone fanout_capacity: 300,000 vs 400,000, ratio 0.75"
+        );
+        // The cluster's p99 is 1.5 × history off: the target misses even
+        // though standalone passed.
+        report.history_cost(
+            &scenario("fanout_50k"),
+            "cluster",
+            &figures,
+            &[fanout_run(50_000.0, 3_000)],
+            &[fanout_run(50_000.0, 2_000)],
+        );
+        assert_eq!(goal(&report, HISTORY_P99_TARGET).verdict, "**miss**");
+        assert_eq!(
+            report
+                .goals
+                .iter()
+                .filter(|g| g.target == HISTORY_P99_TARGET)
+                .count(),
+            1,
+            "updated, not repeated"
+        );
+        let text = report.render();
+        assert!(text.contains("### History cost"), "{text}");
+        assert!(
+            text.contains("| fan-out capacity, 500 subscribers, 10 msg/s offered | standalone | deliveries/s | 300,000 | 400,000 | 0.75 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| fan-out over 2 edges, 500 subscribers × 10 msg/s | cluster | latency p99 | 3.00 ms | 2.00 ms | 1.50 |"),
+            "{text}"
+        );
+        assert!(text.contains("history on 2.00 ms / 2.40 ms"), "{text}");
+    }
+
+    #[test]
+    fn recovery_figures_show_as_shares_counts_and_times() {
+        assert_eq!(Figure::Recovered.show(1.0), "100.00 %");
+        assert_eq!(Figure::Gaps.show(0.0), "0");
+        assert_eq!(Figure::ReplayP99.show(12.345), "12.35 ms");
+        let run = Summary {
+            recovery: Some(crate::recovery::RecoverySummary {
+                reconnects: 4,
+                recovered: 4,
+                missed: 160,
+                replayed: 160,
+                ..Default::default()
+            }),
+            ..Summary::default()
+        };
+        let s = Scenario::parse(
+            "recovery",
+            "name='recovery'\nkind='recovery'\nvus=10\n[recovery]\ndrop=4\n",
+        )
+        .unwrap();
+        let mut report = Report::new("quick");
+        report.compare(&s, "standalone", &RECOVERY_FIGURES, &[run], None);
+        let text = report.render();
+        assert!(
+            text.contains("| recovery, 10 subscribers in 1 groups × 10 msg/s, 4 away for 2.0 s | standalone | reconnects recovered | 100.00 % |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| messages missed while away | 160 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| replay time p99 | – |"),
+            "not measured: {text}"
         );
     }
 }

@@ -17,6 +17,7 @@ use crate::client::{self, ConnectError, Received, Setup, Sources, Target, Writer
 use crate::deflate::Inflater;
 use crate::http::HttpClient;
 use crate::plan::{self, Message, Names, PublisherPlan, SocketPlan};
+use crate::recovery::{self, Delivery, RecoverySummary, RecoveryTally, Track};
 use crate::rss::RssWatch;
 use crate::scenario::{Dialect, Kind, Scenario};
 use crate::stats::{Stats, Trend, now_micros};
@@ -101,21 +102,25 @@ pub fn run_id() -> String {
 }
 
 /// Everything a socket task needs.
-struct Env {
+pub(crate) struct Env {
     scenario: Scenario,
     dialect: Dialect,
     targets: Vec<Target>,
     api: Option<Target>,
     api_key: Option<String>,
-    stats: Arc<Stats>,
+    pub(crate) stats: Arc<Stats>,
     sources: Sources,
     connect_timeout: Duration,
+    /// `recovery`: the positions of each socket of this process that
+    /// drops, by socket index, and the run's reconnect counters.
+    tracks: std::collections::HashMap<usize, Arc<Track>>,
+    pub(crate) recovery: RecoveryTally,
 }
 
 /// An open socket of the plan.
-struct Open {
-    writer: Writer,
-    reader: JoinHandle<()>,
+pub(crate) struct Open {
+    pub(crate) writer: Writer,
+    pub(crate) reader: JoinHandle<()>,
 }
 
 /// Runs `scenario` (this process's share of it) to its summary.
@@ -158,6 +163,16 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Summary, RunE
     let minter = minter.map(Arc::new);
     let plan = plan::build(scenario, &names, minter.as_deref());
     let stats = Arc::new(Stats::new());
+    let drops: Vec<(usize, Duration)> = plan
+        .drops
+        .iter()
+        .copied()
+        .filter(|(socket, _)| options.shard.owns(*socket))
+        .collect();
+    let tracks = drops
+        .iter()
+        .map(|(socket, _)| (*socket, Arc::new(Track::default())))
+        .collect();
     let env = Arc::new(Env {
         scenario: scenario.clone(),
         dialect,
@@ -167,6 +182,8 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Summary, RunE
         stats: stats.clone(),
         sources: Sources::new(scenario.source_ips, scenario.sockets()),
         connect_timeout: options.connect_timeout,
+        tracks,
+        recovery: RecoveryTally::default(),
     });
     let mine: Vec<SocketPlan> = plan
         .sockets
@@ -243,8 +260,13 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Summary, RunE
 
     let share = mine.len() as f64 / scenario.sockets().max(1) as f64;
     let started = Instant::now();
+    let plans_of_drops: std::collections::HashMap<usize, SocketPlan> = mine
+        .iter()
+        .filter(|s| env.tracks.contains_key(&s.index))
+        .map(|s| (s.index, s.clone()))
+        .collect();
     let opened = open_all(&env, mine, share).await;
-    let opens = match opened {
+    let mut opens = match opened {
         Ok(opens) => opens,
         Err(e) => {
             stop_progress.cancel();
@@ -308,7 +330,15 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Summary, RunE
     tasks.spawn(tokio::time::sleep_until(
         (measure_start + scenario.duration).into(),
     ));
+    let mut returns = spawn_drops(&env, &drops, &mut opens, plans_of_drops, measure_start);
     while tasks.join_next().await.is_some() {}
+    // Each came back before the measured phase ended (the scenario
+    // checks its timing); their new sockets are closed with the rest.
+    while let Some(done) = returns.join_next().await {
+        if let Ok((index, Some(open))) = done {
+            opens.push((index, open));
+        }
+    }
     summary.measure_secs = measure_start.elapsed().as_secs_f64();
     set_phase("drain");
     let drain_until = Instant::now() + scenario.drain;
@@ -328,11 +358,17 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Summary, RunE
         summary.measure_secs
     };
     summary.counts.open_at_end = Stats::get(&stats.open);
-    summary.counts.planned_open = opens.len() as u64 + Stats::get(&stats.connect_failures);
+    summary.counts.planned_open = opens.len() as u64
+        + Stats::get(&stats.connect_failures)
+        + Stats::get(&env.recovery.reconnect_failures);
     set_phase("close");
     close_all(&stats, opens).await;
     stop_progress.cancel();
     summary.collect(&stats);
+    if scenario.kind == Kind::Recovery {
+        let tracks: Vec<Arc<Track>> = env.tracks.values().cloned().collect();
+        summary.recovery = Some(RecoverySummary::collect(&env.recovery, &tracks));
+    }
     let server = match &abuse {
         Some(a) => a.server_growth().await,
         None => Default::default(),
@@ -352,6 +388,41 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Summary, RunE
     });
     summary.rss = rss.map(|w| w.finish(summary.counts.open_at_end, scenario.warmup));
     Ok(summary)
+}
+
+/// Starts the drop-and-return task of every dropping socket that opened,
+/// taking its socket out of `opens`; each task gives back the new one.
+fn spawn_drops(
+    env: &Arc<Env>,
+    drops: &[(usize, Duration)],
+    opens: &mut Vec<(usize, Open)>,
+    mut plans: std::collections::HashMap<usize, SocketPlan>,
+    measure_start: Instant,
+) -> JoinSet<(usize, Option<Open>)> {
+    let mut returns = JoinSet::new();
+    let Some(spec) = &env.scenario.recovery else {
+        return returns;
+    };
+    for &(index, at) in drops {
+        let (Some(position), Some(track), Some(socket)) = (
+            opens.iter().position(|(i, _)| *i == index),
+            env.tracks.get(&index),
+            plans.remove(&index),
+        ) else {
+            // It never opened: there is nothing to drop.
+            continue;
+        };
+        let (_, open) = opens.swap_remove(position);
+        returns.spawn(recovery::drop_and_return(
+            env.clone(),
+            socket,
+            open,
+            track.clone(),
+            measure_start + at,
+            spec.away,
+        ));
+    }
+    returns
 }
 
 /// CPU time of the watched server and of this process from `start`.
@@ -485,7 +556,7 @@ fn connect_failed(env: &Env, socket: &SocketPlan, error: &ConnectError) -> Resul
 /// How long a fresh socket may take to become ready.
 const READY_WAIT: Duration = Duration::from_secs(10);
 
-async fn open_one(env: &Arc<Env>, socket: &SocketPlan) -> Result<Open, ConnectError> {
+pub(crate) async fn open_one(env: &Arc<Env>, socket: &SocketPlan) -> Result<Open, ConnectError> {
     let target = &env.targets[socket.index % env.targets.len()];
     let mut hello = socket.hello.clone();
     if let Some((client_name, token)) = &socket.im_login {
@@ -532,6 +603,9 @@ async fn open_one(env: &Arc<Env>, socket: &SocketPlan) -> Result<Open, ConnectEr
         socket.index,
         socket.me.clone(),
         ready_tx,
+        env.tracks
+            .get(&socket.index)
+            .map(|t| (t.clone(), env.clone())),
     ));
     // A group socket is ready at its own presence join; other dialects
     // once their hello (subscription, register) is answered.
@@ -579,6 +653,7 @@ async fn im_login(target: &Target, client_name: &str, token: &str) -> Result<Str
 
 /// Reads `socket` to its end: counts and times what it receives, and
 /// inflates what comes compressed when it agreed to permessage-deflate.
+/// A socket that drops and returns (`track`) also follows its positions.
 async fn read_loop(
     socket: client::Socket,
     stats: Arc<Stats>,
@@ -586,7 +661,13 @@ async fn read_loop(
     key: usize,
     me: String,
     ready: oneshot::Sender<()>,
+    track: Option<(Arc<Track>, Arc<Env>)>,
 ) {
+    // The harness closing a dropping socket is no unexpected close.
+    let ended = |track: &Option<(Arc<Track>, Arc<Env>)>| match track {
+        Some((t, _)) if t.leaving() => stats.socket_left(),
+        _ => stats.socket_ended(),
+    };
     let client::Socket {
         mut reader,
         writer,
@@ -598,14 +679,14 @@ async fn read_loop(
         let message = match client::next_message(&mut reader, &writer, inflater.as_mut()).await {
             Received::Message(message) => message,
             Received::Closed(_) => {
-                stats.socket_ended();
+                ended(&track);
                 return;
             }
             Received::Failed { code, why } => {
                 // The server broke the protocol: fail the socket.
                 stats.error(|| format!("{me}: {why}"));
                 client::close_with(&writer, code).await;
-                stats.socket_ended();
+                ended(&track);
                 return;
             }
         };
@@ -616,7 +697,15 @@ async fn read_loop(
         if let Some(tx) = ready.take_if(|_| wire::is_ready(dialect, &text)) {
             let _ = tx.send(());
         }
+        let delivery = match &track {
+            Some((t, env)) => recovery::on_frame(t, &text, &env.recovery, &stats, key),
+            None => Delivery::Live,
+        };
         match wire::classify(dialect, &text, &me) {
+            Seen::Stamped(_) if delivery == Delivery::Replayed => {
+                stats.delivered_replayed();
+                sized();
+            }
             Seen::Stamped(stamp) => {
                 stats.delivered(key, stamp);
                 sized();

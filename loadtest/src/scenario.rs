@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::abuse::AbuseSpec;
+use crate::recovery::RecoverySpec;
 use crate::threshold::{Threshold, ThresholdError};
 
 /// Why a scenario file was refused.
@@ -55,6 +56,10 @@ pub enum Kind {
     JsonrpcPubsub,
     /// IM users in pairs: text messages, send statuses and receipts.
     ImChat,
+    /// Subscribers in `groups` groups fed by `message.publishers`
+    /// publishers each; the `[recovery]` table's share of them drop and
+    /// come back with their last history position.
+    Recovery,
 }
 
 impl Kind {
@@ -73,7 +78,7 @@ impl Kind {
         match self {
             Kind::Idle | Kind::Connect => &[Dialect::Group, Dialect::Iot, Dialect::Raw],
             Kind::Echo | Kind::Fanout | Kind::Groups => &[Dialect::Group, Dialect::Raw],
-            Kind::Direct | Kind::ApiPublish => &[Dialect::Group],
+            Kind::Direct | Kind::ApiPublish | Kind::Recovery => &[Dialect::Group],
             Kind::IotEvents => &[Dialect::Iot],
             Kind::JsonrpcPubsub => &[Dialect::Jsonrpc],
             Kind::ImChat => &[Dialect::Im],
@@ -97,6 +102,7 @@ impl Kind {
             Kind::IotEvents => "iot_events",
             Kind::JsonrpcPubsub => "jsonrpc_pubsub",
             Kind::ImChat => "im_chat",
+            Kind::Recovery => "recovery",
         }
     }
 }
@@ -274,6 +280,9 @@ pub struct Scenario {
     /// Abusers that join the measured phase for a window of it.
     #[serde(default)]
     pub abuse: Option<AbuseSpec>,
+    /// Subscribers that drop and recover (`recovery` only).
+    #[serde(default)]
+    pub recovery: Option<RecoverySpec>,
 }
 
 fn default_tenant() -> String {
@@ -361,6 +370,7 @@ impl Scenario {
         match self.kind {
             Kind::Groups => self.groups * self.group_size,
             Kind::Fanout | Kind::JsonrpcPubsub => self.vus + self.message.publishers,
+            Kind::Recovery => self.vus + self.groups * self.message.publishers,
             _ => self.vus,
         }
     }
@@ -422,6 +432,25 @@ impl Scenario {
         {
             return Err(invalid(format!("api `{api}` must be an http:// URL")));
         }
+        match (&self.recovery, self.kind) {
+            (Some(spec), Kind::Recovery) => {
+                if self.groups == 0 {
+                    return Err(invalid("recovery needs groups >= 1".into()));
+                }
+                spec.validate(self.vus, self.duration).map_err(invalid)?;
+            }
+            (None, Kind::Recovery) => {
+                return Err(invalid(
+                    "kind recovery needs a [recovery] table (drop, at, away)".into(),
+                ));
+            }
+            (Some(_), _) => {
+                return Err(invalid(
+                    "a [recovery] table only suits kind recovery".into(),
+                ));
+            }
+            (None, _) => {}
+        }
         if let Some(abuse) = &self.abuse {
             if dialect == Dialect::Raw {
                 return Err(invalid(
@@ -433,7 +462,10 @@ impl Scenario {
                     "connect runs have no measured traffic to abuse".into(),
                 ));
             }
-            let has_group = matches!(self.kind, Kind::Fanout | Kind::Groups | Kind::ApiPublish);
+            let has_group = matches!(
+                self.kind,
+                Kind::Fanout | Kind::Groups | Kind::ApiPublish | Kind::Recovery
+            );
             abuse.validate(self.duration, has_group).map_err(invalid)?;
         }
         self.thresholds()?;
@@ -596,6 +628,44 @@ rate = 200
                 "name='x'\nkind='connect'\n[abuse]\nstart='1s'\nstop='2s'\n",
                 "connect",
             ),
+        ];
+        for (text, wanted) in cases {
+            let err = Scenario::parse("x", text).unwrap_err().to_string();
+            assert!(err.contains(wanted), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_recovery_scenario_needs_its_table_and_only_it_has_one() {
+        let text = "name='x'\nkind='recovery'\nvus=20\ngroups=2\nduration='10s'\n[message]\npublishers=2\n[recovery]\ndrop=5\nat='2s'\nspread='1s'\naway='3s'\n";
+        let s = Scenario::parse("x", text).unwrap();
+        let spec = s.recovery.as_ref().expect("[recovery] table");
+        assert_eq!((spec.drop, spec.away), (5, Duration::from_secs(3)));
+        assert_eq!(
+            s.sockets(),
+            24,
+            "20 subscribers, 2 publishers in each of 2 groups"
+        );
+        assert_eq!(s.dialect(), Dialect::Group);
+        let cases = [
+            ("name='x'\nkind='recovery'\n", "needs a [recovery] table"),
+            (
+                "name='x'\nkind='fanout'\n[recovery]\ndrop=1\n",
+                "only suits kind recovery",
+            ),
+            (
+                "name='x'\nkind='recovery'\nvus=4\n[recovery]\ndrop=5\n",
+                "recovery.drop",
+            ),
+            (
+                "name='x'\nkind='recovery'\nvus=4\nduration='4s'\n[recovery]\nat='2s'\naway='2s'\n",
+                "before the measured phase",
+            ),
+            (
+                "name='x'\nkind='recovery'\ndialect='raw'\n[recovery]\ndrop=1\n",
+                "does not speak",
+            ),
+            ("name='x'\nkind='recovery'\n[recovery]\ndrops=1\n", "drops"),
         ];
         for (text, wanted) in cases {
             let err = Scenario::parse("x", text).unwrap_err().to_string();

@@ -32,16 +32,19 @@ pub enum Trend {
     Request,
     /// Deliveries of messages sent inside the abuse window.
     Window,
+    /// `recovery`: reconnect to the first live message after the replay.
+    Replay,
 }
 
 impl Trend {
-    pub const ALL: [Trend; 6] = [
+    pub const ALL: [Trend; 7] = [
         Trend::Delivery,
         Trend::Connect,
         Trend::Ack,
         Trend::Receipt,
         Trend::Request,
         Trend::Window,
+        Trend::Replay,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +55,7 @@ impl Trend {
             Trend::Receipt => "receipt",
             Trend::Request => "request",
             Trend::Window => "window",
+            Trend::Replay => "replay",
         }
     }
 }
@@ -182,6 +186,13 @@ impl Stats {
         }
     }
 
+    /// A replayed message arrived: counted, but not timed as a delivery,
+    /// since it waited in the history for as long as its socket was away.
+    pub fn delivered_replayed(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        self.last_receive.fetch_max(now_micros(), Ordering::Relaxed);
+    }
+
     /// A delivery's size: `wire` bytes on the wire, `inflated` once read.
     pub fn delivery_bytes(&self, wire: u64, inflated: u64, compressed: bool) {
         self.delivered_wire_bytes.fetch_add(wire, Ordering::Relaxed);
@@ -232,6 +243,11 @@ impl Stats {
         if !self.closing.load(Ordering::Relaxed) {
             self.unexpected_closes.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A socket the harness closed itself ended: expected, whenever.
+    pub fn socket_left(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn histogram(&self, trend: Trend) -> Histogram<u64> {
@@ -374,6 +390,13 @@ mod tests {
         assert_eq!(stats.histogram(Trend::Window).len(), 1);
         assert_eq!(stats.histogram(Trend::Delivery).len(), 4);
         assert_eq!(Stats::get(&stats.received), 4);
+        stats.delivered_replayed();
+        assert_eq!(Stats::get(&stats.received), 5);
+        assert_eq!(
+            stats.histogram(Trend::Delivery).len(),
+            4,
+            "replays are not timed"
+        );
     }
 
     #[test]
@@ -385,6 +408,15 @@ mod tests {
         stats.closing.store(true, Ordering::Relaxed);
         stats.socket_ended();
         assert_eq!(Stats::get(&stats.unexpected_closes), 2);
+        assert_eq!(Stats::get(&stats.open), 0);
+        stats.closing.store(false, Ordering::Relaxed);
+        stats.open.store(1, Ordering::Relaxed);
+        stats.socket_left();
+        assert_eq!(
+            Stats::get(&stats.unexpected_closes),
+            2,
+            "a drop is no close"
+        );
         assert_eq!(Stats::get(&stats.open), 0);
         for i in 0..7 {
             stats.error(|| format!("e{i} {}", "é".repeat(200)));

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::abuse::AbuseSummary;
+use crate::recovery::RecoverySummary;
 use crate::rss::RssSummary;
 use crate::stats::{Stats, Trend, TrendSummary};
 use crate::threshold::{self, Threshold, Verdict};
@@ -71,6 +72,9 @@ pub struct Summary {
     /// What the abusers met, when the scenario has an `[abuse]` table.
     #[serde(default)]
     pub abuse: Option<AbuseSummary>,
+    /// Drops and returns, when the scenario is of kind `recovery`.
+    #[serde(default)]
+    pub recovery: Option<RecoverySummary>,
     /// A few error replies, to say what went wrong.
     pub error_samples: Vec<String>,
     pub thresholds: Vec<Verdict>,
@@ -146,6 +150,11 @@ impl Summary {
             (None, Some(theirs)) => self.abuse = Some(theirs.clone()),
             _ => {}
         }
+        match (&mut self.recovery, &other.recovery) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (None, Some(theirs)) => self.recovery = Some(theirs.clone()),
+            _ => {}
+        }
         for sample in &other.error_samples {
             if self.error_samples.len() < 5 {
                 self.error_samples.push(sample.clone());
@@ -195,6 +204,13 @@ impl Summary {
                 let secs = self.server_cpu_secs?;
                 return (c.received > 0).then(|| secs * 1e6 / c.received as f64);
             }
+            "recovered" => return self.recovery.as_ref()?.recovered_ratio(),
+            "replayed" => return self.recovery.as_ref()?.replayed_ratio(),
+            "reconnects" => self.recovery.as_ref()?.reconnects as f64,
+            "reconnect_failures" => self.recovery.as_ref()?.reconnect_failures as f64,
+            "missed" => self.recovery.as_ref()?.missed as f64,
+            "gaps" => self.recovery.as_ref()?.gaps as f64,
+            "duplicates" => self.recovery.as_ref()?.duplicates as f64,
             "client_cpu_us_per_delivery" => {
                 let secs = self.client_cpu_secs?;
                 return (c.received > 0).then(|| secs * 1e6 / c.received as f64);
@@ -384,6 +400,47 @@ impl Summary {
                 );
             }
         }
+        if let Some(r) = &self.recovery {
+            let ratio = |v: Option<f64>| v.map_or("-".to_owned(), |r| format!("{:.2}%", r * 100.0));
+            line(
+                &mut out,
+                "recovery_reconnects",
+                format!(
+                    "{} of {} dropped, {} failed, {} without a position",
+                    r.reconnects, r.dropped, r.reconnect_failures, r.unpositioned
+                ),
+            );
+            line(
+                &mut out,
+                "recovery_recovered",
+                format!(
+                    "{} of {} ({}), {} answers",
+                    r.recovered,
+                    r.reconnects,
+                    ratio(r.recovered_ratio()),
+                    r.answers
+                ),
+            );
+            line(
+                &mut out,
+                "recovery_messages",
+                format!(
+                    "{} missed ({} by the server's count), {} replayed ({})",
+                    r.missed,
+                    r.server_missed,
+                    r.replayed,
+                    ratio(r.replayed_ratio())
+                ),
+            );
+            line(
+                &mut out,
+                "recovery_offsets",
+                format!(
+                    "{} gaps, {} duplicates, {} epoch changes",
+                    r.gaps, r.duplicates, r.epoch_changes
+                ),
+            );
+        }
         for sample in &self.error_samples {
             let _ = writeln!(out, "     error sample: {sample}");
         }
@@ -437,6 +494,38 @@ mod tests {
         assert_eq!(s.metric("receipt.p99_ms"), None);
         assert_eq!(s.metric("held"), None);
         assert_eq!(s.metric("rss_drift"), None);
+        assert_eq!(s.metric("recovered"), None, "no recovery run");
+        assert_eq!(s.metric("gaps"), None);
+    }
+
+    #[test]
+    fn recovery_figures_are_metrics_and_merge() {
+        let mut a = summary(1000, &[1000]);
+        a.recovery = Some(RecoverySummary {
+            dropped: 2,
+            reconnects: 2,
+            recovered: 1,
+            missed: 80,
+            replayed: 80,
+            duplicates: 1,
+            ..RecoverySummary::default()
+        });
+        assert_eq!(a.metric("recovered"), Some(0.5));
+        assert_eq!(a.metric("replayed"), Some(1.0));
+        assert_eq!(a.metric("duplicates"), Some(1.0));
+        assert_eq!(a.metric("gaps"), Some(0.0));
+        let mut b = summary(1000, &[1000]);
+        b.recovery = a.recovery.clone().map(|r| RecoverySummary {
+            recovered: 2,
+            replayed: 40,
+            ..r
+        });
+        a.merge(&b);
+        assert_eq!(a.metric("recovered"), Some(0.75));
+        assert_eq!(a.metric("replayed"), Some(0.75));
+        let text = a.render();
+        assert!(text.contains("recovery_recovered"), "{text}");
+        assert!(text.contains("2 duplicates"), "{text}");
     }
 
     #[test]

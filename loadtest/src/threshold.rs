@@ -55,7 +55,14 @@ impl Op {
 }
 
 /// Metrics that are fractions (0.001 = 0.1 %).
-pub const RATIO_METRICS: &[&str] = &["errors", "delivered", "rss_drift", "held"];
+pub const RATIO_METRICS: &[&str] = &[
+    "errors",
+    "delivered",
+    "rss_drift",
+    "held",
+    "recovered",
+    "replayed",
+];
 
 /// Metrics that are plain numbers.
 pub const NUMBER_METRICS: &[&str] = &[
@@ -70,10 +77,15 @@ pub const NUMBER_METRICS: &[&str] = &[
     "deliveries_per_s",
     "dropped",
     "rss_per_socket_kib",
+    "reconnects",
+    "reconnect_failures",
+    "missed",
+    "gaps",
+    "duplicates",
 ];
 
 /// Latency trends, `<trend>.<stat>_ms`; a bare `<stat>_ms` is `delivery`.
-pub const TRENDS: &[&str] = &["delivery", "connect", "ack", "receipt", "request"];
+pub const TRENDS: &[&str] = &["delivery", "connect", "ack", "receipt", "request", "replay"];
 pub const STATS: &[&str] = &["min", "avg", "med", "p90", "p95", "p99", "max"];
 
 /// One parsed threshold.
@@ -224,6 +236,9 @@ mod tests {
         assert!((errors.value - 0.001).abs() < 1e-12);
         assert!(errors.percent);
         assert_eq!(t("connect.p95_ms <= 50").metric, "connect.p95_ms");
+        assert_eq!(t("replay.p99_ms < 500").metric, "replay.p99_ms");
+        assert_eq!(t("recovered >= 100%").value, 1.0);
+        assert_eq!(t("gaps == 0").op, Op::Eq);
         assert_eq!(t("connect_rate >= 5000").op, Op::Ge);
         assert_eq!(t("delivered == 100%").value, 1.0);
         assert_eq!(errors.to_string(), "errors < 0.1%");

@@ -174,3 +174,46 @@ async fn exit_codes_json_summaries_and_several_processes() {
         .unwrap();
     assert_eq!(status.code(), Some(3));
 }
+
+/// Sockets that drop and return get exactly what they missed; with
+/// history off nothing is recovered and the thresholds say so.
+#[tokio::test]
+async fn dropped_subscribers_recover_what_they_missed_and_only_with_history() {
+    let text = "kind='recovery'\nvus=12\ngroups=2\nduration='4s'\ndrain='2s'\n\
+        thresholds=['recovered >= 100%', 'gaps == 0', 'duplicates == 0', 'replayed >= 100%']\n\
+        [message]\nrate=20\n[recovery]\ndrop=4\nat='1s'\nspread='500ms'\naway='1s'\n";
+    let flags = ["--rate-limit", "10000", "--rate-burst", "10000"];
+    let edge = Standalone::memory(&flags).await.process;
+    let recovery = scenario(text, &format!("ws://{}", edge.addr("edge")));
+    let mut summary = run(&recovery, &options()).await.unwrap();
+    let r = summary.recovery.clone().expect("recovery figures");
+    assert_eq!((r.dropped, r.reconnects, r.recovered), (4, 4, 4), "{r:?}");
+    // Away 1 s at 20 msg/s: about 20 missed each, every one replayed.
+    assert!(r.missed >= 4 * 15, "{r:?}");
+    assert_eq!((r.replayed, r.server_missed), (r.missed, r.missed));
+    assert_eq!((r.gaps, r.duplicates), (0, 0));
+    assert_eq!(summary.trends["replay"].count, 4);
+    assert_eq!(summary.counts.unexpected_closes, 0);
+    assert_eq!(summary.counts.open_at_end, 14);
+    assert_eq!(
+        summary.counts.received,
+        summary.counts.expected,
+        "{}",
+        summary.render()
+    );
+    assert!(
+        summary.judge(&recovery.thresholds().unwrap()),
+        "{}",
+        summary.render()
+    );
+
+    let mut off_flags = flags.to_vec();
+    off_flags.extend(["--history-size", "0"]);
+    let off = Standalone::memory(&off_flags).await.process;
+    let recovery = scenario(text, &format!("ws://{}", off.addr("edge")));
+    let mut summary = run(&recovery, &options()).await.unwrap();
+    let r = summary.recovery.clone().expect("recovery figures");
+    assert_eq!((r.reconnects, r.recovered), (4, 0), "{r:?}");
+    assert!(summary.counts.received < summary.counts.expected);
+    assert!(!summary.judge(&recovery.thresholds().unwrap()));
+}
