@@ -42,9 +42,10 @@ pub const HOLD_LIMIT: usize = 256;
 const MAX_ROUNDS: usize = 8;
 
 /// How long a recovery or catch-up keeps asking an owner that does not
-/// answer, and how often: about what a dead router takes to leave the
-/// view, twice over.
-const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+/// answer, and how often: long enough for a dead router to leave the view
+/// and for one ask lost on the way (answered only at the edge's request
+/// timeout, 5 s by default) to be followed by another.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(12);
 const RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What a socket does with one delivery that carries a position.
@@ -371,17 +372,18 @@ async fn synced_read(
 ) -> Option<HistoryAnswer> {
     let give_up = tokio::time::Instant::now() + RETRY_FOR;
     loop {
-        let synced = upstream
+        let sync = upstream
             .call(conn.id, topic.clone(), RequestBody::Sync)
-            .await
-            .ok()
-            .and_then(|r| r.into_result().ok());
-        if synced.is_some()
-            && let Ok(found) = read(upstream, conn, topic, since).await
-        {
-            return Some(found);
-        }
-        if tokio::time::Instant::now() + RETRY_EVERY >= give_up || conn.close_reason().is_some() {
+            .await;
+        let failed = match answered(sync) {
+            Ok(_) => match read(upstream, conn, topic, since).await {
+                Ok(found) => return Some(found),
+                Err(failed) => failed,
+            },
+            Err(failed) => failed,
+        };
+        let late = tokio::time::Instant::now() + RETRY_EVERY >= give_up;
+        if failed == ReadFailed::Refused || late || conn.close_reason().is_some() {
             return None;
         }
         metrics::counter!("switchboard_edge_recovery_retries_total").increment(1);
@@ -395,7 +397,7 @@ async fn read(
     conn: &ConnHandle,
     topic: &Topic,
     since: &Position,
-) -> Result<HistoryAnswer, Unavailable> {
+) -> Result<HistoryAnswer, ReadFailed> {
     let body = request::Body::History(HistoryRead {
         topic: Some(topic.clone()),
         since: Some(since.clone()),
@@ -403,12 +405,28 @@ async fn read(
     });
     let answer = upstream
         .call(conn.id, topic.clone(), RequestBody::Envelope(body))
-        .await?;
-    answer
-        .into_result()
-        .ok()
-        .and_then(|r| r.history)
-        .ok_or(Unavailable)
+        .await;
+    answered(answer)?.history.ok_or(ReadFailed::Refused)
+}
+
+/// Why a read of the history found nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadFailed {
+    /// No router answered, or one could not reach the owner: ownership
+    /// is moving, and asking again may work.
+    Unavailable,
+    /// The owner said no (history off, say): asking again will not help.
+    Refused,
+}
+
+fn answered(
+    answer: Result<switchboard_proto::Response, Unavailable>,
+) -> Result<switchboard_proto::Response, ReadFailed> {
+    let response = answer.map_err(|Unavailable| ReadFailed::Unavailable)?;
+    if response.error == switchboard_proto::ErrorCode::Unavailable as i32 {
+        return Err(ReadFailed::Unavailable);
+    }
+    response.into_result().map_err(|_| ReadFailed::Refused)
 }
 
 /// Queues `messages` (the history after a position, oldest first) on the

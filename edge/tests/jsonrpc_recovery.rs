@@ -575,6 +575,22 @@ async fn an_idempotency_key_sent_twice_pushes_once(env: Env) {
             (Some(stream), Some(1))
         );
     }
+    // A key is the caller's tenant's: another tenant sending the same key
+    // to a user of the same name suppresses nothing of its own.
+    let mut rival = user_socket(env.edge(), "alice", "rival", None).await;
+    let reply = post_json(
+        env.api(),
+        "/api/v1/notify",
+        &[
+            ("authorization", auth.as_str()),
+            ("x-tenant", "rival"),
+            ("idempotency-key", "u-1"),
+        ],
+        &notify(json!({"user": "alice"}), 7),
+    )
+    .await;
+    assert_eq!((reply.status, reply.json()), (200, json!({"delivered": 1})));
+    assert_eq!(pushed(&mut rival).await["data"], 7);
     let publish = json!({"channel": "news", "message": "m1"});
     let path = "/api/v1/apps/app1/publish".to_owned();
     let first = post(path.clone(), "p-1", publish.clone()).await;
