@@ -186,15 +186,7 @@ async fn execute(
                 // delivery it brings overtakes the replay.
                 handle.positions().hold(&topic);
                 let subscribed = env.upstream.subscribe(handle, topic.clone(), member).await;
-                if let Some(conn) = env.registry.get(handle.id) {
-                    tokio::spawn(crate::recovery::recover(
-                        env.upstream.clone(),
-                        conn,
-                        topic,
-                        since,
-                        answer,
-                    ));
-                }
+                start_recovery(env, handle, topic, since, answer);
                 subscribed
             }
             Action::Recover {
@@ -203,15 +195,7 @@ async fn execute(
                 answer,
             } => {
                 handle.positions().hold(&topic);
-                if let Some(conn) = env.registry.get(handle.id) {
-                    tokio::spawn(crate::recovery::recover(
-                        env.upstream.clone(),
-                        conn,
-                        topic,
-                        since,
-                        answer,
-                    ));
-                }
+                start_recovery(env, handle, topic, since, answer);
                 Ok(())
             }
             Action::Unsubscribe { topic } => env.upstream.unsubscribe(handle, &topic).await,
@@ -269,6 +253,26 @@ async fn execute(
 }
 
 /// Closes `handle` with `code` after `after` unless `unless` fires first.
+/// Starts recovering `handle` on `topic` from `since` (the topic is held
+/// already), if the socket is still registered.
+fn start_recovery(
+    env: &SocketEnv,
+    handle: &ConnHandle,
+    topic: switchboard_proto::Topic,
+    since: switchboard_proto::Position,
+    answer: crate::dialect::RecoveryMapper,
+) {
+    if let Some(conn) = env.registry.get(handle.id) {
+        tokio::spawn(crate::recovery::recover(
+            env.upstream.clone(),
+            conn,
+            topic,
+            since,
+            answer,
+        ));
+    }
+}
+
 async fn close_after(
     handle: Arc<ConnHandle>,
     after: Duration,

@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 use switchboard_testkit::WsClient;
-use switchboard_testkit::http::{get, post_json};
+use switchboard_testkit::http::post_json;
 use switchboard_testkit::jsonrpc::{
     api_post, app_sentinel, app_socket, assert_error, assert_ok, call, device_socket,
     notify_sentinel, ready, user_socket,
@@ -56,14 +56,7 @@ impl Env {
     }
 
     async fn history(&self, tenant: &str, query: &str) -> (u16, Value) {
-        let auth = format!("Bearer {API_KEY}");
-        let reply = get(
-            self.api(),
-            &format!("/api/v1/history?{query}"),
-            &[("authorization", auth.as_str()), ("x-tenant", tenant)],
-        )
-        .await;
-        (reply.status, reply.json())
+        switchboard_testkit::switchboard::history(self.api(), tenant, query).await
     }
 
     /// The epoch of `topic`'s history in `tenant`.

@@ -63,14 +63,7 @@ impl Env {
     }
 
     async fn history(&self, tenant: &str, query: &str) -> (u16, Value) {
-        let auth = format!("Bearer {API_KEY}");
-        let reply = get(
-            self.api(),
-            &format!("/api/v1/history?{query}"),
-            &[("authorization", auth.as_str()), ("x-tenant", tenant)],
-        )
-        .await;
-        (reply.status, reply.json())
+        switchboard_testkit::switchboard::history(self.api(), tenant, query).await
     }
 }
 

@@ -291,6 +291,19 @@ macro_rules! over_both_transports {
     };
 }
 
+/// `GET /api/v1/history?{query}` on `api` with the API key, acting for
+/// `tenant`: the status and the JSON body.
+pub async fn history(api: SocketAddr, tenant: &str, query: &str) -> (u16, serde_json::Value) {
+    let auth = format!("Bearer {API_KEY}");
+    let reply = crate::http::get(
+        api,
+        &format!("/api/v1/history?{query}"),
+        &[("authorization", auth.as_str()), ("x-tenant", tenant)],
+    )
+    .await;
+    (reply.status, reply.json())
+}
+
 /// Waits until `GET /readyz` on `admin` answers 200.
 pub async fn wait_ready(admin: SocketAddr) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
