@@ -101,16 +101,22 @@ impl Position {
     /// epoch is 1 to 64 ASCII letters and digits and the offset a number.
     pub fn parse(text: &str) -> Option<Self> {
         let (epoch, offset) = text.rsplit_once(':')?;
-        let epoch_ok = !epoch.is_empty()
-            && epoch.len() <= 64
-            && epoch.bytes().all(|b| b.is_ascii_alphanumeric());
-        if !epoch_ok || offset.is_empty() || !offset.bytes().all(|b| b.is_ascii_digit()) {
+        if !Self::is_valid_epoch(epoch)
+            || offset.is_empty()
+            || !offset.bytes().all(|b| b.is_ascii_digit())
+        {
             return None;
         }
         Some(Self {
             epoch: epoch.to_owned(),
             offset: offset.parse().ok()?,
         })
+    }
+
+    /// Whether a client may present `epoch`: 1 to 64 ASCII letters and
+    /// digits.
+    pub fn is_valid_epoch(epoch: &str) -> bool {
+        !epoch.is_empty() && epoch.len() <= 64 && epoch.bytes().all(|b| b.is_ascii_alphanumeric())
     }
 }
 

@@ -129,6 +129,23 @@ mod tests {
     }
 
     #[test]
+    fn the_topics_with_a_history_are_those_edges_keep_publishes_for() {
+        // Edges keep (and resend with an id) publishes to the kinds that
+        // `TopicKind::keeps_history` names; only these dedupe by id here.
+        for value in 0..=32 {
+            let Ok(kind) = TopicKind::try_from(value) else {
+                continue;
+            };
+            let topic = TopicKey::new("t", kind, "x");
+            assert_eq!(
+                topic.history_stream().is_some(),
+                kind.keeps_history(),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
     fn history_streams_name_jsonrpc_topics_both_ways() {
         for (kind, name, stream) in [
             (TopicKind::User, "alice", "user:alice"),

@@ -74,6 +74,10 @@ pub(super) struct Correlations {
     /// owners then drop resends they already hold, so a publish sent to a
     /// router that went away may be sent again without a duplicate.
     idempotent: AtomicBool,
+    /// Set when a kept publish may be waiting unsent (none could take it,
+    /// or a router answered `unavailable`), so that the sweep looks for
+    /// it; the sweep does not walk the table otherwise.
+    parked: AtomicBool,
 }
 
 impl Correlations {
@@ -83,6 +87,7 @@ impl Correlations {
             next: AtomicU64::new(1),
             timeout,
             idempotent: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
         }
     }
 
@@ -114,6 +119,10 @@ impl Correlations {
             return Err(pending);
         }
         let correlation_id = self.next.fetch_add(1, Ordering::Relaxed);
+        if pending.kept.is_some() {
+            // Unsent until it goes out.
+            self.parked.store(true, Ordering::Relaxed);
+        }
         table.insert(correlation_id, pending);
         Ok(correlation_id)
     }
@@ -148,6 +157,9 @@ impl Correlations {
         for (id, p) in pending.iter() {
             let Some(kept) = &p.kept else { continue };
             let Some(now) = owner(&kept.topic) else {
+                if kept.sent_on.is_none() {
+                    self.parked.store(true, Ordering::Relaxed);
+                }
                 continue;
             };
             let again = match &kept.sent_on {
@@ -163,32 +175,19 @@ impl Correlations {
         due
     }
 
-    /// Marks kept publish `correlation_id` as not sent, for the next
-    /// resend; false when it is no kept publish (or no longer pending).
-    fn park(&self, correlation_id: u64) -> bool {
-        match self
-            .lock()
-            .get_mut(&correlation_id)
-            .and_then(|p| p.kept.as_mut())
-        {
-            Some(kept) => {
-                kept.sent_on = None;
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Records where kept publish `correlation_id` went out (`None`: it
-    /// could not be sent).
-    fn sent(&self, correlation_id: u64, sent_on: Option<(Arc<str>, u64)>) {
-        if let Some(kept) = self
-            .lock()
-            .get_mut(&correlation_id)
-            .and_then(|p| p.kept.as_mut())
-        {
-            kept.sent_on = sent_on;
+    /// could not be sent, or must go again); false when it is no kept
+    /// publish (or no longer pending).
+    fn sent(&self, correlation_id: u64, sent_on: Option<(Arc<str>, u64)>) -> bool {
+        let mut table = self.lock();
+        let Some(kept) = table.get_mut(&correlation_id).and_then(|p| p.kept.as_mut()) else {
+            return false;
+        };
+        if sent_on.is_none() {
+            self.parked.store(true, Ordering::Relaxed);
         }
+        kept.sent_on = sent_on;
+        true
     }
 
     #[cfg(test)]
@@ -328,7 +327,7 @@ impl Upstream {
             self.requests.idempotent.store(true, Ordering::Relaxed);
         }
         if response.error == ErrorCode::Unavailable as i32
-            && self.requests.park(response.correlation_id)
+            && self.requests.sent(response.correlation_id, None)
         {
             // A router that could not reach the owner (its view lags, or
             // the owner just died): a kept publish goes again shortly.
@@ -358,7 +357,9 @@ impl Upstream {
             self.expire(Instant::now());
             // Publishes that found no owner, or one that could not reach
             // it, try again until their deadline.
-            self.resend_kept().await;
+            if self.requests.parked.swap(false, Ordering::Relaxed) {
+                self.resend_kept().await;
+            }
         }
     }
 
@@ -750,8 +751,13 @@ pub(super) mod tests {
                 ..Response::default()
             })),
         };
+        upstream.requests.parked.store(false, Ordering::Relaxed);
         assert!(upstream.dispatch(refusal(ErrorCode::Unavailable)));
         assert_eq!(upstream.requests.len(), 1, "still kept");
+        assert!(
+            upstream.requests.parked.load(Ordering::Relaxed),
+            "the sweep looks for it"
+        );
         assert_eq!(due(&upstream.requests, Some(("r1", 1))), [id], "sent again");
         // Any other refusal is the answer.
         assert!(upstream.dispatch(refusal(ErrorCode::Internal)));

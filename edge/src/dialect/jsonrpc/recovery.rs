@@ -70,10 +70,13 @@ pub(super) fn param_since(
         return Err(bad());
     };
     let offset = offset.as_u64().ok_or_else(bad)?;
-    Position::parse(&format!("{epoch}:{offset}"))
-        .filter(|p| p.epoch == *epoch)
-        .map(Some)
-        .ok_or_else(bad)
+    if !Position::is_valid_epoch(epoch) {
+        return Err(bad());
+    }
+    Ok(Some(Position {
+        epoch: epoch.clone(),
+        offset,
+    }))
 }
 
 /// The recovery fields of an outcome; `Err` for a position ahead.
