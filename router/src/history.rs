@@ -7,7 +7,9 @@
 //! step (one script per topic on Redis, all topics of a batch at once),
 //! and hands each message back to the shard in the order it came, so a
 //! topic's deliveries leave in offset order. A busy shard thus costs one
-//! store round trip per batch, not per message.
+//! store round trip per batch, not per message. A store that appends
+//! without I/O (memory) is appended to in the shard's own turn instead:
+//! no writer, no two hops between tasks per publish.
 
 use std::sync::Arc;
 
@@ -46,14 +48,37 @@ pub struct AppendJob {
 /// The shard's side of its writer.
 pub struct HistoryQueue {
     jobs: mpsc::Sender<AppendJob>,
+    store: Arc<dyn Store>,
+    limits: HistoryLimits,
 }
 
 impl HistoryQueue {
-    /// Queues `job` without waiting; a full or closed queue answers the
-    /// publisher at once, and nothing is delivered.
-    pub fn push(&self, job: AppendJob) {
+    /// Appends `job` now if the store can without I/O, answering what to
+    /// deliver; else queues it for the writer without waiting (a full or
+    /// closed queue answers the publisher at once, and nothing is
+    /// delivered).
+    pub fn push(&self, job: AppendJob) -> Option<ShardCommand> {
+        let message = [Append {
+            publish_id: job.publish_id.as_deref(),
+            data: json_of(&job.payload),
+        }];
+        let history = HistoryRef {
+            tenant: &job.topic.tenant,
+            stream: &job.stream,
+        };
+        let now_ms = switchboard_common::clock::now_ms();
+        if let Some(mut appended) =
+            self.store
+                .history_append_now(history, &message, self.limits, now_ms)
+        {
+            metrics::histogram!("switchboard_router_history_batch_size").record(1.0);
+            let appended = appended
+                .pop()
+                .ok_or_else(|| "history store answered the wrong count".to_owned());
+            return settle(job, appended);
+        }
         let (job, message) = match self.jobs.try_send(job) {
-            Ok(()) => return,
+            Ok(()) => return None,
             Err(mpsc::error::TrySendError::Full(job)) => {
                 metrics::counter!("switchboard_router_history_refused_total", "reason" => "queue_full")
                     .increment(1);
@@ -64,6 +89,7 @@ impl HistoryQueue {
         if let Some(reply) = job.reply {
             reply.send(error_response(ErrorCode::Internal, message));
         }
+        None
     }
 }
 
@@ -75,8 +101,12 @@ pub fn start(
     shard: mpsc::WeakSender<ShardCommand>,
 ) -> HistoryQueue {
     let (jobs, rx) = mpsc::channel(HISTORY_QUEUE);
-    tokio::spawn(run(store, limits, shard, rx));
-    HistoryQueue { jobs }
+    tokio::spawn(run(store.clone(), limits, shard, rx));
+    HistoryQueue {
+        jobs,
+        store,
+        limits,
+    }
 }
 
 async fn run(
@@ -93,32 +123,8 @@ async fn run(
             return;
         };
         for (job, appended) in batch.drain(..).zip(appended) {
-            let command = match appended {
-                Ok(Appended::New(position)) => ShardCommand::Deliver {
-                    topic: job.topic,
-                    payload: job.payload,
-                    position,
-                    also: job.also,
-                    reply: job.reply,
-                },
-                // A resend of a publish the history holds: it was
-                // delivered when it was appended, so only its place is
-                // answered.
-                Ok(Appended::Duplicate(position)) => {
-                    metrics::counter!("switchboard_router_history_duplicates_total").increment(1);
-                    if let Some(reply) = job.reply {
-                        reply.send(accepted(0, position));
-                    }
-                    continue;
-                }
-                Err(message) => {
-                    metrics::counter!("switchboard_router_history_refused_total", "reason" => "store")
-                        .increment(1);
-                    if let Some(reply) = job.reply {
-                        reply.send(error_response(ErrorCode::Internal, &message));
-                    }
-                    continue;
-                }
+            let Some(command) = settle(job, appended) else {
+                continue;
             };
             // The shard never waits on this writer, so waiting here for
             // room in its queue cannot deadlock; it only slows the writer
@@ -126,6 +132,37 @@ async fn run(
             if shard.send(command).await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// What to deliver of an appended job, or `None` once its publisher is
+/// answered (a resend the history already holds, or a failed append).
+fn settle(job: AppendJob, appended: Result<Appended, String>) -> Option<ShardCommand> {
+    match appended {
+        Ok(Appended::New(position)) => Some(ShardCommand::Deliver {
+            topic: job.topic,
+            payload: job.payload,
+            position,
+            also: job.also,
+            reply: job.reply,
+        }),
+        // A resend of a publish the history holds: it was delivered when
+        // it was appended, so only its place is answered.
+        Ok(Appended::Duplicate(position)) => {
+            metrics::counter!("switchboard_router_history_duplicates_total").increment(1);
+            if let Some(reply) = job.reply {
+                reply.send(accepted(0, position));
+            }
+            None
+        }
+        Err(message) => {
+            metrics::counter!("switchboard_router_history_refused_total", "reason" => "store")
+                .increment(1);
+            if let Some(reply) = job.reply {
+                reply.send(error_response(ErrorCode::Internal, &message));
+            }
+            None
         }
     }
 }

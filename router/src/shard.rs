@@ -290,14 +290,7 @@ impl Shard {
                 position,
                 also,
                 reply,
-            } => {
-                let delivered = self.fan_out_also(&topic, &payload, Some(&position), also);
-                metrics::counter!("switchboard_router_publishes_total", "kind" => topic.kind.as_str_name())
-                    .increment(1);
-                if let Some(reply) = reply {
-                    reply.send(crate::history::accepted(delivered, position));
-                }
-            }
+            } => self.deliver(topic, payload, position, also, reply),
             ShardCommand::Announce {
                 topic,
                 member,
@@ -350,14 +343,23 @@ impl Shard {
             && crate::history::is_message(&payload)
             && let Some(stream) = topic.history_stream()
         {
-            return history.push(AppendJob {
+            if let Some(ShardCommand::Deliver {
+                topic,
+                payload,
+                position,
+                also,
+                reply,
+            }) = history.push(AppendJob {
                 topic,
                 stream,
                 payload,
                 publish_id,
                 also,
                 reply,
-            });
+            }) {
+                self.deliver(topic, payload, position, also, reply);
+            }
+            return;
         }
         let delivered = self.fan_out_also(&topic, &payload, None, also);
         metrics::counter!("switchboard_router_publishes_total", "kind" => topic.kind.as_str_name())
@@ -367,6 +369,24 @@ impl Shard {
                 delivered,
                 ..Response::default()
             });
+        }
+    }
+
+    /// A publish appended to its topic's history: fanned out with its
+    /// place, and its publisher told where it is.
+    fn deliver(
+        &mut self,
+        topic: TopicKey,
+        payload: Payload,
+        position: Position,
+        also: Also,
+        reply: Option<Reply>,
+    ) {
+        let delivered = self.fan_out_also(&topic, &payload, Some(&position), also);
+        metrics::counter!("switchboard_router_publishes_total", "kind" => topic.kind.as_str_name())
+            .increment(1);
+        if let Some(reply) = reply {
+            reply.send(crate::history::accepted(delivered, position));
         }
     }
 

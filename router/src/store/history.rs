@@ -98,9 +98,20 @@ impl Since {
     }
 }
 
-/// Short, random and not guessable enough to collide: 16 hex digits.
+/// Letters and digits in an epoch: 62^8 (about 2^47) choices, so a
+/// history made again after it expired or was flushed does not come back
+/// with the epoch its clients hold, while every delivery carries only 8
+/// bytes of it.
+const EPOCH_LEN: usize = 8;
+
+/// A short random epoch for a new history.
 pub fn new_epoch() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    use rand::Rng;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(EPOCH_LEN)
+        .map(char::from)
+        .collect()
 }
 
 #[async_trait]
@@ -117,6 +128,23 @@ pub trait HistoryStore: Send + Sync {
         limits: HistoryLimits,
         now_ms: u64,
     ) -> Result<Vec<Appended>, StoreError>;
+
+    /// Appends at once when the store needs no round trip to do it (the
+    /// memory store), so the shard delivers in the same turn instead of
+    /// handing the publish to its writer task and back; `None` when
+    /// appends wait on I/O (Redis), which then go through the writer. A
+    /// store answers `Some` always or never, so one topic's appends never
+    /// take both ways.
+    fn history_append_now(
+        &self,
+        history: HistoryRef<'_>,
+        messages: &[Append<'_>],
+        limits: HistoryLimits,
+        now_ms: u64,
+    ) -> Option<Vec<Appended>> {
+        let _ = (history, messages, limits, now_ms);
+        None
+    }
 
     /// Appends one message: [`HistoryStore::history_append_batch`] of one.
     async fn history_append(

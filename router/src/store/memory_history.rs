@@ -35,6 +35,9 @@ struct History {
     messages: VecDeque<(Option<String>, Bytes)>,
     /// Publish ids of the kept messages → offset.
     ids: HashMap<String, u64>,
+    /// Bytes of `messages` and `ids` together, kept as they change so an
+    /// append costs the same however many messages the history keeps.
+    kept_bytes: usize,
     expires_at_ms: u64,
 }
 
@@ -45,6 +48,7 @@ impl History {
             top: 0,
             messages: VecDeque::new(),
             ids: HashMap::new(),
+            kept_bytes: 0,
             expires_at_ms: now_ms.saturating_add(ttl_ms),
         }
     }
@@ -82,12 +86,13 @@ struct State {
 
 impl History {
     fn cost(&self) -> usize {
-        HISTORY_OVERHEAD
-            + self
-                .messages
-                .iter()
-                .map(|(id, data)| data.len() + id.as_ref().map_or(0, |id| 2 * id.len()))
-                .sum::<usize>()
+        HISTORY_OVERHEAD + self.kept_bytes
+    }
+
+    /// What one kept message counts for: its data, and its id twice (in
+    /// the message and in the id index).
+    fn cost_of(id: Option<&String>, data: &Bytes) -> usize {
+        data.len() + id.map_or(0, |id| 2 * id.len())
     }
 }
 
@@ -198,12 +203,17 @@ impl MemoryHistory {
                 if let Some(id) = &id {
                     h.ids.insert(id.clone(), offset);
                 }
+                h.kept_bytes += History::cost_of(id.as_ref(), &message.data);
                 h.messages.push_back((id, message.data.clone()));
                 Appended::New(h.position(offset))
             })
             .collect();
         while h.messages.len() > limits.size.max(1) {
-            if let Some((Some(id), _)) = h.messages.pop_front() {
+            let Some((id, data)) = h.messages.pop_front() else {
+                break;
+            };
+            h.kept_bytes -= History::cost_of(id.as_ref(), &data);
+            if let Some(id) = id {
                 h.ids.remove(&id);
             }
         }
@@ -279,6 +289,16 @@ impl HistoryStore for super::MemoryStore {
         Ok(self.history.append(history, messages, limits, now_ms))
     }
 
+    fn history_append_now(
+        &self,
+        history: HistoryRef<'_>,
+        messages: &[Append<'_>],
+        limits: HistoryLimits,
+        now_ms: u64,
+    ) -> Option<Vec<Appended>> {
+        Some(self.history.append(history, messages, limits, now_ms))
+    }
+
     async fn history_since(
         &self,
         history: HistoryRef<'_>,
@@ -299,6 +319,42 @@ mod tests {
 
     fn store() -> MemoryStore {
         MemoryStore::new(TTL_MS)
+    }
+
+    /// The running count of a history's bytes is what its messages and
+    /// ids add up to, through appends that trim old messages, with and
+    /// without publish ids.
+    #[test]
+    fn a_history_counts_the_bytes_it_keeps_as_it_trims() {
+        let histories = MemoryHistory::default();
+        let limits = HistoryLimits {
+            size: 5,
+            ttl_ms: 60_000,
+        };
+        let h = HistoryRef {
+            tenant: "t",
+            stream: "group:g",
+        };
+        for n in 0..40usize {
+            let id = format!("e1-{n}");
+            let message = Append {
+                publish_id: (n % 3 != 0).then_some(id.as_str()),
+                data: Bytes::from(vec![b'x'; 10 + n]),
+            };
+            histories.append(h, std::slice::from_ref(&message), limits, 1);
+            let state = histories.state.lock().unwrap();
+            let history = state.histories.values().next().unwrap();
+            let recounted: usize = history
+                .messages
+                .iter()
+                .map(|(id, data)| data.len() + id.as_ref().map_or(0, |id| 2 * id.len()))
+                .sum();
+            assert_eq!(history.kept_bytes, recounted, "after append {n}");
+            assert_eq!(
+                history.ids.len(),
+                history.messages.iter().filter(|m| m.0.is_some()).count()
+            );
+        }
     }
 
     /// Messages to ever new topics stay within the byte budget: the
