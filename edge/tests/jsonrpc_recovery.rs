@@ -414,6 +414,18 @@ async fn a_position_ahead_is_a_validation_error(env: Env) {
     )
     .await;
     assert_error(&sub, -32602, &json!(4));
+    // The refused call subscribed nothing: what is published next does not
+    // reach the socket, and a plain subscribe is a new subscription.
+    env.publish("acme", "app3", "c", json!("while refused"))
+        .await;
+    let sub = call(&mut app, "subscribe", json!({"channel": "c"}), json!(5)).await;
+    assert_eq!(assert_ok(&sub, &json!(5)), json!({"channel": "c"}));
+    env.publish("acme", "app3", "c", json!("live")).await;
+    let live = pushed(&mut app).await;
+    assert_eq!(
+        (live["data"]["message"].clone(), position(&live)),
+        (json!("live"), (epoch, 3))
+    );
 }
 
 async fn a_malformed_position_is_refused(env: Env) {

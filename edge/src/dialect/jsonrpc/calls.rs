@@ -7,8 +7,8 @@ use switchboard_proto::jsonrpc::{
     notify_frame, tool_topic_name, with_stream,
 };
 use switchboard_proto::{
-    BindConversation, DeviceAttach, DeviceStatus, ErrorCode, KvAction, KvOp, Payload, Response,
-    RouterRefusal, ToolEvent, Topic, TopicKind, request,
+    BindConversation, DeviceAttach, DeviceStatus, ErrorCode, HistoryRead, HistoryVerdict, KvAction,
+    KvOp, Payload, Response, RouterRefusal, ToolEvent, Topic, TopicKind, request,
 };
 
 use super::wire::{Element, Id, RpcError};
@@ -31,16 +31,47 @@ pub(super) enum Plan {
     },
 }
 
+/// A call's answer (none for a notification, or when a frame made later
+/// answers it) and the actions that go with it.
+pub(super) type Answered = (Option<Id>, Result<Value, RpcError>, Vec<Action>);
+
 /// A call waiting for the router, and what its answer means.
 pub(super) enum Pending {
-    Get { key: String },
-    Set { key: String },
-    Del { key: String },
-    Publish { channel: String },
-    Subscribe { channel: String },
-    Unsubscribe { channel: String },
-    Switch { conv: String, hd: Option<String> },
-    Status { hd: String },
+    Get {
+        key: String,
+    },
+    Set {
+        key: String,
+    },
+    Del {
+        key: String,
+    },
+    Publish {
+        channel: String,
+    },
+    Subscribe {
+        channel: String,
+    },
+    /// A `subscribe` with `since`, asking where the channel's history is
+    /// ([`RpcSession::checked_since`]).
+    SubscribeSince(Box<SinceCheck>),
+    Unsubscribe {
+        channel: String,
+    },
+    Switch {
+        conv: String,
+        hd: Option<String>,
+    },
+    Status {
+        hd: String,
+    },
+}
+
+/// A `subscribe` with `since` while its history is asked where it is.
+pub(super) struct SinceCheck {
+    pub(super) channel: String,
+    pub(super) topic: Topic,
+    pub(super) since: switchboard_proto::Position,
 }
 
 /// Methods and the socket kind that has them, for "not available here".
@@ -176,13 +207,39 @@ impl RpcSession {
                 actions,
                 request,
             },
-            Ok(Planned::Recovering {
-                channel,
-                topic,
-                since,
-            }) => self.plan_recovery(id, channel, topic, since),
             Err(error) => Plan::Answer(id, Err(error), Vec::new()),
         }
+    }
+
+    /// A `subscribe` with `since`, once its owner has said where the
+    /// channel's history is: a position ahead of it is -32602 and the
+    /// channel is not subscribed (an error answer means the call did
+    /// nothing); any other answer subscribes and recovers, the recovery
+    /// itself telling what it found.
+    pub(super) fn checked_since(
+        &mut self,
+        id: Option<Id>,
+        check: SinceCheck,
+        response: Result<Response, Unavailable>,
+    ) -> Answered {
+        let SinceCheck {
+            channel,
+            topic,
+            since,
+        } = check;
+        let found = response.ok().and_then(|r| r.history);
+        if let Some(found) = found
+            && found.verdict == HistoryVerdict::Ahead as i32
+        {
+            self.channels.remove(&channel);
+            let latest = found.latest.unwrap_or_default();
+            return (
+                id,
+                Err(super::recovery::ahead("since", &latest)),
+                Vec::new(),
+            );
+        }
+        self.plan_recovery(id, channel, topic, since)
     }
 
     /// A `subscribe` with `since`: subscribed and recovered at once. Called
@@ -196,7 +253,7 @@ impl RpcSession {
         channel: String,
         topic: Topic,
         since: switchboard_proto::Position,
-    ) -> Plan {
+    ) -> Answered {
         let batch = self.work.as_ref().is_some_and(|w| w.batch);
         let answer: crate::dialect::RecoveryMapper = match (&id, batch) {
             (Some(call), false) => {
@@ -212,8 +269,8 @@ impl RpcSession {
             answer,
         };
         match (id, batch) {
-            (Some(_), false) => Plan::Answer(None, Ok(Value::Null), vec![subscribe]),
-            (id, _) => Plan::Answer(id, Ok(json!({"channel": channel})), vec![subscribe]),
+            (Some(_), false) => (None, Ok(Value::Null), vec![subscribe]),
+            (id, _) => (id, Ok(json!({"channel": channel})), vec![subscribe]),
         }
     }
 
@@ -335,12 +392,23 @@ impl RpcSession {
                         )));
                     }
                     self.channels.insert(channel.clone());
+                    // Where the history is comes first: a position ahead
+                    // of it refuses the call before anything is subscribed.
                     if let Some(since) = since {
-                        return Ok(Planned::Recovering {
-                            channel,
+                        let read = RequestBody::Envelope(request::Body::History(HistoryRead {
+                            topic: Some(topic.clone()),
+                            since: Some(since.clone()),
+                            limit: 1,
+                        }));
+                        return Ok(Planned::wait(
+                            Pending::SubscribeSince(Box::new(SinceCheck {
+                                channel,
+                                topic: topic.clone(),
+                                since,
+                            })),
                             topic,
-                            since,
-                        });
+                            read,
+                        ));
                     }
                     let subscribe = Action::Subscribe {
                         topic: topic.clone(),
@@ -462,6 +530,7 @@ impl RpcSession {
             Pending::Subscribe { channel } | Pending::Unsubscribe { channel } => {
                 json!({"channel": channel})
             }
+            Pending::SubscribeSince(check) => json!({"channel": check.channel}),
             Pending::Status { hd } => json!({"hdId": hd}),
             Pending::Switch { conv, hd } => {
                 let data = switched(&conv, hd.as_deref());
@@ -500,6 +569,9 @@ impl RpcSession {
             Pending::Subscribe { channel } => {
                 self.channels.remove(channel);
             }
+            Pending::SubscribeSince(check) => {
+                self.channels.remove(&check.channel);
+            }
             Pending::Unsubscribe { channel } => {
                 self.channels.insert(channel.clone());
             }
@@ -511,12 +583,6 @@ impl RpcSession {
 /// What a call needs.
 enum Planned {
     Now(Value, Vec<Action>),
-    /// A subscription recovering from `since` ([`RpcSession::plan_recovery`]).
-    Recovering {
-        channel: String,
-        topic: Topic,
-        since: switchboard_proto::Position,
-    },
     Wait {
         pending: Pending,
         actions: Vec<Action>,

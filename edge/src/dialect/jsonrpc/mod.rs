@@ -464,7 +464,13 @@ impl DialectSession for RpcSession {
         if waiting_token != token {
             return Vec::new();
         }
-        let (result, mut actions) = self.complete(pending, response);
+        let (id, result, mut actions) = match pending {
+            calls::Pending::SubscribeSince(check) => self.checked_since(id, *check, response),
+            pending => {
+                let (result, actions) = self.complete(pending, response);
+                (id, result, actions)
+            }
+        };
         self.answer(id.as_ref(), result);
         actions.extend(self.advance());
         actions

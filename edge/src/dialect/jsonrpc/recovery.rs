@@ -10,8 +10,10 @@
 //! "missed","epoch","offset"}`, the offset the latest one), or, for a
 //! `subscribe` with an id, by the call's result with the same fields; then
 //! the missed pushes in offset order, then live ones. A position ahead of
-//! the latest is a validation error (-32602), after which the stream goes
-//! on live from the latest position.
+//! the latest is a validation error (-32602): on the query, after which
+//! the stream goes on live from the latest position; in `subscribe`, which
+//! then subscribes nothing (the owner is asked where the history is before
+//! the subscription goes out).
 
 use std::collections::HashMap;
 
@@ -96,7 +98,7 @@ fn fields(stream: &str, outcome: Recovery<'_>) -> Result<Value, Position> {
     }))
 }
 
-fn ahead(field: &str, latest: &Position) -> RpcError {
+pub(super) fn ahead(field: &str, latest: &Position) -> RpcError {
     RpcError::InvalidParams(format!(
         "{field} is ahead of the latest position {}:{}",
         latest.epoch, latest.offset
