@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_testkit::WsClient;
-use switchboard_testkit::cluster::Cluster;
+use switchboard_testkit::cluster::{Cluster, scrape};
 use switchboard_testkit::switchboard::{group_url, join_group, token};
 use switchboard_testkit::ws::Event;
 use tokio::sync::watch;
@@ -373,6 +373,23 @@ async fn failover(transport: &str) {
         .iter()
         .filter_map(|(_, r)| r.first_error.as_ref())
         .collect();
+    // Nobody forged anything here: a frame a process refused as unproven
+    // means it misread its own peers (a subscriber left over from a
+    // session that ended, say), and paid a check and a warning for each.
+    for admin in cluster.admins() {
+        let text = scrape(admin).await;
+        let refused: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("switchboard_cluster_auth_refused_total{") && !l.ends_with(" 0")
+            })
+            .collect();
+        if !refused.is_empty() {
+            problems.push(format!(
+                "{admin} refused its own cluster's frames: {refused:?}"
+            ));
+        }
+    }
     println!("{transport}: refusals {refusals:?}");
     println!(
         "{transport}: sent {} accepted {} refused {} delivered {}/{} duplicates {} out of order {} longest pause {:?}; {recovered}/{MOVERS} movers recovered",

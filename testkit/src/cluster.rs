@@ -101,12 +101,7 @@ impl Cluster {
     /// `routers` live routers, so all of them agree on who owns what.
     pub async fn wait_views(&self, routers: usize) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        let admins = self
-            .routers
-            .iter()
-            .map(|r| r.addr("router-admin"))
-            .chain(self.edges.iter().map(|e| e.addr("edge-admin")));
-        for admin in admins {
+        for admin in self.admins() {
             loop {
                 let text = scrape(admin).await;
                 let live = metric(&text, "switchboard_live_routers");
@@ -162,6 +157,15 @@ impl Cluster {
         env.push(("SWITCHBOARD_EDGE_ID", format!("edge-{i}")));
         let process = crate::switchboard::edge_with_env(&[], &env);
         self.edges.push(process);
+    }
+
+    /// The admin listeners of every router, then every edge.
+    pub fn admins(&self) -> Vec<SocketAddr> {
+        self.routers
+            .iter()
+            .map(|r| r.addr("router-admin"))
+            .chain(self.edges.iter().map(|e| e.addr("edge-admin")))
+            .collect()
     }
 
     pub fn edge(&self, i: usize) -> SocketAddr {

@@ -137,8 +137,13 @@ impl Transport for Nats {
 
 /// Passes the router's frames on, each only if it opens under the session
 /// key (a `Reset` also if the router proved it by its id: a router that
-/// lost the session has no key), until a reset or the end of the
-/// subscription.
+/// lost the session has no key), until a reset, the end of the
+/// subscription, or the end of the session.
+///
+/// The subscription goes as soon as the upstream drops the session: a
+/// router restarted under the same id sends its new session's frames on
+/// the same subject, and a stale subscriber would get each of them too,
+/// refuse it as forged and never learn it was no longer wanted.
 async fn receive(
     mut inbound: async_nats::Subscriber,
     mut opener: Option<Opener>,
@@ -146,7 +151,14 @@ async fn receive(
     router_id: String,
     frames: mpsc::Sender<RouterFrame>,
 ) {
-    while let Some(message) = inbound.next().await {
+    loop {
+        let message = tokio::select! {
+            message = inbound.next() => message,
+            () = frames.closed() => return,
+        };
+        let Some(message) = message else {
+            return;
+        };
         if header(&message, VERDICT_HEADER).is_some() {
             continue;
         }
