@@ -48,6 +48,14 @@ const MAX_ROUNDS: usize = 8;
 const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(12);
 const RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// How long one ask of a recovery waits for its answer before asking
+/// again. An ask sent to an owner that stops owning the topic on the way
+/// is answered only at the edge's request timeout (5 s by default); two
+/// such in a row, as when ownership moves twice, left a returning client
+/// waiting until its position had left the history. Asking again is
+/// safe: a sync and a read change nothing.
+const ASK_FOR: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// What a socket does with one delivery that carries a position.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admit {
@@ -372,10 +380,8 @@ async fn synced_read(
 ) -> Option<HistoryAnswer> {
     let give_up = tokio::time::Instant::now() + RETRY_FOR;
     loop {
-        let sync = upstream
-            .call(conn.id, topic.clone(), RequestBody::Sync)
-            .await;
-        let failed = match answered(sync) {
+        let sync = ask(upstream, conn, topic, RequestBody::Sync).await;
+        let failed = match sync {
             Ok(_) => match read(upstream, conn, topic, since).await {
                 Ok(found) => return Some(found),
                 Err(failed) => failed,
@@ -403,10 +409,24 @@ async fn read(
         since: Some(since.clone()),
         limit: 0,
     });
-    let answer = upstream
-        .call(conn.id, topic.clone(), RequestBody::Envelope(body))
-        .await;
-    answered(answer)?.history.ok_or(ReadFailed::Refused)
+    ask(upstream, conn, topic, RequestBody::Envelope(body))
+        .await?
+        .history
+        .ok_or(ReadFailed::Refused)
+}
+
+/// One ask of `topic`'s owner, given up after [`ASK_FOR`] (its late
+/// answer, if any, goes nowhere).
+async fn ask(
+    upstream: &Upstream,
+    conn: &ConnHandle,
+    topic: &Topic,
+    body: RequestBody,
+) -> Result<switchboard_proto::Response, ReadFailed> {
+    match tokio::time::timeout(ASK_FOR, upstream.call(conn.id, topic.clone(), body)).await {
+        Ok(answer) => answered(answer),
+        Err(_) => Err(ReadFailed::Unavailable),
+    }
 }
 
 /// Why a read of the history found nothing.
