@@ -347,7 +347,7 @@ mod tests {
             let recounted: usize = history
                 .messages
                 .iter()
-                .map(|(id, data)| data.len() + id.as_ref().map_or(0, |id| 2 * id.len()))
+                .map(|(id, data)| History::cost_of(id.as_ref(), data))
                 .sum();
             assert_eq!(history.kept_bytes, recounted, "after append {n}");
             assert_eq!(

@@ -37,37 +37,19 @@ pub(super) type Answered = (Option<Id>, Result<Value, RpcError>, Vec<Action>);
 
 /// A call waiting for the router, and what its answer means.
 pub(super) enum Pending {
-    Get {
-        key: String,
-    },
-    Set {
-        key: String,
-    },
-    Del {
-        key: String,
-    },
-    Publish {
-        channel: String,
-    },
-    Subscribe {
-        channel: String,
-    },
-    /// A `subscribe` with `since`, asking where the channel's history is
-    /// ([`RpcSession::checked_since`]).
+    Get { key: String },
+    Set { key: String },
+    Del { key: String },
+    Publish { channel: String },
+    Subscribe { channel: String },
     SubscribeSince(Box<SinceCheck>),
-    Unsubscribe {
-        channel: String,
-    },
-    Switch {
-        conv: String,
-        hd: Option<String>,
-    },
-    Status {
-        hd: String,
-    },
+    Unsubscribe { channel: String },
+    Switch { conv: String, hd: Option<String> },
+    Status { hd: String },
 }
 
-/// A `subscribe` with `since` while its history is asked where it is.
+/// A `subscribe` with `since` while its history is asked where it is
+/// ([`RpcSession::checked_since`]).
 pub(super) struct SinceCheck {
     pub(super) channel: String,
     pub(super) topic: Topic,
